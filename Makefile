@@ -1,0 +1,53 @@
+# ferrite — see README.md. Every target that needs the toolchain runs `make setup` first.
+SHELL := /bin/bash
+export PATH := /usr/lib/llvm-22/bin:$(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+include cross/env.mk
+
+X86_MUSL := x86_64-unknown-linux-musl
+ARM_MUSL := aarch64-unknown-linux-musl
+
+.PHONY: setup build static cross test test-unit test-privileged lint fmt demo bench sizes clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace
+
+static: setup
+	$(MUSL_ENV) $(CARGO) build --release --target $(X86_MUSL) -p ferrite
+
+cross: static
+	$(MUSL_ENV) $(CARGO) build --release --target $(ARM_MUSL) -p ferrite
+
+sizes:
+	@for f in target/$(X86_MUSL)/release/ferrite target/$(ARM_MUSL)/release/ferrite; do \
+		[ -f $$f ] && printf '%-50s %8d bytes (%s)\n' $$f $$(stat -c %s $$f) "$$(file -b $$f | cut -d, -f1-2)"; \
+	done; true
+
+# Unit tests, the privileged netns/cgroup tests (run as root), and the static + arm64 builds
+# (tests/static_binaries.rs runs the arm64 binary under qemu-aarch64-static).
+test: setup cross
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+	@$(MAKE) --no-print-directory sizes
+
+test-unit: setup
+	$(CARGO) test --workspace --lib --bins
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo: setup build
+	scripts/demo.sh target/release/ferrite target/release/ferrite-lab
+
+bench: setup build
+	target/release/ferrite-lab bench --out target/bench --ferrite target/release/ferrite
+
+clean:
+	$(CARGO) clean

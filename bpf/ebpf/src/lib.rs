@@ -1,0 +1,6 @@
+//! Shared pieces of ferrite's eBPF programs: the maps and small verifier-friendly helpers.
+//! Entry points live in one file per attach point (`sock.rs`, …).
+#![no_std]
+
+pub mod maps;
+pub mod sock_lb;

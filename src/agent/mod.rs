@@ -1,0 +1,110 @@
+//! `ferrite agent`: source → model → plan → maps, plus the local API.
+
+mod reconcile;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::api::{self, ApiState, DatapathStatus, Status};
+use crate::datapath::{DatapathConfig, DatapathError, SockLb};
+use crate::model::Snapshot;
+use crate::source::{SourceSpec, dir::DirSource};
+
+pub use reconcile::Reconciler;
+
+/// How often the `dir:` source looks for changes (a change reaches the kernel well within 1 s).
+const DIR_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub source: SourceSpec,
+    pub node_name: String,
+    pub api_socket: PathBuf,
+    pub datapath: DatapathConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+    #[error("reading the current content of the pinned maps: {0}")]
+    ReadBack(DatapathError),
+    #[error("source {0} is not supported yet by this build")]
+    UnsupportedSource(String),
+    #[error("installing the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs until SIGINT/SIGTERM. The datapath stays in place when the agent exits.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let sock = SockLb::open(&cfg.datapath)?;
+    let state = sock.maps.read_state().map_err(AgentError::ReadBack)?;
+    info!(services = state.services.len(), backends = state.backends.len(), adopted = sock.adopted,
+          "datapath ready");
+
+    let shared = Arc::new(RwLock::new(ApiState {
+        status: Status {
+            version: crate::VERSION.to_string(),
+            node_name: cfg.node_name.clone(),
+            source: cfg.source.to_string(),
+            datapath: DatapathStatus {
+                ready: true,
+                bpf_root: cfg.datapath.bpf_root.display().to_string(),
+                cgroup: cfg.datapath.cgroup.display().to_string(),
+                adopted: sock.adopted,
+            },
+            last_apply: None,
+            source_errors: Vec::new(),
+        },
+        services: Vec::new(),
+    }));
+
+    let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+    let errors = match &cfg.source {
+        SourceSpec::Dir(path) => {
+            let source = DirSource::new(path.clone());
+            let errors = source.error_handle();
+            tokio::spawn(source.run(tx, DIR_POLL));
+            errors
+        }
+        other @ SourceSpec::Kube => return Err(AgentError::UnsupportedSource(other.to_string())),
+    };
+
+    let api_path = cfg.api_socket.clone();
+    let api_state = shared.clone();
+    let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
+
+    let mut reconciler = Reconciler::new(sock, state, shared.clone(), errors);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AgentError::Signal)?;
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    info!("source ended");
+                    break;
+                }
+                let snapshot = rx.borrow_and_update().clone();
+                reconciler.reconcile(&snapshot);
+            }
+            res = &mut api_task => {
+                match res {
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(())) => info!("API server stopped"),
+                    Err(e) => error!(error = %e, "API task failed"),
+                }
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted; datapath stays pinned"); break; }
+            _ = sigterm.recv() => { info!("terminated; datapath stays pinned"); break; }
+        }
+    }
+    let _ = std::fs::remove_file(&cfg.api_socket);
+    Ok(())
+}

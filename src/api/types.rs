@@ -1,0 +1,54 @@
+//! JSON views served by the API and printed by the CLI.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub version: String,
+    pub node_name: String,
+    pub source: String,
+    pub datapath: DatapathStatus,
+    pub last_apply: Option<ApplyReport>,
+    pub source_errors: Vec<SourceErrorView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatapathStatus {
+    pub ready: bool,
+    pub bpf_root: String,
+    pub cgroup: String,
+    /// The pinned links were adopted from a previous agent.
+    pub adopted: bool,
+}
+
+/// The last reconcile of the load balancer maps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Increments with every snapshot the agent applied.
+    pub generation: u64,
+    pub at_unix_ms: u64,
+    /// Time to compute the plan and write it into the maps.
+    pub duration_us: u64,
+    pub ops: usize,
+    pub services: usize,
+    pub frontends: usize,
+    pub backends: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceErrorView {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceView {
+    pub service: String,
+    pub port_name: String,
+    /// `addr:port` (`[v6]:port`).
+    pub frontend: String,
+    pub protocol: String,
+    pub backends: Vec<String>,
+    pub affinity_timeout_seconds: Option<u32>,
+}

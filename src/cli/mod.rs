@@ -1,0 +1,59 @@
+//! The command line (argh). `ferrite` is also the CNI plugin when `CNI_COMMAND` is set.
+
+mod agent;
+mod output;
+mod query;
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+pub use output::OutputFormat;
+
+/// ferrite: networking for small k3s clusters in one binary.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Version(VersionCmd),
+    Agent(agent::AgentCmd),
+    Status(query::StatusCmd),
+    Services(query::ServicesCmd),
+}
+
+/// Print the version.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "version")]
+pub struct VersionCmd {
+    /// output format: table (default) or json
+    #[argh(option, short = 'o', default = "OutputFormat::Table")]
+    pub output: OutputFormat,
+}
+
+pub fn default_api_socket() -> PathBuf {
+    PathBuf::from(crate::api::DEFAULT_SOCKET)
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Version(v) => {
+            match v.output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"version": crate::VERSION, "arch": std::env::consts::ARCH})
+                ),
+                OutputFormat::Table => println!("ferrite {} ({})", crate::VERSION, std::env::consts::ARCH),
+            }
+            0
+        }
+        Command::Agent(a) => agent::run(a),
+        Command::Status(s) => query::status(&s),
+        Command::Services(s) => query::services(&s),
+    }
+}

@@ -1,0 +1,118 @@
+//! `ferrite status` and `ferrite services`: read a running agent's API.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use super::output::{OutputFormat, table};
+use crate::api::{ServiceView, Status, client};
+
+/// Show the agent's status.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+pub struct StatusCmd {
+    /// output format: table (default) or json
+    #[argh(option, short = 'o', default = "OutputFormat::Table")]
+    pub output: OutputFormat,
+    /// the agent's API socket
+    #[argh(option, default = "super::default_api_socket()")]
+    pub api_socket: PathBuf,
+}
+
+/// List service frontends and their backends as programmed in the datapath.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "services")]
+pub struct ServicesCmd {
+    /// output format: table (default) or json
+    #[argh(option, short = 'o', default = "OutputFormat::Table")]
+    pub output: OutputFormat,
+    /// the agent's API socket
+    #[argh(option, default = "super::default_api_socket()")]
+    pub api_socket: PathBuf,
+}
+
+fn fetch<T: serde::de::DeserializeOwned>(socket: &std::path::Path, route: &str) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(client::get(socket, route)).map_err(|e| e.to_string())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> i32 {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+pub fn status(cmd: &StatusCmd) -> i32 {
+    let st: Status = match fetch(&cmd.api_socket, "/v1/status") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if cmd.output == OutputFormat::Json {
+        return print_json(&st);
+    }
+    let mut rows = vec![
+        vec!["version".into(), st.version.clone()],
+        vec!["node".into(), st.node_name.clone()],
+        vec!["source".into(), st.source.clone()],
+        vec!["datapath".into(), format!(
+            "{} (bpf-root {}, cgroup {}{})",
+            if st.datapath.ready { "ready" } else { "not ready" },
+            st.datapath.bpf_root,
+            st.datapath.cgroup,
+            if st.datapath.adopted { ", adopted pinned links" } else { "" }
+        )],
+    ];
+    if let Some(a) = &st.last_apply {
+        rows.push(vec!["last apply".into(), format!(
+            "generation {}: {} services, {} frontends, {} backends, {} ops in {} µs{}",
+            a.generation, a.services, a.frontends, a.backends, a.ops, a.duration_us,
+            a.error.as_ref().map(|e| format!(" — error: {e}")).unwrap_or_default()
+        )]);
+    }
+    for e in &st.source_errors {
+        rows.push(vec!["source error".into(), format!("{}: {}", e.path, e.message)]);
+    }
+    print!("{}", table(&["FIELD", "VALUE"], &rows));
+    0
+}
+
+pub fn services(cmd: &ServicesCmd) -> i32 {
+    let list: Vec<ServiceView> = match fetch(&cmd.api_socket, "/v1/services") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if cmd.output == OutputFormat::Json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.service.clone(),
+                if s.port_name.is_empty() { "-".into() } else { s.port_name.clone() },
+                s.frontend.clone(),
+                s.protocol.clone(),
+                if s.backends.is_empty() { "(none: refused)".into() } else { s.backends.join(",") },
+                s.affinity_timeout_seconds.map_or_else(|| "-".into(), |t| format!("ClientIP {t}s")),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["SERVICE", "PORT", "FRONTEND", "PROTO", "BACKENDS", "AFFINITY"], &rows));
+    0
+}

@@ -1,0 +1,116 @@
+//! Typed handles on the load balancer's pinned maps: read back their content, write plans.
+
+use std::collections::BTreeSet;
+
+use aya::maps::{HashMap, MapData, MapError};
+use ferrite_abi::{
+    AffinityKey, AffinityValue, Backend, SlotKey, SvcKey, SvcValue, map_names,
+};
+
+use super::DatapathError;
+use crate::lb::{LbState, Plan};
+
+pub struct LbMaps {
+    services: HashMap<MapData, SvcKey, SvcValue>,
+    slots: HashMap<MapData, SlotKey, u32>,
+    backends: HashMap<MapData, u32, Backend>,
+    // An LRU hash in the kernel; aya reads it through the same HashMap type.
+    affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source: Box::new(source) }
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<T, DatapathError> {
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap { name })?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl LbMaps {
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DatapathError> {
+        Ok(Self {
+            services: take(ebpf, map_names::SERVICES)?,
+            slots: take(ebpf, map_names::SLOTS)?,
+            backends: take(ebpf, map_names::BACKENDS)?,
+            affinity: take(ebpf, map_names::AFFINITY)?,
+        })
+    }
+
+    /// Everything the maps hold now (what a previous agent wrote, on adoption).
+    pub fn read_state(&self) -> Result<LbState, DatapathError> {
+        let mut st = LbState::default();
+        for kv in self.services.iter() {
+            let (k, v) = kv.map_err(map_err(map_names::SERVICES))?;
+            st.services.insert(k, v);
+        }
+        for kv in self.slots.iter() {
+            let (k, v) = kv.map_err(map_err(map_names::SLOTS))?;
+            st.slots.insert(k, v);
+        }
+        for kv in self.backends.iter() {
+            let (k, v) = kv.map_err(map_err(map_names::BACKENDS))?;
+            st.backends.insert(k, v);
+        }
+        Ok(st)
+    }
+
+    /// Writes `plan` in its safe order, mirroring every successful write into `state`. Stops at
+    /// the first failure (the next reconcile re-plans from `state`, so nothing is lost).
+    pub fn apply(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
+        for (id, b) in &plan.upsert_backends {
+            self.backends.insert(id, b, 0).map_err(map_err(map_names::BACKENDS))?;
+            state.backends.insert(*id, *b);
+        }
+        for (k, v) in &plan.upsert_slots {
+            self.slots.insert(k, v, 0).map_err(map_err(map_names::SLOTS))?;
+            state.slots.insert(*k, *v);
+        }
+        for (k, v) in &plan.upsert_services {
+            self.services.insert(k, v, 0).map_err(map_err(map_names::SERVICES))?;
+            state.services.insert(*k, *v);
+        }
+        for k in &plan.delete_services {
+            ignore_missing(self.services.remove(k)).map_err(map_err(map_names::SERVICES))?;
+            state.services.remove(k);
+        }
+        for k in &plan.delete_slots {
+            ignore_missing(self.slots.remove(k)).map_err(map_err(map_names::SLOTS))?;
+            state.slots.remove(k);
+        }
+        for id in &plan.delete_backends {
+            ignore_missing(self.backends.remove(id)).map_err(map_err(map_names::BACKENDS))?;
+            state.backends.remove(id);
+        }
+        self.purge_affinity(&plan.stale_affinity)
+    }
+
+    fn purge_affinity(&mut self, stale: &BTreeSet<(u32, u32)>) -> Result<(), DatapathError> {
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut doomed = Vec::new();
+        for kv in self.affinity.iter() {
+            let (k, v) = kv.map_err(map_err(map_names::AFFINITY))?;
+            if stale.contains(&(k.svc_id, v.backend_id)) {
+                doomed.push(k);
+            }
+        }
+        for k in doomed {
+            ignore_missing(self.affinity.remove(&k)).map_err(map_err(map_names::AFFINITY))?;
+        }
+        Ok(())
+    }
+}
+
+/// A delete of a key that is already gone is success (idempotent apply).
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,102 @@
+//! Pinned links: attach a program once, then on every restart swap the new program into the
+//! existing link (`BPF_LINK_UPDATE`) so the hook is never absent, not even for a syscall.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink};
+use tracing::{debug, info, warn};
+
+use super::DatapathError;
+
+/// `enum bpf_cmd` value of BPF_LINK_UPDATE (uapi/linux/bpf.h).
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()> {
+    let attr = LinkUpdateAttr {
+        link_fd: u32::try_from(link.as_raw_fd()).unwrap_or(u32::MAX),
+        new_prog_fd: u32::try_from(prog.as_raw_fd()).unwrap_or(u32::MAX),
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: attr is a valid, fully initialised prefix of `union bpf_attr` for this command;
+    // the kernel zero-extends the rest.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &raw const attr,
+            std::mem::size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// `enum bpf_cmd` value of BPF_OBJ_GET.
+const BPF_OBJ_GET: libc::c_long = 7;
+
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens a pinned bpffs object (here: a link) and returns its fd.
+fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: attr is a valid prefix of `union bpf_attr`; `c` outlives the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const attr, std::mem::size_of::<ObjGetAttr>())
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(rc).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `prog` (already loaded) the program behind the link pinned at `pin`, creating and pinning
+/// the link on first use. Returns true when an existing link was adopted.
+pub fn attach_pinned(
+    name: &'static str,
+    prog: &mut CgroupSockAddr,
+    cgroup: BorrowedFd<'_>,
+    pin: &Path,
+) -> Result<bool, DatapathError> {
+    let program_err = |source| DatapathError::Program { name, source: Box::new(source) };
+    if pin.exists() {
+        let prog_fd = prog.fd().map_err(program_err)?;
+        match obj_get(pin).and_then(|link| link_update(link.as_fd(), prog_fd.as_fd())) {
+            Ok(()) => {
+                debug!(program = name, pin = %pin.display(), "adopted pinned link");
+                return Ok(true);
+            }
+            Err(e) => warn!(program = name, pin = %pin.display(), error = %e,
+                            "pinned link cannot be updated; replacing it"),
+        }
+        std::fs::remove_file(pin).map_err(|e| DatapathError::io("removing", pin, e))?;
+    }
+    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(program_err)?;
+    let link = prog.take_link(id).map_err(program_err)?;
+    let fd_link = FdLink::try_from(link)
+        .map_err(|e| DatapathError::Link { path: pin.into(), source: std::io::Error::other(e) })?;
+    fd_link
+        .pin(pin)
+        .map_err(|source| DatapathError::Pin { path: pin.into(), source: Box::new(source) })?;
+    info!(program = name, pin = %pin.display(), "attached and pinned");
+    Ok(false)
+}

@@ -1,0 +1,39 @@
+//! The aya loader: loads the embedded eBPF object with its maps pinned under `--bpf-root`,
+//! attaches (or adopts and upgrades) pinned links, and writes load-balancing plans into the maps.
+//! Everything pinned outlives the agent: a restarted agent adopts it and traffic never stops.
+
+mod bpffs;
+mod error;
+mod link;
+mod lbmaps;
+mod sock;
+
+pub use bpffs::{cgroup2_root, ensure_bpffs};
+pub use error::DatapathError;
+pub use lbmaps::LbMaps;
+pub use sock::{SockLb, cleanup};
+
+use std::path::PathBuf;
+
+/// Where the datapath lives and what it hooks.
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    /// Pin directory on a bpffs (`/sys/fs/bpf/ferrite` by default).
+    pub bpf_root: PathBuf,
+    /// cgroup v2 directory the socket load balancer attaches to.
+    pub cgroup: PathBuf,
+}
+
+impl DatapathConfig {
+    pub fn maps_dir(&self) -> PathBuf {
+        self.bpf_root.join("maps")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.bpf_root.join("links")
+    }
+}
+
+/// The compiled eBPF object of the socket-layer attach point.
+pub(crate) static SOCK_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-sock"));

@@ -1,0 +1,112 @@
+//! Services + EndpointSlices → frontends (address, port, protocol) with their backends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+use smol_str::SmolStr;
+use tracing::warn;
+
+use crate::model::{
+    EndpointSlice, Protocol, Service, ServiceName, ServicePort, SessionAffinity, Snapshot,
+    TargetPort,
+};
+
+/// One address:port/protocol a client can reach a service on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frontend {
+    pub service: ServiceName,
+    pub port_name: SmolStr,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Ready endpoints (or, when none is ready, serving+terminating ones), sorted and unique.
+    pub backends: Vec<SocketAddr>,
+    /// ClientIP affinity timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+}
+
+/// Every frontend of every service, in a deterministic order. When two services claim the same
+/// address:port/protocol the first by namespace/name keeps it and the other is logged.
+pub fn frontends(snapshot: &Snapshot) -> Vec<Frontend> {
+    let mut slices_by_service: BTreeMap<&ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in snapshot.endpoint_slices.values() {
+        slices_by_service.entry(&slice.service).or_default().push(slice);
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for svc in snapshot.services.values() {
+        let slices = slices_by_service.get(&svc.name).map_or(&[][..], Vec::as_slice);
+        for fe in service_frontends(svc, slices) {
+            if seen.insert((fe.addr, fe.port, fe.protocol)) {
+                out.push(fe);
+            } else {
+                warn!(service = %svc.name, addr = %fe.addr, port = fe.port,
+                      "frontend already used by another service; ignored");
+            }
+        }
+    }
+    out
+}
+
+fn service_frontends(svc: &Service, slices: &[&EndpointSlice]) -> Vec<Frontend> {
+    let affinity_timeout = match svc.session_affinity {
+        SessionAffinity::None => None,
+        SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
+    };
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        for &addr in &svc.cluster_ips {
+            out.push(Frontend {
+                service: svc.name.clone(),
+                port_name: port.name.clone(),
+                addr,
+                port: port.port,
+                protocol: port.protocol,
+                backends: backends_for(port, addr.is_ipv4(), slices),
+                affinity_timeout,
+            });
+        }
+    }
+    out
+}
+
+/// Endpoints of `slices` serving `port` in the frontend's family: the ready ones, or when none is
+/// ready the serving-and-terminating ones (graceful termination, as kube-proxy and Cilium do).
+fn backends_for(port: &ServicePort, v4: bool, slices: &[&EndpointSlice]) -> Vec<SocketAddr> {
+    let mut ready = BTreeSet::new();
+    let mut terminating = BTreeSet::new();
+    for slice in slices {
+        let Some(target) = slice_port(port, slice) else { continue };
+        for ep in &slice.endpoints {
+            let set = if ep.ready {
+                &mut ready
+            } else if ep.serving && ep.terminating {
+                &mut terminating
+            } else {
+                continue;
+            };
+            for &ip in ep.addresses.iter().filter(|ip| ip.is_ipv4() == v4) {
+                set.insert(SocketAddr::new(ip, target));
+            }
+        }
+    }
+    let chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.into_iter().collect()
+}
+
+/// The slice's port number for a service port: matched by the service port's name (what the
+/// EndpointSlice controller writes), else by a named targetPort.
+fn slice_port(port: &ServicePort, slice: &EndpointSlice) -> Option<u16> {
+    let by_name = |name: &str| {
+        slice.ports.iter().find(|p| p.name == name && p.protocol == port.protocol).map(|p| p.port)
+    };
+    by_name(&port.name).or_else(|| match &port.target_port {
+        TargetPort::Name(n) => by_name(n),
+        TargetPort::Number(_) => None,
+    })
+}
+
+#[cfg(test)]
+#[path = "frontend_tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! Services and their endpoints, as ferrite sees them (no Kubernetes types).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use smol_str::SmolStr;
+
+/// `namespace/name` of a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServiceName {
+    pub namespace: SmolStr,
+    pub name: SmolStr,
+}
+
+impl ServiceName {
+    pub fn new(namespace: impl Into<SmolStr>, name: impl Into<SmolStr>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// IANA protocol number, as the kernel reports it.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    /// The name Kubernetes uses (`TCP`, `UDP`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum TargetPort {
+    Number(u16),
+    Name(SmolStr),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    /// Empty when the service has a single unnamed port.
+    pub name: SmolStr,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub target_port: TargetPort,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SessionAffinity {
+    None,
+    /// ClientIP affinity with its timeout in seconds (Kubernetes default 10800).
+    ClientIp {
+        timeout_seconds: u32,
+    },
+}
+
+/// `spec.type` of a Service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ServiceType {
+    /// Reachable on its cluster IPs only (the Kubernetes default).
+    #[default]
+    #[serde(rename = "ClusterIP")]
+    ClusterIp,
+    /// ClusterIP plus a port on every node.
+    NodePort,
+    /// NodePort plus an external load-balancer IP.
+    LoadBalancer,
+    /// A DNS alias: never has cluster IPs, nothing to load-balance.
+    ExternalName,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: ServiceName,
+    pub service_type: ServiceType,
+    /// `clusterIPs` (or `clusterIP`), IPv4 and/or IPv6. Empty for headless services.
+    pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub session_affinity: SessionAffinity,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointPort {
+    /// Matches the service port's name (empty for an unnamed port).
+    pub name: SmolStr,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub addresses: Vec<IpAddr>,
+    /// `conditions.ready`; Kubernetes treats an unset value as ready.
+    pub ready: bool,
+    /// `conditions.serving`; unset means the value of `ready`.
+    pub serving: bool,
+    pub terminating: bool,
+    pub node_name: Option<SmolStr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointSlice {
+    /// The slice's own namespace/name.
+    pub name: ServiceName,
+    /// From the `kubernetes.io/service-name` label.
+    pub service: ServiceName,
+    pub ports: Vec<EndpointPort>,
+    pub endpoints: Vec<Endpoint>,
+}

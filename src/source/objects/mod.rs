@@ -1,0 +1,211 @@
+//! The Kubernetes kinds ferrite reads from manifests, decoded with serde types private to
+//! `source` and converted to `model` types.
+//!
+//! Adding a kind is one arm in [`decode`] (plus its module and an [`Object`] variant).
+
+mod endpoint_slice;
+mod service;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::Value;
+use smol_str::SmolStr;
+
+use crate::model::{self, Protocol, ServiceName};
+
+/// One object read from a manifest, already in ferrite's model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    Service(model::Service),
+    EndpointSlice(model::EndpointSlice),
+}
+
+/// Identity of an object across files: its kind and namespace/name.
+pub type ObjectKey = (&'static str, ServiceName);
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Service(_) => "Service",
+            Self::EndpointSlice(_) => "EndpointSlice",
+        }
+    }
+
+    pub fn name(&self) -> &ServiceName {
+        match self {
+            Self::Service(service) => &service.name,
+            Self::EndpointSlice(slice) => &slice.name,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        (self.kind(), self.name().clone())
+    }
+
+    /// Adds the object to `snapshot`, replacing one of the same kind and name.
+    pub fn insert_into(self, snapshot: &mut model::Snapshot) {
+        match self {
+            Self::Service(service) => {
+                snapshot.services.insert(service.name.clone(), service);
+            }
+            Self::EndpointSlice(slice) => {
+                snapshot.endpoint_slices.insert(slice.name.clone(), slice);
+            }
+        }
+    }
+}
+
+/// What became of one manifest object.
+#[derive(Debug)]
+pub enum Decoded {
+    Object(Object),
+    /// Valid, but nothing ferrite reads here; the reason is logged at debug level.
+    Ignored(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("not an object (expected a mapping with apiVersion, kind and metadata)")]
+    NotAMapping,
+    #[error("{field} is required")]
+    Missing { field: String },
+    #[error("apiVersion `{api_version}` is not supported for {kind}; use `{supported}`")]
+    UnsupportedVersion {
+        api_version: String,
+        kind: &'static str,
+        supported: &'static str,
+    },
+    #[error("a List inside a List is not supported")]
+    NestedList,
+    #[error("{field}: {source}")]
+    Decode {
+        field: String,
+        source: serde_json::Error,
+    },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// Decodes one object of any kind (`apiVersion`/`kind` already read from it).
+///
+/// Kinds are matched by API group and kind: a known kind under an unknown version of its group is an
+/// error, the same kind name in another group (e.g. a Knative `Service`) is a different kind and is
+/// ignored like every kind ferrite does not read.
+pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, ObjectError> {
+    let group = api_version.split_once('/').map_or("", |(group, _)| group);
+    match (group, kind) {
+        ("", "Service") => require_version(api_version, "Service", "v1")
+            .and_then(|()| service::decode(value))
+            .map(|service| Decoded::Object(Object::Service(service))),
+        ("discovery.k8s.io", "EndpointSlice") => {
+            require_version(api_version, "EndpointSlice", "discovery.k8s.io/v1")
+                .and_then(|()| endpoint_slice::decode(value))
+        }
+        _ => Ok(Decoded::Ignored("kind not read by ferrite")),
+    }
+}
+
+fn require_version(
+    api_version: &str,
+    kind: &'static str,
+    supported: &'static str,
+) -> Result<(), ObjectError> {
+    if api_version == supported {
+        Ok(())
+    } else {
+        Err(ObjectError::UnsupportedVersion {
+            api_version: api_version.to_owned(),
+            kind,
+            supported,
+        })
+    }
+}
+
+/// The part of `metadata` ferrite reads. Labels keep raw values so that an unquoted number in an
+/// unrelated label does not reject the object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ObjectMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<BTreeMap<String, Value>>,
+}
+
+impl ObjectMeta {
+    /// `namespace/name`, with Kubernetes' default namespace.
+    fn object_name(&self) -> Result<ServiceName, ObjectError> {
+        let name = match self.name.as_deref() {
+            None | Some("") => return Err(missing("metadata.name")),
+            Some(name) => name,
+        };
+        Ok(ServiceName::new(self.namespace(), name))
+    }
+
+    fn namespace(&self) -> SmolStr {
+        match self.namespace.as_deref() {
+            None | Some("") => SmolStr::new_static("default"),
+            Some(namespace) => SmolStr::new(namespace),
+        }
+    }
+
+    fn label(&self, key: &str) -> Option<&Value> {
+        self.labels.as_ref()?.get(key)
+    }
+}
+
+/// Moves `key` out of a mapping (`Null` when absent).
+fn take(value: &mut Value, key: &str) -> Value {
+    value.get_mut(key).map(Value::take).unwrap_or_default()
+}
+
+/// Decodes `value` (`Null` decodes as the type's default, for optional sections).
+fn decode_field<T: DeserializeOwned + Default>(
+    value: Value,
+    field: &str,
+) -> Result<T, ObjectError> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(value).map_err(|source| ObjectError::Decode {
+        field: field.to_owned(),
+        source,
+    })
+}
+
+fn missing(field: impl Into<String>) -> ObjectError {
+    ObjectError::Missing {
+        field: field.into(),
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ObjectError {
+    ObjectError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// `protocol` of a port: TCP when unset.
+fn protocol(value: Option<&str>, field: &str) -> Result<Protocol, ObjectError> {
+    match value {
+        None | Some("TCP") => Ok(Protocol::Tcp),
+        Some("UDP") => Ok(Protocol::Udp),
+        Some("SCTP") => Err(invalid(field, "SCTP is not supported by ferrite")),
+        Some(other) => Err(invalid(
+            field,
+            format!("unknown protocol `{other}` (expected TCP or UDP)"),
+        )),
+    }
+}
+
+/// A port number in 1..=65535.
+fn port_number(value: i64, field: &str) -> Result<u16, ObjectError> {
+    match u16::try_from(value) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(invalid(
+            field,
+            format!("{value} is not a port number (1-65535)"),
+        )),
+    }
+}

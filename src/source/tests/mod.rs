@@ -1,0 +1,141 @@
+//! Unit tests of the `dir:` source: pure parsing, and scans of temporary folders.
+
+mod dir;
+mod endpoint_slice;
+mod manifest;
+mod service;
+mod spec;
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use super::{
+    manifest::{ParseError, parse_manifest},
+    objects::Object,
+};
+use crate::model::{EndpointSlice, Service};
+
+fn parse(text: &str) -> Result<Vec<Object>, ParseError> {
+    parse_manifest(Path::new("test.yaml"), text)
+}
+
+fn parse_ok(text: &str) -> Vec<Object> {
+    parse(text).unwrap_or_else(|error| panic!("unexpected error: {error}"))
+}
+
+/// The error message for `text`, which must be rejected.
+fn parse_err(text: &str) -> String {
+    match parse(text) {
+        Ok(objects) => panic!("expected an error, got {objects:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn services(objects: &[Object]) -> Vec<&Service> {
+    objects
+        .iter()
+        .filter_map(|object| match object {
+            Object::Service(service) => Some(service),
+            Object::EndpointSlice(_) => None,
+        })
+        .collect()
+}
+
+fn slices(objects: &[Object]) -> Vec<&EndpointSlice> {
+    objects
+        .iter()
+        .filter_map(|object| match object {
+            Object::EndpointSlice(slice) => Some(slice),
+            Object::Service(_) => None,
+        })
+        .collect()
+}
+
+/// The only Service in `text`.
+fn service(text: &str) -> Service {
+    let objects = parse_ok(text);
+    match services(&objects)[..] {
+        [service] => service.clone(),
+        ref other => panic!("expected one Service, got {other:?}"),
+    }
+}
+
+/// The only EndpointSlice in `text`.
+fn slice(text: &str) -> EndpointSlice {
+    let objects = parse_ok(text);
+    match slices(&objects)[..] {
+        [slice] => slice.clone(),
+        ref other => panic!("expected one EndpointSlice, got {other:?}"),
+    }
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ferrite-source-{}-{name}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, relative: &str) -> PathBuf {
+        self.0.join(relative)
+    }
+
+    fn write(&self, relative: &str, content: &str) {
+        let path = self.join(relative);
+        fs::create_dir_all(path.parent().expect("parent")).expect("create parent");
+        fs::write(path, content).expect("write file");
+    }
+
+    fn remove(&self, relative: &str) {
+        fs::remove_file(self.join(relative)).expect("remove file");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Log output captured while running `f` (tracing, this thread only).
+fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let logs = String::from_utf8(buffer.0.lock().expect("log buffer").clone()).expect("utf-8 logs");
+    (result, logs)
+}

@@ -1,0 +1,336 @@
+//! Links and routes: [`Iface`] (an interface in some netns), [`Veth`] and [`Bridge`] guards that
+//! delete their link on drop, and [`Route`].
+
+use std::net::IpAddr;
+
+use crate::addr::Cidr;
+use crate::cmd::CommandError;
+use crate::netns::Ns;
+
+/// Longest Linux interface name (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// An interface name that the kernel would reject.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("interface name {0:?} must be 1 to {MAX_IFNAME_LEN} characters without '/', ':' or spaces")]
+    BadName(String),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+fn check_ifname(name: &str) -> Result<(), LinkError> {
+    let ok = (1..=MAX_IFNAME_LEN).contains(&name.len())
+        && !name.contains(['/', ':', ' ', '\t', '\n'])
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(LinkError::BadName(name.to_owned()))
+    }
+}
+
+/// An interface `name` in namespace `ns`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Iface {
+    pub ns: Ns,
+    pub name: String,
+}
+
+impl Iface {
+    #[must_use]
+    pub fn new(ns: &Ns, name: &str) -> Self {
+        Self {
+            ns: ns.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// `ip link set NAME up`.
+    pub fn up(&self) -> Result<(), CommandError> {
+        self.ns.ip_run(["link", "set", &self.name, "up"]).map(drop)
+    }
+
+    /// Adds an address; IPv6 ones get `nodad` so they are usable at once.
+    pub fn add_addr(&self, addr: Cidr) -> Result<(), CommandError> {
+        let text = addr.to_string();
+        let mut args = vec!["addr", "add", &text, "dev", &self.name];
+        if addr.is_ipv6() {
+            args.push("nodad");
+        }
+        self.ns.ip_run(args).map(drop)
+    }
+
+    /// Enslaves this interface to `bridge` (same namespace).
+    pub fn set_master(&self, bridge: &str) -> Result<(), CommandError> {
+        self.ns
+            .ip_run(["link", "set", &self.name, "master", bridge])
+            .map(drop)
+    }
+
+    /// Sets a sysctl under `net.ipv4.conf.NAME` / `net.ipv6.conf.NAME` (`family` is 4 or 6).
+    pub fn conf(&self, family: u8, key: &str, value: &str) -> Result<(), crate::netns::NetnsError> {
+        let family = if family == 6 { "ipv6" } else { "ipv4" };
+        // Interface names may contain dots, which sysctl paths spell as '/'.
+        let path = format!("net.{family}.conf.{}.{key}", self.name.replace('.', "/"));
+        self.ns.sysctl(&path, value)
+    }
+
+    /// Whether the link exists.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.ns.ip_run(["link", "show", "dev", &self.name]).is_ok()
+    }
+
+    /// The interface index inside its namespace.
+    pub fn index(&self) -> Result<u32, CommandError> {
+        let out = self.ns.ip_run(["-o", "link", "show", "dev", &self.name])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| CommandError::Failed {
+                command: format!("ip -o link show dev {}", self.name),
+                status: out.status,
+                stderr: format!("unexpected output {text:?}"),
+            })
+    }
+
+    /// The link's MAC address.
+    pub fn mac(&self) -> Result<String, CommandError> {
+        let out = self.ns.ip_run(["-o", "link", "show", "dev", &self.name])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        words
+            .find(|w| *w == "link/ether")
+            .and_then(|_| words.next())
+            .map(str::to_owned)
+            .ok_or(CommandError::Failed {
+                command: format!("ip -o link show dev {}", self.name),
+                status: out.status,
+                stderr: format!("no link/ether in {text:?}"),
+            })
+    }
+
+    fn delete(&self) -> Result<(), CommandError> {
+        match self.ns.ip_run(["link", "del", "dev", &self.name]) {
+            Ok(_) => Ok(()),
+            // Gone with its namespace or its peer: nothing left to clean.
+            Err(e)
+                if e.stderr().contains("Cannot find device")
+                    || e.stderr().contains("does not exist")
+                    || e.stderr().contains("No such file") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A veth pair; both ends are created directly in their namespaces and brought up. Dropping it
+/// deletes the pair (a no-op if a namespace deletion already took it).
+#[derive(Debug)]
+pub struct Veth {
+    a: Iface,
+    b: Iface,
+}
+
+impl Veth {
+    /// Creates `a` <-> `b` (each end may be in any namespace, names unique there) and sets both up.
+    pub fn create(a: Iface, b: Iface) -> Result<Self, LinkError> {
+        check_ifname(&a.name)?;
+        check_ifname(&b.name)?;
+        let mut args = vec!["link", "add", "name", &a.name];
+        if let Some(ns) = a.ns.name() {
+            args.extend(["netns", ns]);
+        }
+        args.extend(["type", "veth", "peer", "name", &b.name]);
+        if let Some(ns) = b.ns.name() {
+            args.extend(["netns", ns]);
+        }
+        // Runs in the root namespace; `netns` places each end where it belongs.
+        Ns::Root.ip_run(&args)?;
+        let veth = Self { a, b };
+        veth.a.up()?;
+        veth.b.up()?;
+        Ok(veth)
+    }
+
+    #[must_use]
+    pub fn a(&self) -> &Iface {
+        &self.a
+    }
+
+    #[must_use]
+    pub fn b(&self) -> &Iface {
+        &self.b
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        if let Err(e) = self.a.delete() {
+            crate::report_drop_failure(&format!("veth {}", self.a.name), &e);
+        }
+    }
+}
+
+/// A Linux bridge (up, STP off, no forwarding delay), deleted on drop.
+#[derive(Debug)]
+pub struct Bridge {
+    iface: Iface,
+}
+
+impl Bridge {
+    pub fn create(ns: &Ns, name: &str) -> Result<Self, LinkError> {
+        check_ifname(name)?;
+        ns.ip_run([
+            "link",
+            "add",
+            "name",
+            name,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
+        let bridge = Self {
+            iface: Iface::new(ns, name),
+        };
+        bridge.iface.up()?;
+        Ok(bridge)
+    }
+
+    #[must_use]
+    pub fn iface(&self) -> &Iface {
+        &self.iface
+    }
+
+    /// Enslaves `port` (in the bridge's namespace) and brings it up.
+    pub fn attach(&self, port: &Iface) -> Result<(), CommandError> {
+        port.set_master(&self.iface.name)?;
+        port.up()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Err(e) = self.iface.delete() {
+            crate::report_drop_failure(&format!("bridge {}", self.iface.name), &e);
+        }
+    }
+}
+
+/// A route: `dest` (use `0.0.0.0/0` or `::/0` for default) via a gateway and/or a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dest: Cidr,
+    pub via: Option<IpAddr>,
+    pub dev: Option<String>,
+    /// Gateway is reachable on `dev` even without a covering prefix (`onlink`).
+    pub onlink: bool,
+}
+
+impl Route {
+    /// A route to `dest` straight out of `dev`.
+    #[must_use]
+    pub fn dev(dest: Cidr, dev: &str) -> Self {
+        Self {
+            dest,
+            via: None,
+            dev: Some(dev.to_owned()),
+            onlink: false,
+        }
+    }
+
+    /// A default route via `gateway` on `dev`, `onlink` (for /32 and /128 pod addresses).
+    #[must_use]
+    pub fn default_via(gateway: IpAddr, dev: &str) -> Self {
+        let any = if gateway.is_ipv6() {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        };
+        Self {
+            dest: Cidr::new(any, 0).expect("/0 is valid"),
+            via: Some(gateway),
+            dev: Some(dev.to_owned()),
+            onlink: true,
+        }
+    }
+
+    /// A route to `dest` via `gateway` (resolved by the kernel's existing routes).
+    #[must_use]
+    pub fn via(dest: Cidr, gateway: IpAddr) -> Self {
+        Self {
+            dest,
+            via: Some(gateway),
+            dev: None,
+            onlink: false,
+        }
+    }
+
+    /// The `ip route replace ...` arguments.
+    #[must_use]
+    pub fn args(&self) -> Vec<String> {
+        let family = if self.dest.is_ipv6() { "-6" } else { "-4" };
+        let mut args: Vec<String> = vec![
+            family.into(),
+            "route".into(),
+            "replace".into(),
+            self.dest.network().to_string(),
+        ];
+        if let Some(via) = self.via {
+            args.extend(["via".into(), via.to_string()]);
+        }
+        if let Some(dev) = &self.dev {
+            args.extend(["dev".into(), dev.clone()]);
+        }
+        if self.onlink {
+            args.push("onlink".into());
+        }
+        args
+    }
+
+    /// Installs (or replaces) the route in `ns`.
+    pub fn add(&self, ns: &Ns) -> Result<(), CommandError> {
+        ns.ip_run(self.args()).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_arguments() {
+        let r = Route::default_via("10.244.0.1".parse().unwrap(), "eth0");
+        assert_eq!(
+            r.args().join(" "),
+            "-4 route replace 0.0.0.0/0 via 10.244.0.1 dev eth0 onlink"
+        );
+        let r = Route::dev("fd00::5/128".parse().unwrap(), "vx");
+        assert_eq!(r.args().join(" "), "-6 route replace fd00::5/128 dev vx");
+        let r = Route::via(
+            "10.244.1.9/24".parse().unwrap(),
+            "192.168.50.2".parse().unwrap(),
+        );
+        assert_eq!(
+            r.args().join(" "),
+            "-4 route replace 10.244.1.0/24 via 192.168.50.2"
+        );
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(check_ifname("eth0").is_ok());
+        assert!(check_ifname("v123456789abcde").is_ok());
+        assert!(check_ifname("v123456789abcdef").is_err());
+        assert!(check_ifname("a/b").is_err());
+        assert!(check_ifname("").is_err());
+    }
+}
