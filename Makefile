@@ -13,7 +13,7 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release
 
 static: setup
 	$(MUSL_ENV) $(CARGO) build --release --target $(X86_MUSL) -p ferrite
@@ -29,16 +29,16 @@ sizes:
 # Unit tests, the privileged netns/cgroup tests (run as root), and the static + arm64 builds
 # (tests/static_binaries.rs runs the arm64 binary under qemu-aarch64-static).
 test: setup cross
-	$(CARGO) build --workspace
-	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+	$(CARGO) build
+	$(CARGO) test --no-fail-fast -- --test-threads=2
 	@$(MAKE) --no-print-directory sizes
 
 test-unit: setup
-	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --lib --bins
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -16,8 +16,12 @@ fn fs_magic(path: &Path) -> Option<i64> {
     // SAFETY: statfs fills the zeroed struct; c is a valid NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
-    #[expect(clippy::useless_conversion, reason = "f_type is i64 on x86_64 but not on every arch")]
-    (rc == 0).then(|| i64::from(st.f_type))
+    #[allow(
+        clippy::unnecessary_cast,
+        clippy::cast_possible_wrap,
+        reason = "f_type is i64 on glibc and u64 on musl; the magics fit either way"
+    )]
+    (rc == 0).then(|| st.f_type as i64)
 }
 
 fn mount(fstype: &str, target: &Path) -> std::io::Result<()> {

@@ -14,6 +14,6 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub services: BTreeMap<ServiceName, Service>,
-    /// EndpointSlices by (namespace, slice name).
+    /// `EndpointSlices` by (namespace, slice name).
     pub endpoint_slices: BTreeMap<ServiceName, EndpointSlice>,
 }

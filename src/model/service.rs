@@ -76,7 +76,7 @@ pub struct ServicePort {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum SessionAffinity {
     None,
-    /// ClientIP affinity with its timeout in seconds (Kubernetes default 10800).
+    /// `ClientIP` affinity with its timeout in seconds (Kubernetes default 10800).
     ClientIp {
         timeout_seconds: u32,
     },
@@ -89,9 +89,9 @@ pub enum ServiceType {
     #[default]
     #[serde(rename = "ClusterIP")]
     ClusterIp,
-    /// ClusterIP plus a port on every node.
+    /// `ClusterIP` plus a port on every node.
     NodePort,
-    /// NodePort plus an external load-balancer IP.
+    /// `NodePort` plus an external load-balancer IP.
     LoadBalancer,
     /// A DNS alias: never has cluster IPs, nothing to load-balance.
     ExternalName,
@@ -100,6 +100,10 @@ pub enum ServiceType {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Service {
     pub name: ServiceName,
+    #[expect(
+        clippy::struct_field_names,
+        reason = "`type` is a keyword; `service_type` is the name used everywhere"
+    )]
     pub service_type: ServiceType,
     /// `clusterIPs` (or `clusterIP`), IPv4 and/or IPv6. Empty for headless services.
     pub cluster_ips: Vec<IpAddr>,

@@ -135,7 +135,7 @@ impl DirSource {
         });
         let now = now_ns();
         for (path, fingerprint) in listing.files {
-            objects_changed |= self.refresh(path, fingerprint, now);
+            objects_changed |= self.refresh(&path, fingerprint, now);
         }
 
         let changed = objects_changed && self.merge();
@@ -222,8 +222,8 @@ impl DirSource {
     }
 
     /// Reads `path` if it may have changed; returns whether its objects changed.
-    fn refresh(&mut self, path: PathBuf, fingerprint: Fingerprint, now_ns: i128) -> bool {
-        if let Some(state) = self.files.get(&path)
+    fn refresh(&mut self, path: &Path, fingerprint: Fingerprint, now_ns: i128) -> bool {
+        if let Some(state) = self.files.get(path)
             && state.fingerprint == fingerprint
             && state.content_hash.is_some()
             && !fingerprint.is_racy(now_ns)
@@ -236,13 +236,13 @@ impl DirSource {
             };
             return self.record(path, fingerprint, None, Err(problem));
         }
-        let bytes = match fs::read(&path) {
+        let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 // Deleted between listing and reading.
                 return self
                     .files
-                    .remove(&path)
+                    .remove(path)
                     .is_some_and(|state| !state.objects.is_empty());
             }
             Err(error) => {
@@ -250,14 +250,14 @@ impl DirSource {
             }
         };
         let hash = content_hash(&bytes);
-        if let Some(state) = self.files.get_mut(&path)
+        if let Some(state) = self.files.get_mut(path)
             && state.content_hash == Some(hash)
         {
             state.fingerprint = fingerprint;
             return false;
         }
         let result = match std::str::from_utf8(&bytes) {
-            Ok(text) => manifest::parse_manifest(&path, text).map_err(FileProblem::Parse),
+            Ok(text) => manifest::parse_manifest(path, text).map_err(FileProblem::Parse),
             Err(error) => Err(FileProblem::NotUtf8(error)),
         };
         self.record(path, fingerprint, Some(hash), result)
@@ -266,17 +266,20 @@ impl DirSource {
     /// Stores the outcome of reading a file; returns whether its objects changed.
     fn record(
         &mut self,
-        path: PathBuf,
+        path: &Path,
         fingerprint: Fingerprint,
         content_hash: Option<u64>,
         result: Result<Vec<Object>, FileProblem>,
     ) -> bool {
-        let state = self.files.entry(path.clone()).or_insert_with(|| FileState {
-            fingerprint,
-            content_hash: None,
-            objects: Vec::new(),
-            error: None,
-        });
+        let state = self
+            .files
+            .entry(path.to_owned())
+            .or_insert_with(|| FileState {
+                fingerprint,
+                content_hash: None,
+                objects: Vec::new(),
+                error: None,
+            });
         state.fingerprint = fingerprint;
         state.content_hash = content_hash;
         match result {

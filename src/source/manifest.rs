@@ -32,7 +32,7 @@ pub enum ParseError {
     #[error("{}: {object}: {source}", path.display())]
     Object {
         path: PathBuf,
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         source: ObjectError,
     },
 }
@@ -126,9 +126,10 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ParseError
             file.document(document_number, value)?;
         }
     } else {
+        let may_merge = text.contains("<<");
         for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let document_number = index + 1;
-            let value = yaml_document(document, text.contains("<<")).map_err(|source| {
+            let value = yaml_document(document, may_merge).map_err(|source| {
                 ParseError::Yaml {
                     path: path.to_owned(),
                     document: document_number,
@@ -247,7 +248,7 @@ impl FileParser<'_> {
     fn object_error(&self, object: ObjectRef, source: ObjectError) -> ParseError {
         ParseError::Object {
             path: self.path.to_owned(),
-            object,
+            object: Box::new(object),
             source,
         }
     }

@@ -17,7 +17,6 @@ mod tests;
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
-
 /// Where the agent reads desired state from, as given to `--source`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {

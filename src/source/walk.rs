@@ -1,7 +1,7 @@
 //! Listing the manifest files under a `dir:` root.
 //!
 //! Entries whose name starts with `.` are skipped at every level (this skips the `..data` and
-//! `..2024_...` directories of a mounted ConfigMap, whose visible files are symlinks into them).
+//! `..2024_...` directories of a mounted `ConfigMap`, whose visible files are symlinks into them).
 //! Symlinks to files and directories are followed; a directory reached twice (a symlink loop) is
 //! listed once.
 

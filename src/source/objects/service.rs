@@ -11,7 +11,7 @@ use crate::model::{self, ServicePort, ServiceType, SessionAffinity, TargetPort};
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10_800;
-/// Kubernetes' upper bound for the ClientIP affinity timeout (1 day).
+/// Kubernetes' upper bound for the `ClientIP` affinity timeout (1 day).
 pub const MAX_AFFINITY_TIMEOUT_SECONDS: u32 = 86_400;
 
 #[derive(Default, Deserialize)]

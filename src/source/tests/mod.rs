@@ -7,11 +7,12 @@ mod service;
 mod spec;
 
 use std::{
+    cell::RefCell,
     fs,
     io::Write,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Once,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -59,7 +60,7 @@ fn slices(objects: &[Object]) -> Vec<&EndpointSlice> {
 }
 
 /// The only Service in `text`.
-fn service(text: &str) -> Service {
+fn one_service(text: &str) -> Service {
     let objects = parse_ok(text);
     match services(&objects)[..] {
         [service] => service.clone(),
@@ -67,8 +68,8 @@ fn service(text: &str) -> Service {
     }
 }
 
-/// The only EndpointSlice in `text`.
-fn slice(text: &str) -> EndpointSlice {
+/// The only `EndpointSlice` in `text`.
+fn one_slice(text: &str) -> EndpointSlice {
     let objects = parse_ok(text);
     match slices(&objects)[..] {
         [slice] => slice.clone(),
@@ -115,27 +116,40 @@ impl Drop for TempDir {
     }
 }
 
-/// Log output captured while running `f` (tracing, this thread only).
+/// Warnings logged on this thread while running `f`.
+///
+/// A process-wide subscriber writes into a per-thread buffer: scoped (`with_default`) subscribers
+/// race with other test threads over tracing's per-callsite interest cache.
 fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
+    struct ThreadBuffer;
+    impl Write for ThreadBuffer {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            CAPTURED.with_borrow_mut(|buffer| {
+                if let Some(buffer) = buffer {
+                    buffer.extend_from_slice(bytes);
+                }
+            });
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, f);
-    let logs = String::from_utf8(buffer.0.lock().expect("log buffer").clone()).expect("utf-8 logs");
-    (result, logs)
+    thread_local! {
+        static CAPTURED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    }
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(|| ThreadBuffer)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in unit tests");
+    });
+    CAPTURED.set(Some(Vec::new()));
+    let result = f();
+    let logs = CAPTURED.take().unwrap_or_default();
+    (result, String::from_utf8(logs).expect("UTF-8 logs"))
 }

@@ -8,19 +8,31 @@ fn source_spec_parses_dir_and_kube() {
         "dir:/etc/ferrite/manifests".parse(),
         Ok(SourceSpec::Dir(PathBuf::from("/etc/ferrite/manifests")))
     );
-    assert_eq!("dir:relative/path".parse(), Ok(SourceSpec::Dir(PathBuf::from("relative/path"))));
+    assert_eq!(
+        "dir:relative/path".parse(),
+        Ok(SourceSpec::Dir(PathBuf::from("relative/path")))
+    );
     assert_eq!("kube".parse(), Ok(SourceSpec::Kube));
 }
 
 #[test]
 fn source_spec_rejects_empty_path_and_unknown_sources() {
-    assert_eq!("dir:".parse::<SourceSpec>(), Err(SourceSpecError::EmptyPath));
+    assert_eq!(
+        "dir:".parse::<SourceSpec>(),
+        Err(SourceSpecError::EmptyPath)
+    );
     assert_eq!(
         "file:/x".parse::<SourceSpec>(),
         Err(SourceSpecError::Unknown("file:/x".into()))
     );
-    assert_eq!("".parse::<SourceSpec>(), Err(SourceSpecError::Unknown(String::new())));
-    assert_eq!("kube:x".parse::<SourceSpec>(), Err(SourceSpecError::Unknown("kube:x".into())));
+    assert_eq!(
+        "".parse::<SourceSpec>(),
+        Err(SourceSpecError::Unknown(String::new()))
+    );
+    assert_eq!(
+        "kube:x".parse::<SourceSpec>(),
+        Err(SourceSpecError::Unknown("kube:x".into()))
+    );
 }
 
 #[test]

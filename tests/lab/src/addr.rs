@@ -77,7 +77,10 @@ impl Cidr {
         if n > !self.mask() & self.all_ones() {
             return None;
         }
-        Some(from_u128(to_u128(self.network().addr) + n, self.addr.is_ipv6()))
+        Some(from_u128(
+            to_u128(self.network().addr) + n,
+            self.addr.is_ipv6(),
+        ))
     }
 
     fn all_ones(&self) -> u128 {
@@ -149,7 +152,11 @@ mod tests {
         assert!("10.0.0.0".parse::<Cidr>().is_err());
         assert!("fd00::/129".parse::<Cidr>().is_err());
         assert_eq!(
-            "fd00:10:244::5/64".parse::<Cidr>().unwrap().network().to_string(),
+            "fd00:10:244::5/64"
+                .parse::<Cidr>()
+                .unwrap()
+                .network()
+                .to_string(),
             "fd00:10:244::/64"
         );
     }

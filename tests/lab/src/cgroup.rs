@@ -2,7 +2,7 @@
 //! test clients, removed (its processes killed) on drop.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -103,7 +103,7 @@ pub fn procs(path: &Path) -> Result<Vec<u32>, CgroupError> {
 }
 
 /// A cgroup v2 directory `ROOT/PREFIX-PID-N`. On drop, this process (if inside) moves back to
-/// the parent, every other process inside is SIGKILLed, and the tree is removed.
+/// the parent, every other process inside is killed (`SIGKILL`), and the tree is removed.
 #[derive(Debug)]
 pub struct Cgroup {
     path: PathBuf,
@@ -244,16 +244,19 @@ pub fn remove(path: &Path) -> Result<(), CgroupError> {
     evacuate(path)?;
     // An exiting process can hold the cgroup busy for a moment after cgroup.procs is empty.
     let mut last = None;
-    let removed = wait_until(Duration::from_secs(2), Duration::from_millis(5), || {
-        match std::fs::remove_dir(path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-            Err(e) => {
-                last = Some(e);
-                false
-            }
-        }
-    });
+    let removed =
+        wait_until(
+            Duration::from_secs(2),
+            Duration::from_millis(5),
+            || match std::fs::remove_dir(path) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => {
+                    last = Some(e);
+                    false
+                }
+            },
+        );
     match (removed, last) {
         (Err(_), Some(e)) => Err(io_err("rmdir", path)(e)),
         _ => Ok(()),
@@ -262,7 +265,12 @@ pub fn remove(path: &Path) -> Result<(), CgroupError> {
 
 /// Checks that `bpftool` can list programs attached to `cgroup` (for diagnostics in tests).
 pub fn attached_programs(cgroup: &Path) -> Result<String, CommandError> {
-    let out = cmd::run(Command::new("bpftool").arg("cgroup").arg("show").arg(cgroup))?;
+    let out = cmd::run(
+        Command::new("bpftool")
+            .arg("cgroup")
+            .arg("show")
+            .arg(cgroup),
+    )?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -1,4 +1,4 @@
-//! [`Child`]: a spawned process that is SIGKILLed and reaped when the guard drops.
+//! [`Child`]: a spawned process that is killed (`SIGKILL`) and reaped when the guard drops.
 
 use std::io::{self, Read};
 use std::process::{Command, ExitStatus, Output};
@@ -201,7 +201,12 @@ mod tests {
     fn stop_and_wait() {
         let mut child = Child::spawn(Command::new("sleep").arg("30")).unwrap();
         assert!(child.try_wait().unwrap().is_none());
-        assert!(child.wait_timeout(Duration::from_millis(20)).unwrap().is_none());
+        assert!(
+            child
+                .wait_timeout(Duration::from_millis(20))
+                .unwrap()
+                .is_none()
+        );
         let status = child.stop(Duration::from_secs(2)).unwrap();
         assert!(!status.success());
         // Signalling a reaped child is a no-op rather than hitting a reused pid.

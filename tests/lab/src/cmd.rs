@@ -44,7 +44,10 @@ pub fn package_for(program: &str) -> Option<&'static str> {
     let base = program.rsplit('/').next().unwrap_or(program);
     let package = match base {
         "ip" | "bridge" | "tc" | "ss" => "iproute2",
-        p if p.starts_with("iptables") || p.starts_with("ip6tables") || p.starts_with("xtables") => {
+        p if p.starts_with("iptables")
+            || p.starts_with("ip6tables")
+            || p.starts_with("xtables") =>
+        {
             "iptables"
         }
         "nft" => "nftables",
@@ -177,7 +180,10 @@ mod tests {
     fn failure_reports_command_and_stderr() {
         let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("`sh -c echo boom >&2; exit 3` failed"), "{text}");
+        assert!(
+            text.starts_with("`sh -c echo boom >&2; exit 3` failed"),
+            "{text}"
+        );
         assert!(text.ends_with("boom"), "{text}");
         assert_eq!(err.stderr(), "boom");
     }

@@ -207,6 +207,15 @@ impl PodNet {
         });
         Ok(self.pods.last().expect("just pushed"))
     }
+
+    /// Takes pod `index` out of the set; dropping the returned pod deletes its netns (and with
+    /// it the veth and the host's route). Its addresses are not reused.
+    ///
+    /// # Panics
+    /// If `index` is out of range.
+    pub fn remove_pod(&mut self, index: usize) -> Pod {
+        self.pods.remove(index)
+    }
 }
 
 /// A node's port on a [`Lan`]: its interface and addresses.
@@ -274,7 +283,10 @@ impl Lan {
         let addr4 = Cidr::new(nth(self.v4, index)?, self.v4.prefix()).expect("same prefix");
         let addr6 = Cidr::new(nth(self.v6, index)?, self.v6.prefix()).expect("same prefix");
         let port_name = format!("p{}", self.ports);
-        let veth = Veth::create(Iface::new(node, ifname), Iface::new(self.netns.ns(), &port_name))?;
+        let veth = Veth::create(
+            Iface::new(node, ifname),
+            Iface::new(self.netns.ns(), &port_name),
+        )?;
         self.bridge.attach(veth.b())?;
         veth.a().add_addr(addr4)?;
         veth.a().add_addr(addr6)?;

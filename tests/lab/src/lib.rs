@@ -30,7 +30,7 @@ pub use addr::Cidr;
 pub use cgroup::{Cgroup, CgroupError};
 pub use child::{Child, ChildError};
 pub use cmd::CommandError;
-pub use lab::{Lan, LanPort, LabError, Pod, PodNet, PodNetConfig};
+pub use lab::{LabError, Lan, LanPort, Pod, PodNet, PodNetConfig};
 pub use netns::{Netns, NetnsError, Ns};
 pub use veth::{Bridge, Iface, LinkError, Route, Veth};
 pub use wait::{TimedOut, wait_until};

@@ -1,1 +1,235 @@
-fn main() {}
+//! `ferrite-lab`: backend server, probing client, connect-rate load generator and the
+//! benchmark harness behind `make bench`.
+
+mod bench;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use argh::FromArgs;
+use ferrite_lab::probe::{Limit, ProbeConfig, Proto, probe};
+use ferrite_lab::report::ClientReport;
+use ferrite_lab::serve::{Server, ServerConfig, TcpMode};
+
+/// Test and benchmark tool for ferrite's netns labs.
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Serve(ServeArgs),
+    Client(ClientArgs),
+    ConnectRate(ConnectRateArgs),
+    Bench(bench::BenchArgs),
+    Cleanup(CleanupArgs),
+}
+
+/// Answer every TCP connection and UDP datagram with NAME and a newline.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+struct ServeArgs {
+    /// the name to answer with
+    #[argh(option)]
+    name: String,
+    /// TCP address to listen on (repeatable), e.g. 0.0.0.0:8080 or [::]:8080
+    #[argh(option)]
+    tcp: Vec<SocketAddr>,
+    /// UDP address to answer on (repeatable)
+    #[argh(option)]
+    udp: Vec<SocketAddr>,
+    /// request/response mode: wait for the client's request (a line) before answering
+    #[argh(switch)]
+    request: bool,
+}
+
+/// Connect (or send) repeatedly, each time on a new socket, and tally who answered.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "client")]
+struct ClientArgs {
+    /// address to connect or send to
+    #[argh(option)]
+    target: SocketAddr,
+    /// tcp or udp
+    #[argh(option, default = "Proto::Tcp")]
+    proto: Proto,
+    /// number of attempts
+    #[argh(option)]
+    count: Option<u64>,
+    /// keep trying for this long instead of a count
+    #[argh(option)]
+    duration_ms: Option<u64>,
+    /// pause between attempts (default 0)
+    #[argh(option, default = "0")]
+    interval_ms: u64,
+    /// per-attempt timeout for connect and reply (default 1000)
+    #[argh(option, default = "1000")]
+    timeout_ms: u64,
+    /// UDP: use sendto/recvfrom on an unconnected socket and report reply source addresses
+    #[argh(switch)]
+    udp_unconnected: bool,
+    /// send this text and a newline before reading (for `serve --request`)
+    #[argh(option)]
+    send: Option<String>,
+    /// print the report as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// TCP connect + RST-close as fast as possible; prints JSON: connects, errors, seconds, rate.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "connect-rate")]
+struct ConnectRateArgs {
+    /// address to connect to (repeatable: connects rotate over the targets)
+    #[argh(option)]
+    target: Vec<SocketAddr>,
+    /// how long to run
+    #[argh(option)]
+    duration_ms: u64,
+    /// connecting threads (default 1)
+    #[argh(option, default = "1")]
+    threads: u32,
+}
+
+/// Remove network namespaces and cgroups left behind by dead ferrite-lab runs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "cleanup")]
+struct CleanupArgs {
+    /// name prefix to clean (default flb, the benchmark's)
+    #[argh(option, default = "String::from(\"flb\")")]
+    prefix: String,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = argh::from_env();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Client(args) => client(&args),
+        Command::ConnectRate(args) => connect_rate(&args),
+        Command::Bench(args) => bench::main(&args),
+        Command::Cleanup(args) => match ferrite_lab::cleanup_stale(&args.prefix) {
+            Ok(removed) => {
+                for r in removed {
+                    println!("removed {r}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite-lab cleanup: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    if args.tcp.is_empty() && args.udp.is_empty() {
+        eprintln!("ferrite-lab serve: give at least one --tcp or --udp address");
+        return ExitCode::FAILURE;
+    }
+    let config = ServerConfig {
+        name: args.name.clone(),
+        tcp: args.tcp.clone(),
+        udp: args.udp.clone(),
+        mode: if args.request {
+            TcpMode::Request
+        } else {
+            TcpMode::Banner
+        },
+    };
+    let server = match Server::start(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("ferrite-lab serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for addr in server.tcp_addrs() {
+        let _ = writeln!(out, "listening tcp {addr}");
+    }
+    for addr in server.udp_addrs() {
+        let _ = writeln!(out, "listening udp {addr}");
+    }
+    let _ = out.flush();
+    drop(out);
+    server.wait();
+    ExitCode::SUCCESS
+}
+
+fn client(args: &ClientArgs) -> ExitCode {
+    let limit = match (args.count, args.duration_ms) {
+        (Some(n), None) => Limit::Count(n),
+        (None, Some(ms)) => Limit::Duration(Duration::from_millis(ms)),
+        _ => {
+            eprintln!("ferrite-lab client: give exactly one of --count or --duration-ms");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = ProbeConfig::new(args.target, args.proto, limit);
+    config.interval = Duration::from_millis(args.interval_ms);
+    config.timeout = Duration::from_millis(args.timeout_ms);
+    config.udp_unconnected = args.udp_unconnected;
+    if let Some(text) = &args.send {
+        config.payload = format!("{text}\n").into_bytes();
+    }
+    let report = probe(&config);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("reports serialize")
+        );
+    } else {
+        print_client_report(&report);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_client_report(r: &ClientReport) {
+    println!(
+        "{} {} {}: {}/{} ok in {} ms",
+        r.proto, r.mode, r.target, r.ok, r.attempts, r.elapsed_ms
+    );
+    for (name, n) in &r.names {
+        println!("  {name}: {n}");
+    }
+    for (kind, n) in &r.failures {
+        println!("  failed {kind}: {n}");
+    }
+    if let Some(s) = &r.refused_us {
+        println!(
+            "  refused after (us): min {} median {} p99 {} max {}",
+            s.min_us, s.median_us, s.p99_us, s.max_us
+        );
+    }
+    if !r.peers.is_empty() {
+        let peers: Vec<&str> = r.peers.iter().map(String::as_str).collect();
+        println!("  peers: {}", peers.join(", "));
+    }
+    if !r.reply_sources.is_empty() {
+        let sources: Vec<&str> = r.reply_sources.iter().map(String::as_str).collect();
+        println!("  reply sources: {}", sources.join(", "));
+    }
+}
+
+fn connect_rate(args: &ConnectRateArgs) -> ExitCode {
+    if args.target.is_empty() {
+        eprintln!("ferrite-lab connect-rate: give at least one --target");
+        return ExitCode::FAILURE;
+    }
+    let report = ferrite_lab::rate::connect_rate(
+        &args.target,
+        Duration::from_millis(args.duration_ms),
+        args.threads,
+    );
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("reports serialize")
+    );
+    ExitCode::SUCCESS
+}

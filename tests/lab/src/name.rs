@@ -119,6 +119,9 @@ mod tests {
         assert_eq!(base36(36), "10");
         // pid_max on 64-bit Linux fits five digits, so names stay within MAX_NAME_LEN.
         assert_eq!(base36(4_194_304).len(), 5);
-        assert_eq!(u64::from_str_radix(&base36(123_456_789), 36).unwrap(), 123_456_789);
+        assert_eq!(
+            u64::from_str_radix(&base36(123_456_789), 36).unwrap(),
+            123_456_789
+        );
     }
 }

@@ -44,7 +44,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetnsError {
     move |source| NetnsError::Io { what, source }
 }
 
-/// A network namespace to run commands in: the root one or a named one under `/run/netns`.
+/// A network namespace to run commands in: `Root` (the one this process was started in, i.e.
+/// its main thread's) or a named one under `/run/netns`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Ns {
     Root,
@@ -61,11 +62,11 @@ impl Ns {
         }
     }
 
-    /// `/run/netns/NAME`, or `/proc/1/ns/net` for the root namespace.
+    /// `/run/netns/NAME`, or `/proc/self/ns/net` (the main thread's) for `Root`.
     #[must_use]
     pub fn path(&self) -> PathBuf {
         match self {
-            Self::Root => PathBuf::from("/proc/1/ns/net"),
+            Self::Root => PathBuf::from("/proc/self/ns/net"),
             Self::Named(name) => Path::new(NETNS_RUN_DIR).join(name),
         }
     }
@@ -168,11 +169,16 @@ impl Ns {
     /// Pids of the processes whose network namespace is this one (what `ip netns pids` prints).
     pub fn pids(&self) -> Result<Vec<u32>, NetnsError> {
         let path = self.path();
-        let target = std::fs::metadata(&path).map_err(io_err(format!("stat {}", path.display())))?;
+        let target =
+            std::fs::metadata(&path).map_err(io_err(format!("stat {}", path.display())))?;
         let mut pids = Vec::new();
         let proc = std::fs::read_dir("/proc").map_err(io_err("read /proc"))?;
         for entry in proc.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             // Processes may exit while we look; those simply are not inside any more.
@@ -187,7 +193,7 @@ impl Ns {
     }
 }
 
-/// A uniquely named network namespace (`PREFIX-PID-N`), deleted on drop after SIGKILLing every
+/// A uniquely named network namespace (`PREFIX-PID-N`), deleted on drop after killing every
 /// process inside it. Loopback is up from the start.
 #[derive(Debug)]
 pub struct Netns {

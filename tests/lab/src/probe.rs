@@ -96,11 +96,11 @@ pub fn probe(config: &ProbeConfig) -> ClientReport {
     let mut refused = Vec::new();
     let start = Instant::now();
     loop {
-        let more = match config.limit {
+        let keep_going = match config.limit {
             Limit::Count(n) => report.attempts < n,
             Limit::Duration(d) => start.elapsed() < d,
         };
-        if !more {
+        if !keep_going {
             break;
         }
         if report.attempts > 0 && !config.interval.is_zero() {
@@ -272,8 +272,15 @@ mod tests {
 
     #[test]
     fn refused_connections_are_timed() {
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut cfg = ProbeConfig::new(closed, Proto::Tcp, Limit::Duration(Duration::from_millis(50)));
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut cfg = ProbeConfig::new(
+            closed,
+            Proto::Tcp,
+            Limit::Duration(Duration::from_millis(50)),
+        );
         cfg.interval = Duration::from_millis(5);
         let r = probe(&cfg);
         assert!(r.attempts >= 2, "{r:?}");
@@ -294,10 +301,16 @@ mod tests {
         cfg.udp_unconnected = true;
         let r = probe(&cfg);
         assert_eq!((r.ok, r.mode.as_str()), (3, "unconnected"));
-        assert_eq!(r.reply_sources.iter().collect::<Vec<_>>(), [&target.to_string()]);
+        assert_eq!(
+            r.reply_sources.iter().collect::<Vec<_>>(),
+            [&target.to_string()]
+        );
 
         // Nothing listens: the ICMP port unreachable turns into ECONNREFUSED on a connected socket.
-        let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let dead = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut cfg = ProbeConfig::new(dead, Proto::Udp, Limit::Count(1));
         cfg.timeout = Duration::from_millis(300);
         let r = probe(&cfg);

@@ -17,10 +17,13 @@ struct Tally {
     failures: BTreeMap<String, u64>,
 }
 
-fn worker(target: ConnectTarget, deadline: Instant) -> Tally {
+fn worker(targets: &[ConnectTarget], first: usize, deadline: Instant) -> Tally {
     let mut tally = Tally::default();
+    let mut next = first % targets.len();
     // Checking the clock every connect costs far less than the connect itself.
     while Instant::now() < deadline {
+        let target = &targets[next];
+        next = (next + 1) % targets.len();
         match target.connect_and_reset(CONNECT_TIMEOUT) {
             Ok(()) => tally.connects += 1,
             Err(e) => {
@@ -36,17 +39,22 @@ fn worker(target: ConnectTarget, deadline: Instant) -> Tally {
     tally
 }
 
-/// Connects to `target` from `threads` threads for `duration`, each connect on a new socket
-/// closed with `SO_LINGER` 0.
+/// Connects from `threads` threads for `duration`, each connect on a new socket closed with
+/// `SO_LINGER` 0; successive connects of a thread rotate over `targets`.
+///
+/// # Panics
+/// If `targets` is empty.
 #[must_use]
-pub fn connect_rate(target: SocketAddr, duration: Duration, threads: u32) -> ConnectRateReport {
+pub fn connect_rate(targets: &[SocketAddr], duration: Duration, threads: u32) -> ConnectRateReport {
+    assert!(!targets.is_empty(), "connect_rate needs a target");
     let threads = threads.max(1);
-    let prepared = ConnectTarget::new(target);
+    let prepared: Vec<ConnectTarget> = targets.iter().copied().map(ConnectTarget::new).collect();
+    let prepared = &prepared;
     let start = Instant::now();
     let deadline = start + duration;
     let tallies: Vec<Tally> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| scope.spawn(move || worker(prepared, deadline)))
+            .map(|i| scope.spawn(move || worker(prepared, i as usize, deadline)))
             .collect();
         handles
             .into_iter()
@@ -55,7 +63,11 @@ pub fn connect_rate(target: SocketAddr, duration: Duration, threads: u32) -> Con
     });
     let seconds = start.elapsed().as_secs_f64();
     let mut report = ConnectRateReport {
-        target: target.to_string(),
+        target: targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         threads,
         seconds,
         ..ConnectRateReport::default()
@@ -90,7 +102,7 @@ mod tests {
             ..ServerConfig::default()
         })
         .unwrap();
-        let r = connect_rate(server.tcp_addrs()[0], Duration::from_millis(200), 2);
+        let r = connect_rate(server.tcp_addrs(), Duration::from_millis(200), 2);
         assert!(r.connects > 50, "{r:?}");
         assert_eq!(r.errors, 0, "{r:?}");
         assert!(r.rate > 0.0 && r.seconds >= 0.2);
@@ -98,8 +110,11 @@ mod tests {
 
     #[test]
     fn counts_refusals() {
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let r = connect_rate(closed, Duration::from_millis(50), 1);
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = connect_rate(&[closed], Duration::from_millis(50), 1);
         assert_eq!(r.connects, 0);
         assert!(r.errors > 0);
         assert_eq!(r.failures.get("ECONNREFUSED"), Some(&r.errors));

@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(LatencySummary::from_samples(&mut []), None);
         let mut samples: Vec<u64> = (1..=100).rev().collect();
         let s = LatencySummary::from_samples(&mut samples).unwrap();
-        assert_eq!((s.count, s.min_us, s.median_us, s.p99_us, s.max_us), (100, 1, 50, 99, 100));
+        assert_eq!(
+            (s.count, s.min_us, s.median_us, s.p99_us, s.max_us),
+            (100, 1, 50, 99, 100)
+        );
         let s = LatencySummary::from_samples(&mut [7]).unwrap();
         assert_eq!((s.median_us, s.p99_us), (7, 7));
     }

@@ -174,6 +174,10 @@ fn tcp_loop(
     stop: &AtomicBool,
     stats: &ServerStats,
 ) {
+    // Non-blocking, so the inner loop can take everything queued and then poll again.
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
     while !stop.load(Ordering::Relaxed) {
         if !readable(listener.as_raw_fd()) {
             continue;
@@ -192,7 +196,10 @@ fn tcp_loop(
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EMFILE)
+                        || e.raw_os_error() == Some(libc::ENFILE) =>
+                {
                     std::thread::sleep(Duration::from_millis(10));
                     break;
                 }
@@ -293,7 +300,10 @@ mod tests {
     fn tcp_banner_request_and_udp_on_v4_and_v6() {
         let server = Server::start(&ServerConfig {
             name: "pod-a".into(),
-            tcp: vec!["127.0.0.1:0".parse().unwrap(), SocketAddr::from((Ipv6Addr::LOCALHOST, 0))],
+            tcp: vec![
+                "127.0.0.1:0".parse().unwrap(),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+            ],
             udp: vec!["0.0.0.0:0".parse().unwrap()],
             mode: TcpMode::Banner,
         })
@@ -306,7 +316,8 @@ mod tests {
         }
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        udp.send_to(b"x", ("127.0.0.1", server.udp_addrs()[0].port())).unwrap();
+        udp.send_to(b"x", ("127.0.0.1", server.udp_addrs()[0].port()))
+            .unwrap();
         let mut buf = [0u8; 64];
         let (n, _) = udp.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"pod-a\n");
@@ -320,7 +331,8 @@ mod tests {
         })
         .unwrap();
         let mut s = TcpStream::connect(req.tcp_addrs()[0]).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let mut one = [0u8; 1];
         // Nothing arrives before the request.
         assert!(s.read(&mut one).is_err());
@@ -339,6 +351,10 @@ mod tests {
             ..ServerConfig::default()
         })
         .unwrap_err();
-        assert!(err.to_string().starts_with(&format!("cannot listen on tcp {addr}")), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on tcp {addr}")),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, UdpSocket,
+};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -66,7 +68,8 @@ pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read(std::ptr::from_ref(storage).cast()) };
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read(std::ptr::from_ref(storage).cast()) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
                 u16::from_be(sin.sin_port),
@@ -74,7 +77,8 @@ pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read(std::ptr::from_ref(storage).cast()) };
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read(std::ptr::from_ref(storage).cast()) };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                 u16::from_be(sin6.sin6_port),
@@ -87,7 +91,11 @@ pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 fn new_socket(addr: &SocketAddr, ty: i32) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: socket(2) returns a fresh descriptor we take ownership of.
     let fd = cvt(unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fd is a valid, owned descriptor.
@@ -121,13 +129,18 @@ pub fn udp_socket(addr: &SocketAddr) -> io::Result<UdpSocket> {
     if addr.is_ipv4() {
         setsockopt(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, &1i32)?;
     } else {
-        setsockopt(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &1i32)?;
+        setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            &1i32,
+        )?;
     }
     bind(&fd, addr)?;
     Ok(UdpSocket::from(fd))
 }
 
-/// Sets `SO_LINGER {on, 0}`: close() sends RST and leaves no TIME_WAIT.
+/// Sets `SO_LINGER {on, 0}`: `close()` sends RST and leaves no `TIME_WAIT`.
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     let linger = libc::linger {
         l_onoff: 1,
@@ -182,7 +195,9 @@ pub fn recv_datagram(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
             let (level, ty) = ((*hdr).cmsg_level, (*hdr).cmsg_type);
             if level == libc::IPPROTO_IP && ty == libc::IP_PKTINFO {
                 let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(hdr).cast());
-                to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))));
+                to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
                 ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
             } else if level == libc::IPPROTO_IPV6 && ty == libc::IPV6_PKTINFO {
                 let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(hdr).cast());
@@ -227,8 +242,16 @@ pub fn send_datagram(
         // family; CMSG_* compute offsets inside it and writes are unaligned.
         unsafe {
             let (level, ty, size) = match src {
-                IpAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO, size_of::<libc::in_pktinfo>()),
-                IpAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, size_of::<libc::in6_pktinfo>()),
+                IpAddr::V4(_) => (
+                    libc::IPPROTO_IP,
+                    libc::IP_PKTINFO,
+                    size_of::<libc::in_pktinfo>(),
+                ),
+                IpAddr::V6(_) => (
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_PKTINFO,
+                    size_of::<libc::in6_pktinfo>(),
+                ),
             };
             let size = u32::try_from(size).expect("fits");
             msg.msg_controllen = libc::CMSG_SPACE(size) as usize;
@@ -251,7 +274,9 @@ pub fn send_datagram(
                     // The interface matters only for link-local sources.
                     let scoped = ip.is_unicast_link_local();
                     let info = libc::in6_pktinfo {
-                        ipi6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                        ipi6_addr: libc::in6_addr {
+                            s6_addr: ip.octets(),
+                        },
                         ipi6_ifindex: if scoped { ifindex } else { 0 },
                     };
                     std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast(), info);
@@ -285,10 +310,14 @@ impl ConnectTarget {
     }
 
     /// One TCP connect+close with the fewest syscalls: socket, `SO_SNDTIMEO` (bounds the
-    /// blocking connect), `SO_LINGER` 0 (close sends RST, no TIME_WAIT), connect, close.
+    /// blocking connect), `SO_LINGER` 0 (close sends RST, no `TIME_WAIT`), connect, close.
     /// `Ok` if the connect succeeded; a connect cut short by the timeout is `ETIMEDOUT`.
     pub fn connect_and_reset(&self, timeout: Duration) -> io::Result<()> {
-        let family = if self.addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let family = if self.addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         // SAFETY: socket(2) returns a fresh descriptor we take ownership of.
         let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: fd is valid and owned from here on.
@@ -301,7 +330,11 @@ impl ConnectTarget {
         set_linger_zero(fd.as_raw_fd())?;
         // SAFETY: storage holds a valid sockaddr of `len` bytes.
         let ret = unsafe {
-            libc::connect(fd.as_raw_fd(), std::ptr::from_ref(&self.storage).cast(), self.len)
+            libc::connect(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&self.storage).cast(),
+                self.len,
+            )
         };
         if ret == 0 {
             return Ok(());
@@ -334,7 +367,9 @@ mod tests {
         let server = udp_socket(&"0.0.0.0:0".parse().unwrap()).unwrap();
         let port = server.local_addr().unwrap().port();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         client.send_to(b"hi", ("127.0.0.2", port)).unwrap();
         let mut buf = [0u8; 16];
         let dgram = recv_datagram(&server, &mut buf).unwrap();

@@ -10,13 +10,21 @@ use crate::netns::Ns;
 /// Longest Linux interface name (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
-/// An interface name that the kernel would reject.
+/// Failure to create or configure a link.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("interface name {0:?} must be 1 to {MAX_IFNAME_LEN} characters without '/', ':' or spaces")]
+    #[error(
+        "interface name {0:?} must be 1 to {MAX_IFNAME_LEN} characters without '/', ':' or spaces"
+    )]
     BadName(String),
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error("configuring {iface}: {source}")]
+    Sysctl {
+        iface: String,
+        #[source]
+        source: Box<crate::netns::NetnsError>,
+    },
 }
 
 fn check_ifname(name: &str) -> Result<(), LinkError> {
@@ -75,6 +83,17 @@ impl Iface {
         // Interface names may contain dots, which sysctl paths spell as '/'.
         let path = format!("net.{family}.conf.{}.{key}", self.name.replace('.', "/"));
         self.ns.sysctl(&path, value)
+    }
+
+    /// Turns off duplicate address detection before the link goes up. Until its link-local
+    /// address leaves DAD (1–2 s) a router cannot send neighbour solicitations for forwarded
+    /// packets, so the first IPv6 connections through a fresh lab would stall.
+    pub fn prepare_ipv6(&self) -> Result<(), LinkError> {
+        self.conf(6, "accept_dad", "0")
+            .map_err(|e| LinkError::Sysctl {
+                iface: self.name.clone(),
+                source: Box::new(e),
+            })
     }
 
     /// Whether the link exists.
@@ -153,8 +172,10 @@ impl Veth {
         // Runs in the root namespace; `netns` places each end where it belongs.
         Ns::Root.ip_run(&args)?;
         let veth = Self { a, b };
-        veth.a.up()?;
-        veth.b.up()?;
+        for end in [&veth.a, &veth.b] {
+            end.prepare_ipv6()?;
+            end.up()?;
+        }
         Ok(veth)
     }
 
@@ -201,6 +222,7 @@ impl Bridge {
         let bridge = Self {
             iface: Iface::new(ns, name),
         };
+        bridge.iface.prepare_ipv6()?;
         bridge.iface.up()?;
         Ok(bridge)
     }

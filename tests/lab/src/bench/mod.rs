@@ -1,0 +1,452 @@
+//! `ferrite-lab bench`: ferrite against direct-to-pod and kube-proxy-style iptables, side by
+//! side in one run, written to `results.md` and `results.json`.
+
+mod agent;
+mod results;
+mod services;
+mod topology;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use argh::FromArgs;
+use ferrite_lab::report::ConnectRateReport;
+
+use agent::{Agent, ApplyTiming, Memory};
+use results::{Cell, ConnectRow, MemoryRow, Meta, ProgrammeRow, Rate, Results, median, ratio};
+use topology::{BACKENDS, Lab, check_reaches_backends};
+
+/// Measure ferrite against direct-to-pod and kube-proxy iptables rules; write results.md/json.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+pub struct BenchArgs {
+    /// output folder (default target/bench)
+    #[argh(option, default = "PathBuf::from(\"target/bench\")")]
+    out: PathBuf,
+    /// the ferrite binary to benchmark; without it the ferrite columns are "not run"
+    #[argh(option)]
+    ferrite: Option<PathBuf>,
+    /// smoke run: 0.5 s per measurement, one run each
+    #[argh(switch)]
+    quick: bool,
+    /// service counts to measure, comma-separated (default 1,1000,10000)
+    #[argh(option, default = "String::from(\"1,1000,10000\")")]
+    scales: String,
+    /// connecting threads per client (default 1)
+    #[argh(option, default = "1")]
+    threads: u32,
+    /// iptables-restore program for the baseline (default iptables-restore)
+    #[argh(option, default = "String::from(\"iptables-restore\")")]
+    iptables_restore: String,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+    }
+}
+
+fn check_interrupted() -> Result<(), String> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+pub fn main(args: &BenchArgs) -> ExitCode {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferrite-lab bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Settings {
+    run: Duration,
+    runs: usize,
+    threads: u32,
+    iptables_restore: String,
+}
+
+fn parse_scales(text: &str) -> Result<Vec<usize>, String> {
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .replace('_', "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=60_000).contains(n))
+                .ok_or_else(|| format!("bad --scales entry {s:?} (1 to 60000)"))
+        })
+        .collect()
+}
+
+fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root (network namespaces, cgroups, iptables, BPF)".into());
+    }
+    let scales = parse_scales(&args.scales)?;
+    install_signal_handlers();
+    if let Ok(removed) = ferrite_lab::cleanup_stale("flb") {
+        for r in removed {
+            progress(&format!("removed leftover {r}"));
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("create {}: {e}", args.out.display()))?;
+    let work = args.out.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+    let settings = Settings {
+        run: Duration::from_millis(if args.quick { 500 } else { 3000 }),
+        runs: if args.quick { 1 } else { 3 },
+        threads: args.threads.max(1),
+        iptables_restore: args.iptables_restore.clone(),
+    };
+    let ferrite = match &args.ferrite {
+        None => Err("no --ferrite given".to_owned()),
+        Some(p) if !p.is_file() => Err(format!("{} does not exist", p.display())),
+        Some(p) => std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display())),
+    };
+
+    let mut results = Results {
+        meta: meta(&settings, args.quick, ferrite.as_ref().ok()),
+        connect: Vec::new(),
+        programme: Vec::new(),
+        memory: Vec::new(),
+        notes: notes(&settings),
+    };
+    progress("building the lab");
+    let mut lab = Lab::build(&exe)?;
+    for &scale in &scales {
+        check_interrupted()?;
+        measure_scale(
+            &mut lab,
+            scale,
+            &settings,
+            ferrite.as_deref(),
+            &work,
+            &mut results,
+        )?;
+    }
+    drop(lab);
+
+    let md = results::markdown(&results);
+    let json = serde_json::to_string_pretty(&results).expect("results serialize");
+    for (name, text) in [("results.md", &md), ("results.json", &json)] {
+        let path = args.out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    println!("{md}");
+    progress(&format!("wrote {}", args.out.join("results.md").display()));
+    let incomplete = results
+        .connect
+        .iter()
+        .any(|r| r.direct.is_not_run() || r.iptables.is_not_run() || r.ferrite.is_not_run())
+        || results
+            .programme
+            .iter()
+            .any(|r| r.ferrite_wall_ms.is_not_run() || r.iptables_restore_ms.is_not_run());
+    Ok(if incomplete {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn meta(settings: &Settings, quick: bool, ferrite: Option<&PathBuf>) -> Meta {
+    let first_line = |program: &str, args: &[&str]| {
+        ferrite_lab::cmd::stdout_of(program, args).map_or_else(
+            |e| e.to_string(),
+            |s| s.lines().next().unwrap_or("").trim().to_owned(),
+        )
+    };
+    Meta {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        kernel: first_line("uname", &["-r"]),
+        cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        iptables: first_line(&settings.iptables_restore, &["--version"]),
+        quick,
+        run_ms: u64::try_from(settings.run.as_millis()).unwrap_or(u64::MAX),
+        runs: settings.runs,
+        client_threads: settings.threads,
+        ferrite: ferrite.map(|p| p.display().to_string()),
+    }
+}
+
+fn notes(settings: &Settings) -> Vec<String> {
+    vec![
+        format!(
+            "Lab: a host netns routes between {BACKENDS} backend pods (`ferrite-lab serve`) and client pods, each a netns with a veth; every client does connect + RST-close in a loop (`ferrite-lab connect-rate`, {} thread(s))",
+            settings.threads
+        ),
+        format!("direct: connects rotate over the {BACKENDS} backend pod IPs, no service plumbing"),
+        "iptables: a fresh client netns holding the nat table kube-proxy (iptables mode) writes for the same services, loaded with one iptables-restore; the target is the last service in KUBE-SERVICES, the worst case of the linear walk".into(),
+        "ferrite: `ferrite agent --source dir:` in the root netns, the client in its own netns and in the agent's --cgroup; same target as iptables".into(),
+        "ferrite (wall): from renaming the YAML into the watched folder until `ferrite status -o json` shows last_apply with every service (polled every 10 ms, so it includes status round trips); ferrite (agent's own): last_apply.duration_us".into(),
+    ]
+}
+
+fn rate_cell(runs: &Runs) -> Cell<Rate> {
+    match runs {
+        Ok(runs) if !runs.is_empty() => {
+            let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+            Cell::Value(Rate {
+                median: median(&rates),
+                runs: rates,
+                errors: runs.iter().map(|r| r.errors).sum(),
+            })
+        }
+        Ok(_) => Cell::not_run("no runs"),
+        Err(e) => Cell::not_run(e.clone()),
+    }
+}
+
+fn push_run(
+    acc: &mut Result<Vec<ConnectRateReport>, String>,
+    run: Result<ConnectRateReport, String>,
+) {
+    if let Ok(list) = acc {
+        match run {
+            Ok(r) => list.push(r),
+            Err(e) => *acc = Err(e),
+        }
+    }
+}
+
+/// The iptables side of one scale: a client pod with the rules loaded.
+struct IptablesPath {
+    pod: usize,
+    rules: usize,
+    restore: Result<Duration, String>,
+    ready: Result<(), String>,
+}
+
+fn prepare_iptables(
+    lab: &mut Lab,
+    services: &[services::Service],
+    target: SocketAddr,
+    program: &str,
+) -> Result<IptablesPath, String> {
+    let rules = services::nat_table(services);
+    let pod = lab.add_client()?;
+    let restore = topology::iptables_restore(lab.pod(pod), program, &rules);
+    let ready = restore.clone().and_then(|_| {
+        let report = lab.probe(lab.pod(pod), None, target, 6)?;
+        check_reaches_backends(&report).map_err(|e| format!("through iptables: {e}"))
+    });
+    progress(&format!(
+        "  iptables-restore: {restore:?}, probe: {ready:?}"
+    ));
+    Ok(IptablesPath {
+        pod,
+        rules: services::rule_count(&rules),
+        restore,
+        ready,
+    })
+}
+
+/// The ferrite side of one scale: a fresh agent with the services applied.
+struct FerritePath {
+    agent: Result<Agent, String>,
+    apply: Result<ApplyTiming, String>,
+    memory: Result<Memory, String>,
+    ready: Result<(), String>,
+}
+
+fn prepare_ferrite(
+    lab: &Lab,
+    services: &[services::Service],
+    target: SocketAddr,
+    ferrite: Result<&Path, &String>,
+    work: &Path,
+) -> FerritePath {
+    let scale = services.len();
+    let mut agent = ferrite
+        .map_err(Clone::clone)
+        .and_then(|path| Agent::start(path, work, &format!("s{scale}")));
+    let apply = match &mut agent {
+        Ok(a) => a.apply(&services::to_yaml(services), scale as u64),
+        Err(e) => Err(e.clone()),
+    };
+    progress(&format!("  ferrite apply: {apply:?}"));
+    let (memory, ready) = match (&agent, &apply) {
+        (Ok(a), Ok(_)) => (
+            a.memory(),
+            lab.probe(lab.ferrite_client(), Some(a.cgroup()), target, 6)
+                .and_then(|r| {
+                    check_reaches_backends(&r).map_err(|e| format!("through ferrite: {e}"))
+                }),
+        ),
+        (Err(e), _) | (_, Err(e)) => (Err(e.clone()), Err(e.clone())),
+    };
+    FerritePath {
+        agent,
+        apply,
+        memory,
+        ready,
+    }
+}
+
+type Runs = Result<Vec<ConnectRateReport>, String>;
+
+/// Connect-rate runs of the three paths, interleaved so drift hits them alike.
+fn run_rounds(
+    lab: &Lab,
+    settings: &Settings,
+    target: SocketAddr,
+    ipt: &IptablesPath,
+    fer: &mut FerritePath,
+) -> Result<(Runs, Runs, Runs), String> {
+    let mut direct: Runs = Ok(Vec::new());
+    let mut ipt_runs: Runs = ipt.ready.clone().map(|()| Vec::new());
+    let mut fer_runs: Runs = fer.ready.clone().map(|()| Vec::new());
+    let backends = lab.backend_targets();
+    let (run, threads) = (settings.run, settings.threads);
+    for round in 0..settings.runs {
+        check_interrupted()?;
+        let r = lab.connect_rate(lab.direct_client(), None, &backends, run, threads);
+        push_run(&mut direct, r);
+        if ipt_runs.is_ok() {
+            let r = lab.connect_rate(lab.pod(ipt.pod), None, &[target], run, threads);
+            push_run(&mut ipt_runs, r);
+        }
+        if let (Ok(_), Ok(a)) = (&fer_runs, &fer.agent) {
+            let r = lab.connect_rate(
+                lab.ferrite_client(),
+                Some(a.cgroup()),
+                &[target],
+                run,
+                threads,
+            );
+            push_run(&mut fer_runs, r);
+        }
+        progress(&format!(
+            "  round {}: direct {} iptables {} ferrite {}",
+            round + 1,
+            last_rate(&direct),
+            last_rate(&ipt_runs),
+            last_rate(&fer_runs)
+        ));
+    }
+    if let Ok(a) = &mut fer.agent
+        && !a.running()
+    {
+        fer_runs = Err(format!(
+            "agent exited during the run; log {}",
+            a.log().display()
+        ));
+    }
+    Ok((direct, ipt_runs, fer_runs))
+}
+
+fn measure_scale(
+    lab: &mut Lab,
+    scale: usize,
+    settings: &Settings,
+    ferrite: Result<&Path, &String>,
+    work: &Path,
+    results: &mut Results,
+) -> Result<(), String> {
+    progress(&format!("{scale} services"));
+    let services = services::generate(scale, &lab.backend_ips());
+    let last = services.last().expect("scale ≥ 1");
+    let target = SocketAddr::from((last.cluster_ip, last.port));
+
+    let ipt = prepare_iptables(lab, &services, target, &settings.iptables_restore)?;
+    check_interrupted()?;
+    let mut fer = prepare_ferrite(lab, &services, target, ferrite, work);
+    let rounds = run_rounds(lab, settings, target, &ipt, &mut fer);
+    // Stop the agent and drop the iptables pod before reporting (or bailing out).
+    drop(fer.agent);
+    lab.remove_client(ipt.pod);
+    let (direct, ipt_runs, fer_runs) = rounds?;
+
+    let (direct, ipt_cell, fer_cell) = (
+        rate_cell(&direct),
+        rate_cell(&ipt_runs),
+        rate_cell(&fer_runs),
+    );
+    let median_of = |c: &Cell<Rate>| c.value().map(|r| r.median);
+    results.connect.push(ConnectRow {
+        services: scale,
+        ferrite_vs_direct: ratio(median_of(&fer_cell), median_of(&direct)),
+        ferrite_vs_iptables: ratio(median_of(&fer_cell), median_of(&ipt_cell)),
+        direct,
+        iptables: ipt_cell,
+        ferrite: fer_cell,
+    });
+    let restore_ms = ipt.restore.map(|d| d.as_secs_f64() * 1e3);
+    let wall_ms = fer
+        .apply
+        .as_ref()
+        .map(|t| t.wall.as_secs_f64() * 1e3)
+        .map_err(Clone::clone);
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "microsecond counts are far below 2^52"
+    )]
+    let agent_ms = fer.apply.map(|t| t.agent.duration_us as f64 / 1e3);
+    results.programme.push(ProgrammeRow {
+        services: scale,
+        backends: BACKENDS,
+        iptables_rules: ipt.rules,
+        iptables_vs_ferrite: ratio(restore_ms.clone().ok(), wall_ms.clone().ok()),
+        iptables_restore_ms: restore_ms.into(),
+        ferrite_wall_ms: wall_ms.into(),
+        ferrite_agent_ms: agent_ms.into(),
+    });
+    results.memory.push(MemoryRow {
+        services: scale,
+        rss_kb: fer.memory.clone().map(|m| m.rss_kb).into(),
+        hwm_kb: fer.memory.map(|m| m.hwm_kb).into(),
+    });
+    Ok(())
+}
+
+fn last_rate(runs: &Runs) -> String {
+    match runs {
+        Ok(list) => list
+            .last()
+            .map_or_else(|| "-".into(), |r| format!("{:.0}/s", r.rate)),
+        Err(e) => format!("not run ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_parse() {
+        assert_eq!(
+            parse_scales("1,1000,10_000").unwrap(),
+            vec![1, 1000, 10_000]
+        );
+        assert!(parse_scales("0").is_err());
+        assert!(parse_scales("1,x").is_err());
+        assert!(parse_scales("70000").is_err());
+    }
+}
