@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::api::{self, ApiState, DatapathStatus, Status};
+use crate::api::{self, ApiState, DatapathStatus, SourceErrorView, Status};
 use crate::datapath::{DatapathConfig, DatapathError, SockLb};
 use crate::model::Snapshot;
 use crate::source::{SourceSpec, dir::DirSource};
@@ -45,8 +45,12 @@ pub enum AgentError {
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let sock = SockLb::open(&cfg.datapath)?;
     let state = sock.maps.read_state().map_err(AgentError::ReadBack)?;
-    info!(services = state.services.len(), backends = state.backends.len(), adopted = sock.adopted,
-          "datapath ready");
+    info!(
+        services = state.services.len(),
+        backends = state.backends.len(),
+        adopted = sock.adopted,
+        "datapath ready"
+    );
 
     let shared = Arc::new(RwLock::new(ApiState {
         status: Status {
@@ -63,6 +67,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             source_errors: Vec::new(),
         },
         services: Vec::new(),
+        source_errors: None,
     }));
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -80,7 +85,20 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let api_state = shared.clone();
     let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
 
-    let mut reconciler = Reconciler::new(sock, state, shared.clone(), errors);
+    shared
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .source_errors = Some(Arc::new(move || {
+        errors
+            .current()
+            .into_iter()
+            .map(|e| SourceErrorView {
+                path: e.path.display().to_string(),
+                message: e.message,
+            })
+            .collect()
+    }));
+    let mut reconciler = Reconciler::new(sock, state, shared.clone());
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
     loop {

@@ -4,23 +4,26 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info};
 
-use crate::api::{ApplyReport, ServiceView, SharedState, SourceErrorView};
+use crate::api::{ApplyReport, ServiceView, SharedState};
 use crate::datapath::SockLb;
 use crate::lb::{self, Frontend, LbState};
 use crate::model::Snapshot;
-use crate::source::dir::ErrorHandle;
 
 pub struct Reconciler {
     sock: SockLb,
     state: LbState,
     shared: SharedState,
-    source_errors: ErrorHandle,
     generation: u64,
 }
 
 impl Reconciler {
-    pub fn new(sock: SockLb, state: LbState, shared: SharedState, source_errors: ErrorHandle) -> Self {
-        Self { sock, state, shared, source_errors, generation: 0 }
+    pub fn new(sock: SockLb, state: LbState, shared: SharedState) -> Self {
+        Self {
+            sock,
+            state,
+            shared,
+            generation: 0,
+        }
     }
 
     pub fn reconcile(&mut self, snapshot: &Snapshot) {
@@ -35,9 +38,13 @@ impl Reconciler {
                 if plan.is_empty() {
                     debug!(generation = self.generation, "maps already up to date");
                 } else {
-                    info!(generation = self.generation, ops = plan.op_count(),
-                          frontends = frontends.len(), duration_us = duration.as_micros(),
-                          "maps updated");
+                    info!(
+                        generation = self.generation,
+                        ops = plan.op_count(),
+                        frontends = frontends.len(),
+                        duration_us = duration.as_micros(),
+                        "maps updated"
+                    );
                 }
                 None
             }
@@ -59,15 +66,11 @@ impl Reconciler {
             error,
         };
         let views = frontends.iter().map(view).collect();
-        let errors = self
-            .source_errors
-            .current()
-            .into_iter()
-            .map(|e| SourceErrorView { path: e.path.display().to_string(), message: e.message })
-            .collect();
-        let mut guard = self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.status.last_apply = Some(report);
-        guard.status.source_errors = errors;
         guard.services = views;
     }
 }

@@ -10,24 +10,48 @@ use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the agent at {path}: {source} (is `ferrite agent` running? see --api-socket)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot reach the agent at {path}: {source} (is `ferrite agent` running? see --api-socket)"
+    )]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("API request {route} to {path}: {source}")]
-    Http { route: String, path: PathBuf, source: hyper::Error },
+    Http {
+        route: String,
+        path: PathBuf,
+        source: hyper::Error,
+    },
     #[error("API request {route}: HTTP {status}: {body}")]
-    Status { route: String, status: u16, body: String },
+    Status {
+        route: String,
+        status: u16,
+        body: String,
+    },
     #[error("API response of {route} is not the expected JSON: {source}")]
-    Decode { route: String, source: serde_json::Error },
+    Decode {
+        route: String,
+        source: serde_json::Error,
+    },
 }
 
 /// GETs `route` from the agent on `socket` and decodes the JSON body.
 pub async fn get<T: DeserializeOwned>(socket: &Path, route: &str) -> Result<T, ClientError> {
-    let http = |source| ClientError::Http { route: route.into(), path: socket.into(), source };
+    let http = |source| ClientError::Http {
+        route: route.into(),
+        path: socket.into(),
+        source,
+    };
     let stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ClientError::Connect { path: socket.into(), source })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+        .map_err(|source| ClientError::Connect {
+            path: socket.into(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
     tokio::spawn(conn);
     let req = Request::get(route)
         .header(hyper::header::HOST, "ferrite")
@@ -43,5 +67,8 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, route: &str) -> Result<T, C
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
-    serde_json::from_slice(&body).map_err(|source| ClientError::Decode { route: route.into(), source })
+    serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+        route: route.into(),
+        source,
+    })
 }

@@ -10,11 +10,36 @@ pub use types::{ApplyReport, DatapathStatus, ServiceView, SourceErrorView, Statu
 
 use std::sync::{Arc, RwLock};
 
+/// Reads the source's current errors when the status is requested (a broken file changes no
+/// snapshot, so no reconcile would publish it).
+pub type SourceErrorsFn = Arc<dyn Fn() -> Vec<SourceErrorView> + Send + Sync>;
+
 /// What the API serves; written by the agent after each reconcile.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ApiState {
     pub status: Status,
     pub services: Vec<ServiceView>,
+    pub source_errors: Option<SourceErrorsFn>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("status", &self.status)
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// The status with the source's errors as of now.
+    pub fn current_status(&self) -> Status {
+        let mut st = self.status.clone();
+        if let Some(errors) = &self.source_errors {
+            st.source_errors = errors();
+        }
+        st
+    }
 }
 
 pub type SharedState = Arc<RwLock<ApiState>>;

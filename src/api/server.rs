@@ -16,12 +16,22 @@ use super::SharedState;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{op} API socket {path}: {source}")]
-    Socket { op: &'static str, path: PathBuf, source: std::io::Error },
+    Socket {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Binds `path` (replacing a stale socket, mode 0600) and serves until the task is dropped.
 pub async fn serve(path: &Path, state: SharedState) -> Result<(), ApiError> {
-    let err = |op| move |source| ApiError::Socket { op, path: path.to_path_buf(), source };
+    let err = |op| {
+        move |source| ApiError::Socket {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err("creating the directory of"))?;
     }
@@ -58,24 +68,38 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Byte
     });
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({"error": "only GET"}));
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "only GET"}),
+        );
     }
-    let guard = state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let guard = state
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match req.uri().path() {
-        "/v1/status" => json(StatusCode::OK, &guard.status),
+        "/v1/status" => json(StatusCode::OK, &guard.current_status()),
         "/v1/services" => json(StatusCode::OK, &guard.services),
         "/healthz" => {
             let ready = guard.status.datapath.ready;
-            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             json(code, &serde_json::json!({ "ready": ready }))
         }
-        other => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": format!("no route {other}")})),
+        other => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": format!("no route {other}")}),
+        ),
     }
 }

@@ -41,8 +41,7 @@ pub struct AgentCmd {
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+        .map_or_else(|_| "localhost".into(), |s| s.trim().to_string())
 }
 
 pub fn run(cmd: AgentCmd) -> i32 {
@@ -53,7 +52,10 @@ pub fn run(cmd: AgentCmd) -> i32 {
             return 1;
         }
     };
-    let datapath = DatapathConfig { bpf_root: cmd.bpf_root.clone(), cgroup };
+    let datapath = DatapathConfig {
+        bpf_root: cmd.bpf_root.clone(),
+        cgroup,
+    };
     if cmd.cleanup {
         let (removed, errors) = cleanup(&datapath);
         for p in &removed {
@@ -62,7 +64,11 @@ pub fn run(cmd: AgentCmd) -> i32 {
         for e in &errors {
             error!(error = %e, "cleanup");
         }
-        println!("removed {} pinned objects under {}", removed.len(), datapath.bpf_root.display());
+        println!(
+            "removed {} pinned objects under {}",
+            removed.len(),
+            datapath.bpf_root.display()
+        );
         return i32::from(!errors.is_empty());
     }
     if let Some(d) = &cmd.devices {
@@ -75,7 +81,10 @@ pub fn run(cmd: AgentCmd) -> i32 {
         api_socket: cmd.api_socket,
         datapath,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "starting the runtime");

@@ -48,7 +48,9 @@ pub fn run(cli: Cli) -> i32 {
                     "{}",
                     serde_json::json!({"version": crate::VERSION, "arch": std::env::consts::ARCH})
                 ),
-                OutputFormat::Table => println!("ferrite {} ({})", crate::VERSION, std::env::consts::ARCH),
+                OutputFormat::Table => {
+                    println!("ferrite {} ({})", crate::VERSION, std::env::consts::ARCH)
+                }
             }
             0
         }

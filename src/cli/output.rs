@@ -15,7 +15,9 @@ impl FromStr for OutputFormat {
         match s {
             "table" | "wide" => Ok(Self::Table),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown output format {other:?} (expected table or json)")),
+            other => Err(format!(
+                "unknown output format {other:?} (expected table or json)"
+            )),
         }
     }
 }
@@ -57,7 +59,13 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let t = table(&["A", "LONGER"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), String::new()]]);
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["xxx".into(), "y".into()],
+                vec!["z".into(), String::new()],
+            ],
+        );
         assert_eq!(t, "A    LONGER\nxxx  y\nz\n");
     }
 

@@ -31,12 +31,16 @@ pub struct ServicesCmd {
     pub api_socket: PathBuf,
 }
 
-fn fetch<T: serde::de::DeserializeOwned>(socket: &std::path::Path, route: &str) -> Result<T, String> {
+fn fetch<T: serde::de::DeserializeOwned>(
+    socket: &std::path::Path,
+    route: &str,
+) -> Result<T, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(client::get(socket, route)).map_err(|e| e.to_string())
+    rt.block_on(client::get(socket, route))
+        .map_err(|e| e.to_string())
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> i32 {
@@ -67,23 +71,48 @@ pub fn status(cmd: &StatusCmd) -> i32 {
         vec!["version".into(), st.version.clone()],
         vec!["node".into(), st.node_name.clone()],
         vec!["source".into(), st.source.clone()],
-        vec!["datapath".into(), format!(
-            "{} (bpf-root {}, cgroup {}{})",
-            if st.datapath.ready { "ready" } else { "not ready" },
-            st.datapath.bpf_root,
-            st.datapath.cgroup,
-            if st.datapath.adopted { ", adopted pinned links" } else { "" }
-        )],
+        vec![
+            "datapath".into(),
+            format!(
+                "{} (bpf-root {}, cgroup {}{})",
+                if st.datapath.ready {
+                    "ready"
+                } else {
+                    "not ready"
+                },
+                st.datapath.bpf_root,
+                st.datapath.cgroup,
+                if st.datapath.adopted {
+                    ", adopted pinned links"
+                } else {
+                    ""
+                }
+            ),
+        ],
     ];
     if let Some(a) = &st.last_apply {
-        rows.push(vec!["last apply".into(), format!(
-            "generation {}: {} services, {} frontends, {} backends, {} ops in {} µs{}",
-            a.generation, a.services, a.frontends, a.backends, a.ops, a.duration_us,
-            a.error.as_ref().map(|e| format!(" — error: {e}")).unwrap_or_default()
-        )]);
+        rows.push(vec![
+            "last apply".into(),
+            format!(
+                "generation {}: {} services, {} frontends, {} backends, {} ops in {} µs{}",
+                a.generation,
+                a.services,
+                a.frontends,
+                a.backends,
+                a.ops,
+                a.duration_us,
+                a.error
+                    .as_ref()
+                    .map(|e| format!(" — error: {e}"))
+                    .unwrap_or_default()
+            ),
+        ]);
     }
     for e in &st.source_errors {
-        rows.push(vec!["source error".into(), format!("{}: {}", e.path, e.message)]);
+        rows.push(vec![
+            "source error".into(),
+            format!("{}: {}", e.path, e.message),
+        ]);
     }
     print!("{}", table(&["FIELD", "VALUE"], &rows));
     0
@@ -105,14 +134,31 @@ pub fn services(cmd: &ServicesCmd) -> i32 {
         .map(|s| {
             vec![
                 s.service.clone(),
-                if s.port_name.is_empty() { "-".into() } else { s.port_name.clone() },
+                if s.port_name.is_empty() {
+                    "-".into()
+                } else {
+                    s.port_name.clone()
+                },
                 s.frontend.clone(),
                 s.protocol.clone(),
-                if s.backends.is_empty() { "(none: refused)".into() } else { s.backends.join(",") },
-                s.affinity_timeout_seconds.map_or_else(|| "-".into(), |t| format!("ClientIP {t}s")),
+                if s.backends.is_empty() {
+                    "(none: refused)".into()
+                } else {
+                    s.backends.join(",")
+                },
+                s.affinity_timeout_seconds
+                    .map_or_else(|| "-".into(), |t| format!("ClientIP {t}s")),
             ]
         })
         .collect();
-    print!("{}", table(&["SERVICE", "PORT", "FRONTEND", "PROTO", "BACKENDS", "AFFINITY"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "SERVICE", "PORT", "FRONTEND", "PROTO", "BACKENDS", "AFFINITY"
+            ],
+            &rows
+        )
+    );
     0
 }

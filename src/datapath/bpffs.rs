@@ -21,7 +21,7 @@ fn fs_magic(path: &Path) -> Option<i64> {
         clippy::cast_possible_wrap,
         reason = "f_type is i64 on glibc and u64 on musl; the magics fit either way"
     )]
-    (rc == 0).then(|| st.f_type as i64)
+    (rc == 0).then_some(st.f_type as i64)
 }
 
 fn mount(fstype: &str, target: &Path) -> std::io::Result<()> {
@@ -30,9 +30,19 @@ fn mount(fstype: &str, target: &Path) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: valid C strings; no mount data.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), tgt.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Makes sure `root` exists on a bpffs: if its nearest existing ancestor is not bpffs, a bpffs is
@@ -51,9 +61,11 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), DatapathError> {
         } else {
             root.to_path_buf()
         };
-        std::fs::create_dir_all(&target)
-            .map_err(|e| DatapathError::io("creating", &target, e))?;
-        mount("bpf", &target).map_err(|source| DatapathError::Bpffs { path: target.clone(), source })?;
+        std::fs::create_dir_all(&target).map_err(|e| DatapathError::io("creating", &target, e))?;
+        mount("bpf", &target).map_err(|source| DatapathError::Bpffs {
+            path: target.clone(),
+            source,
+        })?;
         info!(path = %target.display(), "mounted bpffs");
     }
     std::fs::create_dir_all(root).map_err(|e| DatapathError::io("creating", root, e))
@@ -73,8 +85,10 @@ pub fn cgroup2_root() -> Result<PathBuf, DatapathError> {
     let target = PathBuf::from("/run/ferrite/cgroup2");
     std::fs::create_dir_all(&target).map_err(|e| DatapathError::io("creating", &target, e))?;
     if fs_magic(&target) != Some(CGROUP2_SUPER_MAGIC) {
-        mount("cgroup2", &target)
-            .map_err(|source| DatapathError::NoCgroup2 { path: target.clone(), source })?;
+        mount("cgroup2", &target).map_err(|source| DatapathError::NoCgroup2 {
+            path: target.clone(),
+            source,
+        })?;
         info!(path = %target.display(), "mounted cgroup2");
     }
     Ok(target)

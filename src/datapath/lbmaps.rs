@@ -3,9 +3,7 @@
 use std::collections::BTreeSet;
 
 use aya::maps::{HashMap, MapData, MapError};
-use ferrite_abi::{
-    AffinityKey, AffinityValue, Backend, SlotKey, SvcKey, SvcValue, map_names,
-};
+use ferrite_abi::{AffinityKey, AffinityValue, Backend, SlotKey, SvcKey, SvcValue, map_names};
 
 use super::DatapathError;
 use crate::lb::{LbState, Plan};
@@ -19,14 +17,19 @@ pub struct LbMaps {
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source: Box::new(source) }
+    move |source| DatapathError::Map {
+        name,
+        source: Box::new(source),
+    }
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
 ) -> Result<T, DatapathError> {
-    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap { name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::MissingMap { name })?;
     T::try_from(map).map_err(map_err(name))
 }
 
@@ -43,15 +46,15 @@ impl LbMaps {
     /// Everything the maps hold now (what a previous agent wrote, on adoption).
     pub fn read_state(&self) -> Result<LbState, DatapathError> {
         let mut st = LbState::default();
-        for kv in self.services.iter() {
+        for kv in &self.services {
             let (k, v) = kv.map_err(map_err(map_names::SERVICES))?;
             st.services.insert(k, v);
         }
-        for kv in self.slots.iter() {
+        for kv in &self.slots {
             let (k, v) = kv.map_err(map_err(map_names::SLOTS))?;
             st.slots.insert(k, v);
         }
-        for kv in self.backends.iter() {
+        for kv in &self.backends {
             let (k, v) = kv.map_err(map_err(map_names::BACKENDS))?;
             st.backends.insert(k, v);
         }
@@ -62,15 +65,21 @@ impl LbMaps {
     /// the first failure (the next reconcile re-plans from `state`, so nothing is lost).
     pub fn apply(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
         for (id, b) in &plan.upsert_backends {
-            self.backends.insert(id, b, 0).map_err(map_err(map_names::BACKENDS))?;
+            self.backends
+                .insert(id, b, 0)
+                .map_err(map_err(map_names::BACKENDS))?;
             state.backends.insert(*id, *b);
         }
         for (k, v) in &plan.upsert_slots {
-            self.slots.insert(k, v, 0).map_err(map_err(map_names::SLOTS))?;
+            self.slots
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::SLOTS))?;
             state.slots.insert(*k, *v);
         }
         for (k, v) in &plan.upsert_services {
-            self.services.insert(k, v, 0).map_err(map_err(map_names::SERVICES))?;
+            self.services
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::SERVICES))?;
             state.services.insert(*k, *v);
         }
         for k in &plan.delete_services {
@@ -93,7 +102,7 @@ impl LbMaps {
             return Ok(());
         }
         let mut doomed = Vec::new();
-        for kv in self.affinity.iter() {
+        for kv in &self.affinity {
             let (k, v) = kv.map_err(map_err(map_names::AFFINITY))?;
             if stale.contains(&(k.svc_id, v.backend_id)) {
                 doomed.push(k);

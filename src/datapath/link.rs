@@ -39,7 +39,11 @@ fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()
             std::mem::size_of::<LinkUpdateAttr>(),
         )
     };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `enum bpf_cmd` value of BPF_OBJ_GET.
@@ -56,10 +60,19 @@ struct ObjGetAttr {
 fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
     let c = CString::new(pin.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let attr = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
     // SAFETY: attr is a valid prefix of `union bpf_attr`; `c` outlives the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const attr, std::mem::size_of::<ObjGetAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw const attr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
@@ -77,7 +90,10 @@ pub fn attach_pinned(
     cgroup: BorrowedFd<'_>,
     pin: &Path,
 ) -> Result<bool, DatapathError> {
-    let program_err = |source| DatapathError::Program { name, source: Box::new(source) };
+    let program_err = |source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    };
     if pin.exists() {
         let prog_fd = prog.fd().map_err(program_err)?;
         match obj_get(pin).and_then(|link| link_update(link.as_fd(), prog_fd.as_fd())) {
@@ -90,13 +106,18 @@ pub fn attach_pinned(
         }
         std::fs::remove_file(pin).map_err(|e| DatapathError::io("removing", pin, e))?;
     }
-    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(program_err)?;
+    let id = prog
+        .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(program_err)?;
     let link = prog.take_link(id).map_err(program_err)?;
-    let fd_link = FdLink::try_from(link)
-        .map_err(|e| DatapathError::Link { path: pin.into(), source: std::io::Error::other(e) })?;
-    fd_link
-        .pin(pin)
-        .map_err(|source| DatapathError::Pin { path: pin.into(), source: Box::new(source) })?;
+    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        path: pin.into(),
+        source: std::io::Error::other(e),
+    })?;
+    fd_link.pin(pin).map_err(|source| DatapathError::Pin {
+        path: pin.into(),
+        source: Box::new(source),
+    })?;
     info!(program = name, pin = %pin.display(), "attached and pinned");
     Ok(false)
 }

@@ -4,8 +4,8 @@
 
 mod bpffs;
 mod error;
-mod link;
 mod lbmaps;
+mod link;
 mod sock;
 
 pub use bpffs::{cgroup2_root, ensure_bpffs};

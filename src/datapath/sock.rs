@@ -41,7 +41,10 @@ impl SockLb {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .load(SOCK_OBJECT)
-            .map_err(|e| DatapathError::Load { pin_dir: maps_dir.clone(), source: Box::new(e) })?;
+            .map_err(|e| DatapathError::Load {
+                pin_dir: maps_dir.clone(),
+                source: Box::new(e),
+            })?;
         let maps = LbMaps::take(&mut ebpf)?;
 
         let cgroup = std::fs::File::open(&cfg.cgroup)
@@ -53,7 +56,10 @@ impl SockLb {
         let mut adopted = 0;
         let mut wanted = Vec::new();
         for name in PROGRAMS {
-            let program_err = |source| DatapathError::Program { name, source: Box::new(source) };
+            let program_err = |source| DatapathError::Program {
+                name,
+                source: Box::new(source),
+            };
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::MissingProgram { name })?
@@ -69,7 +75,11 @@ impl SockLb {
         remove_stale_links(&links_dir, &wanted);
         info!(cgroup = %cfg.cgroup.display(), bpf_root = %cfg.bpf_root.display(), adopted,
               "socket load balancer attached");
-        Ok(Self { maps, adopted: adopted == PROGRAMS.len(), _ebpf: ebpf })
+        Ok(Self {
+            maps,
+            adopted: adopted == PROGRAMS.len(),
+            _ebpf: ebpf,
+        })
     }
 }
 
@@ -80,7 +90,9 @@ fn link_pin_name(cgroup_ino: u64, program: &str) -> String {
 
 /// Links pinned for another cgroup or a program that no longer exists are detached.
 fn remove_stale_links(dir: &Path, wanted: &[PathBuf]) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if !wanted.contains(&path) {

@@ -29,15 +29,30 @@ pub struct Frontend {
 /// Every frontend of every service, in a deterministic order. When two services claim the same
 /// address:port/protocol the first by namespace/name keeps it and the other is logged.
 pub fn frontends(snapshot: &Snapshot) -> Vec<Frontend> {
+    frontends_with(snapshot, &BTreeMap::new())
+}
+
+/// Like [`frontends`], with extra addresses per service (allocated LoadBalancer IPs) served on
+/// every port of the service exactly like its cluster IPs.
+pub fn frontends_with(
+    snapshot: &Snapshot,
+    extra_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
+) -> Vec<Frontend> {
     let mut slices_by_service: BTreeMap<&ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in snapshot.endpoint_slices.values() {
-        slices_by_service.entry(&slice.service).or_default().push(slice);
+        slices_by_service
+            .entry(&slice.service)
+            .or_default()
+            .push(slice);
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for svc in snapshot.services.values() {
-        let slices = slices_by_service.get(&svc.name).map_or(&[][..], Vec::as_slice);
-        for fe in service_frontends(svc, slices) {
+        let slices = slices_by_service
+            .get(&svc.name)
+            .map_or(&[][..], Vec::as_slice);
+        let extra = extra_ips.get(&svc.name).map_or(&[][..], Vec::as_slice);
+        for fe in service_frontends(svc, extra, slices) {
             if seen.insert((fe.addr, fe.port, fe.protocol)) {
                 out.push(fe);
             } else {
@@ -49,14 +64,14 @@ pub fn frontends(snapshot: &Snapshot) -> Vec<Frontend> {
     out
 }
 
-fn service_frontends(svc: &Service, slices: &[&EndpointSlice]) -> Vec<Frontend> {
+fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice]) -> Vec<Frontend> {
     let affinity_timeout = match svc.session_affinity {
         SessionAffinity::None => None,
         SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
     };
     let mut out = Vec::new();
     for port in &svc.ports {
-        for &addr in &svc.cluster_ips {
+        for &addr in svc.cluster_ips.iter().chain(extra) {
             out.push(Frontend {
                 service: svc.name.clone(),
                 port_name: port.name.clone(),
@@ -77,7 +92,9 @@ fn backends_for(port: &ServicePort, v4: bool, slices: &[&EndpointSlice]) -> Vec<
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
     for slice in slices {
-        let Some(target) = slice_port(port, slice) else { continue };
+        let Some(target) = slice_port(port, slice) else {
+            continue;
+        };
         for ep in &slice.endpoints {
             let set = if ep.ready {
                 &mut ready
@@ -99,7 +116,11 @@ fn backends_for(port: &ServicePort, v4: bool, slices: &[&EndpointSlice]) -> Vec<
 /// EndpointSlice controller writes), else by a named targetPort.
 fn slice_port(port: &ServicePort, slice: &EndpointSlice) -> Option<u16> {
     let by_name = |name: &str| {
-        slice.ports.iter().find(|p| p.name == name && p.protocol == port.protocol).map(|p| p.port)
+        slice
+            .ports
+            .iter()
+            .find(|p| p.name == name && p.protocol == port.protocol)
+            .map(|p| p.port)
     };
     by_name(&port.name).or_else(|| match &port.target_port {
         TargetPort::Name(n) => by_name(n),

@@ -37,7 +37,11 @@ fn slice(name: &str, service: &str, ports: &[(&str, u16)], eps: Vec<Endpoint>) -
         service: ServiceName::new("default", service),
         ports: ports
             .iter()
-            .map(|(n, p)| EndpointPort { name: (*n).into(), protocol: Protocol::Tcp, port: *p })
+            .map(|(n, p)| EndpointPort {
+                name: (*n).into(),
+                protocol: Protocol::Tcp,
+                port: *p,
+            })
             .collect(),
         endpoints: eps,
     }
@@ -61,14 +65,33 @@ fn backends(fe: &Frontend) -> Vec<String> {
 #[test]
 fn ready_endpoints_of_all_slices_become_backends() {
     let s = snapshot(
-        vec![svc("web", &["10.96.0.10"], &[("http", Protocol::Tcp, 80, TargetPort::Number(8080))])],
+        vec![svc(
+            "web",
+            &["10.96.0.10"],
+            &[("http", Protocol::Tcp, 80, TargetPort::Number(8080))],
+        )],
         vec![
-            slice("web-a", "web", &[("http", 8080)], vec![ep(&["10.1.0.2"], true, true, false)]),
-            slice("web-b", "web", &[("http", 8080)], vec![
-                ep(&["10.1.0.3"], true, true, false),
-                ep(&["10.1.0.4"], false, false, false),
-            ]),
-            slice("other", "db", &[("http", 8080)], vec![ep(&["10.1.0.9"], true, true, false)]),
+            slice(
+                "web-a",
+                "web",
+                &[("http", 8080)],
+                vec![ep(&["10.1.0.2"], true, true, false)],
+            ),
+            slice(
+                "web-b",
+                "web",
+                &[("http", 8080)],
+                vec![
+                    ep(&["10.1.0.3"], true, true, false),
+                    ep(&["10.1.0.4"], false, false, false),
+                ],
+            ),
+            slice(
+                "other",
+                "db",
+                &[("http", 8080)],
+                vec![ep(&["10.1.0.9"], true, true, false)],
+            ),
         ],
     );
     let fes = frontends(&s);
@@ -79,19 +102,33 @@ fn ready_endpoints_of_all_slices_become_backends() {
 #[test]
 fn terminating_serving_endpoints_are_a_fallback_only() {
     let s = snapshot(
-        vec![svc("web", &["10.96.0.10"], &[("", Protocol::Tcp, 80, TargetPort::Number(80))])],
-        vec![slice("web-a", "web", &[("", 80)], vec![
-            ep(&["10.1.0.2"], false, true, true),
-            ep(&["10.1.0.3"], false, false, true),
-        ])],
+        vec![svc(
+            "web",
+            &["10.96.0.10"],
+            &[("", Protocol::Tcp, 80, TargetPort::Number(80))],
+        )],
+        vec![slice(
+            "web-a",
+            "web",
+            &[("", 80)],
+            vec![
+                ep(&["10.1.0.2"], false, true, true),
+                ep(&["10.1.0.3"], false, false, true),
+            ],
+        )],
     );
     assert_eq!(backends(&frontends(&s)[0]), vec!["10.1.0.2:80"]);
     let s2 = snapshot(
         s.services.values().cloned().collect(),
-        vec![slice("web-a", "web", &[("", 80)], vec![
-            ep(&["10.1.0.2"], false, true, true),
-            ep(&["10.1.0.5"], true, true, false),
-        ])],
+        vec![slice(
+            "web-a",
+            "web",
+            &[("", 80)],
+            vec![
+                ep(&["10.1.0.2"], false, true, true),
+                ep(&["10.1.0.5"], true, true, false),
+            ],
+        )],
     );
     assert_eq!(backends(&frontends(&s2)[0]), vec!["10.1.0.5:80"]);
 }
@@ -99,8 +136,20 @@ fn terminating_serving_endpoints_are_a_fallback_only() {
 #[test]
 fn dual_stack_service_gets_one_frontend_per_family() {
     let s = snapshot(
-        vec![svc("web", &["10.96.0.10", "fd00:96::10"], &[("http", Protocol::Tcp, 80, TargetPort::Number(80))])],
-        vec![slice("web-a", "web", &[("http", 8080)], vec![ep(&["10.1.0.2"], true, true, false), ep(&["fd01::2"], true, true, false)])],
+        vec![svc(
+            "web",
+            &["10.96.0.10", "fd00:96::10"],
+            &[("http", Protocol::Tcp, 80, TargetPort::Number(80))],
+        )],
+        vec![slice(
+            "web-a",
+            "web",
+            &[("http", 8080)],
+            vec![
+                ep(&["10.1.0.2"], true, true, false),
+                ep(&["fd01::2"], true, true, false),
+            ],
+        )],
     );
     let fes = frontends(&s);
     assert_eq!(fes.len(), 2);
@@ -111,23 +160,62 @@ fn dual_stack_service_gets_one_frontend_per_family() {
 #[test]
 fn ports_match_by_name_and_protocol_then_by_named_target_port() {
     let s = snapshot(
-        vec![svc("dns", &["10.96.0.53"], &[
-            ("dns", Protocol::Udp, 53, TargetPort::Name("dns-port".into())),
-            ("metrics", Protocol::Tcp, 9153, TargetPort::Name("metrics".into())),
-            ("web", Protocol::Tcp, 80, TargetPort::Name("http".into())),
-        ])],
+        vec![svc(
+            "dns",
+            &["10.96.0.53"],
+            &[
+                (
+                    "dns",
+                    Protocol::Udp,
+                    53,
+                    TargetPort::Name("dns-port".into()),
+                ),
+                (
+                    "metrics",
+                    Protocol::Tcp,
+                    9153,
+                    TargetPort::Name("metrics".into()),
+                ),
+                ("web", Protocol::Tcp, 80, TargetPort::Name("http".into())),
+            ],
+        )],
         vec![EndpointSlice {
             ports: vec![
-                EndpointPort { name: "dns".into(), protocol: Protocol::Udp, port: 1053 },
-                EndpointPort { name: "dns".into(), protocol: Protocol::Tcp, port: 9999 },
-                EndpointPort { name: "metrics".into(), protocol: Protocol::Tcp, port: 9153 },
-                EndpointPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 },
+                EndpointPort {
+                    name: "dns".into(),
+                    protocol: Protocol::Udp,
+                    port: 1053,
+                },
+                EndpointPort {
+                    name: "dns".into(),
+                    protocol: Protocol::Tcp,
+                    port: 9999,
+                },
+                EndpointPort {
+                    name: "metrics".into(),
+                    protocol: Protocol::Tcp,
+                    port: 9153,
+                },
+                EndpointPort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 8080,
+                },
             ],
-            ..slice("dns-a", "dns", &[], vec![ep(&["10.1.0.7"], true, true, false)])
+            ..slice(
+                "dns-a",
+                "dns",
+                &[],
+                vec![ep(&["10.1.0.7"], true, true, false)],
+            )
         }],
     );
     let fes = frontends(&s);
-    assert_eq!(backends(&fes[0]), vec!["10.1.0.7:1053"], "UDP port picked by protocol");
+    assert_eq!(
+        backends(&fes[0]),
+        vec!["10.1.0.7:1053"],
+        "UDP port picked by protocol"
+    );
     assert_eq!(backends(&fes[1]), vec!["10.1.0.7:9153"]);
     assert_eq!(backends(&fes[2]), vec!["10.1.0.7:8080"], "named targetPort");
 }
@@ -136,8 +224,16 @@ fn ports_match_by_name_and_protocol_then_by_named_target_port() {
 fn headless_services_have_no_frontend_and_no_slice_means_no_backends() {
     let s = snapshot(
         vec![
-            svc("headless", &[], &[("", Protocol::Tcp, 80, TargetPort::Number(80))]),
-            svc("lonely", &["10.96.0.11"], &[("", Protocol::Tcp, 80, TargetPort::Number(80))]),
+            svc(
+                "headless",
+                &[],
+                &[("", Protocol::Tcp, 80, TargetPort::Number(80))],
+            ),
+            svc(
+                "lonely",
+                &["10.96.0.11"],
+                &[("", Protocol::Tcp, 80, TargetPort::Number(80))],
+            ),
         ],
         vec![],
     );
@@ -148,9 +244,19 @@ fn headless_services_have_no_frontend_and_no_slice_means_no_backends() {
 
 #[test]
 fn affinity_timeout_is_carried_and_duplicate_frontends_dropped() {
-    let mut a = svc("a", &["10.96.0.10"], &[("", Protocol::Tcp, 80, TargetPort::Number(80))]);
-    a.session_affinity = SessionAffinity::ClientIp { timeout_seconds: 60 };
-    let b = svc("b", &["10.96.0.10"], &[("", Protocol::Tcp, 80, TargetPort::Number(80))]);
+    let mut a = svc(
+        "a",
+        &["10.96.0.10"],
+        &[("", Protocol::Tcp, 80, TargetPort::Number(80))],
+    );
+    a.session_affinity = SessionAffinity::ClientIp {
+        timeout_seconds: 60,
+    };
+    let b = svc(
+        "b",
+        &["10.96.0.10"],
+        &[("", Protocol::Tcp, 80, TargetPort::Number(80))],
+    );
     let fes = frontends(&snapshot(vec![a, b], vec![]));
     assert_eq!(fes.len(), 1);
     assert_eq!(fes[0].service.name, "a");

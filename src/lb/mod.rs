@@ -6,5 +6,5 @@ pub mod addr;
 pub mod frontend;
 pub mod plan;
 
-pub use frontend::{Frontend, frontends};
+pub use frontend::{Frontend, frontends, frontends_with};
 pub use plan::{LbState, Plan, plan};

@@ -51,7 +51,12 @@ pub const MAX_BACKENDS_PER_FRONTEND: usize = u16::MAX as usize;
 
 pub fn svc_key(fe: &Frontend) -> SvcKey {
     let (addr, family) = ip_words(fe.addr);
-    SvcKey { addr, port: fe.port.to_be(), proto: fe.protocol.number(), family }
+    SvcKey {
+        addr,
+        port: fe.port.to_be(),
+        proto: fe.protocol.number(),
+        family,
+    }
 }
 
 /// Lowest ids not yet used, starting at 1 (0 is never a valid id).
@@ -62,7 +67,10 @@ struct IdAllocator {
 
 impl IdAllocator {
     fn new(used: impl IntoIterator<Item = u32>) -> Self {
-        Self { used: used.into_iter().collect(), next: 1 }
+        Self {
+            used: used.into_iter().collect(),
+            next: 1,
+        }
     }
 
     fn take(&mut self) -> u32 {
@@ -109,7 +117,11 @@ pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
             ids.push(id);
         }
         for (slot, id) in ids.iter().enumerate() {
-            let sk = SlotKey { svc_id, slot: u16::try_from(slot).unwrap_or(u16::MAX), _pad: 0 };
+            let sk = SlotKey {
+                svc_id,
+                slot: u16::try_from(slot).unwrap_or(u16::MAX),
+                _pad: 0,
+            };
             wanted_slots.insert(sk);
             if current.slots.get(&sk) != Some(id) {
                 out.upsert_slots.push((sk, *id));
@@ -118,7 +130,11 @@ pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
         let value = SvcValue {
             svc_id,
             count: u16::try_from(ids.len()).unwrap_or(u16::MAX),
-            flags: if fe.affinity_timeout.is_some() { SVC_FLAG_AFFINITY } else { 0 },
+            flags: if fe.affinity_timeout.is_some() {
+                SVC_FLAG_AFFINITY
+            } else {
+                0
+            },
             affinity_timeout_s: fe.affinity_timeout.unwrap_or(0),
             _pad: 0,
         };
@@ -134,16 +150,28 @@ pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
     }
 
     out.upsert_backends = new_backends.into_iter().collect();
-    let mut delete_services: Vec<_> =
-        current.services.keys().filter(|k| !wanted_services.contains(k)).copied().collect();
+    let mut delete_services: Vec<_> = current
+        .services
+        .keys()
+        .filter(|k| !wanted_services.contains(k))
+        .copied()
+        .collect();
     delete_services.sort_unstable();
     out.delete_services = delete_services;
-    let mut delete_slots: Vec<_> =
-        current.slots.keys().filter(|k| !wanted_slots.contains(k)).copied().collect();
+    let mut delete_slots: Vec<_> = current
+        .slots
+        .keys()
+        .filter(|k| !wanted_slots.contains(k))
+        .copied()
+        .collect();
     delete_slots.sort_unstable();
     out.delete_slots = delete_slots;
-    let mut delete_backends: Vec<_> =
-        current.backends.keys().filter(|id| !wanted_backends.contains(id)).copied().collect();
+    let mut delete_backends: Vec<_> = current
+        .backends
+        .keys()
+        .filter(|id| !wanted_backends.contains(id))
+        .copied()
+        .collect();
     delete_backends.sort_unstable();
     out.delete_backends = delete_backends;
     out.upsert_slots.sort_unstable();
@@ -152,13 +180,22 @@ pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
 }
 
 fn backends_of_service(current: &LbState, svc: Option<&SvcValue>) -> BTreeSet<u32> {
-    let Some(svc) = svc else { return BTreeSet::new() };
+    let Some(svc) = svc else {
+        return BTreeSet::new();
+    };
     (0..svc.count)
-        .filter_map(|slot| current.slots.get(&SlotKey { svc_id: svc.svc_id, slot, _pad: 0 }))
+        .filter_map(|slot| {
+            current.slots.get(&SlotKey {
+                svc_id: svc.svc_id,
+                slot,
+                _pad: 0,
+            })
+        })
         .copied()
         .collect()
 }
 
+#[cfg(test)]
 impl LbState {
     /// The state after `plan` has been written in full.
     pub fn apply(&mut self, plan: &Plan) {

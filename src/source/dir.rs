@@ -47,7 +47,8 @@ fn serialize_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S:
     serializer.collect_str(&path.display())
 }
 
-/// The source's current [`FileError`]s, readable from other tasks (see [`DirSource::error_handle`]).
+/// The source's current [`FileError`]s, readable from other tasks
+/// (see [`DirSource::error_handle`]).
 #[derive(Clone, Debug)]
 pub struct ErrorHandle {
     rx: watch::Receiver<Vec<FileError>>,
@@ -182,8 +183,8 @@ impl DirSource {
     }
 
     /// Scans now and then every `poll`, sending the snapshot after the first scan and after every
-    /// scan that changed it. Scans run on tokio's blocking pool. Returns when every receiver of `tx`
-    /// is gone.
+    /// scan that changed it. Scans run on tokio's blocking pool. Returns when every receiver of
+    /// `tx` is gone.
     pub async fn run(mut self, tx: watch::Sender<Arc<Snapshot>>, poll: Duration) {
         let root = self.root.clone();
         let mut ticker = tokio::time::interval(poll.max(MIN_POLL));
@@ -203,7 +204,11 @@ impl DirSource {
             (self, changed) = match scan.await {
                 Ok(done) => done,
                 Err(join_error) => {
-                    error!(root = %root.display(), error = %join_error, "manifest scan failed; the dir source stops");
+                    error!(
+                        root = %root.display(),
+                        error = %join_error,
+                        "manifest scan failed; the dir source stops"
+                    );
                     return;
                 }
             };
@@ -285,7 +290,11 @@ impl DirSource {
         match result {
             Ok(objects) => {
                 if state.error.take().is_some() {
-                    info!(file = %path.display(), objects = objects.len(), "manifest accepted again");
+                    info!(
+                        file = %path.display(),
+                        objects = objects.len(),
+                        "manifest accepted again"
+                    );
                 } else {
                     debug!(file = %path.display(), objects = objects.len(), "manifest read");
                 }
@@ -298,9 +307,8 @@ impl DirSource {
                 if state.error.as_ref() != Some(&message) {
                     warn!(
                         file = %path.display(),
-                        "rejected manifest {}: {message}; keeping its last good content ({} objects)",
-                        path.display(),
-                        state.objects.len(),
+                        kept_objects = state.objects.len(),
+                        "rejected manifest: {message}; keeping its last good content",
                     );
                 }
                 state.error = Some(message);
@@ -325,7 +333,8 @@ impl DirSource {
                     .map(|path| path.display().to_string())
                     .collect();
                 warn!(
-                    "{kind} {name} is defined more than once; using the one in {} and ignoring the one(s) in {}",
+                    "{kind} {name} is defined more than once; using the one in {} and ignoring \
+                     the one(s) in {}",
                     duplicate.used.display(),
                     ignored.join(", "),
                 );
@@ -343,8 +352,7 @@ impl DirSource {
         if missing && !self.root_missing {
             warn!(
                 root = %self.root.display(),
-                "manifest directory {} does not exist; treating it as empty until it appears",
-                self.root.display(),
+                "manifest directory does not exist; treating it as empty until it appears",
             );
         } else if !missing && self.root_missing {
             info!(root = %self.root.display(), "manifest directory appeared");
@@ -357,8 +365,7 @@ impl DirSource {
             if self.unreadable.get(path) != Some(reason) {
                 warn!(
                     path = %path.display(),
-                    "cannot list {}: {reason}; keeping what was read from it before",
-                    path.display(),
+                    "cannot list: {reason}; keeping what was read from it before",
                 );
             }
         }

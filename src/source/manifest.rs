@@ -129,12 +129,10 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ParseError
         let may_merge = text.contains("<<");
         for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let document_number = index + 1;
-            let value = yaml_document(document, may_merge).map_err(|source| {
-                ParseError::Yaml {
-                    path: path.to_owned(),
-                    document: document_number,
-                    source,
-                }
+            let value = yaml_document(document, may_merge).map_err(|source| ParseError::Yaml {
+                path: path.to_owned(),
+                document: document_number,
+                source,
             })?;
             file.document(document_number, value)?;
         }
@@ -168,6 +166,8 @@ impl FileParser<'_> {
             // An empty document (`---` at the end, comments only).
             return Ok(());
         }
+        // `Some(item kind)` for a list: `None` for a generic `List` (items carry their own kind),
+        // `Some("Service")` for a `ServiceList`.
         let list_kind = match (
             value.get("kind").and_then(Value::as_str),
             value.get("items"),
@@ -238,7 +238,13 @@ impl FileParser<'_> {
                 Ok(())
             }
             Ok(Decoded::Ignored(reason)) => {
-                debug!(file = %self.path.display(), object = %at, api_version, reason, "ignoring object");
+                debug!(
+                    file = %self.path.display(),
+                    object = %at,
+                    api_version,
+                    reason,
+                    "ignoring object"
+                );
                 Ok(())
             }
             Err(error) => Err(self.object_error(at, error)),

@@ -44,8 +44,8 @@ impl Fingerprint {
     }
 
     /// Whether the file was modified so recently (relative to `now_ns`, nanoseconds since the
-    /// epoch) that an unchanged fingerprint does not prove unchanged content. A modification time in
-    /// the future is not racy: any write moves it back to the present.
+    /// epoch) that an unchanged fingerprint does not prove unchanged content. A modification time
+    /// in the future is not racy: any write moves it back to the present.
     pub fn is_racy(&self, now_ns: i128) -> bool {
         (0..RACY_NANOS).contains(&(now_ns - self.mtime_ns))
     }
@@ -57,8 +57,8 @@ pub struct Listing {
     pub root_missing: bool,
     /// Manifest files by full path.
     pub files: BTreeMap<PathBuf, Fingerprint>,
-    /// Paths that could not be listed or examined, with the reason. What was known about files at or
-    /// under them must be kept: their absence from `files` does not mean they were deleted.
+    /// Paths that could not be listed or examined, with the reason. What was known about files at
+    /// or under them must be kept: their absence from `files` does not mean they were deleted.
     pub unreadable: BTreeMap<PathBuf, String>,
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,14 +18,20 @@ pub const FERRITE: &str = env!("CARGO_BIN_EXE_ferrite");
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "privileged tests must run as root (sudo make test)");
+    assert_eq!(
+        euid, 0,
+        "privileged tests must run as root (sudo make test)"
+    );
     for tool in ["ip", "bpftool"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        assert!(found, "{tool} not found: run `make setup` (apt-get install iproute2 bpftool)");
+        assert!(
+            found,
+            "{tool} not found: run `make setup` (apt-get install iproute2 bpftool)"
+        );
     }
 }
 
@@ -77,7 +84,14 @@ impl AgentLab {
         let cgroup = Cgroup::new(prefix).expect("test cgroup");
         let name = cgroup.path().file_name().expect("cgroup name").to_owned();
         let bpf_root = Path::new("/sys/fs/bpf").join(name);
-        Self { agent: None, socket: work.path().join("ferrite.sock"), manifests, bpf_root, cgroup, work }
+        Self {
+            agent: None,
+            socket: work.path().join("ferrite.sock"),
+            manifests,
+            bpf_root,
+            cgroup,
+            work,
+        }
     }
 
     pub fn write(&self, file: &str, yaml: &str) {
@@ -108,9 +122,14 @@ impl AgentLab {
             .stderr(log);
         self.agent = Some(Child::spawn(&mut cmd).expect("spawn ferrite agent"));
         let ok = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            self.status().is_some_and(|s| s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1)
+            self.status()
+                .is_some_and(|s| s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1)
         });
-        assert!(ok.is_ok(), "agent did not apply its first snapshot; log:\n{}", self.log());
+        assert!(
+            ok.is_ok(),
+            "agent did not apply its first snapshot; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn kill9(&mut self) {
@@ -134,7 +153,10 @@ impl AgentLab {
 
     pub fn status(&self) -> Option<serde_json::Value> {
         let out = self.ferrite(&["status", "-o", "json"]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 
     pub fn services(&self) -> serde_json::Value {
@@ -150,27 +172,45 @@ impl AgentLab {
             self.services().as_array().is_some_and(|l| {
                 l.iter().any(|s| {
                     s["frontend"] == frontend
-                        && s["backends"].as_array().is_some_and(|b| b.len() == backends)
+                        && s["backends"]
+                            .as_array()
+                            .is_some_and(|b| b.len() == backends)
                 })
             })
         });
-        assert!(ok.is_ok(), "{frontend} never had {backends} backends: {}\n{}", self.services(), self.log());
+        assert!(
+            ok.is_ok(),
+            "{frontend} never had {backends} backends: {}\n{}",
+            self.services(),
+            self.log()
+        );
     }
 
     /// Runs `ferrite-lab client ARGS --json` inside the test cgroup, in `netns`.
     pub fn client(&self, netns: &Netns, args: &[&str]) -> ClientReport {
-        let mut cmd = self.cgroup.command(lab_bin(), Some(netns.ns())).expect("client command");
+        let mut cmd = self
+            .cgroup
+            .command(lab_bin(), Some(netns.ns()))
+            .expect("client command");
         cmd.arg("client").args(args).arg("--json");
         let out = cmd.output().expect("run ferrite-lab client");
         assert!(out.status.success(), "client failed: {out:?}");
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("client JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("client JSON: {e}: {}", String::from_utf8_lossy(&out.stdout))
+        })
     }
 
     /// Starts a client in the background (for loops that run while the agent is disturbed).
     pub fn spawn_client(&self, netns: &Netns, args: &[&str]) -> Child {
-        let mut cmd = self.cgroup.command(lab_bin(), Some(netns.ns())).expect("client command");
-        cmd.arg("client").args(args).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut cmd = self
+            .cgroup
+            .command(lab_bin(), Some(netns.ns()))
+            .expect("client command");
+        cmd.arg("client")
+            .args(args)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         Child::spawn(&mut cmd).expect("spawn client")
     }
 }
@@ -187,7 +227,10 @@ impl Drop for AgentLab {
         if let Ok(o) = out
             && !o.status.success()
         {
-            eprintln!("ferrite agent --cleanup: {}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "ferrite agent --cleanup: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
 }
@@ -203,8 +246,15 @@ pub struct PodLab {
 impl PodLab {
     pub fn new(prefix: &str, pods: usize) -> Self {
         let node = Netns::new(prefix).expect("node netns");
-        let net = PodNet::build(node.ns(), PodNetConfig { prefix: format!("{prefix}p"), pods, ..Default::default() })
-            .expect("pod network");
+        let net = PodNet::build(
+            node.ns(),
+            PodNetConfig {
+                prefix: format!("{prefix}p"),
+                pods,
+                ..Default::default()
+            },
+        )
+        .expect("pod network");
         let mut servers = Vec::new();
         for (i, pod) in net.pods().iter().enumerate() {
             let mut cmd = pod.netns.command(lab_bin()).expect("server command");
@@ -252,7 +302,11 @@ pub fn service_yaml(name: &str, ips: &[&str], affinity_seconds: Option<u32>) -> 
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: test\nspec:\n  type: ClusterIP\n  clusterIP: {first}\n  clusterIPs: [{all}]\n{families}{affinity}  ports:\n  - name: http\n    port: 80\n    targetPort: web\n    protocol: TCP\n  - name: dns\n    port: 53\n    targetPort: 5353\n    protocol: UDP\n",
         first = ips[0],
-        all = ips.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", "),
+        all = ips
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -260,7 +314,10 @@ pub fn service_yaml(name: &str, ips: &[&str], affinity_seconds: Option<u32>) -> 
 pub fn slice_yaml(name: &str, service: &str, family: &str, endpoints: &[(&str, bool)]) -> String {
     let mut eps = String::new();
     for (addr, ready) in endpoints {
-        eps.push_str(&format!("- addresses: [\"{addr}\"]\n  conditions:\n    ready: {ready}\n"));
+        let _ = writeln!(
+            eps,
+            "- addresses: [\"{addr}\"]\n  conditions:\n    ready: {ready}"
+        );
     }
     if endpoints.is_empty() {
         eps.push_str("[]\n");

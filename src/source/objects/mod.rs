@@ -89,9 +89,9 @@ pub enum ObjectError {
 
 /// Decodes one object of any kind (`apiVersion`/`kind` already read from it).
 ///
-/// Kinds are matched by API group and kind: a known kind under an unknown version of its group is an
-/// error, the same kind name in another group (e.g. a Knative `Service`) is a different kind and is
-/// ignored like every kind ferrite does not read.
+/// Kinds are matched by API group and kind: a known kind under an unknown version of its group is
+/// an error, the same kind name in another group (e.g. a Knative `Service`) is a different kind
+/// and is ignored like every kind ferrite does not read.
 pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, ObjectError> {
     let group = api_version.split_once('/').map_or("", |(group, _)| group);
     match (group, kind) {

@@ -84,7 +84,8 @@ fn service_type(value: Option<&str>) -> Result<ServiceType, ObjectError> {
         Some(other) => Err(invalid(
             "spec.type",
             format!(
-                "unknown type `{other}` (expected ClusterIP, NodePort, LoadBalancer or ExternalName)"
+                "unknown type `{other}` \
+                 (expected ClusterIP, NodePort, LoadBalancer or ExternalName)"
             ),
         )),
     }
@@ -228,7 +229,8 @@ fn session_affinity(
                         invalid(
                             FIELD,
                             format!(
-                                "{seconds} is out of range (1-{MAX_AFFINITY_TIMEOUT_SECONDS} seconds)"
+                                "{seconds} is out of range \
+                                 (1-{MAX_AFFINITY_TIMEOUT_SECONDS} seconds)"
                             ),
                         )
                     })?,

@@ -17,7 +17,11 @@ use crate::{
 
 fn svc(name: &str, ip: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}
+"
     )
 }
 
@@ -355,21 +359,4 @@ fn file_error_paths_are_full_paths() {
         source.errors()[0].path,
         Path::new(dir.path()).join("sub/a.yaml")
     );
-}
-
-#[test]
-fn zz_perf_probe() {
-    let dir = TempDir::new("perf");
-    let mut text = String::new();
-    for i in 0..10_000u32 {
-        text.push_str(&format!("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: bench\nspec:\n  clusterIP: 10.{}.{}.{}\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-abc\n  namespace: bench\n  labels:\n    kubernetes.io/service-name: svc-{i}\naddressType: IPv4\nendpoints:\n- addresses: [10.42.0.1]\n- addresses: [10.42.0.2]\n- addresses: [10.42.0.3]\nports:\n- name: http\n  port: 8080\n", 96 + i / 65536, (i / 256) % 256, i % 256));
-    }
-    dir.write("big.yaml", &text);
-    let mut source = DirSource::new(dir.path().to_owned());
-    let t = std::time::Instant::now();
-    assert!(source.rescan());
-    let first = t.elapsed();
-    let t = std::time::Instant::now();
-    assert!(!source.rescan());
-    eprintln!("bytes={} first={first:?} idle={:?}", text.len(), t.elapsed());
 }

@@ -6,7 +6,15 @@ use crate::model::{EndpointPort, Protocol, ServiceName};
 /// An `EndpointSlice` for service `web` with `body` appended (top-level fields).
 fn with_body(address_type: &str, body: &str) -> String {
     format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-abc12\n  namespace: shop\n  labels:\n    kubernetes.io/service-name: web\naddressType: {address_type}\n{body}"
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc12
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: web
+addressType: {address_type}
+{body}"
     )
 }
 
@@ -14,7 +22,13 @@ fn with_body(address_type: &str, body: &str) -> String {
 fn endpoint_slice_fields() {
     let slice = one_slice(&with_body(
         "IPv4",
-        "endpoints:\n- addresses: [10.42.0.5]\n  nodeName: node-a\nports:\n- {name: http, port: 8080}\n- {port: 53, protocol: UDP}\n",
+        "endpoints:
+- addresses: [10.42.0.5]
+  nodeName: node-a
+ports:
+- {name: http, port: 8080}
+- {port: 53, protocol: UDP}
+",
     ));
     assert_eq!(slice.name, ServiceName::new("shop", "web-abc12"));
     assert_eq!(slice.service, ServiceName::new("shop", "web"));
@@ -102,7 +116,12 @@ fn ipv6_slices_need_ipv6_addresses() {
 #[test]
 fn slice_without_service_name_label_is_rejected() {
     let error = parse_err(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: orphan, labels: {app: web}}\naddressType: IPv4\nendpoints: []\n",
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: orphan, labels: {app: web}}
+addressType: IPv4
+endpoints: []
+",
     );
     assert!(error.contains("kubernetes.io/service-name"), "{error}");
     assert!(error.contains("EndpointSlice orphan"), "{error}");

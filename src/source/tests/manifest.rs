@@ -6,12 +6,32 @@ use crate::{
     source::manifest::{ParseError, parse_manifest},
 };
 
-const SERVICE_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.43.0.1, ports: [{port: 80}]}\n";
+const SERVICE_A: &str = "apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {clusterIP: 10.43.0.1, ports: [{port: 80}]}
+";
 
 #[test]
 fn multi_document_file_with_empty_documents() {
     let text = format!(
-        "# leading comment\n---\n{SERVICE_A}---\n---\n# only a comment\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: x}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: a-1, labels: {{kubernetes.io/service-name: a}}}}\naddressType: IPv4\nendpoints: [{{addresses: [10.42.0.1]}}]\n---\n"
+        "# leading comment
+---
+{SERVICE_A}---
+---
+# only a comment
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: b, namespace: x}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: a-1, labels: {{kubernetes.io/service-name: a}}}}
+addressType: IPv4
+endpoints: [{{addresses: [10.42.0.1]}}]
+---
+"
     );
     let objects = parse_ok(&text);
     let names: Vec<_> = objects
@@ -37,7 +57,20 @@ fn empty_file_has_no_objects() {
 
 #[test]
 fn list_kind_items_are_read() {
-    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: c}\n- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: a-1, labels: {kubernetes.io/service-name: a}}\n  addressType: IPv4\n";
+    let text = "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: a}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: c}
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: a-1, labels: {kubernetes.io/service-name: a}}
+  addressType: IPv4
+";
     let objects = parse_ok(text);
     assert_eq!(services(&objects).len(), 1);
     assert_eq!(slices(&objects).len(), 1);
@@ -48,7 +81,14 @@ fn list_kind_items_are_read() {
 #[test]
 fn typed_lists_fill_in_item_kind_and_api_version() {
     // As `kubectl get --raw /api/v1/services` returns them: items without kind/apiVersion.
-    let text = "apiVersion: v1\nkind: ServiceList\nmetadata: {resourceVersion: '42'}\nitems:\n- metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.43.0.1}\n- metadata: {name: b}\n";
+    let text = "apiVersion: v1
+kind: ServiceList
+metadata: {resourceVersion: '42'}
+items:
+- metadata: {name: a, namespace: x}
+  spec: {clusterIP: 10.43.0.1}
+- metadata: {name: b}
+";
     let objects = parse_ok(text);
     let names: Vec<_> = services(&objects).iter().map(|s| s.name.clone()).collect();
     assert_eq!(
@@ -59,7 +99,17 @@ fn typed_lists_fill_in_item_kind_and_api_version() {
 
 #[test]
 fn list_item_errors_name_the_item() {
-    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: ok}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: bad, namespace: ns}\n  spec: {clusterIP: nope}\n";
+    let text = "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: ok}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: bad, namespace: ns}
+  spec: {clusterIP: nope}
+";
     let error = parse_err(text);
     assert!(
         error.contains("document 1, items[1] (Service ns/bad): spec.clusterIP"),
@@ -78,13 +128,20 @@ fn json_files_single_object_and_list() {
     let path = Path::new("svc.json");
     let objects = parse_manifest(
         path,
-        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "j"}, "spec": {"clusterIPs": ["10.43.0.9"], "ports": [{"port": 443, "targetPort": "https"}]}}"#,
+        r#"{
+  "apiVersion": "v1",
+  "kind": "Service",
+  "metadata": {"name": "j"},
+  "spec": {"clusterIPs": ["10.43.0.9"], "ports": [{"port": 443, "targetPort": "https"}]}
+}"#,
     )
     .expect("valid JSON");
     assert_eq!(services(&objects)[0].name, ServiceName::new("default", "j"));
     let objects = parse_manifest(
         path,
-        "\u{feff}{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[\n\t{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"x\"}},\n\t{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"y\"}}]}",
+        "\u{feff}{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[
+\t{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"x\"}},
+\t{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"y\"}}]}",
     )
     .expect("valid JSON list with a BOM and tabs");
     assert_eq!(services(&objects).len(), 2);
@@ -97,7 +154,29 @@ fn json_files_single_object_and_list() {
 
 #[test]
 fn unknown_kinds_are_ignored() {
-    let text = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n---\napiVersion: ferrite.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {name: pool}\nspec: {blocks: [{cidr: 192.168.1.0/24}]}\n---\napiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: knative}\nspec: {template: {}}\n";
+    let text = "apiVersion: v1
+kind: Node
+metadata: {name: n1}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c}
+data: {a: b}
+---
+apiVersion: ferrite.dev/v1alpha1
+kind: LoadBalancerIPPool
+metadata: {name: pool}
+spec: {blocks: [{cidr: 192.168.1.0/24}]}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: knative}
+spec: {template: {}}
+";
     assert!(parse_ok(text).is_empty());
 }
 
@@ -109,7 +188,11 @@ fn unknown_api_version_of_a_known_kind_is_an_error() {
         "{error}"
     );
     let error = parse_err(
-        "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n",
+        "apiVersion: discovery.k8s.io/v1beta1
+kind: EndpointSlice
+metadata: {name: s}
+addressType: IPv4
+",
     );
     assert!(
         error.contains("apiVersion `discovery.k8s.io/v1beta1` is not supported"),
@@ -120,7 +203,13 @@ fn unknown_api_version_of_a_known_kind_is_an_error() {
 #[test]
 fn one_invalid_document_rejects_the_whole_file() {
     let text = format!(
-        "{SERVICE_A}---\napiVersion: v1\nkind: Service\nmetadata: {{name: b, namespace: ns}}\nspec:\n  ports: [{{port: 80, protocol: SCTP}}]\n"
+        "{SERVICE_A}---
+apiVersion: v1
+kind: Service
+metadata: {{name: b, namespace: ns}}
+spec:
+  ports: [{{port: 80, protocol: SCTP}}]
+"
     );
     let error = parse(&text).expect_err("the second document is invalid");
     let ParseError::Object { path, object, .. } = &error else {
@@ -133,7 +222,8 @@ fn one_invalid_document_rejects_the_whole_file() {
     assert_eq!(object.name.as_deref(), Some("ns/b"));
     assert_eq!(
         error.to_string(),
-        "test.yaml: document 2 (Service ns/b): spec.ports[0].protocol: SCTP is not supported by ferrite"
+        "test.yaml: document 2 (Service ns/b): \
+         spec.ports[0].protocol: SCTP is not supported by ferrite"
     );
     assert_eq!(
         error.message(),
@@ -171,7 +261,16 @@ fn documents_must_be_typed_objects() {
 
 #[test]
 fn yaml_anchors_and_merge_keys() {
-    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports:\n  - &http {name: http, port: 80, targetPort: 8080}\n  - <<: *http\n    name: alt\n    port: 8000\n";
+    let text = "apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec:
+  ports:
+  - &http {name: http, port: 80, targetPort: 8080}
+  - <<: *http
+    name: alt
+    port: 8000
+";
     let objects = parse_ok(text);
     let ports = &services(&objects)[0].ports;
     assert_eq!(ports.len(), 2);
@@ -183,6 +282,21 @@ fn yaml_anchors_and_merge_keys() {
 #[test]
 fn unrelated_fields_do_not_matter() {
     // Real `kubectl get -o yaml` output carries status, managedFields, numeric labels, etc.
-    let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  labels: {version: 2}\n  annotations: {x: y}\n  managedFields: [{manager: kubectl}]\n  uid: 1234\nspec:\n  clusterIP: 10.43.0.1\n  ipFamilies: [IPv4]\n  ipFamilyPolicy: SingleStack\n  selector: {app: a}\n  ports: [{port: 80, nodePort: 30080, appProtocol: http}]\nstatus: {loadBalancer: {}}\n";
+    let text = "apiVersion: v1
+kind: Service
+metadata:
+  name: a
+  labels: {version: 2}
+  annotations: {x: y}
+  managedFields: [{manager: kubectl}]
+  uid: 1234
+spec:
+  clusterIP: 10.43.0.1
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  selector: {app: a}
+  ports: [{port: 80, nodePort: 30080, appProtocol: http}]
+status: {loadBalancer: {}}
+";
     assert_eq!(services(&parse_ok(text)).len(), 1);
 }

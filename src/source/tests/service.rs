@@ -117,7 +117,12 @@ fn service_types() {
 #[test]
 fn target_port_by_number_name_or_default() {
     let service = one_service(&with_spec(
-        "  ports:\n  - {name: http, port: 80, targetPort: 8080}\n  - {name: grpc, port: 9000, targetPort: grpc-port}\n  - {name: dns, port: 53, protocol: UDP}\n  - {name: zero, port: 81, targetPort: 0}\n",
+        "  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: grpc, port: 9000, targetPort: grpc-port}
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: zero, port: 81, targetPort: 0}
+",
     ));
     let targets: Vec<_> = service
         .ports
@@ -199,7 +204,11 @@ fn client_ip_affinity_defaults_to_three_hours() {
         }
     );
     let service = one_service(&with_spec(
-        "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 60\n",
+        "  sessionAffinity: ClientIP
+  sessionAffinityConfig:
+    clientIP:
+      timeoutSeconds: 60
+",
     ));
     assert_eq!(
         service.session_affinity,
@@ -218,7 +227,9 @@ fn client_ip_affinity_defaults_to_three_hours() {
 fn client_ip_affinity_timeout_bounds() {
     let spec = |seconds: i64| {
         with_spec(&format!(
-            "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: {seconds}}}}}\n"
+            "  sessionAffinity: ClientIP
+  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: {seconds}}}}}
+"
         ))
     };
     assert_eq!(

@@ -41,8 +41,9 @@ pub fn errno_name(code: i32) -> String {
     name.to_owned()
 }
 
-/// The key a failure is grouped under: the errno name, or `timeout` for timeouts
-/// (`EAGAIN`/`EWOULDBLOCK` from a socket timeout, `ETIMEDOUT`, `TimedOut`).
+/// The key a failure is grouped under: the errno name (`ETIMEDOUT` is the kernel giving up on
+/// a connect), `timeout` for our own timeouts (`EAGAIN` from `SO_RCVTIMEO`, std's
+/// `connect_timeout`), `eof` for an empty reply.
 #[must_use]
 pub fn error_kind(err: &io::Error) -> String {
     match err.raw_os_error() {

@@ -43,6 +43,9 @@ struct ServeArgs {
     /// UDP address to answer on (repeatable)
     #[argh(option)]
     udp: Vec<SocketAddr>,
+    /// shorthand: TCP and UDP on 0.0.0.0:PORT and [::]:PORT
+    #[argh(option)]
+    port: Option<u16>,
     /// request/response mode: wait for the client's request (a line) before answering
     #[argh(switch)]
     request: bool,
@@ -128,14 +131,23 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
-    if args.tcp.is_empty() && args.udp.is_empty() {
-        eprintln!("ferrite-lab serve: give at least one --tcp or --udp address");
+    let (mut tcp, mut udp) = (args.tcp.clone(), args.udp.clone());
+    if let Some(port) = args.port {
+        let any: [SocketAddr; 2] = [
+            (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
+            (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
+        ];
+        tcp.extend(any);
+        udp.extend(any);
+    }
+    if tcp.is_empty() && udp.is_empty() {
+        eprintln!("ferrite-lab serve: give --port or at least one --tcp or --udp address");
         return ExitCode::FAILURE;
     }
     let config = ServerConfig {
         name: args.name.clone(),
-        tcp: args.tcp.clone(),
-        udp: args.udp.clone(),
+        tcp,
+        udp,
         mode: if args.request {
             TcpMode::Request
         } else {

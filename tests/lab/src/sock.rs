@@ -180,7 +180,8 @@ pub fn recv_datagram(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsg.0.as_mut_ptr().cast();
-    msg.msg_controllen = CMSG_BUF;
+    // `as _`: msghdr/cmsghdr length fields are usize on glibc and u32 on musl.
+    msg.msg_controllen = CMSG_BUF as _;
     // SAFETY: msg points to live buffers for the duration of the call.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0) };
     let len = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
@@ -254,11 +255,11 @@ pub fn send_datagram(
                 ),
             };
             let size = u32::try_from(size).expect("fits");
-            msg.msg_controllen = libc::CMSG_SPACE(size) as usize;
+            msg.msg_controllen = libc::CMSG_SPACE(size) as _;
             let hdr = libc::CMSG_FIRSTHDR(&raw const msg);
             (*hdr).cmsg_level = level;
             (*hdr).cmsg_type = ty;
-            (*hdr).cmsg_len = libc::CMSG_LEN(size) as usize;
+            (*hdr).cmsg_len = libc::CMSG_LEN(size) as _;
             match src {
                 IpAddr::V4(ip) => {
                     let info = libc::in_pktinfo {
@@ -322,10 +323,15 @@ impl ConnectTarget {
         let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: fd is valid and owned from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv = libc::timeval {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
-        };
+        // Field types differ between libcs (and musl deprecates naming them), so fill in place.
+        // SAFETY: timeval is plain data; all-zero is valid.
+        let mut tv: libc::timeval = unsafe { zeroed() };
+        tv.tv_sec = timeout
+            .as_secs()
+            .min(86_400)
+            .try_into()
+            .expect("a day fits time_t");
+        tv.tv_usec = timeout.subsec_micros().into();
         setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)?;
         set_linger_zero(fd.as_raw_fd())?;
         // SAFETY: storage holds a valid sockaddr of `len` bytes.

@@ -138,6 +138,15 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     };
     progress("building the lab");
     let mut lab = Lab::build(&exe)?;
+    // Warm caches, page in binaries and settle CPU frequency before the first measured run.
+    let warmup = settings.run / 3;
+    let _ = lab.connect_rate(
+        lab.direct_client(),
+        None,
+        &lab.backend_targets(),
+        warmup,
+        settings.threads,
+    );
     for &scale in &scales {
         check_interrupted()?;
         measure_scale(
