@@ -18,6 +18,7 @@ fn svc(name: &str, ips: &[&str], ports: &[(&str, Protocol, u16, TargetPort)]) ->
             })
             .collect(),
         session_affinity: SessionAffinity::None,
+        ..Service::default()
     }
 }
 

@@ -1,14 +1,22 @@
 //! ferrite's own model of desired state. Sources (`source::dir`, later `source::kube`) produce a
 //! [`Snapshot`]; everything downstream (lb, lbipam, l2, policy) reads only these types.
 
+mod pool;
 mod service;
 
+pub use pool::{
+    AllocatedIp, BlockError, Condition, ConditionStatus, IpBlock, IpFamily, IpPool, IpamReason,
+    LabelRequirement, LabelSelector, PoolProblem, PoolStatus, SelectorError, SelectorOperator,
+    ServiceIpamStatus,
+};
 pub use service::{
-    Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServiceName, ServicePort,
-    ServiceType, SessionAffinity, TargetPort,
+    Endpoint, EndpointPort, EndpointSlice, IpFamilyPolicy, Protocol, Service, ServiceName,
+    ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
 };
 
 use std::collections::BTreeMap;
+
+use smol_str::SmolStr;
 
 /// Everything the agent should make true, as read from a source at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,4 +24,6 @@ pub struct Snapshot {
     pub services: BTreeMap<ServiceName, Service>,
     /// `EndpointSlices` by (namespace, slice name).
     pub endpoint_slices: BTreeMap<ServiceName, EndpointSlice>,
+    /// `LoadBalancerIPPools` by name (cluster-scoped).
+    pub pools: BTreeMap<SmolStr, IpPool>,
 }

@@ -1,12 +1,14 @@
 //! Services and their endpoints, as ferrite sees them (no Kubernetes types).
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Serialize;
 use smol_str::SmolStr;
 
+use super::IpFamily;
+
 /// `namespace/name` of a namespaced object.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ServiceName {
     pub namespace: SmolStr,
     pub name: SmolStr,
@@ -23,6 +25,10 @@ impl ServiceName {
 
 impl std::fmt::Display for ServiceName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            // A cluster-scoped object (e.g. a pool) keyed like a namespaced one.
+            return f.write_str(&self.name);
+        }
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }
@@ -73,8 +79,9 @@ pub struct ServicePort {
     pub target_port: TargetPort,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum SessionAffinity {
+    #[default]
     None,
     /// `ClientIP` affinity with its timeout in seconds (Kubernetes default 10800).
     ClientIp {
@@ -97,7 +104,7 @@ pub enum ServiceType {
     ExternalName,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Service {
     pub name: ServiceName,
     #[expect(
@@ -109,6 +116,39 @@ pub struct Service {
     pub cluster_ips: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
     pub session_affinity: SessionAffinity,
+    /// `metadata.creationTimestamp` in Unix seconds (LB IPAM serves older requests first).
+    pub created_unix: Option<i64>,
+    /// `metadata.labels` (for pool selectors).
+    pub labels: BTreeMap<SmolStr, SmolStr>,
+    /// `metadata.annotations` (LB IPAM requests and sharing keys).
+    pub annotations: BTreeMap<SmolStr, SmolStr>,
+    /// `spec.loadBalancerIP` as written; LB IPAM validates it.
+    pub load_balancer_ip: Option<SmolStr>,
+    /// `spec.loadBalancerClass`; ferrite handles unset and `ferrite.dev/l2`.
+    pub load_balancer_class: Option<SmolStr>,
+    pub ip_family_policy: IpFamilyPolicy,
+    /// `spec.ipFamilies`, in order (empty when unset).
+    pub ip_families: Vec<IpFamily>,
+    pub external_traffic_policy: TrafficPolicy,
+    /// `status.loadBalancer.ingress[].ip`: addresses already given out, adopted by LB IPAM.
+    pub status_ingress: Vec<IpAddr>,
+}
+
+/// `spec.ipFamilyPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum IpFamilyPolicy {
+    #[default]
+    SingleStack,
+    PreferDualStack,
+    RequireDualStack,
+}
+
+/// `spec.externalTrafficPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub enum TrafficPolicy {
+    #[default]
+    Cluster,
+    Local,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -6,8 +6,14 @@
 //! IPv6 as four such words, ports as network-order `u16`.
 #![no_std]
 
+mod nat;
 mod sock;
 
+pub use nat::{
+    CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, DEV_HAS_V4, DEV_HAS_V6, DevInfo,
+    EXT_FLAG_CLIENT_AFFINITY, EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue,
+    SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
+};
 pub use sock::{
     AffinityKey, AffinityValue, Backend, RevNatKey, RevNatValue, SlotKey, SvcKey, SvcValue,
 };
@@ -23,6 +29,11 @@ pub mod map_names {
     pub const BACKENDS: &str = "fe_backend_v1";
     pub const AFFINITY: &str = "fe_affin_v1";
     pub const REVNAT: &str = "fe_revnat_v1";
+    pub const EXTERNAL: &str = "fe_ext_v1";
+    pub const MAGLEV: &str = "fe_maglev_v1";
+    pub const CONNTRACK: &str = "fe_ct_v1";
+    pub const DEVICES: &str = "fe_dev_v1";
+    pub const SOURCE_RANGES: &str = "fe_srcrng_v1";
 }
 
 /// Capacity of each map (entries).
@@ -32,7 +43,16 @@ pub mod map_sizes {
     pub const BACKENDS: u32 = 131_072;
     pub const AFFINITY: u32 = 65_536;
     pub const REVNAT: u32 = 262_144;
+    pub const EXTERNAL: u32 = 16_384;
+    /// Maglev rows (external frontends with a table); the array holds rows × table size.
+    pub const MAGLEV_ROWS: u32 = 256;
+    pub const CONNTRACK: u32 = 262_144;
+    pub const DEVICES: u32 = 64;
+    pub const SOURCE_RANGES: u32 = 16_384;
 }
+
+/// Default Maglev table size (a prime, as Cilium's default); `--maglev-table-size` changes it.
+pub const MAGLEV_DEFAULT_M: u32 = 16_381;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

@@ -4,7 +4,9 @@
 //! Adding a kind is one arm in [`decode`] (plus its module and an [`Object`] variant).
 
 mod endpoint_slice;
+mod pool;
 mod service;
+mod timestamp;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,9 @@ use crate::model::{self, Protocol, ServiceName};
 pub enum Object {
     Service(model::Service),
     EndpointSlice(model::EndpointSlice),
+    /// A `LoadBalancerIPPool` (or Cilium's `CiliumLoadBalancerIPPool`); cluster-scoped, so its
+    /// key has an empty namespace.
+    Pool(ServiceName, model::IpPool),
 }
 
 /// Identity of an object across files: its kind and namespace/name.
@@ -29,6 +34,7 @@ impl Object {
         match self {
             Self::Service(_) => "Service",
             Self::EndpointSlice(_) => "EndpointSlice",
+            Self::Pool(..) => "LoadBalancerIPPool",
         }
     }
 
@@ -36,6 +42,7 @@ impl Object {
         match self {
             Self::Service(service) => &service.name,
             Self::EndpointSlice(slice) => &slice.name,
+            Self::Pool(key, _) => key,
         }
     }
 
@@ -51,6 +58,9 @@ impl Object {
             }
             Self::EndpointSlice(slice) => {
                 snapshot.endpoint_slices.insert(slice.name.clone(), slice);
+            }
+            Self::Pool(_, pool) => {
+                snapshot.pools.insert(pool.name.clone(), pool);
             }
         }
     }
@@ -102,6 +112,9 @@ pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, Ob
             require_version(api_version, "EndpointSlice", "discovery.k8s.io/v1")
                 .and_then(|()| endpoint_slice::decode(value))
         }
+        ("ferrite.dev", "LoadBalancerIPPool") | ("cilium.io", "CiliumLoadBalancerIPPool") => {
+            pool::decode(api_version, kind, value)
+        }
         _ => Ok(Decoded::Ignored("kind not read by ferrite")),
     }
 }
@@ -125,11 +138,13 @@ fn require_version(
 /// The part of `metadata` ferrite reads. Labels keep raw values so that an unquoted number in an
 /// unrelated label does not reject the object.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 struct ObjectMeta {
     name: Option<String>,
     namespace: Option<String>,
     labels: Option<BTreeMap<String, Value>>,
+    annotations: Option<BTreeMap<String, Value>>,
+    creation_timestamp: Option<String>,
 }
 
 impl ObjectMeta {
@@ -151,6 +166,39 @@ impl ObjectMeta {
 
     fn label(&self, key: &str) -> Option<&Value> {
         self.labels.as_ref()?.get(key)
+    }
+
+    /// `creationTimestamp` in Unix seconds (`None` when unset).
+    fn created_unix(&self) -> Result<Option<i64>, ObjectError> {
+        match self.creation_timestamp.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => timestamp::unix_seconds(text).map(Some).ok_or_else(|| {
+                invalid(
+                    "metadata.creationTimestamp",
+                    format!("`{text}` is not an RFC 3339 timestamp"),
+                )
+            }),
+        }
+    }
+
+    /// Labels or annotations as strings: numbers and booleans written unquoted become their
+    /// text; other values are an error naming `field`.
+    fn string_map(
+        map: Option<&BTreeMap<String, Value>>,
+        field: &str,
+    ) -> Result<BTreeMap<SmolStr, SmolStr>, ObjectError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in map.into_iter().flatten() {
+            let text = match value {
+                Value::String(text) => SmolStr::new(text),
+                Value::Number(number) => SmolStr::new(number.to_string()),
+                Value::Bool(flag) => SmolStr::new(flag.to_string()),
+                Value::Null => SmolStr::default(),
+                _ => return Err(invalid(format!("{field}[{key}]"), "must be a string")),
+            };
+            out.insert(SmolStr::new(key), text);
+        }
+        Ok(out)
     }
 }
 

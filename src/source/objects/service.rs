@@ -7,7 +7,10 @@ use serde_json::Value;
 use smol_str::SmolStr;
 
 use super::{ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, protocol, take};
-use crate::model::{self, ServicePort, ServiceType, SessionAffinity, TargetPort};
+use crate::model::{
+    self, IpFamily, IpFamilyPolicy, ServicePort, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
+};
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10_800;
@@ -26,6 +29,31 @@ struct ServiceSpec {
     ports: Option<Vec<Value>>,
     session_affinity: Option<String>,
     session_affinity_config: Option<AffinityConfig>,
+    #[serde(rename = "loadBalancerIP")]
+    load_balancer_ip: Option<String>,
+    load_balancer_class: Option<String>,
+    ip_family_policy: Option<String>,
+    ip_families: Option<Vec<String>>,
+    external_traffic_policy: Option<String>,
+}
+
+/// The part of `status` ferrite reads: `loadBalancer.ingress[].ip`.
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ServiceStatus {
+    load_balancer: Option<LoadBalancerStatus>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct LoadBalancerStatus {
+    ingress: Option<Vec<IngressManifest>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct IngressManifest {
+    ip: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -66,13 +94,103 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         spec.session_affinity.as_deref(),
         spec.session_affinity_config,
     )?;
+    let status: ServiceStatus = decode_field(take(&mut value, "status"), "status")?;
     Ok(model::Service {
         name,
         service_type,
         cluster_ips,
         ports,
         session_affinity,
+        created_unix: metadata.created_unix()?,
+        labels: ObjectMeta::string_map(metadata.labels.as_ref(), "metadata.labels")?,
+        annotations: ObjectMeta::string_map(
+            metadata.annotations.as_ref(),
+            "metadata.annotations",
+        )?,
+        load_balancer_ip: nonempty(spec.load_balancer_ip.as_deref()),
+        load_balancer_class: nonempty(spec.load_balancer_class.as_deref()),
+        ip_family_policy: ip_family_policy(spec.ip_family_policy.as_deref())?,
+        ip_families: ip_families(spec.ip_families.as_deref().unwrap_or_default())?,
+        external_traffic_policy: traffic_policy(spec.external_traffic_policy.as_deref())?,
+        status_ingress: status_ingress(status)?,
     })
+}
+
+fn nonempty(value: Option<&str>) -> Option<SmolStr> {
+    value.filter(|v| !v.is_empty()).map(SmolStr::new)
+}
+
+fn ip_family_policy(value: Option<&str>) -> Result<IpFamilyPolicy, ObjectError> {
+    match value {
+        None | Some("SingleStack") => Ok(IpFamilyPolicy::SingleStack),
+        Some("PreferDualStack") => Ok(IpFamilyPolicy::PreferDualStack),
+        Some("RequireDualStack") => Ok(IpFamilyPolicy::RequireDualStack),
+        Some(other) => Err(invalid(
+            "spec.ipFamilyPolicy",
+            format!(
+                "unknown policy `{other}` \
+                 (expected SingleStack, PreferDualStack or RequireDualStack)"
+            ),
+        )),
+    }
+}
+
+fn ip_families(values: &[String]) -> Result<Vec<IpFamily>, ObjectError> {
+    let mut families = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let family = match value.as_str() {
+            "IPv4" => IpFamily::V4,
+            "IPv6" => IpFamily::V6,
+            other => {
+                return Err(invalid(
+                    format!("spec.ipFamilies[{index}]"),
+                    format!("unknown family `{other}` (expected IPv4 or IPv6)"),
+                ));
+            }
+        };
+        if families.contains(&family) || families.len() == 2 {
+            return Err(invalid(
+                "spec.ipFamilies",
+                "at most one IPv4 and one IPv6 entry",
+            ));
+        }
+        families.push(family);
+    }
+    Ok(families)
+}
+
+fn traffic_policy(value: Option<&str>) -> Result<TrafficPolicy, ObjectError> {
+    match value {
+        // `Global` is the pre-1.14 spelling of Cluster, still accepted by the API server.
+        None | Some("Cluster" | "Global") => Ok(TrafficPolicy::Cluster),
+        Some("Local") => Ok(TrafficPolicy::Local),
+        Some(other) => Err(invalid(
+            "spec.externalTrafficPolicy",
+            format!("unknown policy `{other}` (expected Cluster or Local)"),
+        )),
+    }
+}
+
+/// `status.loadBalancer.ingress[].ip`; entries with only a hostname are skipped.
+fn status_ingress(status: ServiceStatus) -> Result<Vec<IpAddr>, ObjectError> {
+    let entries = status
+        .load_balancer
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default();
+    let mut ips = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let Some(text) = entry.ip.filter(|ip| !ip.is_empty()) else {
+            continue;
+        };
+        let ip = text.parse().map_err(|_| {
+            invalid(
+                format!("status.loadBalancer.ingress[{index}].ip"),
+                format!("`{text}` is not an IP address"),
+            )
+        })?;
+        ips.push(ip);
+    }
+    Ok(ips)
 }
 
 fn service_type(value: Option<&str>) -> Result<ServiceType, ObjectError> {

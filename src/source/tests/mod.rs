@@ -44,7 +44,7 @@ fn services(objects: &[Object]) -> Vec<&Service> {
         .iter()
         .filter_map(|object| match object {
             Object::Service(service) => Some(service),
-            Object::EndpointSlice(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -54,7 +54,7 @@ fn slices(objects: &[Object]) -> Vec<&EndpointSlice> {
         .iter()
         .filter_map(|object| match object {
             Object::EndpointSlice(slice) => Some(slice),
-            Object::Service(_) => None,
+            _ => None,
         })
         .collect()
 }
