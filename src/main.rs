@@ -4,8 +4,10 @@
 mod agent;
 mod api;
 mod cli;
+mod cni;
 mod datapath;
 mod lb;
+mod lbipam;
 mod model;
 mod source;
 
@@ -18,6 +20,10 @@ fn init_tracing() {
 }
 
 fn main() {
+    // The same binary is the CNI plugin: runtimes exec it with CNI_COMMAND set.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        std::process::exit(cni::main());
+    }
     init_tracing();
     let cli: cli::Cli = argh::from_env();
     std::process::exit(cli::run(cli));

@@ -1,5 +1,6 @@
 //! `ferrite agent`: source → model → plan → maps, plus the local API.
 
+mod health;
 mod reconcile;
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::api::{self, ApiState, DatapathStatus, SourceErrorView, Status};
-use crate::datapath::{DatapathConfig, DatapathError, SockLb};
+use crate::datapath::{DatapathConfig, DatapathError, HostConfig, HostLb, SockLb};
 use crate::model::Snapshot;
 use crate::source::{SourceSpec, dir::DirSource};
 
@@ -25,6 +26,16 @@ pub struct AgentConfig {
     pub node_name: String,
     pub api_socket: PathBuf,
     pub datapath: DatapathConfig,
+    /// North-south load balancing on external devices (`--devices`).
+    pub north_south: Option<NorthSouth>,
+    /// Where to install the CNI plugin and its conflist once the datapath is ready.
+    pub cni: Option<crate::cni::install::InstallConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NorthSouth {
+    pub host: HostConfig,
+    pub nodeport_range: std::ops::RangeInclusive<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +82,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }));
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+    if let Some(cni) = cfg.cni.clone() {
+        crate::cni::install::run_in_agent(cni, rx.clone());
+    }
     let errors = match &cfg.source {
         SourceSpec::Dir(path) => {
             let source = DirSource::new(path.clone());
@@ -98,7 +112,22 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             })
             .collect()
     }));
-    let mut reconciler = Reconciler::new(sock, state, shared.clone());
+    let host = match &cfg.north_south {
+        Some(ns) => {
+            let host = HostLb::open(&cfg.datapath, &ns.host)?;
+            let ext_state = host.maps.read_state().map_err(AgentError::ReadBack)?;
+            Some(reconcile::HostPart {
+                lb: host,
+                state: ext_state,
+                nodeport_range: ns.nodeport_range.clone(),
+                table_size: ns.host.table_size,
+                rows: ns.host.rows,
+                health: health::HealthServer::default(),
+            })
+        }
+        None => None,
+    };
+    let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone());
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
     loop {

@@ -1,56 +1,108 @@
-//! One reconcile: snapshot → frontends → plan against the mirrored map state → writes.
+//! One reconcile: snapshot → frontends (socket and north-south) → plans against the mirrored
+//! map state → writes, in an order that never exposes a half-written service.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info};
 
+use super::health::{self, HealthServer};
 use crate::api::{ApplyReport, ServiceView, SharedState};
-use crate::datapath::SockLb;
+use crate::datapath::{DatapathError, HostLb, SockLb};
+use crate::lb::ext_plan::{ExtState, ext_plan};
+use crate::lb::external::{ExtFrontend, NodeView, external_frontends};
 use crate::lb::{self, Frontend, LbState};
-use crate::model::Snapshot;
+use crate::model::{ServiceName, ServiceType, Snapshot};
+
+/// The north-south half, present with `--devices`.
+pub struct HostPart {
+    pub lb: HostLb,
+    pub state: ExtState,
+    pub nodeport_range: std::ops::RangeInclusive<u16>,
+    pub table_size: u32,
+    pub rows: u32,
+    pub health: HealthServer,
+}
 
 pub struct Reconciler {
     sock: SockLb,
     state: LbState,
+    host: Option<HostPart>,
+    node_name: String,
     shared: SharedState,
     generation: u64,
 }
 
+/// LoadBalancer addresses to serve: those already in each service's status.
+fn lb_addresses(snapshot: &Snapshot) -> BTreeMap<ServiceName, Vec<IpAddr>> {
+    snapshot
+        .services
+        .values()
+        .filter(|s| s.service_type == ServiceType::LoadBalancer && !s.status_ingress.is_empty())
+        .map(|s| (s.name.clone(), s.status_ingress.clone()))
+        .collect()
+}
+
 impl Reconciler {
-    pub fn new(sock: SockLb, state: LbState, shared: SharedState) -> Self {
-        Self {
-            sock,
-            state,
-            shared,
-            generation: 0,
+    pub fn new(
+        sock: SockLb,
+        state: LbState,
+        shared: SharedState,
+        host: Option<HostPart>,
+        node_name: String,
+    ) -> Self {
+        Self { sock, state, host, node_name, shared, generation: 0 }
+    }
+
+    fn write(
+        &mut self,
+        frontends: &[Frontend],
+        external: &[ExtFrontend],
+    ) -> Result<usize, DatapathError> {
+        let extra: BTreeSet<SocketAddr> =
+            external.iter().flat_map(|f| f.backends.iter().copied()).collect();
+        let plan = lb::plan_with(frontends, &extra, &self.state);
+        self.sock.maps.apply_upserts(&plan, &mut self.state)?;
+        let mut ops = plan.op_count();
+        if let Some(host) = &mut self.host {
+            let ids: HashMap<_, _> = self.state.backends.iter().map(|(id, b)| (*b, *id)).collect();
+            let ext = ext_plan(external, &ids, &host.state, host.table_size, host.rows);
+            ops += ext.op_count();
+            host.lb.maps.apply(&ext, &mut host.state)?;
         }
+        self.sock.maps.apply_deletes(&plan, &mut self.state)?;
+        Ok(ops)
     }
 
     pub fn reconcile(&mut self, snapshot: &Snapshot) {
         let started = Instant::now();
-        let frontends = lb::frontends(snapshot);
-        let plan = lb::plan(&frontends, &self.state);
-        let result = self.sock.maps.apply(&plan, &mut self.state);
+        let lb_ips = lb_addresses(snapshot);
+        let frontends = lb::frontends_with(snapshot, &lb_ips);
+        let external = match &mut self.host {
+            Some(host) => {
+                host.health.update(health::desired(snapshot, &self.node_name));
+                let node = NodeView { node_name: &self.node_name, nodeport_range: host.nodeport_range.clone() };
+                external_frontends(snapshot, &lb_ips, &node)
+            }
+            None => Vec::new(),
+        };
+        let result = self.write(&frontends, &external);
         let duration = started.elapsed();
         self.generation += 1;
-        let error = match result {
-            Ok(()) => {
-                if plan.is_empty() {
+        let (ops, error) = match result {
+            Ok(ops) => {
+                if ops == 0 {
                     debug!(generation = self.generation, "maps already up to date");
                 } else {
-                    info!(
-                        generation = self.generation,
-                        ops = plan.op_count(),
-                        frontends = frontends.len(),
-                        duration_us = duration.as_micros(),
-                        "maps updated"
-                    );
+                    info!(generation = self.generation, ops, frontends = frontends.len(),
+                          external = external.len(), duration_us = duration.as_micros(), "maps updated");
                 }
-                None
+                (ops, None)
             }
             Err(e) => {
                 error!(error = %e, "writing the maps failed; will retry on the next change");
-                Some(e.to_string())
+                (0, Some(e.to_string()))
             }
         };
         let report = ApplyReport {
@@ -59,17 +111,15 @@ impl Reconciler {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
-            ops: plan.op_count(),
+            ops,
             services: snapshot.services.len(),
-            frontends: frontends.len(),
+            frontends: frontends.len() + external.len(),
             backends: self.state.backends.len(),
             error,
         };
-        let views = frontends.iter().map(view).collect();
-        let mut guard = self
-            .shared
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut views: Vec<ServiceView> = frontends.iter().map(view).collect();
+        views.extend(external.iter().map(ext_view));
+        let mut guard = self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.status.last_apply = Some(report);
         guard.services = views;
     }
@@ -79,9 +129,24 @@ fn view(fe: &Frontend) -> ServiceView {
     ServiceView {
         service: fe.service.to_string(),
         port_name: fe.port_name.to_string(),
-        frontend: std::net::SocketAddr::new(fe.addr, fe.port).to_string(),
-        protocol: format!("{:?}", fe.protocol).to_uppercase(),
+        frontend: SocketAddr::new(fe.addr, fe.port).to_string(),
+        protocol: fe.protocol.to_string(),
         backends: fe.backends.iter().map(ToString::to_string).collect(),
         affinity_timeout_seconds: fe.affinity_timeout,
+    }
+}
+
+fn ext_view(fe: &ExtFrontend) -> ServiceView {
+    let frontend = match fe.addr {
+        Some(ip) => SocketAddr::new(ip, fe.port).to_string(),
+        None => format!("{}:{} (NodePort)", if fe.family_v4 { "0.0.0.0" } else { "[::]" }, fe.port),
+    };
+    ServiceView {
+        service: fe.service.to_string(),
+        port_name: fe.port_name.to_string(),
+        frontend,
+        protocol: fe.protocol.to_string(),
+        backends: fe.backends.iter().map(ToString::to_string).collect(),
+        affinity_timeout_seconds: None,
     }
 }

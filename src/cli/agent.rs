@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use argh::FromArgs;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::agent::{AgentConfig, run as run_agent};
-use crate::datapath::{DatapathConfig, cgroup2_root, cleanup};
+use crate::agent::{AgentConfig, NorthSouth, run as run_agent};
+use crate::datapath::{DatapathConfig, HostConfig, cgroup2_root, cleanup};
 use crate::source::SourceSpec;
 
 /// Run the node agent: watch the source, programme the eBPF datapath, serve the local API.
@@ -34,6 +34,27 @@ pub struct AgentCmd {
     /// directory for node state (IPAM, CNI config)
     #[argh(option, default = "PathBuf::from(\"/var/lib/ferrite\")")]
     pub state_dir: PathBuf,
+    /// CNI conf dir for 05-ferrite.conflist (default: k3s's if present, else /etc/cni/net.d;
+    /// "none" turns installing the CNI plugin off)
+    #[argh(option)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI bin dir to install the plugin into (default: k3s's data bin dir if present, else
+    /// /opt/cni/bin)
+    #[argh(option)]
+    pub cni_bin_dir: Option<PathBuf>,
+    /// this node's pod CIDRs, comma separated (standalone mode; in kube mode the Node's
+    /// spec.podCIDRs)
+    #[argh(option)]
+    pub pod_cidr: Option<String>,
+    /// the NodePort range (default 30000-32767)
+    #[argh(option, default = "String::from(\"30000-32767\")")]
+    pub nodeport_range: String,
+    /// the Maglev table size for north-south backend selection (a prime; default 16381)
+    #[argh(option, default = "ferrite_abi::MAGLEV_DEFAULT_M")]
+    pub maglev_table_size: u32,
+    /// how many Maglev tables (distinct backend sets of LoadBalancer/NodePort/externalIP frontends)
+    #[argh(option, default = "ferrite_abi::map_sizes::MAGLEV_ROWS")]
+    pub max_external_tables: u32,
     /// remove every pinned map and link under --bpf-root, then exit
     #[argh(switch)]
     pub cleanup: bool,
@@ -52,10 +73,8 @@ pub fn run(cmd: AgentCmd) -> i32 {
             return 1;
         }
     };
-    let datapath = DatapathConfig {
-        bpf_root: cmd.bpf_root.clone(),
-        cgroup,
-    };
+    let maglev_entries = cmd.max_external_tables.max(1).saturating_mul(cmd.maglev_table_size);
+    let datapath = DatapathConfig { bpf_root: cmd.bpf_root.clone(), cgroup, maglev_entries };
     if cmd.cleanup {
         let (removed, errors) = cleanup(&datapath);
         for p in &removed {
@@ -71,15 +90,38 @@ pub fn run(cmd: AgentCmd) -> i32 {
         );
         return i32::from(!errors.is_empty());
     }
-    if let Some(d) = &cmd.devices {
-        warn!(devices = %d, "--devices is accepted; north-south load balancing is not in this build");
-    }
+    let north_south = match north_south(&cmd) {
+        Ok(ns) => ns,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
     let _ = &cmd.state_dir;
+    let cni = match crate::cni::install::InstallConfig::for_agent(
+        crate::cni::install::AgentCniOptions {
+            kube_mode: matches!(cmd.source, SourceSpec::Kube),
+            conf_dir: cmd.cni_conf_dir.clone(),
+            bin_dir: cmd.cni_bin_dir.clone(),
+            pod_cidr: cmd.pod_cidr.clone(),
+            state_dir: cmd.state_dir.clone(),
+            api_socket: cmd.api_socket.clone(),
+            node_name: cmd.node_name.clone().unwrap_or_else(hostname),
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "CNI options");
+            return 2;
+        }
+    };
     let cfg = AgentConfig {
         source: cmd.source,
         node_name: cmd.node_name.unwrap_or_else(hostname),
         api_socket: cmd.api_socket,
         datapath,
+        cni,
+        north_south,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,4 +140,29 @@ pub fn run(cmd: AgentCmd) -> i32 {
             1
         }
     }
+}
+
+/// `--devices`, `--nodeport-range`, `--maglev-table-size` → the north-south settings (none
+/// without devices).
+fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
+    let Some(devices) = &cmd.devices else { return Ok(None) };
+    let devices: Vec<String> =
+        devices.split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from).collect();
+    if !crate::lb::maglev::is_prime(cmd.maglev_table_size) || cmd.maglev_table_size < 251 {
+        return Err(format!("--maglev-table-size {} must be a prime ≥ 251", cmd.maglev_table_size));
+    }
+    let (lo, hi) = cmd
+        .nodeport_range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+        .filter(|(a, b)| a <= b && *a > 0)
+        .ok_or_else(|| format!("--nodeport-range {:?} must look like 30000-32767", cmd.nodeport_range))?;
+    Ok(Some(NorthSouth {
+        host: HostConfig {
+            devices,
+            table_size: cmd.maglev_table_size,
+            rows: cmd.max_external_tables.max(1),
+        },
+        nodeport_range: lo..=hi,
+    }))
 }

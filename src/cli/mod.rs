@@ -1,6 +1,7 @@
 //! The command line (argh). `ferrite` is also the CNI plugin when `CNI_COMMAND` is set.
 
 mod agent;
+mod cni;
 mod output;
 mod query;
 
@@ -24,6 +25,7 @@ pub enum Command {
     Agent(agent::AgentCmd),
     Status(query::StatusCmd),
     Services(query::ServicesCmd),
+    Cni(cni::CniCmd),
 }
 
 /// Print the version.
@@ -57,5 +59,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Agent(a) => agent::run(a),
         Command::Status(s) => query::status(&s),
         Command::Services(s) => query::services(&s),
+        Command::Cni(c) => cni::run(c),
     }
 }

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData};
 use ferrite_abi::{AffinityKey, AffinityValue, Backend, SlotKey, SvcKey, SvcValue, map_names};
 
 use super::DatapathError;
+use super::maputil::{ignore_missing, map_err, take};
 use crate::lb::{LbState, Plan};
 
 pub struct LbMaps {
@@ -16,22 +17,7 @@ pub struct LbMaps {
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
 }
 
-fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
-    move |source| DatapathError::Map {
-        name,
-        source: Box::new(source),
-    }
-}
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    ebpf: &mut aya::Ebpf,
-    name: &'static str,
-) -> Result<T, DatapathError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(DatapathError::MissingMap { name })?;
-    T::try_from(map).map_err(map_err(name))
-}
 
 impl LbMaps {
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DatapathError> {
@@ -64,6 +50,12 @@ impl LbMaps {
     /// Writes `plan` in its safe order, mirroring every successful write into `state`. Stops at
     /// the first failure (the next reconcile re-plans from `state`, so nothing is lost).
     pub fn apply(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
+        self.apply_upserts(plan, state)?;
+        self.apply_deletes(plan, state)
+    }
+
+    /// The first half of [`Self::apply`]: backends, slots, frontends.
+    pub fn apply_upserts(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
         for (id, b) in &plan.upsert_backends {
             self.backends
                 .insert(id, b, 0)
@@ -82,6 +74,11 @@ impl LbMaps {
                 .map_err(map_err(map_names::SERVICES))?;
             state.services.insert(*k, *v);
         }
+        Ok(())
+    }
+
+    /// The second half of [`Self::apply`]: removals, then stale affinity entries.
+    pub fn apply_deletes(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
         for k in &plan.delete_services {
             ignore_missing(self.services.remove(k)).map_err(map_err(map_names::SERVICES))?;
             state.services.remove(k);
@@ -115,11 +112,3 @@ impl LbMaps {
     }
 }
 
-/// A delete of a key that is already gone is success (idempotent apply).
-fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
-    match r {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
-}

@@ -82,42 +82,49 @@ fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes `prog` (already loaded) the program behind the link pinned at `pin`, creating and pinning
-/// the link on first use. Returns true when an existing link was adopted.
+/// Swaps `prog` into the link pinned at `pin`. Returns false when there is no usable pinned
+/// link (the pin, if any, is removed): the caller then attaches and calls [`pin_link`].
+pub fn adopt(name: &'static str, prog: BorrowedFd<'_>, pin: &Path) -> Result<bool, DatapathError> {
+    if !pin.exists() {
+        return Ok(false);
+    }
+    match obj_get(pin).and_then(|link| link_update(link.as_fd(), prog)) {
+        Ok(()) => {
+            debug!(program = name, pin = %pin.display(), "adopted pinned link");
+            return Ok(true);
+        }
+        Err(e) => warn!(program = name, pin = %pin.display(), error = %e,
+                        "pinned link cannot be updated; replacing it"),
+    }
+    std::fs::remove_file(pin).map_err(|e| DatapathError::io("removing", pin, e))?;
+    Ok(false)
+}
+
+/// Pins a freshly created link so it outlives the agent.
+pub fn pin_link(name: &'static str, link: FdLink, pin: &Path) -> Result<(), DatapathError> {
+    link.pin(pin)
+        .map_err(|source| DatapathError::Pin { path: pin.into(), source: Box::new(source) })?;
+    info!(program = name, pin = %pin.display(), "attached and pinned");
+    Ok(())
+}
+
+/// [`adopt`] or attach a cgroup sock_addr program. Returns true when adopted.
 pub fn attach_pinned(
     name: &'static str,
     prog: &mut CgroupSockAddr,
     cgroup: BorrowedFd<'_>,
     pin: &Path,
 ) -> Result<bool, DatapathError> {
-    let program_err = |source| DatapathError::Program {
-        name,
-        source: Box::new(source),
-    };
-    if pin.exists() {
-        let prog_fd = prog.fd().map_err(program_err)?;
-        match obj_get(pin).and_then(|link| link_update(link.as_fd(), prog_fd.as_fd())) {
-            Ok(()) => {
-                debug!(program = name, pin = %pin.display(), "adopted pinned link");
-                return Ok(true);
-            }
-            Err(e) => warn!(program = name, pin = %pin.display(), error = %e,
-                            "pinned link cannot be updated; replacing it"),
-        }
-        std::fs::remove_file(pin).map_err(|e| DatapathError::io("removing", pin, e))?;
+    let program_err = |source| DatapathError::Program { name, source: Box::new(source) };
+    let fd = prog.fd().map_err(program_err)?.as_fd().try_clone_to_owned()
+        .map_err(|e| DatapathError::Link { path: pin.into(), source: e })?;
+    if adopt(name, fd.as_fd(), pin)? {
+        return Ok(true);
     }
-    let id = prog
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(program_err)?;
+    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(program_err)?;
     let link = prog.take_link(id).map_err(program_err)?;
-    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
-        path: pin.into(),
-        source: std::io::Error::other(e),
-    })?;
-    fd_link.pin(pin).map_err(|source| DatapathError::Pin {
-        path: pin.into(),
-        source: Box::new(source),
-    })?;
-    info!(program = name, pin = %pin.display(), "attached and pinned");
+    let fd_link = FdLink::try_from(link)
+        .map_err(|e| DatapathError::Link { path: pin.into(), source: std::io::Error::other(e) })?;
+    pin_link(name, fd_link, pin)?;
     Ok(false)
 }

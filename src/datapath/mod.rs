@@ -3,13 +3,19 @@
 //! Everything pinned outlives the agent: a restarted agent adopts it and traffic never stops.
 
 mod bpffs;
+mod devices;
 mod error;
+mod extmaps;
+mod host;
 mod lbmaps;
 mod link;
+mod maputil;
 mod sock;
 
 pub use bpffs::{cgroup2_root, ensure_bpffs};
 pub use error::DatapathError;
+pub use extmaps::ExtMaps;
+pub use host::{HostConfig, HostLb};
 pub use lbmaps::LbMaps;
 pub use sock::{SockLb, cleanup};
 
@@ -22,6 +28,9 @@ pub struct DatapathConfig {
     pub bpf_root: PathBuf,
     /// cgroup v2 directory the socket load balancer attaches to.
     pub cgroup: PathBuf,
+    /// Entries of the Maglev array (tables × table size). Every object that carries the map
+    /// must create it with this size, whichever loads first.
+    pub maglev_entries: u32,
 }
 
 impl DatapathConfig {
@@ -33,6 +42,10 @@ impl DatapathConfig {
         self.bpf_root.join("links")
     }
 }
+
+/// The compiled eBPF object of the host-device (TC) attach point.
+pub(crate) static HOST_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-host"));
 
 /// The compiled eBPF object of the socket-layer attach point.
 pub(crate) static SOCK_OBJECT: &[u8] =

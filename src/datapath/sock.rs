@@ -40,6 +40,7 @@ impl SockLb {
         }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
+            .map_max_entries(ferrite_abi::map_names::MAGLEV, cfg.maglev_entries)
             .load(SOCK_OBJECT)
             .map_err(|e| DatapathError::Load {
                 pin_dir: maps_dir.clone(),
@@ -95,7 +96,8 @@ fn remove_stale_links(dir: &Path, wanted: &[PathBuf]) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if !wanted.contains(&path) {
+        let is_sock = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("cg"));
+        if is_sock && !wanted.contains(&path) {
             match std::fs::remove_file(&path) {
                 Ok(()) => info!(pin = %path.display(), "detached stale link"),
                 Err(e) => warn!(pin = %path.display(), error = %e, "cannot remove stale link"),

@@ -64,6 +64,15 @@ pub fn frontends_with(
     out
 }
 
+/// EndpointSlices grouped by the service they belong to.
+pub(super) fn slices_by_service(snapshot: &Snapshot) -> BTreeMap<&ServiceName, Vec<&EndpointSlice>> {
+    let mut by_service: BTreeMap<&ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in snapshot.endpoint_slices.values() {
+        by_service.entry(&slice.service).or_default().push(slice);
+    }
+    by_service
+}
+
 fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice]) -> Vec<Frontend> {
     let affinity_timeout = match svc.session_affinity {
         SessionAffinity::None => None,
@@ -78,7 +87,7 @@ fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice])
                 addr,
                 port: port.port,
                 protocol: port.protocol,
-                backends: backends_for(port, addr.is_ipv4(), slices),
+                backends: backends_for(port, addr.is_ipv4(), slices, None),
                 affinity_timeout,
             });
         }
@@ -88,7 +97,13 @@ fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice])
 
 /// Endpoints of `slices` serving `port` in the frontend's family: the ready ones, or when none is
 /// ready the serving-and-terminating ones (graceful termination, as kube-proxy and Cilium do).
-fn backends_for(port: &ServicePort, v4: bool, slices: &[&EndpointSlice]) -> Vec<SocketAddr> {
+/// With `only_node`, endpoints on other nodes are left out (externalTrafficPolicy Local).
+pub(super) fn backends_for(
+    port: &ServicePort,
+    v4: bool,
+    slices: &[&EndpointSlice],
+    only_node: Option<&str>,
+) -> Vec<SocketAddr> {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
     for slice in slices {
@@ -96,6 +111,9 @@ fn backends_for(port: &ServicePort, v4: bool, slices: &[&EndpointSlice]) -> Vec<
             continue;
         };
         for ep in &slice.endpoints {
+            if only_node.is_some_and(|n| ep.node_name.as_deref() != Some(n)) {
+                continue;
+            }
             let set = if ep.ready {
                 &mut ready
             } else if ep.serving && ep.terminating {

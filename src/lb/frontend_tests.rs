@@ -15,6 +15,7 @@ fn svc(name: &str, ips: &[&str], ports: &[(&str, Protocol, u16, TargetPort)]) ->
                 protocol: *p,
                 port: *port,
                 target_port: t.clone(),
+                node_port: None,
             })
             .collect(),
         session_affinity: SessionAffinity::None,

@@ -3,8 +3,11 @@
 //! ([`plan`]). Both are pure; `datapath` applies plans.
 
 pub mod addr;
+pub mod ext_plan;
+pub mod external;
 pub mod frontend;
+pub mod maglev;
 pub mod plan;
 
 pub use frontend::{Frontend, frontends, frontends_with};
-pub use plan::{LbState, Plan, plan};
+pub use plan::{LbState, Plan, plan, plan_with};

@@ -3,6 +3,7 @@
 //! deletions of frontends, then slots, then backends last.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 
 use ferrite_abi::{Backend, SVC_FLAG_AFFINITY, SlotKey, SvcKey, SvcValue};
 use tracing::warn;
@@ -85,6 +86,11 @@ impl IdAllocator {
 /// Computes the writes that turn `current` into `desired`. Ids of frontends and backends that
 /// stay are kept, so an unchanged model yields an empty plan (a restarted agent writes nothing).
 pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
+    plan_with(desired, &BTreeSet::new(), current)
+}
+
+/// Like [`plan`], also keeping (or creating) `extra` backends that north-south frontends use.
+pub fn plan_with(desired: &[Frontend], extra: &BTreeSet<SocketAddr>, current: &LbState) -> Plan {
     let mut out = Plan::default();
 
     // Backends: reuse ids by address.
@@ -149,6 +155,15 @@ pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
         }
     }
 
+    for sa in extra {
+        let b = backend_of(*sa);
+        let id = *backend_ids.entry(b).or_insert_with(|| {
+            let id = backend_alloc.take();
+            new_backends.insert(id, b);
+            id
+        });
+        wanted_backends.insert(id);
+    }
     out.upsert_backends = new_backends.into_iter().collect();
     let mut delete_services: Vec<_> = current
         .services

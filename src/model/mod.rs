@@ -1,8 +1,17 @@
 //! ferrite's own model of desired state. Sources (`source::dir`, later `source::kube`) produce a
 //! [`Snapshot`]; everything downstream (lb, lbipam, l2, policy) reads only these types.
 
+mod cluster;
+mod l2;
+mod node;
+mod policy;
 mod pool;
 mod service;
+
+pub use cluster::{Namespace, Pod, PodPhase};
+pub use l2::L2Policy;
+pub use node::Node;
+pub use policy::{NetworkPolicy, PolicyPeer, PolicyPort, PolicyPortNumber, PolicyRule};
 
 pub use pool::{
     AllocatedIp, BlockError, Condition, ConditionStatus, IpBlock, IpFamily, IpPool, IpamReason,
@@ -26,4 +35,14 @@ pub struct Snapshot {
     pub endpoint_slices: BTreeMap<ServiceName, EndpointSlice>,
     /// `LoadBalancerIPPools` by name (cluster-scoped).
     pub pools: BTreeMap<SmolStr, IpPool>,
+    /// `Nodes` by name.
+    pub nodes: BTreeMap<SmolStr, Node>,
+    /// `Namespaces` by name (their labels, for policy namespace selectors).
+    pub namespaces: BTreeMap<SmolStr, Namespace>,
+    /// Pods by namespace/name (the kube source reads only this node's pods).
+    pub pods: BTreeMap<ServiceName, Pod>,
+    /// `NetworkPolicies` by namespace/name.
+    pub network_policies: BTreeMap<ServiceName, NetworkPolicy>,
+    /// `L2AnnouncementPolicies` by name (cluster-scoped).
+    pub l2_policies: BTreeMap<SmolStr, L2Policy>,
 }

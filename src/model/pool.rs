@@ -123,7 +123,9 @@ impl IpBlock {
         start: Option<&str>,
         stop: Option<&str>,
     ) -> Result<Self, BlockError> {
-        let nonempty = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty());
+        fn nonempty(s: Option<&str>) -> Option<&str> {
+            s.map(str::trim).filter(|s| !s.is_empty())
+        }
         let address = |field: &'static str, value: &str| {
             value.parse::<IpAddr>().map_err(|_| BlockError::BadAddress {
                 field,

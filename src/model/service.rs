@@ -77,6 +77,8 @@ pub struct ServicePort {
     pub protocol: Protocol,
     pub port: u16,
     pub target_port: TargetPort,
+    /// `nodePort` (NodePort and LoadBalancer services).
+    pub node_port: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -132,6 +134,14 @@ pub struct Service {
     pub external_traffic_policy: TrafficPolicy,
     /// `status.loadBalancer.ingress[].ip`: addresses already given out, adopted by LB IPAM.
     pub status_ingress: Vec<IpAddr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `spec.healthCheckNodePort` (ETP=Local LoadBalancer services).
+    pub health_check_node_port: Option<u16>,
+    /// `spec.loadBalancerSourceRanges`: (network address, prefix length).
+    pub source_ranges: Vec<(IpAddr, u8)>,
+    /// `spec.internalTrafficPolicy`.
+    pub internal_traffic_policy: TrafficPolicy,
 }
 
 /// `spec.ipFamilyPolicy`.

@@ -3,4 +3,5 @@
 #![no_std]
 
 pub mod maps;
+pub mod nat_lb;
 pub mod sock_lb;

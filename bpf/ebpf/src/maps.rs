@@ -25,3 +25,26 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
 
 #[map(name = "fe_revnat_v1")]
 pub static REVNAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::pinned(map_sizes::REVNAT, 0);
+
+// ---- north-south (TC on external devices) ----
+
+use aya_ebpf::maps::{Array, LpmTrie};
+use ferrite_abi::{CtKey, CtValue, DevInfo, ExtSvcValue, SrcRangeData};
+
+#[map(name = "fe_ext_v1")]
+pub static EXTERNAL: HashMap<SvcKey, ExtSvcValue> = HashMap::pinned(map_sizes::EXTERNAL, 0);
+
+/// Maglev tables, one row of `MAGLEV_M` backend ids per external frontend. Userspace sets the
+/// real size (rows × table size) at load time.
+#[map(name = "fe_maglev_v1")]
+pub static MAGLEV: Array<u32> = Array::pinned(1, 0);
+
+#[map(name = "fe_ct_v1")]
+pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(map_sizes::CONNTRACK, 0);
+
+#[map(name = "fe_dev_v1")]
+pub static DEVICES: HashMap<u32, DevInfo> = HashMap::pinned(map_sizes::DEVICES, 0);
+
+/// BPF_F_NO_PREALLOC is mandatory for LPM tries.
+#[map(name = "fe_srcrng_v1")]
+pub static SOURCE_RANGES: LpmTrie<SrcRangeData, u8> = LpmTrie::pinned(map_sizes::SOURCE_RANGES, 1);

@@ -3,8 +3,13 @@
 //!
 //! Adding a kind is one arm in [`decode`] (plus its module and an [`Object`] variant).
 
+mod cluster;
 mod endpoint_slice;
+mod l2_policy;
+mod network_policy;
+mod node;
 mod pool;
+mod selector;
 mod service;
 mod timestamp;
 
@@ -24,6 +29,12 @@ pub enum Object {
     /// A `LoadBalancerIPPool` (or Cilium's `CiliumLoadBalancerIPPool`); cluster-scoped, so its
     /// key has an empty namespace.
     Pool(ServiceName, model::IpPool),
+    /// Cluster-scoped like pools: the key has an empty namespace.
+    Node(ServiceName, model::Node),
+    Namespace(ServiceName, model::Namespace),
+    Pod(model::Pod),
+    NetworkPolicy(model::NetworkPolicy),
+    L2Policy(ServiceName, model::L2Policy),
 }
 
 /// Identity of an object across files: its kind and namespace/name.
@@ -35,6 +46,11 @@ impl Object {
             Self::Service(_) => "Service",
             Self::EndpointSlice(_) => "EndpointSlice",
             Self::Pool(..) => "LoadBalancerIPPool",
+            Self::Node(..) => "Node",
+            Self::Namespace(..) => "Namespace",
+            Self::Pod(_) => "Pod",
+            Self::NetworkPolicy(_) => "NetworkPolicy",
+            Self::L2Policy(..) => "L2AnnouncementPolicy",
         }
     }
 
@@ -42,7 +58,12 @@ impl Object {
         match self {
             Self::Service(service) => &service.name,
             Self::EndpointSlice(slice) => &slice.name,
-            Self::Pool(key, _) => key,
+            Self::Pool(key, _)
+            | Self::Node(key, _)
+            | Self::Namespace(key, _)
+            | Self::L2Policy(key, _) => key,
+            Self::Pod(pod) => &pod.name,
+            Self::NetworkPolicy(policy) => &policy.name,
         }
     }
 
@@ -61,6 +82,21 @@ impl Object {
             }
             Self::Pool(_, pool) => {
                 snapshot.pools.insert(pool.name.clone(), pool);
+            }
+            Self::Node(_, node) => {
+                snapshot.nodes.insert(node.name.clone(), node);
+            }
+            Self::Namespace(_, namespace) => {
+                snapshot.namespaces.insert(namespace.name.clone(), namespace);
+            }
+            Self::Pod(pod) => {
+                snapshot.pods.insert(pod.name.clone(), pod);
+            }
+            Self::NetworkPolicy(policy) => {
+                snapshot.network_policies.insert(policy.name.clone(), policy);
+            }
+            Self::L2Policy(_, policy) => {
+                snapshot.l2_policies.insert(policy.name.clone(), policy);
             }
         }
     }
@@ -114,6 +150,42 @@ pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, Ob
         }
         ("ferrite.dev", "LoadBalancerIPPool") | ("cilium.io", "CiliumLoadBalancerIPPool") => {
             pool::decode(api_version, kind, value)
+        }
+        ("", "Node") => require_version(api_version, "Node", "v1")
+            .and_then(|()| node::decode(value))
+            .map(|node| Decoded::Object(Object::Node(ServiceName::new("", node.name.clone()), node))),
+        ("", "Namespace") => require_version(api_version, "Namespace", "v1")
+            .and_then(|()| cluster::namespace(value))
+            .map(|ns| Decoded::Object(Object::Namespace(ServiceName::new("", ns.name.clone()), ns))),
+        ("", "Pod") => require_version(api_version, "Pod", "v1")
+            .and_then(|()| cluster::pod(value))
+            .map(|pod| Decoded::Object(Object::Pod(pod))),
+        ("networking.k8s.io", "NetworkPolicy") => {
+            require_version(api_version, "NetworkPolicy", "networking.k8s.io/v1")
+                .and_then(|()| network_policy::decode(value))
+                .map(|policy| Decoded::Object(Object::NetworkPolicy(policy)))
+        }
+        ("ferrite.dev", "L2AnnouncementPolicy") | ("cilium.io", "CiliumL2AnnouncementPolicy") => {
+            let supported = if kind == "L2AnnouncementPolicy" {
+                api_version == l2_policy::FERRITE_VERSION
+            } else {
+                l2_policy::CILIUM_VERSIONS.contains(&api_version)
+            };
+            let supported_text = if kind == "L2AnnouncementPolicy" {
+                l2_policy::FERRITE_VERSION
+            } else {
+                l2_policy::CILIUM_VERSIONS[0]
+            };
+            if !supported {
+                return Err(ObjectError::UnsupportedVersion {
+                    api_version: api_version.to_owned(),
+                    kind: "L2AnnouncementPolicy",
+                    supported: supported_text,
+                });
+            }
+            l2_policy::decode(value).map(|policy| {
+                Decoded::Object(Object::L2Policy(ServiceName::new("", policy.name.clone()), policy))
+            })
         }
         _ => Ok(Decoded::Ignored("kind not read by ferrite")),
     }

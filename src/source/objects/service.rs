@@ -35,6 +35,11 @@ struct ServiceSpec {
     ip_family_policy: Option<String>,
     ip_families: Option<Vec<String>>,
     external_traffic_policy: Option<String>,
+    internal_traffic_policy: Option<String>,
+    #[serde(rename = "externalIPs")]
+    external_ips: Option<Vec<String>>,
+    health_check_node_port: Option<i64>,
+    load_balancer_source_ranges: Option<Vec<String>>,
 }
 
 /// The part of `status` ferrite reads: `loadBalancer.ingress[].ip`.
@@ -76,6 +81,7 @@ struct PortManifest {
     protocol: Option<String>,
     port: Option<i64>,
     target_port: Value,
+    node_port: Option<i64>,
 }
 
 pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
@@ -113,8 +119,20 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         ip_families: ip_families(spec.ip_families.as_deref().unwrap_or_default())?,
         external_traffic_policy: traffic_policy(spec.external_traffic_policy.as_deref())?,
         status_ingress: status_ingress(status)?,
+        external_ips: north_south::external_ips(spec.external_ips.as_deref().unwrap_or_default())?,
+        health_check_node_port: spec
+            .health_check_node_port
+            .map(|p| port_number(p, "spec.healthCheckNodePort"))
+            .transpose()?,
+        source_ranges: north_south::source_ranges(
+            spec.load_balancer_source_ranges.as_deref().unwrap_or_default(),
+        )?,
+        internal_traffic_policy: traffic_policy(spec.internal_traffic_policy.as_deref())?,
     })
 }
+
+#[path = "service_north_south.rs"]
+mod north_south;
 
 fn nonempty(value: Option<&str>) -> Option<SmolStr> {
     value.filter(|v| !v.is_empty()).map(SmolStr::new)
@@ -291,11 +309,17 @@ fn ports(raw: Vec<Value>) -> Result<Vec<ServicePort>, ObjectError> {
             ));
         }
         let target_port = target_port(manifest.target_port, port, &format!("{field}.targetPort"))?;
+        let node_port = manifest
+            .node_port
+            .filter(|p| *p != 0)
+            .map(|p| port_number(p, &format!("{field}.nodePort")))
+            .transpose()?;
         ports.push(ServicePort {
             name,
             protocol,
             port,
             target_port,
+            node_port,
         });
     }
     Ok(ports)

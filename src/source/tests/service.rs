@@ -27,6 +27,7 @@ fn minimal_service_gets_kubernetes_defaults() {
             protocol: Protocol::Tcp,
             port: 80,
             target_port: TargetPort::Number(80),
+            node_port: None,
         }]
     );
     assert_eq!(service.session_affinity, SessionAffinity::None);

@@ -43,6 +43,15 @@ fn system_field(path: &[Step]) -> bool {
     }
 }
 
+/// The key of a list field: `conditions` is always a map keyed by `type` (also when empty, so
+/// that applying no conditions leaves other managers' conditions alone).
+fn list_key_of(field: Option<&str>, items: &[Value]) -> Option<&'static str> {
+    if field == Some("conditions") {
+        return Some("type");
+    }
+    list_key(items)
+}
+
 fn list_key(items: &[Value]) -> Option<&'static str> {
     if items.is_empty() {
         return None;
@@ -76,7 +85,11 @@ fn collect(value: &Value, prefix: &mut FieldPath, out: &mut FieldSet) {
             }
         }
         Value::Array(items) => {
-            if let Some(key) = list_key(items) {
+            let field = match prefix.last() {
+                Some(Step::Field(f)) => Some(f.as_str()),
+                _ => None,
+            };
+            if let Some(key) = list_key_of(field, items) {
                 for item in items {
                     prefix.push(item_step(item, key));
                     out.insert(prefix.clone());
@@ -179,11 +192,15 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// Merges an applied configuration into `target`: maps merge, keyed lists merge item by item,
 /// everything else is replaced.
 pub fn apply_merge(target: &mut Value, applied: &Value) {
+    merge_field(target, applied, None);
+}
+
+fn merge_field(target: &mut Value, applied: &Value, field: Option<&str>) {
     match (target, applied) {
         (Value::Object(map), Value::Object(applied)) => {
             for (k, v) in applied {
                 match map.get_mut(k) {
-                    Some(existing) => apply_merge(existing, v),
+                    Some(existing) => merge_field(existing, v, Some(k)),
                     None => {
                         map.insert(k.clone(), v.clone());
                     }
@@ -191,14 +208,15 @@ pub fn apply_merge(target: &mut Value, applied: &Value) {
             }
         }
         (Value::Array(items), Value::Array(applied)) => {
-            let key = list_key(applied).filter(|k| list_key(items) == Some(*k));
+            let key = list_key_of(field, applied)
+                .filter(|k| items.is_empty() || list_key_of(field, items) == Some(*k));
             let Some(key) = key else {
                 items.clone_from(applied);
                 return;
             };
             for item in applied {
                 match items.iter_mut().find(|i| i.get(key) == item.get(key)) {
-                    Some(existing) => apply_merge(existing, item),
+                    Some(existing) => merge_field(existing, item, None),
                     None => items.push(item.clone()),
                 }
             }

@@ -1,9 +1,12 @@
 //! Lab helpers for ferrite's privileged integration tests and benchmarks.
 //!
 //! RAII guards clean up on drop, also when a test panics: [`Netns`], [`Veth`], [`Bridge`],
-//! [`Cgroup`], [`Child`]. Topologies: [`PodNet`] (host + routed pods) and [`Lan`] (a bridge
-//! between node namespaces). Traffic tools that also back the `ferrite-lab` binary:
-//! [`serve`], [`probe`], [`rate`], with their JSON reports in [`report`].
+//! [`Cgroup`], [`Child`]. Topologies: [`PodNet`] (host + routed pods), [`Lan`] (a bridge
+//! between node namespaces) and [`NsLab`] (nodes with pods, outside clients and per-node
+//! agents on one LAN, for north-south load balancing). Traffic tools that also back the
+//! `ferrite-lab` binary: [`serve`], [`probe`], [`rate`], [`http`], [`raw`] (malformed
+//! frames), with their JSON reports in [`report`]. [`manifest`] writes NodePort and
+//! LoadBalancer services as Kubernetes YAML and [`kubeproxy`] as kube-proxy's iptables rules.
 //!
 //! Names of namespaces and cgroups are `PREFIX-PID-N`; [`cleanup_stale`] removes those left by
 //! processes that died without running destructors (SIGKILL, `panic = "abort"`).
@@ -13,11 +16,16 @@ pub mod cgroup;
 pub mod child;
 pub mod cmd;
 pub mod errno;
+pub mod http;
+pub mod kubeproxy;
 pub mod lab;
+pub mod manifest;
 pub mod name;
 pub mod netns;
+pub mod nslab;
 pub mod probe;
 pub mod rate;
+pub mod raw;
 pub mod report;
 pub mod serve;
 pub mod sock;
@@ -31,7 +39,9 @@ pub use cgroup::{Cgroup, CgroupError};
 pub use child::{Child, ChildError};
 pub use cmd::CommandError;
 pub use lab::{LabError, Lan, LanPort, Pod, PodNet, PodNetConfig};
+pub use manifest::{NsService, Protocol, SvcEndpoint, SvcPort};
 pub use netns::{Netns, NetnsError, Ns};
+pub use nslab::{AgentConfig, LanHost, Node, NodeAgent, NsLab, NsLabConfig, NsLabError};
 pub use veth::{Bridge, Iface, LinkError, Route, Veth};
 pub use wait::{TimedOut, wait_until};
 

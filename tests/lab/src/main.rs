@@ -4,7 +4,7 @@
 mod bench;
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,9 +28,12 @@ enum Command {
     ConnectRate(ConnectRateArgs),
     Bench(bench::BenchArgs),
     Cleanup(CleanupArgs),
+    Garbage(GarbageArgs),
+    HttpGet(HttpGetArgs),
 }
 
-/// Answer every TCP connection and UDP datagram with NAME and a newline.
+/// Answer every TCP connection and UDP datagram with NAME (and, with --echo-peer, the
+/// client address this server sees) and a newline; HTTP listeners answer every request so.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "serve")]
 struct ServeArgs {
@@ -49,6 +52,12 @@ struct ServeArgs {
     /// request/response mode: wait for the client's request (a line) before answering
     #[argh(switch)]
     request: bool,
+    /// answer `NAME PEER` where PEER is the client's address as this server sees it
+    #[argh(switch)]
+    echo_peer: bool,
+    /// HTTP/1.1 keep-alive listener (repeatable): every request gets 200 and the answer line
+    #[argh(option)]
+    http: Vec<SocketAddr>,
 }
 
 /// Connect (or send) repeatedly, each time on a new socket, and tally who answered.
@@ -79,6 +88,12 @@ struct ClientArgs {
     /// send this text and a newline before reading (for `serve --request`)
     #[argh(option)]
     send: Option<String>,
+    /// local address to send from
+    #[argh(option)]
+    bind: Option<IpAddr>,
+    /// attempt N uses source port PORT+N (TCP sockets then close with RST)
+    #[argh(option)]
+    source_port: Option<u16>,
     /// print the report as JSON
     #[argh(switch)]
     json: bool,
@@ -99,6 +114,52 @@ struct ConnectRateArgs {
     threads: u32,
 }
 
+/// Send a catalog of malformed, unknown-port and stray frames at a frontend through an
+/// AF_PACKET socket (run it inside the sender's netns); prints a JSON report.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "garbage")]
+struct GarbageArgs {
+    /// interface to send on (default eth0)
+    #[argh(option, default = "String::from(\"eth0\")")]
+    iface: String,
+    /// MAC of the next hop (the node that owns or routes the frontend)
+    #[argh(option)]
+    dst_mac: ferrite_lab::raw::Mac,
+    /// source address of the packets
+    #[argh(option)]
+    src: IpAddr,
+    /// the frontend: an LB IP or node address, with the service's TCP port
+    #[argh(option)]
+    target: SocketAddr,
+    /// the service's UDP port at the frontend (default: the TCP port)
+    #[argh(option)]
+    udp_port: Option<u16>,
+    /// rounds of the whole catalog (default 3)
+    #[argh(option, default = "3")]
+    rounds: u16,
+    /// only this class: malformed, unknown-port or questionable
+    #[argh(option)]
+    class: Option<ferrite_lab::raw::Class>,
+    /// list the catalog (kind and class) instead of sending
+    #[argh(switch)]
+    list: bool,
+}
+
+/// GET a path over HTTP/1.1 and print {status, headers, body} as JSON (exit 1 on errors).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "http-get")]
+struct HttpGetArgs {
+    /// address to connect to
+    #[argh(option)]
+    target: SocketAddr,
+    /// path (default /)
+    #[argh(option, default = "String::from(\"/\")")]
+    path: String,
+    /// timeout for the whole exchange (default 2000)
+    #[argh(option, default = "2000")]
+    timeout_ms: u64,
+}
+
 /// Remove network namespaces and cgroups left behind by dead ferrite-lab runs.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "cleanup")]
@@ -115,6 +176,8 @@ fn main() -> ExitCode {
         Command::Client(args) => client(&args),
         Command::ConnectRate(args) => connect_rate(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Garbage(args) => garbage(&args),
+        Command::HttpGet(args) => http_get(&args),
         Command::Cleanup(args) => match ferrite_lab::cleanup_stale(&args.prefix) {
             Ok(removed) => {
                 for r in removed {
@@ -140,19 +203,21 @@ fn serve(args: &ServeArgs) -> ExitCode {
         tcp.extend(any);
         udp.extend(any);
     }
-    if tcp.is_empty() && udp.is_empty() {
-        eprintln!("ferrite-lab serve: give --port or at least one --tcp or --udp address");
+    if tcp.is_empty() && udp.is_empty() && args.http.is_empty() {
+        eprintln!("ferrite-lab serve: give --port or at least one --tcp, --udp or --http address");
         return ExitCode::FAILURE;
     }
     let config = ServerConfig {
         name: args.name.clone(),
         tcp,
         udp,
+        http: args.http.clone(),
         mode: if args.request {
             TcpMode::Request
         } else {
             TcpMode::Banner
         },
+        echo_peer: args.echo_peer,
     };
     let server = match Server::start(&config) {
         Ok(server) => server,
@@ -167,6 +232,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
     for addr in server.udp_addrs() {
         let _ = writeln!(out, "listening udp {addr}");
+    }
+    for addr in server.http_addrs() {
+        let _ = writeln!(out, "listening http {addr}");
     }
     let _ = out.flush();
     drop(out);
@@ -190,6 +258,8 @@ fn client(args: &ClientArgs) -> ExitCode {
     if let Some(text) = &args.send {
         config.payload = format!("{text}\n").into_bytes();
     }
+    config.bind = args.bind;
+    config.source_port = args.source_port;
     let report = probe(&config);
     if args.json {
         println!(
@@ -226,6 +296,75 @@ fn print_client_report(r: &ClientReport) {
     if !r.reply_sources.is_empty() {
         let sources: Vec<&str> = r.reply_sources.iter().map(String::as_str).collect();
         println!("  reply sources: {}", sources.join(", "));
+    }
+    for (name, seen) in &r.peers_seen_by_server {
+        let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+        println!("  {name} saw the client as: {}", seen.join(", "));
+    }
+}
+
+fn garbage(args: &GarbageArgs) -> ExitCode {
+    use ferrite_lab::raw::{Aim, RawSender, catalog, mac_of, send_catalog};
+    if args.src.is_ipv4() != args.target.is_ipv4() {
+        eprintln!("ferrite-lab garbage: --src and --target must be of one family");
+        return ExitCode::FAILURE;
+    }
+    let src_mac = match mac_of(&args.iface) {
+        Ok(mac) => mac,
+        Err(e) => {
+            eprintln!("ferrite-lab garbage: MAC of {}: {e}", args.iface);
+            return ExitCode::FAILURE;
+        }
+    };
+    let aim = Aim {
+        src_mac,
+        dst_mac: args.dst_mac,
+        src: args.src,
+        dst: args.target.ip(),
+        tcp_port: args.target.port(),
+        udp_port: args.udp_port.unwrap_or(args.target.port()),
+    };
+    if args.list {
+        for frame in catalog(&aim, 0) {
+            if args.class.is_none_or(|c| c == frame.class) {
+                println!("{:<14} {:>4} bytes  {}", frame.class, frame.bytes.len(), frame.kind);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let sender = match RawSender::open(&args.iface) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferrite-lab garbage: AF_PACKET socket on {}: {e}", args.iface);
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = send_catalog(&sender, &aim, args.rounds, args.class);
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("reports serialize")
+    );
+    if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn http_get(args: &HttpGetArgs) -> ExitCode {
+    match ferrite_lab::http::get(
+        args.target,
+        &args.path,
+        Duration::from_millis(args.timeout_ms),
+    ) {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).expect("responses serialize"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrite-lab http-get {}{}: {e}", args.target, args.path);
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! backend answered, how attempts failed, and what addresses the socket layer reported.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,11 @@ pub struct ProbeConfig {
     pub udp_unconnected: bool,
     /// Bytes to send before reading (TCP); UDP always sends this (or `?\n` when empty).
     pub payload: Vec<u8>,
+    /// Local address to send from (default: whatever routing picks).
+    pub bind: Option<IpAddr>,
+    /// Attempt `n` uses source port `source_port + n` (default: ephemeral ports). TCP sockets
+    /// then close with RST, so no `TIME_WAIT` keeps a 4-tuple from being used again.
+    pub source_port: Option<u16>,
 }
 
 impl ProbeConfig {
@@ -62,6 +68,8 @@ impl ProbeConfig {
             timeout: Duration::from_secs(1),
             udp_unconnected: false,
             payload: Vec::new(),
+            bind: None,
+            source_port: None,
         }
     }
 }
@@ -69,7 +77,7 @@ impl ProbeConfig {
 /// What one attempt produced.
 #[derive(Debug)]
 struct Attempt {
-    name: Result<String, io::Error>,
+    name: Result<Reply, io::Error>,
     peer: Option<SocketAddr>,
     reply_source: Option<SocketAddr>,
     took: Duration,
@@ -106,10 +114,11 @@ pub fn probe(config: &ProbeConfig) -> ClientReport {
         if report.attempts > 0 && !config.interval.is_zero() {
             std::thread::sleep(config.interval);
         }
+        let local = local_addr(config, report.attempts);
         let attempt = match (config.proto, config.udp_unconnected) {
-            (Proto::Tcp, _) => tcp_attempt(config),
-            (Proto::Udp, false) => udp_connected_attempt(config),
-            (Proto::Udp, true) => udp_unconnected_attempt(config),
+            (Proto::Tcp, _) => tcp_attempt(config, local),
+            (Proto::Udp, false) => udp_connected_attempt(config, local),
+            (Proto::Udp, true) => udp_unconnected_attempt(config, local),
         };
         report.attempts += 1;
         if let Some(peer) = attempt.peer {
@@ -119,9 +128,16 @@ pub fn probe(config: &ProbeConfig) -> ClientReport {
             report.reply_sources.insert(source.to_string());
         }
         match attempt.name {
-            Ok(name) => {
+            Ok(reply) => {
                 report.ok += 1;
-                *report.names.entry(name).or_default() += 1;
+                if let Some(peer) = reply.peer {
+                    report
+                        .peers_seen_by_server
+                        .entry(reply.name.clone())
+                        .or_default()
+                        .insert(peer);
+                }
+                *report.names.entry(reply.name).or_default() += 1;
             }
             Err(e) => {
                 if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -136,22 +152,65 @@ pub fn probe(config: &ProbeConfig) -> ClientReport {
     report
 }
 
-/// The server name from a reply: its first line, which must not be empty.
-fn parse_name(bytes: &[u8]) -> io::Result<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let name = text.lines().next().unwrap_or("").trim();
-    if name.is_empty() {
-        Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty reply"))
-    } else {
-        Ok(name.to_owned())
-    }
+/// A server's answer: `NAME` or, from `serve --echo-peer`, `NAME PEER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub name: String,
+    /// The client address the server saw, IP only (`PEER` may carry a port, which is dropped).
+    pub peer: Option<String>,
 }
 
-fn tcp_attempt(config: &ProbeConfig) -> Attempt {
+/// Parses a reply: its first line, `NAME` or `NAME PEER`; the name must not be empty.
+pub fn parse_reply(bytes: &[u8]) -> io::Result<Reply> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut words = text.lines().next().unwrap_or("").split_whitespace();
+    let Some(name) = words.next() else {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "empty reply"));
+    };
+    let peer = words.next().map(|p| {
+        p.parse::<SocketAddr>()
+            .map_or_else(|_| p.to_owned(), |a| a.ip().to_string())
+    });
+    Ok(Reply {
+        name: name.to_owned(),
+        peer,
+    })
+}
+
+/// The local address attempt `n` binds to, if the config asks for one.
+fn local_addr(config: &ProbeConfig, n: u64) -> Option<io::Result<SocketAddr>> {
+    if config.bind.is_none() && config.source_port.is_none() {
+        return None;
+    }
+    let ip = config.bind.unwrap_or(if config.target.is_ipv4() {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    });
+    let port = match config.source_port {
+        None => Ok(0),
+        Some(base) => u16::try_from(u64::from(base) + n).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("source port {base} + {n} is past 65535"),
+            )
+        }),
+    };
+    Some(port.map(|port| SocketAddr::new(ip, port)))
+}
+
+fn tcp_attempt(config: &ProbeConfig, local: Option<io::Result<SocketAddr>>) -> Attempt {
     let start = Instant::now();
     let mut peer = None;
     let name = (|| {
-        let mut stream = TcpStream::connect_timeout(&config.target, config.timeout)?;
+        let mut stream = match local {
+            None => TcpStream::connect_timeout(&config.target, config.timeout)?,
+            Some(local) => {
+                let stream = crate::sock::tcp_connect_from(&local?, &config.target, config.timeout)?;
+                crate::sock::set_linger_zero(stream.as_raw_fd())?;
+                stream
+            }
+        };
         peer = stream.peer_addr().ok();
         stream.set_read_timeout(Some(config.timeout))?;
         stream.set_write_timeout(Some(config.timeout))?;
@@ -171,7 +230,7 @@ fn tcp_attempt(config: &ProbeConfig) -> Attempt {
                 break;
             }
         }
-        parse_name(&buf)
+        parse_reply(&buf)
     })();
     Attempt {
         name,
@@ -189,26 +248,26 @@ fn udp_payload(config: &ProbeConfig) -> &[u8] {
     }
 }
 
-fn udp_bind_any(target: &SocketAddr) -> io::Result<UdpSocket> {
-    if target.is_ipv4() {
-        UdpSocket::bind(("0.0.0.0", 0))
-    } else {
-        UdpSocket::bind(("::", 0))
+fn udp_bind(target: &SocketAddr, local: Option<io::Result<SocketAddr>>) -> io::Result<UdpSocket> {
+    match local {
+        Some(local) => UdpSocket::bind(local?),
+        None if target.is_ipv4() => UdpSocket::bind(("0.0.0.0", 0)),
+        None => UdpSocket::bind(("::", 0)),
     }
 }
 
-fn udp_connected_attempt(config: &ProbeConfig) -> Attempt {
+fn udp_connected_attempt(config: &ProbeConfig, local: Option<io::Result<SocketAddr>>) -> Attempt {
     let start = Instant::now();
     let mut peer = None;
     let name = (|| {
-        let socket = udp_bind_any(&config.target)?;
+        let socket = udp_bind(&config.target, local)?;
         socket.connect(config.target)?;
         peer = socket.peer_addr().ok();
         socket.set_read_timeout(Some(config.timeout))?;
         socket.send(udp_payload(config))?;
         let mut buf = [0u8; 2048];
         let n = socket.recv(&mut buf)?;
-        parse_name(&buf[..n])
+        parse_reply(&buf[..n])
     })();
     Attempt {
         name,
@@ -218,17 +277,20 @@ fn udp_connected_attempt(config: &ProbeConfig) -> Attempt {
     }
 }
 
-fn udp_unconnected_attempt(config: &ProbeConfig) -> Attempt {
+fn udp_unconnected_attempt(
+    config: &ProbeConfig,
+    local: Option<io::Result<SocketAddr>>,
+) -> Attempt {
     let start = Instant::now();
     let mut reply_source = None;
     let name = (|| {
-        let socket = udp_bind_any(&config.target)?;
+        let socket = udp_bind(&config.target, local)?;
         socket.set_read_timeout(Some(config.timeout))?;
         socket.send_to(udp_payload(config), config.target)?;
         let mut buf = [0u8; 2048];
         let (n, from) = socket.recv_from(&mut buf)?;
         reply_source = Some(from);
-        parse_name(&buf[..n])
+        parse_reply(&buf[..n])
     })();
     Attempt {
         name,
@@ -268,6 +330,50 @@ mod tests {
         let mut cfg = ProbeConfig::new(s.tcp_addrs()[0], Proto::Tcp, Limit::Count(2));
         cfg.payload = b"hi\n".to_vec();
         assert_eq!(probe(&cfg).ok, 2);
+    }
+
+    #[test]
+    fn replies_with_the_peer_are_tallied_per_server() {
+        assert_eq!(
+            parse_reply(b"n1-pod-1 192.168.50.3:40000\n").unwrap(),
+            Reply {
+                name: "n1-pod-1".into(),
+                peer: Some("192.168.50.3".into())
+            }
+        );
+        assert_eq!(
+            parse_reply(b"pod [fd00::3]:5\n").unwrap().peer.as_deref(),
+            Some("fd00::3")
+        );
+        assert_eq!(parse_reply(b"pod\n").unwrap().peer, None);
+        assert!(parse_reply(b"  \n").is_err());
+
+        let s = Server::start(&ServerConfig {
+            name: "pod-e".into(),
+            tcp: vec!["127.0.0.1:0".parse().unwrap()],
+            udp: vec!["127.0.0.1:0".parse().unwrap()],
+            echo_peer: true,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        for (target, proto) in [(s.tcp_addrs()[0], Proto::Tcp), (s.udp_addrs()[0], Proto::Udp)] {
+            let mut cfg = ProbeConfig::new(target, proto, Limit::Count(3));
+            cfg.bind = Some("127.0.0.2".parse().unwrap());
+            let r = probe(&cfg);
+            assert_eq!(r.names.get("pod-e"), Some(&3), "{r:?}");
+            assert_eq!(
+                r.peers_seen_by_server["pod-e"].iter().collect::<Vec<_>>(),
+                ["127.0.0.2"]
+            );
+        }
+        // Fixed source ports: every attempt gets base + n, and TCP ones can repeat at once.
+        let free = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        for _ in 0..2 {
+            let mut cfg = ProbeConfig::new(s.tcp_addrs()[0], Proto::Tcp, Limit::Count(3));
+            cfg.source_port = Some(free.port());
+            let r = probe(&cfg);
+            assert_eq!(r.ok, 3, "{r:?}");
+        }
     }
 
     #[test]

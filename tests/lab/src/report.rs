@@ -27,7 +27,33 @@ pub struct ClientReport {
     pub peers: BTreeSet<String>,
     /// Distinct source addresses of replies (unconnected UDP).
     pub reply_sources: BTreeSet<String>,
+    /// Server name → the client addresses (IP only) that server reported seeing, from replies
+    /// of `ferrite-lab serve --echo-peer` (`NAME PEER`). Empty for plain `NAME` replies.
+    #[serde(default)]
+    pub peers_seen_by_server: BTreeMap<String, BTreeSet<String>>,
     pub elapsed_ms: u64,
+}
+
+impl ClientReport {
+    /// Every client address any server reported, across servers.
+    #[must_use]
+    pub fn all_peers_seen(&self) -> BTreeSet<&str> {
+        self.peers_seen_by_server
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Names of the servers that answered whose name starts with `prefix`.
+    #[must_use]
+    pub fn names_starting_with(&self, prefix: &str) -> BTreeSet<&str> {
+        self.names
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Percentiles of a set of durations in microseconds.
@@ -114,8 +140,29 @@ mod tests {
         r.names.insert("pod-a".into(), 2);
         r.failures.insert("ECONNREFUSED".into(), 1);
         r.peers.insert("10.96.0.10:80".into());
+        r.peers_seen_by_server
+            .entry("pod-a".into())
+            .or_default()
+            .insert("192.168.50.3".into());
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains(r#""names":{"pod-a":2}"#), "{text}");
+        assert!(
+            text.contains(r#""peers_seen_by_server":{"pod-a":["192.168.50.3"]}"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<ClientReport>(&text).unwrap(), r);
+        assert_eq!(
+            r.all_peers_seen().into_iter().collect::<Vec<_>>(),
+            ["192.168.50.3"]
+        );
+        assert_eq!(r.names_starting_with("pod").len(), 1);
+        // Reports written before the field existed still parse.
+        let old = text.replace(r#","peers_seen_by_server":{"pod-a":["192.168.50.3"]}"#, "");
+        assert!(
+            serde_json::from_str::<ClientReport>(&old)
+                .unwrap()
+                .peers_seen_by_server
+                .is_empty()
+        );
     }
 }

@@ -1,6 +1,9 @@
-//! The lab's backend server: answers every TCP connection and UDP datagram with `NAME\n`,
-//! one thread per listener, so a client can tell which backend it reached.
+//! The lab's backend server: answers every TCP connection and UDP datagram with `NAME\n`
+//! (or `NAME PEER\n` with `echo_peer`, so a client learns which address the backend saw),
+//! one thread per listener, so a client can tell which backend it reached. HTTP listeners
+//! answer every request with the same line (see [`crate::http`]).
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -32,7 +35,41 @@ pub struct ServerConfig {
     pub name: String,
     pub tcp: Vec<SocketAddr>,
     pub udp: Vec<SocketAddr>,
+    /// HTTP/1.1 listeners (keep-alive; every request gets the answer line as its body).
+    pub http: Vec<SocketAddr>,
     pub mode: TcpMode,
+    /// Answer `NAME PEER` (the client's address as this server sees it) instead of `NAME`.
+    pub echo_peer: bool,
+}
+
+/// The line a server answers with.
+#[derive(Debug)]
+pub struct Answer {
+    name: String,
+    fixed: Vec<u8>,
+    echo_peer: bool,
+}
+
+impl Answer {
+    #[must_use]
+    pub fn new(name: &str, echo_peer: bool) -> Self {
+        Self {
+            name: name.to_owned(),
+            fixed: format!("{name}\n").into_bytes(),
+            echo_peer,
+        }
+    }
+
+    /// `NAME\n`, or `NAME PEER\n` when echoing peers and the peer is known.
+    #[must_use]
+    pub fn line(&self, peer: Option<SocketAddr>) -> Cow<'_, [u8]> {
+        match peer {
+            Some(peer) if self.echo_peer => {
+                Cow::Owned(format!("{} {peer}\n", self.name).into_bytes())
+            }
+            _ => Cow::Borrowed(&self.fixed),
+        }
+    }
 }
 
 /// A listener that could not be opened.
@@ -50,6 +87,7 @@ pub struct ServeError {
 pub struct ServerStats {
     pub tcp_accepted: AtomicU64,
     pub udp_replied: AtomicU64,
+    pub http_requests: AtomicU64,
 }
 
 /// Running listener threads; dropping it stops and joins them.
@@ -60,6 +98,7 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     tcp: Vec<SocketAddr>,
     udp: Vec<SocketAddr>,
+    http: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -84,9 +123,18 @@ impl Server {
             })?;
             udp.push(socket);
         }
+        let mut http = Vec::new();
+        for addr in &config.http {
+            let listener = sock::tcp_listener(addr, BACKLOG).map_err(|source| ServeError {
+                proto: "http",
+                addr: *addr,
+                source,
+            })?;
+            http.push(listener);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ServerStats::default());
-        let reply: Arc<[u8]> = format!("{}\n", config.name).into_bytes().into();
+        let reply = Arc::new(Answer::new(&config.name, config.echo_peer));
         let bound = |a: io::Result<SocketAddr>, fallback: &SocketAddr| a.unwrap_or(*fallback);
         let tcp_addrs = tcp
             .iter()
@@ -97,6 +145,11 @@ impl Server {
             .iter()
             .zip(&config.udp)
             .map(|(s, a)| bound(s.local_addr(), a))
+            .collect();
+        let http_addrs = http
+            .iter()
+            .zip(&config.http)
+            .map(|(l, a)| bound(l.local_addr(), a))
             .collect();
         let mut threads = Vec::new();
         for listener in tcp {
@@ -112,12 +165,19 @@ impl Server {
                 udp_loop(&socket, &reply, &stop, &stats);
             }));
         }
+        for listener in http {
+            let (stop, stats, reply) = (stop.clone(), stats.clone(), reply.clone());
+            threads.push(std::thread::spawn(move || {
+                http_loop(&listener, &reply, &stop, &stats);
+            }));
+        }
         Ok(Self {
             stop,
             stats,
             threads,
             tcp: tcp_addrs,
             udp: udp_addrs,
+            http: http_addrs,
         })
     }
 
@@ -131,6 +191,12 @@ impl Server {
     #[must_use]
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp
+    }
+
+    /// Bound HTTP addresses, in config order.
+    #[must_use]
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http
     }
 
     #[must_use]
@@ -170,7 +236,7 @@ fn readable(fd: i32) -> bool {
 fn tcp_loop(
     listener: &TcpListener,
     mode: TcpMode,
-    reply: &Arc<[u8]>,
+    reply: &Arc<Answer>,
     stop: &AtomicBool,
     stats: &ServerStats,
 ) {
@@ -188,10 +254,16 @@ fn tcp_loop(
                 Ok(stream) => {
                     stats.tcp_accepted.fetch_add(1, Ordering::Relaxed);
                     match mode {
-                        TcpMode::Banner => banner(stream, reply),
+                        TcpMode::Banner => {
+                            let peer = stream.peer_addr().ok();
+                            banner(stream, &reply.line(peer));
+                        }
                         TcpMode::Request => {
                             let reply = reply.clone();
-                            std::thread::spawn(move || request(stream, &reply));
+                            std::thread::spawn(move || {
+                                let peer = stream.peer_addr().ok();
+                                request(stream, &reply.line(peer));
+                            });
                         }
                     }
                 }
@@ -261,7 +333,39 @@ fn request(mut stream: TcpStream, reply: &[u8]) {
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-fn udp_loop(socket: &UdpSocket, reply: &[u8], stop: &AtomicBool, stats: &ServerStats) {
+/// Accepts HTTP connections; each gets a thread that answers its requests until it closes.
+fn http_loop(listener: &TcpListener, reply: &Arc<Answer>, stop: &Arc<AtomicBool>, stats: &Arc<ServerStats>) {
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        if !readable(listener.as_raw_fd()) {
+            continue;
+        }
+        loop {
+            match accept_nonblocking(listener) {
+                Ok(stream) => {
+                    stats.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+                    let (reply, stop, stats) = (reply.clone(), stop.clone(), stats.clone());
+                    std::thread::spawn(move || {
+                        crate::http::serve_connection(stream, &reply, &stop, &stats);
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EMFILE)
+                        || e.raw_os_error() == Some(libc::ENFILE) =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn udp_loop(socket: &UdpSocket, reply: &Answer, stop: &AtomicBool, stats: &ServerStats) {
     if socket.set_nonblocking(true).is_err() {
         return;
     }
@@ -273,7 +377,8 @@ fn udp_loop(socket: &UdpSocket, reply: &[u8], stop: &AtomicBool, stats: &ServerS
         loop {
             match sock::recv_datagram(socket, &mut buf) {
                 Ok(d) => {
-                    if sock::send_datagram(socket, reply, &d.from, d.to, d.ifindex).is_ok() {
+                    let line = reply.line(Some(d.from));
+                    if sock::send_datagram(socket, &line, &d.from, d.to, d.ifindex).is_ok() {
                         stats.udp_replied.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -290,6 +290,57 @@ pub fn send_datagram(
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// A TCP connection to `remote` from `local` (`SO_REUSEADDR`, so a fixed source port can be
+/// used again at once), giving up after `timeout`.
+pub fn tcp_connect_from(
+    local: &SocketAddr,
+    remote: &SocketAddr,
+    timeout: Duration,
+) -> io::Result<std::net::TcpStream> {
+    let fd = new_socket(remote, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)?;
+    setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32)?;
+    bind(&fd, local)?;
+    let (storage, len) = to_sockaddr(remote);
+    // SAFETY: storage holds a valid sockaddr of `len` bytes.
+    let ret = unsafe { libc::connect(fd.as_raw_fd(), std::ptr::from_ref(&storage).cast(), len) };
+    if ret != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(err);
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let ready = cvt(unsafe { libc::poll(&raw mut pfd, 1, ms) })?;
+        if ready == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+        }
+        let mut so_error: libc::c_int = 0;
+        let mut optlen =
+            libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("fits socklen_t");
+        // SAFETY: so_error and optlen are live and sized for SO_ERROR.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                std::ptr::from_mut(&mut so_error).cast(),
+                &raw mut optlen,
+            )
+        })?;
+        if so_error != 0 {
+            return Err(io::Error::from_raw_os_error(so_error));
+        }
+    }
+    let stream = std::net::TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 /// A connect target with its `sockaddr` prepared once, for tight connect loops.
 #[derive(Clone, Copy)]
 pub struct ConnectTarget {
@@ -403,6 +454,35 @@ mod tests {
         let err = ConnectTarget::new(closed)
             .connect_and_reset(Duration::from_secs(1))
             .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+
+    #[test]
+    fn connect_from_a_fixed_source_port_twice() {
+        let listener = tcp_listener(&"127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let remote = listener.local_addr().unwrap();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = free.local_addr().unwrap();
+        drop(free);
+        for _ in 0..2 {
+            let stream = tcp_connect_from(&local, &remote, Duration::from_secs(1)).unwrap();
+            assert_eq!(stream.local_addr().unwrap(), local);
+            let (peer, _) = listener.accept().unwrap();
+            // An RST close leaves no TIME_WAIT, so the same 4-tuple can connect again.
+            set_linger_zero(stream.as_raw_fd()).unwrap();
+            drop(stream);
+            drop(peer);
+        }
+        let closed = {
+            let l = tcp_listener(&"127.0.0.1:0".parse().unwrap(), 1).unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = tcp_connect_from(
+            &"127.0.0.1:0".parse().unwrap(),
+            &closed,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
     }
 }

@@ -1,0 +1,363 @@
+//! North-south load balancing on TC: external frontends (LoadBalancer IPs, externalIPs,
+//! NodePorts) → Maglev-chosen backend, with connection tracking, SNAT to the node address for
+//! remote backends and the reverse translation of replies.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+    },
+    helpers::{
+        bpf_get_prandom_u32,
+        generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    },
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use ferrite_abi::{
+    CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, EXT_FLAG_CLIENT_AFFINITY,
+    EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue, FAMILY_V4, FAMILY_V6,
+    PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData, SvcKey,
+};
+
+use crate::maps::{BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, SOURCE_RANGES};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// Maglev table size; userspace overrides it at load (`--maglev-table-size`).
+#[unsafe(no_mangle)]
+static MAGLEV_M: u32 = ferrite_abi::MAGLEV_DEFAULT_M;
+
+/// A parsed IPv4/IPv6 TCP/UDP packet: its tuple and where its fields live.
+pub struct Packet {
+    pub key: CtKey,
+    l4_off: usize,
+    csum_off: usize,
+    tcp_flags: u8,
+}
+
+/// Parses the headers; `None` (pass untouched) for anything that is not a well-formed first
+/// fragment of TCP or UDP over IPv4/IPv6. Every read is bounds-checked by the helper.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Option<Packet> {
+    let proto_be: u16 = ctx.load(12).ok()?;
+    let mut key = CtKey::default();
+    let l4_off;
+    match u16::from_be(proto_be) {
+        ETH_P_IP => {
+            let vihl: u8 = ctx.load(ETH_HLEN).ok()?;
+            if vihl >> 4 != 4 {
+                return None;
+            }
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            if ihl < 20 {
+                return None;
+            }
+            let frag: u16 = ctx.load(ETH_HLEN + 6).ok()?;
+            // More-fragments or a non-zero offset: no (whole) L4 header to translate.
+            if u16::from_be(frag) & 0x3fff != 0 {
+                return None;
+            }
+            key.proto = ctx.load(ETH_HLEN + 9).ok()?;
+            key.saddr[0] = ctx.load(ETH_HLEN + 12).ok()?;
+            key.daddr[0] = ctx.load(ETH_HLEN + 16).ok()?;
+            key.family = FAMILY_V4;
+            l4_off = ETH_HLEN + ihl;
+        }
+        ETH_P_IPV6 => {
+            key.proto = ctx.load(ETH_HLEN + 6).ok()?;
+            key.saddr = ctx.load(ETH_HLEN + 8).ok()?;
+            key.daddr = ctx.load(ETH_HLEN + 24).ok()?;
+            key.family = FAMILY_V6;
+            l4_off = ETH_HLEN + 40;
+        }
+        _ => return None,
+    }
+    let (csum_off, tcp_flags) = match key.proto {
+        PROTO_TCP => (l4_off + 16, ctx.load::<u8>(l4_off + 13).ok()?),
+        PROTO_UDP => (l4_off + 6, 0),
+        _ => return None,
+    };
+    // The checksum field must be inside the packet too (a truncated L4 header is passed).
+    let _: u16 = ctx.load(csum_off).ok()?;
+    key.sport = ctx.load(l4_off).ok()?;
+    key.dport = ctx.load(l4_off + 2).ok()?;
+    if key.sport == 0 || key.dport == 0 {
+        return None;
+    }
+    Some(Packet { key, l4_off, csum_off, tcp_flags })
+}
+
+#[inline(always)]
+fn l4_flags(p: &Packet) -> u64 {
+    let mangled = if p.key.proto == PROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 };
+    u64::from(BPF_F_PSEUDO_HDR) | mangled | 4
+}
+
+/// Rewrites one address (source when `src`) and fixes the L3 and L4 checksums.
+#[inline(always)]
+fn set_addr(ctx: &mut TcContext, p: &Packet, src: bool, old: &[u32; 4], new: &[u32; 4]) -> Option<()> {
+    if p.key.family == FAMILY_V4 {
+        let off = ETH_HLEN + if src { 12 } else { 16 };
+        ctx.store(off, &new[0], 0).ok()?;
+        ctx.l3_csum_replace(ETH_HLEN + 10, u64::from(old[0]), u64::from(new[0]), 4).ok()?;
+        ctx.l4_csum_replace(p.csum_off, u64::from(old[0]), u64::from(new[0]), l4_flags(p)).ok()?;
+    } else {
+        let off = ETH_HLEN + if src { 8 } else { 24 };
+        ctx.store(off, new, 0).ok()?;
+        for i in 0..4 {
+            ctx.l4_csum_replace(p.csum_off, u64::from(old[i]), u64::from(new[i]), l4_flags(p)).ok()?;
+        }
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn set_port(ctx: &mut TcContext, p: &Packet, src: bool, old: u16, new: u16) -> Option<()> {
+    let off = p.l4_off + if src { 0 } else { 2 };
+    ctx.store(off, &new, 0).ok()?;
+    let mangled = if p.key.proto == PROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 };
+    ctx.l4_csum_replace(p.csum_off, u64::from(old), u64::from(new), mangled | 2).ok()?;
+    Some(())
+}
+
+/// Applies a conntrack rewrite to the packet.
+#[inline(always)]
+pub fn rewrite(ctx: &mut TcContext, p: &Packet, ct: &CtValue) -> Option<()> {
+    if ct.flags & CT_REWRITE_SRC != 0 {
+        set_addr(ctx, p, true, &p.key.saddr, &ct.new_saddr)?;
+        set_port(ctx, p, true, p.key.sport, ct.new_sport)?;
+    }
+    if ct.flags & CT_REWRITE_DST != 0 {
+        set_addr(ctx, p, false, &p.key.daddr, &ct.new_daddr)?;
+        set_port(ctx, p, false, p.key.dport, ct.new_dport)?;
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the skb context.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// FIB lookup for `daddr` from `saddr` as if forwarded from the receiving device.
+#[inline(always)]
+fn fib(ctx: &TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> (i64, bpf_fib_lookup) {
+    // SAFETY: an all-zero bpf_fib_lookup is valid input.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.ifindex = ifindex(ctx);
+    if family == FAMILY_V4 {
+        params.family = AF_INET;
+        params.__bindgen_anon_3.ipv4_src = saddr[0];
+        params.__bindgen_anon_4.ipv4_dst = daddr[0];
+    } else {
+        params.family = AF_INET6;
+        params.__bindgen_anon_3.ipv6_src = *saddr;
+        params.__bindgen_anon_4.ipv6_dst = *daddr;
+    }
+    // SAFETY: params is a valid, writable bpf_fib_lookup of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            &raw mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    (rc, params)
+}
+
+/// Sends the (rewritten) packet straight out of the device the FIB picks; falls back to the
+/// stack when the FIB cannot say.
+#[inline(always)]
+pub fn forward(ctx: &mut TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> i32 {
+    let (rc, params) = fib(ctx, family, saddr, daddr);
+    if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        if ctx.store(0, &params.dmac, 0).is_err() || ctx.store(6, &params.smac, 0).is_err() {
+            return TC_ACT_SHOT as i32;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(params.ifindex, 0) } as i32;
+    }
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        // SAFETY: NULL params lets the kernel resolve the neighbour itself.
+        return unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    }
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+fn flow_hash(k: &CtKey, client_only: bool) -> u32 {
+    let mut h: u32 = 0x9e37_79b9;
+    for i in 0..4 {
+        h = (h ^ k.saddr[i]).wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+    }
+    if !client_only {
+        h = (h ^ u32::from(k.sport) ^ (u32::from(k.dport) << 16)).wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        h = (h ^ k.daddr[0] ^ k.daddr[3] ^ u32::from(k.proto)).wrapping_mul(0x27d4_eb2d);
+        h ^= h >> 15;
+    }
+    h
+}
+
+/// The frontend a packet is addressed to: exact (LB IP, externalIP) or a NodePort on one of the
+/// receiving device's addresses.
+#[inline(always)]
+fn frontend(ctx: &TcContext, k: &CtKey) -> Option<&'static ExtSvcValue> {
+    let key = SvcKey { addr: k.daddr, port: k.dport, proto: k.proto, family: k.family };
+    // SAFETY: lookups in hash maps of plain structs.
+    if let Some(v) = unsafe { EXTERNAL.get(&key) } {
+        return Some(v);
+    }
+    let dev = unsafe { DEVICES.get(&ifindex(ctx)) }?;
+    let mine = if k.family == FAMILY_V4 { dev.v4 == k.daddr[0] } else { dev.v6 == k.daddr };
+    if !mine {
+        return None;
+    }
+    let any = SvcKey { addr: [0; 4], port: k.dport, proto: k.proto, family: k.family };
+    unsafe { EXTERNAL.get(&any) }
+}
+
+#[inline(always)]
+fn source_allowed(svc: &ExtSvcValue, k: &CtKey) -> bool {
+    if svc.flags & EXT_FLAG_SOURCE_RANGES == 0 {
+        return true;
+    }
+    let bits = if k.family == FAMILY_V4 { 32 } else { 128 };
+    let key = Key::new(
+        SRC_RANGE_PREFIX_BITS + bits,
+        SrcRangeData { ext_id: svc.ext_id, family: u32::from(k.family), addr: k.saddr },
+    );
+    SOURCE_RANGES.get(&key).is_some()
+}
+
+/// What happened to a packet addressed to a frontend.
+pub enum Outcome {
+    /// Not ours: pass it to the stack untouched.
+    Pass,
+    Drop,
+    /// Translated: send it on with [`forward`].
+    Forward(CtValue),
+}
+
+/// Ingress: an established flow (either direction) or a new connection to a frontend.
+#[inline(always)]
+pub fn ingress(ctx: &mut TcContext, p: &Packet) -> Outcome {
+    // SAFETY: lookup in an LRU hash of plain structs.
+    if let Some(ct) = unsafe { CONNTRACK.get(&p.key) } {
+        let ct = *ct;
+        return match rewrite(ctx, p, &ct) {
+            Some(()) => Outcome::Forward(ct),
+            None => Outcome::Drop,
+        };
+    }
+    let Some(svc) = frontend(ctx, &p.key) else { return Outcome::Pass };
+    if !source_allowed(svc, &p.key) || svc.count == 0 {
+        return Outcome::Drop;
+    }
+    // Only a SYN opens a TCP flow; anything else without state is invalid (as conntrack would say).
+    if p.key.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
+        return Outcome::Drop;
+    }
+    match new_flow(ctx, p, svc) {
+        Some(ct) => Outcome::Forward(ct),
+        None => Outcome::Drop,
+    }
+}
+
+#[inline(always)]
+fn new_flow(ctx: &mut TcContext, p: &Packet, svc: &ExtSvcValue) -> Option<CtValue> {
+    // SAFETY: reading a global the loader may have overridden.
+    let m = unsafe { core::ptr::read_volatile(&raw const MAGLEV_M) };
+    let h = if svc.flags & EXT_FLAG_RANDOM != 0 {
+        // SAFETY: plain helper call.
+        unsafe { bpf_get_prandom_u32() }
+    } else {
+        flow_hash(&p.key, svc.flags & EXT_FLAG_CLIENT_AFFINITY != 0)
+    };
+    let idx = svc.ext_id.checked_mul(m)?.checked_add(h.checked_rem(m)?)?;
+    let backend_id = *MAGLEV.get(idx)?;
+    // SAFETY: lookup in a hash map of plain structs.
+    let backend = unsafe { BACKENDS.get(&backend_id) }?;
+    let k = &p.key;
+
+    // Remote backend (the FIB sends it back out of this device) and not ETP=Local: SNAT to the
+    // device's address so the reply comes back here.
+    let snat = svc.flags & EXT_FLAG_LOCAL == 0 && {
+        let (rc, params) = fib(ctx, k.family, &k.saddr, &backend.addr);
+        (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
+            && params.ifindex == ifindex(ctx)
+    };
+    let mut fwd = CtValue {
+        new_saddr: k.saddr,
+        new_daddr: backend.addr,
+        new_sport: k.sport,
+        new_dport: backend.port,
+        flags: CT_REWRITE_DST,
+    };
+    let mut rev_key = CtKey {
+        saddr: backend.addr,
+        daddr: k.saddr,
+        sport: backend.port,
+        dport: k.sport,
+        proto: k.proto,
+        family: k.family,
+        _pad: [0; 2],
+    };
+    let mut rev = CtValue {
+        new_saddr: k.daddr,
+        new_daddr: k.saddr,
+        new_sport: k.dport,
+        new_dport: k.sport,
+        flags: CT_REWRITE_SRC | CT_REPLY,
+    };
+    if snat {
+        // SAFETY: lookup in a hash map of plain structs.
+        let dev = unsafe { DEVICES.get(&ifindex(ctx)) }?;
+        let node = if k.family == FAMILY_V4 { [dev.v4, 0, 0, 0] } else { dev.v6 };
+        let span = u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1;
+        let base = flow_hash(k, false);
+        let mut chosen = None;
+        for i in 0..8u32 {
+            let port = SNAT_PORT_MIN + (base.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
+            rev_key.daddr = node;
+            rev_key.dport = port.to_be();
+            rev.flags = CT_REWRITE_SRC | CT_REWRITE_DST | CT_REPLY;
+            if CONNTRACK.insert(&rev_key, &rev, u64::from(BPF_NOEXIST)).is_ok() {
+                chosen = Some(port.to_be());
+                break;
+            }
+        }
+        let port = chosen?;
+        fwd.new_saddr = node;
+        fwd.new_sport = port;
+        fwd.flags |= CT_REWRITE_SRC;
+    } else {
+        CONNTRACK.insert(&rev_key, &rev, 0).ok()?;
+    }
+    CONNTRACK.insert(k, &fwd, 0).ok()?;
+    rewrite(ctx, p, &fwd)?;
+    Some(fwd)
+}
+
+/// Egress: replies of local backends leave with the frontend's address.
+#[inline(always)]
+pub fn egress(ctx: &mut TcContext, p: &Packet) -> i32 {
+    // SAFETY: lookup in an LRU hash of plain structs.
+    if let Some(ct) = unsafe { CONNTRACK.get(&p.key) } {
+        let ct = *ct;
+        if ct.flags & CT_REPLY != 0 && rewrite(ctx, p, &ct).is_none() {
+            return TC_ACT_SHOT as i32;
+        }
+    }
+    TC_ACT_OK as i32
+}

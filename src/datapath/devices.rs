@@ -1,0 +1,83 @@
+//! The node's external devices: ifindex and addresses (SNAT source, NodePort addresses).
+
+use std::ffi::{CStr, CString};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::DatapathError;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    pub ifindex: u32,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// Looks `name` up: its ifindex and first global IPv4/IPv6 addresses.
+pub fn device(name: &str) -> Result<Device, DatapathError> {
+    let c = CString::new(name).map_err(|e| {
+        DatapathError::io("looking up device", name, std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
+    // SAFETY: valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if ifindex == 0 {
+        return Err(DatapathError::io("looking up device", name, std::io::Error::last_os_error()));
+    }
+    let (mut v4, mut v6) = (None, None);
+    for (ifname, ip) in addresses().map_err(|e| DatapathError::io("getifaddrs for", name, e))? {
+        if ifname != name {
+            continue;
+        }
+        match ip {
+            IpAddr::V4(a) if v4.is_none() && !a.is_loopback() => v4 = Some(a),
+            IpAddr::V6(a) if v6.is_none() && !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 => {
+                v6 = Some(a);
+            }
+            _ => {}
+        }
+    }
+    Ok(Device { name: name.to_string(), ifindex, v4, v6 })
+}
+
+/// Every (interface, address) pair of this network namespace.
+fn addresses() -> std::io::Result<Vec<(String, IpAddr)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below.
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_name is a NUL-terminated string; ifa_addr points at a sockaddr of the
+            // family it declares.
+            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                out.push((name, IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()))));
+            } else if family == libc::AF_INET6 {
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                out.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_is_found_and_unknown_devices_fail() {
+        let lo = super::device("lo").expect("lo exists");
+        assert!(lo.ifindex > 0);
+        assert!(lo.v4.is_none(), "loopback addresses are never used for SNAT");
+        assert!(super::device("no-such-dev0").is_err());
+    }
+}

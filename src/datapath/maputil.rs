@@ -1,0 +1,27 @@
+//! Small helpers shared by the map writers.
+
+use aya::maps::MapError;
+
+use super::DatapathError;
+
+pub fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source: Box::new(source) }
+}
+
+/// Takes map `name` out of the loaded object as the typed handle `T`.
+pub fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<T, DatapathError> {
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap { name })?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+/// A delete of a key that is already gone is success (idempotent apply).
+pub fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
