@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod cni;
 mod datapath;
+mod l2;
 mod lb;
 mod lbipam;
 mod model;

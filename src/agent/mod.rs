@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use crate::api::{self, ApiState, DatapathStatus, SourceErrorView, Status};
 use crate::datapath::{DatapathConfig, DatapathError, HostConfig, HostLb, SockLb};
+use crate::lbipam::{IpamState, Store};
 use crate::model::Snapshot;
 use crate::source::{SourceSpec, dir::DirSource};
 
@@ -30,6 +31,10 @@ pub struct AgentConfig {
     pub north_south: Option<NorthSouth>,
     /// Where to install the CNI plugin and its conflist once the datapath is ready.
     pub cni: Option<crate::cni::install::InstallConfig>,
+    /// `--state-dir`: node state (LB IPAM allocations of the `dir:` source).
+    pub state_dir: PathBuf,
+    /// Rate limit of the Kubernetes API client (`--k8s-qps`, `--k8s-burst`).
+    pub k8s_client: crate::source::kube::ClientOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -46,8 +51,8 @@ pub enum AgentError {
     Api(#[from] api::ApiError),
     #[error("reading the current content of the pinned maps: {0}")]
     ReadBack(DatapathError),
-    #[error("source {0} is not supported yet by this build")]
-    UnsupportedSource(String),
+    #[error("kube source: {0}")]
+    Kube(#[from] crate::source::kube::KubeError),
     #[error("installing the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -79,6 +84,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         },
         services: Vec::new(),
         source_errors: None,
+        pools: api::PoolsView::default(),
     }));
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -92,7 +98,19 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             tokio::spawn(source.run(tx, DIR_POLL));
             errors
         }
-        other @ SourceSpec::Kube => return Err(AgentError::UnsupportedSource(other.to_string())),
+        SourceSpec::Kube => {
+            let source = crate::source::kube::KubeSource::connect(crate::source::kube::KubeOptions {
+                node_name: cfg.node_name.clone(),
+                client: cfg.k8s_client,
+                lease_namespace: None,
+                lease_timing: crate::source::kube::lease::LeaseTiming::default(),
+            })
+            .await?;
+            info!(origin = %source.origin(), "kube source connected");
+            let errors = source.error_handle();
+            tokio::spawn(source.run(tx));
+            errors
+        }
     };
 
     let api_path = cfg.api_socket.clone();
@@ -127,7 +145,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         None => None,
     };
-    let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone());
+    // With the `dir:` source the allocations persist in the state dir; with the Kubernetes source
+    // they live in services' status (adopted from there).
+    let lbipam = match &cfg.source {
+        SourceSpec::Dir(_) => IpamState::persistent(Store::new(&cfg.state_dir)),
+        SourceSpec::Kube => IpamState::in_memory(),
+    };
+    let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
+        .with_lbipam(lbipam);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
     loop {

@@ -1,19 +1,20 @@
 //! One reconcile: snapshot → frontends (socket and north-south) → plans against the mirrored
 //! map state → writes, in an order that never exposes a half-written service.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info};
 
 use super::health::{self, HealthServer};
-use crate::api::{ApplyReport, ServiceView, SharedState};
+use crate::api::{ApplyReport, PoolsView, ServiceView, SharedState};
+use crate::lbipam::{self, IpamState};
 use crate::datapath::{DatapathError, HostLb, SockLb};
 use crate::lb::ext_plan::{ExtState, ext_plan};
 use crate::lb::external::{ExtFrontend, NodeView, external_frontends};
 use crate::lb::{self, Frontend, LbState};
-use crate::model::{ServiceName, ServiceType, Snapshot};
+use crate::model::Snapshot;
 
 /// The north-south half, present with `--devices`.
 pub struct HostPart {
@@ -32,16 +33,8 @@ pub struct Reconciler {
     node_name: String,
     shared: SharedState,
     generation: u64,
-}
-
-/// LoadBalancer addresses to serve: those already in each service's status.
-fn lb_addresses(snapshot: &Snapshot) -> BTreeMap<ServiceName, Vec<IpAddr>> {
-    snapshot
-        .services
-        .values()
-        .filter(|s| s.service_type == ServiceType::LoadBalancer && !s.status_ingress.is_empty())
-        .map(|s| (s.name.clone(), s.status_ingress.clone()))
-        .collect()
+    /// LB IPAM: allocates LoadBalancer addresses on every reconcile.
+    lbipam: IpamState,
 }
 
 impl Reconciler {
@@ -52,7 +45,14 @@ impl Reconciler {
         host: Option<HostPart>,
         node_name: String,
     ) -> Self {
-        Self { sock, state, host, node_name, shared, generation: 0 }
+        Self { sock, state, host, node_name, shared, generation: 0, lbipam: IpamState::in_memory() }
+    }
+
+    /// Uses `lbipam` (e.g. one persisted in the state dir) instead of in-memory state.
+    #[must_use]
+    pub fn with_lbipam(mut self, lbipam: IpamState) -> Self {
+        self.lbipam = lbipam;
+        self
     }
 
     fn write(
@@ -77,7 +77,7 @@ impl Reconciler {
 
     pub fn reconcile(&mut self, snapshot: &Snapshot) {
         let started = Instant::now();
-        let lb_ips = lb_addresses(snapshot);
+        let lb_ips = lbipam::lb_ips(self.lbipam.reconcile(snapshot));
         let frontends = lb::frontends_with(snapshot, &lb_ips);
         let external = match &mut self.host {
             Some(host) => {
@@ -122,6 +122,7 @@ impl Reconciler {
         let mut guard = self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.status.last_apply = Some(report);
         guard.services = views;
+        guard.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
     }
 }
 

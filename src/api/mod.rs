@@ -2,9 +2,11 @@
 //! its model and applied state into [`ApiState`]; the CLI reads them with [`client`].
 
 pub mod client;
+mod pools;
 mod server;
 mod types;
 
+pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve};
 pub use types::{ApplyReport, DatapathStatus, ServiceView, SourceErrorView, Status};
 
@@ -20,6 +22,8 @@ pub struct ApiState {
     pub status: Status,
     pub services: Vec<ServiceView>,
     pub source_errors: Option<SourceErrorsFn>,
+    /// LB IPAM: pools and LoadBalancer services (`/v1/pools`).
+    pub pools: PoolsView,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -88,6 +88,7 @@ fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/v1/status" => json(StatusCode::OK, &guard.current_status()),
         "/v1/services" => json(StatusCode::OK, &guard.services),
+        "/v1/pools" => json(StatusCode::OK, &guard.pools),
         "/healthz" => {
             let ready = guard.status.datapath.ready;
             let code = if ready {

@@ -58,6 +58,12 @@ pub struct AgentCmd {
     /// remove every pinned map and link under --bpf-root, then exit
     #[argh(switch)]
     pub cleanup: bool,
+    /// kubernetes API requests per second (client-side rate limit; 0 = unlimited)
+    #[argh(option, default = "50.0")]
+    pub k8s_qps: f32,
+    /// kubernetes API requests allowed in a burst above --k8s-qps
+    #[argh(option, default = "100")]
+    pub k8s_burst: u32,
 }
 
 fn hostname() -> String {
@@ -97,7 +103,6 @@ pub fn run(cmd: AgentCmd) -> i32 {
             return 2;
         }
     };
-    let _ = &cmd.state_dir;
     let cni = match crate::cni::install::InstallConfig::for_agent(
         crate::cni::install::AgentCniOptions {
             kube_mode: matches!(cmd.source, SourceSpec::Kube),
@@ -122,6 +127,8 @@ pub fn run(cmd: AgentCmd) -> i32 {
         datapath,
         cni,
         north_south,
+        state_dir: cmd.state_dir,
+        k8s_client: crate::source::kube::ClientOptions { qps: cmd.k8s_qps, burst: cmd.k8s_burst },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,9 @@
 
 mod agent;
 mod cni;
+mod manifests;
 mod output;
+mod pools;
 mod query;
 
 use std::path::PathBuf;
@@ -25,7 +27,9 @@ pub enum Command {
     Agent(agent::AgentCmd),
     Status(query::StatusCmd),
     Services(query::ServicesCmd),
+    Pools(pools::PoolsCmd),
     Cni(cni::CniCmd),
+    Manifests(manifests::ManifestsCmd),
 }
 
 /// Print the version.
@@ -59,6 +63,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Agent(a) => agent::run(a),
         Command::Status(s) => query::status(&s),
         Command::Services(s) => query::services(&s),
+        Command::Pools(p) => pools::run(&p),
         Command::Cni(c) => cni::run(c),
+        Command::Manifests(m) => manifests::run(&m),
     }
 }

@@ -31,7 +31,7 @@ pub struct ServicesCmd {
     pub api_socket: PathBuf,
 }
 
-fn fetch<T: serde::de::DeserializeOwned>(
+pub(super) fn fetch<T: serde::de::DeserializeOwned>(
     socket: &std::path::Path,
     route: &str,
 ) -> Result<T, String> {
@@ -43,7 +43,7 @@ fn fetch<T: serde::de::DeserializeOwned>(
         .map_err(|e| e.to_string())
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> i32 {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) -> i32 {
     match serde_json::to_string_pretty(v) {
         Ok(s) => {
             println!("{s}");

@@ -39,6 +39,42 @@ pub fn device(name: &str) -> Result<Device, DatapathError> {
     Ok(Device { name: name.to_string(), ifindex, v4, v6 })
 }
 
+/// The interface's hardware address (SIOCGIFHWADDR works in the caller's network namespace,
+/// unlike /sys/class/net, which shows the namespace sysfs was mounted in).
+pub fn mac_address(name: &str) -> Result<[u8; 6], DatapathError> {
+    let err = |e| DatapathError::io("reading the MAC address of", name, e);
+    // SAFETY: a plain socket used only for the ioctl; closed by OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a new socket we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; the name is copied with a NUL terminator.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "name too long")));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
+    let rc = unsafe {
+        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCGIFHWADDR, &raw mut req)
+    };
+    if rc != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the union member the ioctl filled.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
 /// Every (interface, address) pair of this network namespace.
 fn addresses() -> std::io::Result<Vec<(String, IpAddr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -7,6 +7,7 @@ mod devices;
 mod error;
 mod extmaps;
 mod host;
+mod l2;
 mod lbmaps;
 mod link;
 mod maputil;
@@ -15,7 +16,9 @@ mod sock;
 pub use bpffs::{cgroup2_root, ensure_bpffs};
 pub use error::DatapathError;
 pub use extmaps::ExtMaps;
+pub use devices::{Device, device, mac_address};
 pub use host::{HostConfig, HostLb};
+pub use l2::L2Responder;
 pub use lbmaps::LbMaps;
 pub use sock::{SockLb, cleanup};
 
@@ -46,6 +49,10 @@ impl DatapathConfig {
 /// The compiled eBPF object of the host-device (TC) attach point.
 pub(crate) static HOST_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-host"));
+
+/// The compiled eBPF object of the L2 responder attach point.
+pub(crate) static L2_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-l2"));
 
 /// The compiled eBPF object of the socket-layer attach point.
 pub(crate) static SOCK_OBJECT: &[u8] =

@@ -1,8 +1,6 @@
 //! Conversions between std addresses and the ABI's kernel-order words.
 
-use std::net::{IpAddr, SocketAddr};
-#[cfg(test)]
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ferrite_abi::{Backend, FAMILY_V4, FAMILY_V6};
 
@@ -19,7 +17,6 @@ pub fn ip_words(ip: IpAddr) -> ([u32; 4], u8) {
 }
 
 /// The inverse of [`ip_words`]; `None` for an unknown family tag.
-#[cfg(test)]
 pub fn words_ip(words: [u32; 4], family: u8) -> Option<IpAddr> {
     match family {
         FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))),

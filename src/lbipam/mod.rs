@@ -37,10 +37,11 @@ mod tests;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-pub use allocate::{Allocation, allocate};
-pub use request::{IPS_ANNOTATIONS, LB_CLASS, SHARING_ANNOTATIONS, handles};
+pub use allocate::Allocation;
+#[cfg(test)]
+pub use allocate::allocate;
 pub use state::IpamState;
-pub use store::{Store, StoreError};
+pub use store::Store;
 
 use crate::model::ServiceName;
 

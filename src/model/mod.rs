@@ -14,9 +14,9 @@ pub use node::Node;
 pub use policy::{NetworkPolicy, PolicyPeer, PolicyPort, PolicyPortNumber, PolicyRule};
 
 pub use pool::{
-    AllocatedIp, BlockError, Condition, ConditionStatus, IpBlock, IpFamily, IpPool, IpamReason,
-    LabelRequirement, LabelSelector, PoolProblem, PoolStatus, SelectorError, SelectorOperator,
-    ServiceIpamStatus,
+    AllocatedIp, Condition, ConditionStatus, IpBlock, IpFamily, IpPool, IpamReason,
+    LabelRequirement, LabelSelector, POOL_IPS_AVAILABLE, POOL_IPS_TOTAL, POOL_IPS_USED,
+    PoolProblem, PoolStatus, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, ServiceIpamStatus,
 };
 pub use service::{
     Endpoint, EndpointPort, EndpointSlice, IpFamilyPolicy, Protocol, Service, ServiceName,

@@ -55,6 +55,11 @@ pub struct ErrorHandle {
 }
 
 impl ErrorHandle {
+    /// A handle on another source's errors (the `kube` source reports in the same shape).
+    pub(super) fn from_receiver(rx: watch::Receiver<Vec<FileError>>) -> Self {
+        Self { rx }
+    }
+
     /// The errors as of the latest scan (empty when all is well).
     pub fn current(&self) -> Vec<FileError> {
         self.rx.borrow().clone()

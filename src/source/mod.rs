@@ -1,12 +1,13 @@
 //! Sources of desired state: they turn the outside world into a [`crate::model::Snapshot`].
 //!
 //! - [`dir`]: a folder of standard Kubernetes YAML/JSON, watched by polling.
-//! - `kube` (later): watchers on the Kubernetes API.
+//! - [`kube`]: watchers on the Kubernetes API, status writes and leader election.
 //!
 //! Kubernetes types never leave this module: the manifest decoders in `objects` are private and
 //! produce only `model` types.
 
 pub mod dir;
+pub mod kube;
 mod manifest;
 mod merge;
 mod objects;

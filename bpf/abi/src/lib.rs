@@ -6,7 +6,10 @@
 //! IPv6 as four such words, ports as network-order `u16`.
 #![no_std]
 
+mod l2;
 mod nat;
+
+pub use l2::{L2Key, L2Value};
 mod sock;
 
 pub use nat::{
@@ -34,6 +37,7 @@ pub mod map_names {
     pub const CONNTRACK: &str = "fe_ct_v1";
     pub const DEVICES: &str = "fe_dev_v1";
     pub const SOURCE_RANGES: &str = "fe_srcrng_v1";
+    pub const L2_ADDRS: &str = "fe_l2addr_v1";
 }
 
 /// Capacity of each map (entries).
@@ -49,6 +53,7 @@ pub mod map_sizes {
     pub const CONNTRACK: u32 = 262_144;
     pub const DEVICES: u32 = 64;
     pub const SOURCE_RANGES: u32 = 16_384;
+    pub const L2_ADDRS: u32 = 4_096;
 }
 
 /// Default Maglev table size (a prime, as Cilium's default); `--maglev-table-size` changes it.

@@ -48,3 +48,10 @@ pub static DEVICES: HashMap<u32, DevInfo> = HashMap::pinned(map_sizes::DEVICES, 
 /// BPF_F_NO_PREALLOC is mandatory for LPM tries.
 #[map(name = "fe_srcrng_v1")]
 pub static SOURCE_RANGES: LpmTrie<SrcRangeData, u8> = LpmTrie::pinned(map_sizes::SOURCE_RANGES, 1);
+
+// ---- L2 announcements ----
+
+use ferrite_abi::{L2Key, L2Value};
+
+#[map(name = "fe_l2addr_v1")]
+pub static L2_ADDRS: HashMap<L2Key, L2Value> = HashMap::pinned(map_sizes::L2_ADDRS, 0);

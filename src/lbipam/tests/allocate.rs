@@ -52,7 +52,7 @@ fn ranges_and_v6_blocks_work() {
 fn every_request_annotation_and_load_balancer_ip_is_honoured() {
     let pools = [pool("lan", &["10.0.0.0/24"])];
     let mut services = Vec::new();
-    for (i, key) in crate::lbipam::IPS_ANNOTATIONS.iter().enumerate() {
+    for (i, key) in crate::lbipam::request::IPS_ANNOTATIONS.iter().enumerate() {
         services.push(with_annotation(lb(&format!("s{i}")), key, &format!("10.0.0.{}", 100 + i)));
     }
     let mut spec = lb("spec");

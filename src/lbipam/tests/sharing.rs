@@ -1,7 +1,7 @@
 //! Address sharing: sharing keys (ferrite's, Cilium's, MetalLB's), ports and traffic policy.
 
 use super::{ips_of, lb, message_of, pool, port, reason_of, run, with_annotation};
-use crate::lbipam::SHARING_ANNOTATIONS;
+use crate::lbipam::request::SHARING_ANNOTATIONS;
 use crate::model::{IpamReason, Protocol, Service, TrafficPolicy};
 
 fn keyed(name: &str, key: &str, protocol: Protocol, number: u16) -> Service {

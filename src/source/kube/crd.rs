@@ -39,7 +39,8 @@ pub struct LoadBalancerIPPoolSpec {
     pub service_selector: Option<LabelSelector>,
     /// `Yes`: the network and broadcast addresses of CIDR blocks may be handed out.
     #[serde(rename = "allowFirstLastIPs", default, skip_serializing_if = "Option::is_none")]
-    pub allow_first_last_ips: Option<YesNo>,
+    #[schemars(extend("enum" = ["Yes", "No"]))]
+    pub allow_first_last_ips: Option<String>,
     /// A disabled pool keeps its allocations but makes no new ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
@@ -60,12 +61,6 @@ pub struct IpBlock {
     /// Last address of a range (default: `start`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-pub enum YesNo {
-    Yes,
-    No,
 }
 
 /// Which services are announced on the local network (ARP/NDP), from which nodes and
@@ -151,7 +146,78 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     );
     for crd in [LoadBalancerIPPool::crd(), L2AnnouncementPolicy::crd()] {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+        out.push_str(&quote_yaml11_booleans(&serde_yaml_ng::to_string(&crd)?));
     }
     Ok(out)
+}
+
+/// Quotes plain scalars that YAML 1.1 reads as booleans (`Yes`, `No`, `on`, ...). The emitter
+/// writes YAML 1.2, where they are strings, but Kubernetes' YAML reader follows 1.1 and would
+/// turn the `allowFirstLastIPs` enum values into `true`/`false`. Real booleans are emitted as
+/// `true`/`false`, so every such plain scalar here is a string.
+fn quote_yaml11_booleans(yaml: &str) -> String {
+    const YAML11_BOOLEANS: &[&str] = &[
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+        "OFF",
+    ];
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.lines() {
+        let split = line
+            .rfind(": ")
+            .map(|i| i + 2)
+            .or_else(|| line.trim_start().starts_with("- ").then(|| line.find("- ").map_or(0, |i| i + 2)));
+        match split {
+            Some(at) if YAML11_BOOLEANS.contains(&&line[at..]) => {
+                out.push_str(&line[..at]);
+                out.push('\'');
+                out.push_str(&line[at..]);
+                out.push('\'');
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    #[test]
+    fn yaml_1_1_booleans_are_quoted_and_everything_else_is_unchanged() {
+        let yaml = "enum:\n- Yes\n- No\na: on\nb: true\nc: Yesterday\n";
+        assert_eq!(
+            super::quote_yaml11_booleans(yaml),
+            "enum:\n- 'Yes'\n- 'No'\na: 'on'\nb: true\nc: Yesterday\n"
+        );
+    }
+
+    #[test]
+    fn crds_parse_back_with_cilium_field_names_and_keyed_conditions() {
+        let yaml = super::crds_yaml().expect("serialize");
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+            .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+            .filter(|v: &Value| !v.is_null())
+            .collect();
+        assert_eq!(docs.len(), 2);
+        let schema = |doc: &Value| doc.pointer("/spec/versions/0/schema/openAPIV3Schema/properties").cloned().expect("schema");
+        let pool = schema(&docs[0]);
+        for field in ["blocks", "serviceSelector", "allowFirstLastIPs", "disabled", "priority"] {
+            assert!(pool["spec"]["properties"].get(field).is_some(), "pool spec.{field}");
+        }
+        assert_eq!(pool["spec"]["properties"]["allowFirstLastIPs"]["enum"], serde_json::json!(["Yes", "No"]));
+        let policy = schema(&docs[1]);
+        for field in ["serviceSelector", "nodeSelector", "interfaces", "externalIPs", "loadBalancerIPs"] {
+            assert!(policy["spec"]["properties"].get(field).is_some(), "policy spec.{field}");
+        }
+        for doc in &docs {
+            assert_eq!(doc["spec"]["scope"], "Cluster");
+            assert_eq!(doc["spec"]["group"], "ferrite.dev");
+            assert!(doc.pointer("/spec/versions/0/subresources/status").is_some());
+            let conditions = schema(doc)["status"]["properties"]["conditions"].clone();
+            assert_eq!(conditions["x-kubernetes-list-type"], "map");
+            assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+        }
+    }
 }

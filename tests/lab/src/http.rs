@@ -27,7 +27,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// `Ok(None)` while `buf` holds no complete request yet; `Err` for one that is not HTTP/1.x.
 fn parse_request(buf: &[u8]) -> Result<Option<Request>, ()> {
     let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_HEAD { Err(()) } else { Ok(None) };
+        return if buf.len() > MAX_HEAD {
+            Err(())
+        } else {
+            Ok(None)
+        };
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| ())?;
     let mut lines = head.split("\r\n");
@@ -136,7 +140,9 @@ pub fn serve_connection(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 if stop.load(Ordering::Relaxed) {
@@ -176,7 +182,8 @@ fn dechunk(mut body: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = find(body, b"\r\n").ok_or_else(|| invalid("truncated chunk size"))?;
-        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| invalid("chunk size"))?;
+        let size_text =
+            std::str::from_utf8(&body[..line_end]).map_err(|_| invalid("chunk size"))?;
         let size_text = size_text.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16).map_err(|_| invalid("chunk size"))?;
         body = &body[line_end + 2..];
@@ -200,7 +207,9 @@ pub fn parse_response(bytes: &[u8]) -> io::Result<HttpResponse> {
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or("");
     if !version.starts_with("HTTP/1.") {
-        return Err(invalid(format!("not an HTTP/1.x status line: {status_line:?}")));
+        return Err(invalid(format!(
+            "not an HTTP/1.x status line: {status_line:?}"
+        )));
     }
     let status = parts
         .next()
@@ -222,10 +231,7 @@ pub fn parse_response(bytes: &[u8]) -> io::Result<HttpResponse> {
     } else if let Some(len) = header("content-length") {
         let len: usize = len.parse().map_err(|_| invalid("bad content-length"))?;
         if raw.len() < len {
-            return Err(invalid(format!(
-                "body has {} of {len} bytes",
-                raw.len()
-            )));
+            return Err(invalid(format!("body has {} of {len} bytes", raw.len())));
         }
         raw[..len].to_vec()
     } else {

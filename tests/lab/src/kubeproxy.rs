@@ -108,11 +108,16 @@ fn endpoint_jumps(t: &mut Tables, pc: &PortChains<'_>, chain: &str, eps: &[&SvcE
                 pc.sep(ep)
             ));
         } else {
-            t.nat.push(format!("-A {chain} {comment} -j {}", pc.sep(ep)));
+            t.nat
+                .push(format!("-A {chain} {comment} -j {}", pc.sep(ep)));
         }
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one service port's rules in kube-proxy's order, easiest to compare in one piece"
+)]
 fn port_rules(t: &mut Tables, pc: &PortChains<'_>, node: &str, cluster_cidr: Cidr) {
     let s = pc.svc;
     let ready: Vec<&SvcEndpoint> = s.endpoints.iter().filter(|e| e.ready).collect();
@@ -378,9 +383,15 @@ mod tests {
         let ext = chain_name("KUBE-EXT-", "test/web:httptcp");
         let svc = chain_name("KUBE-SVC-", "test/web:httptcp");
         for needle in [
-            format!("-A KUBE-SERVICES -m comment --comment \"test/web:http loadbalancer IP\" -d 172.30.0.10/32 -p tcp -m tcp --dport 80 -j {ext}\n"),
-            format!("-A KUBE-NODEPORTS -m comment --comment test/web:http -p tcp -m tcp --dport 30080 -j {ext}\n"),
-            format!("-A {ext} -m comment --comment \"masquerade traffic for test/web:http external destinations\" -j KUBE-MARK-MASQ\n-A {ext} -j {svc}\n"),
+            format!(
+                "-A KUBE-SERVICES -m comment --comment \"test/web:http loadbalancer IP\" -d 172.30.0.10/32 -p tcp -m tcp --dport 80 -j {ext}\n"
+            ),
+            format!(
+                "-A KUBE-NODEPORTS -m comment --comment test/web:http -p tcp -m tcp --dport 30080 -j {ext}\n"
+            ),
+            format!(
+                "-A {ext} -m comment --comment \"masquerade traffic for test/web:http external destinations\" -j KUBE-MARK-MASQ\n-A {ext} -j {svc}\n"
+            ),
             "--probability 0.5000000000 -j KUBE-SEP-".to_owned(),
             "-j DNAT --to-destination 10.244.2.2:8080\n".to_owned(),
             "-p udp -m udp --dport 30053 -j KUBE-EXT-".to_owned(),
@@ -394,8 +405,7 @@ mod tests {
         assert_eq!(rules.matches("COMMIT\n").count(), 2);
         let last_services_rule = rules
             .lines()
-            .filter(|l| l.starts_with("-A KUBE-SERVICES"))
-            .last()
+            .rfind(|l| l.starts_with("-A KUBE-SERVICES"))
             .unwrap();
         assert!(last_services_rule.ends_with("-j KUBE-NODEPORTS"));
         // Every chain that is jumped to is declared.
@@ -427,20 +437,27 @@ mod tests {
         assert_eq!(svl_jumps.len(), 1, "{svl_jumps:?}");
         assert!(svl_jumps[0].contains("10.244.1.2:8080"));
         assert!(rules.contains(&format!("-A {fw} -m comment --comment \"test/web:http loadbalancer IP\" -s 192.168.50.3/32 -j RETURN\n")));
-        assert!(rules.contains(&format!("-A {fw} -m comment --comment \"test/web:http loadbalancer IP\" -j DROP\n")));
+        assert!(rules.contains(&format!(
+            "-A {fw} -m comment --comment \"test/web:http loadbalancer IP\" -j DROP\n"
+        )));
         assert!(rules.contains("--rcheck --seconds 300 --reap -j KUBE-SEP-"));
         assert!(rules.contains("-m recent --set --name KUBE-SEP-"));
 
         // node3 has no local endpoint: drops in the filter table, no EXT chain.
         let rules = iptables_rules(&[s], "node3", cidr());
-        assert!(rules.contains("has no local endpoints\" -d 172.30.0.10/32 -p tcp -m tcp --dport 80 -j DROP"));
+        assert!(rules.contains(
+            "has no local endpoints\" -d 172.30.0.10/32 -p tcp -m tcp --dport 80 -j DROP"
+        ));
         assert!(rules.contains("has no local endpoints\" -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30080 -j DROP"));
         assert!(!rules.contains("KUBE-EXT-"));
 
         let mut empty = service();
         empty.endpoints.clear();
         let rules = iptables_rules(&[empty], "node1", cidr());
-        assert!(rules.contains("has no endpoints\" -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j REJECT"));
+        assert!(
+            rules
+                .contains("has no endpoints\" -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j REJECT")
+        );
         assert!(!rules.contains("KUBE-SVC-"));
         assert_eq!(rule_count("-A X\n:Y\n-A Z\n"), 2);
     }

@@ -5,8 +5,8 @@
 //! between node namespaces) and [`NsLab`] (nodes with pods, outside clients and per-node
 //! agents on one LAN, for north-south load balancing). Traffic tools that also back the
 //! `ferrite-lab` binary: [`serve`], [`probe`], [`rate`], [`http`], [`raw`] (malformed
-//! frames), with their JSON reports in [`report`]. [`manifest`] writes NodePort and
-//! LoadBalancer services as Kubernetes YAML and [`kubeproxy`] as kube-proxy's iptables rules.
+//! frames), with their JSON reports in [`report`]. [`manifest`] writes `NodePort` and
+//! `LoadBalancer` services as Kubernetes YAML and [`kubeproxy`] as kube-proxy's iptables rules.
 //!
 //! Names of namespaces and cgroups are `PREFIX-PID-N`; [`cleanup_stale`] removes those left by
 //! processes that died without running destructors (SIGKILL, `panic = "abort"`).

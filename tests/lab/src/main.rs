@@ -115,7 +115,7 @@ struct ConnectRateArgs {
 }
 
 /// Send a catalog of malformed, unknown-port and stray frames at a frontend through an
-/// AF_PACKET socket (run it inside the sender's netns); prints a JSON report.
+/// `AF_PACKET` socket (run it inside the sender's netns); prints a JSON report.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "garbage")]
 struct GarbageArgs {
@@ -327,7 +327,12 @@ fn garbage(args: &GarbageArgs) -> ExitCode {
     if args.list {
         for frame in catalog(&aim, 0) {
             if args.class.is_none_or(|c| c == frame.class) {
-                println!("{:<14} {:>4} bytes  {}", frame.class, frame.bytes.len(), frame.kind);
+                println!(
+                    "{:<14} {:>4} bytes  {}",
+                    frame.class,
+                    frame.bytes.len(),
+                    frame.kind
+                );
             }
         }
         return ExitCode::SUCCESS;
@@ -335,7 +340,10 @@ fn garbage(args: &GarbageArgs) -> ExitCode {
     let sender = match RawSender::open(&args.iface) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ferrite-lab garbage: AF_PACKET socket on {}: {e}", args.iface);
+            eprintln!(
+                "ferrite-lab garbage: AF_PACKET socket on {}: {e}",
+                args.iface
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -358,7 +366,10 @@ fn http_get(args: &HttpGetArgs) -> ExitCode {
         Duration::from_millis(args.timeout_ms),
     ) {
         Ok(r) => {
-            println!("{}", serde_json::to_string(&r).expect("responses serialize"));
+            println!(
+                "{}",
+                serde_json::to_string(&r).expect("responses serialize")
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -139,7 +139,7 @@ impl NsService {
     #[must_use]
     pub fn node_port(name: &str, cluster_ip: Ipv4Addr, node_port: u16) -> Self {
         let mut s = Self::load_balancer(name, cluster_ip, IpAddr::V4(cluster_ip), node_port);
-        s.service_type = "NodePort".to_owned();
+        "NodePort".clone_into(&mut s.service_type);
         s.lb_ips.clear();
         s
     }
@@ -187,7 +187,11 @@ impl NsService {
             let _ = writeln!(out, "  healthCheckNodePort: {port}");
         }
         if !self.source_ranges.is_empty() {
-            let _ = writeln!(out, "  loadBalancerSourceRanges: [{}]", quoted(&self.source_ranges));
+            let _ = writeln!(
+                out,
+                "  loadBalancerSourceRanges: [{}]",
+                quoted(&self.source_ranges)
+            );
         }
         if !self.external_ips.is_empty() {
             let _ = writeln!(out, "  externalIPs: [{}]", quoted(&self.external_ips));

@@ -41,7 +41,7 @@ use crate::wait::wait_until;
 
 pub const LAN_V4: &str = "192.168.50.0/24";
 pub const LAN_V6: &str = "fd00:50::/64";
-/// LoadBalancer IPs the clients route via one node (`NsLabConfig::lb_via`).
+/// `LoadBalancer` IPs the clients route via one node (`NsLabConfig::lb_via`).
 pub const LB_V4: &str = "172.30.0.0/24";
 /// All pod subnets (kube-proxy's `--cluster-cidr`).
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -158,17 +158,14 @@ impl LanHost {
 }
 
 fn mac_of(port: &LanPort) -> Result<Mac, NsLabError> {
-    port.iface()
-        .mac()?
-        .parse()
-        .map_err(NsLabError::Other)
+    port.iface().mac()?.parse().map_err(NsLabError::Other)
 }
 
 /// A node: its netns with `eth0` on the LAN, its pods, and the servers running in them.
 /// Fields drop in order: servers, then pods, then the LAN port and the netns.
 #[derive(Debug)]
 pub struct Node {
-    /// `node1`, `node2`, ... (what EndpointSlices name in `nodeName`).
+    /// `node1`, `node2`, ... (what `EndpointSlice`s name in `nodeName`).
     pub name: String,
     pub servers: Vec<Child>,
     pub pods: PodNet,
@@ -333,7 +330,8 @@ impl NodeAgent {
         let _ = fs::remove_dir_all(&bpf_root);
         let dir = work.join(&node.name);
         let state_dir = dir.join("state");
-        fs::create_dir_all(&state_dir).map_err(io_err(format!("create {}", state_dir.display())))?;
+        fs::create_dir_all(&state_dir)
+            .map_err(io_err(format!("create {}", state_dir.display())))?;
         let socket = dir.join("ferrite.sock");
         let log = dir.join("agent.log");
         let out = fs::File::create(&log).map_err(io_err(format!("create {}", log.display())))?;
@@ -377,9 +375,9 @@ impl NodeAgent {
                 exited = Some(status);
                 return true;
             }
-            agent.status().is_ok_and(|s| {
-                s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1
-            })
+            agent
+                .status()
+                .is_ok_and(|s| s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1)
         });
         if let Some(status) = exited {
             return Err(NsLabError::Other(format!(
@@ -516,7 +514,10 @@ impl NsLab {
         for k in 1..=config.nodes {
             let netns = Netns::new(&config.prefix)?;
             let port = lan.attach(netns.ns(), LAN_IFNAME)?;
-            for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"] {
+            for key in [
+                "net.ipv4.conf.all.rp_filter",
+                "net.ipv4.conf.default.rp_filter",
+            ] {
                 netns.sysctl(key, "0")?;
             }
             let pods = PodNet::build(
@@ -888,10 +889,10 @@ pub fn map_entries(pinned: &Path) -> Result<BTreeMap<String, String>, NsLabError
             .or_else(|| show.get("values"))
             .map(Value::to_string)
             .unwrap_or_default();
-        let key = show.get("key").or_else(|| item.get("key")).map_or_else(
-            || item.to_string(),
-            Value::to_string,
-        );
+        let key = show
+            .get("key")
+            .or_else(|| item.get("key"))
+            .map_or_else(|| item.to_string(), Value::to_string);
         entries.insert(key, value);
     }
     Ok(entries)
@@ -933,7 +934,10 @@ mod tests {
             Some(2)
         );
         assert_eq!(local_endpoints(r#"{"local_endpoints": 0}"#), Some(0));
-        assert_eq!(local_endpoints(r#"{"status": {"localEndpoints": 1}}"#), Some(1));
+        assert_eq!(
+            local_endpoints(r#"{"status": {"localEndpoints": 1}}"#),
+            Some(1)
+        );
         assert_eq!(local_endpoints("3\n"), Some(3));
         assert_eq!(local_endpoints("ok"), None);
         assert_eq!(local_endpoints(r#"{"healthy": true}"#), None);

@@ -206,7 +206,8 @@ fn tcp_attempt(config: &ProbeConfig, local: Option<io::Result<SocketAddr>>) -> A
         let mut stream = match local {
             None => TcpStream::connect_timeout(&config.target, config.timeout)?,
             Some(local) => {
-                let stream = crate::sock::tcp_connect_from(&local?, &config.target, config.timeout)?;
+                let stream =
+                    crate::sock::tcp_connect_from(&local?, &config.target, config.timeout)?;
                 crate::sock::set_linger_zero(stream.as_raw_fd())?;
                 stream
             }
@@ -277,10 +278,7 @@ fn udp_connected_attempt(config: &ProbeConfig, local: Option<io::Result<SocketAd
     }
 }
 
-fn udp_unconnected_attempt(
-    config: &ProbeConfig,
-    local: Option<io::Result<SocketAddr>>,
-) -> Attempt {
+fn udp_unconnected_attempt(config: &ProbeConfig, local: Option<io::Result<SocketAddr>>) -> Attempt {
     let start = Instant::now();
     let mut reply_source = None;
     let name = (|| {
@@ -312,6 +310,7 @@ mod tests {
             tcp: vec!["127.0.0.1:0".parse().unwrap()],
             udp: vec!["127.0.0.1:0".parse().unwrap()],
             mode,
+            ..ServerConfig::default()
         })
         .unwrap()
     }
@@ -356,7 +355,10 @@ mod tests {
             ..ServerConfig::default()
         })
         .unwrap();
-        for (target, proto) in [(s.tcp_addrs()[0], Proto::Tcp), (s.udp_addrs()[0], Proto::Udp)] {
+        for (target, proto) in [
+            (s.tcp_addrs()[0], Proto::Tcp),
+            (s.udp_addrs()[0], Proto::Udp),
+        ] {
             let mut cfg = ProbeConfig::new(target, proto, Limit::Count(3));
             cfg.bind = Some("127.0.0.2".parse().unwrap());
             let r = probe(&cfg);
@@ -367,7 +369,10 @@ mod tests {
             );
         }
         // Fixed source ports: every attempt gets base + n, and TCP ones can repeat at once.
-        let free = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let free = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         for _ in 0..2 {
             let mut cfg = ProbeConfig::new(s.tcp_addrs()[0], Proto::Tcp, Limit::Count(3));
             cfg.source_port = Some(free.port());

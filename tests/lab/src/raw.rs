@@ -36,8 +36,12 @@ pub struct Mac(pub [u8; 6]);
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -59,9 +63,7 @@ impl FromStr for Mac {
 }
 
 /// How a datapath is expected to treat a frame of the catalog.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     /// Broken headers (truncated, impossible lengths, non-first fragments read as L4): must
@@ -143,24 +145,21 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
 
 fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(40);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            p.extend_from_slice(&[0, proto]);
-            p.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
-        }
-        _ => {
-            let v6 = |ip: IpAddr| match ip {
-                IpAddr::V6(v6) => v6,
-                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            };
-            p.extend_from_slice(&v6(src).octets());
-            p.extend_from_slice(&v6(dst).octets());
-            p.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-            p.extend_from_slice(&[0, 0, 0, proto]);
-        }
+    if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
+        p.extend_from_slice(&s.octets());
+        p.extend_from_slice(&d.octets());
+        p.extend_from_slice(&[0, proto]);
+        p.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+        return p;
     }
+    let v6 = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6,
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+    };
+    p.extend_from_slice(&v6(src).octets());
+    p.extend_from_slice(&v6(dst).octets());
+    p.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, proto]);
     p
 }
 
@@ -359,6 +358,11 @@ pub fn catalog(aim: &Aim, seq: u16) -> Vec<Frame> {
     c.frames
 }
 
+#[expect(
+    clippy::many_single_char_names,
+    clippy::too_many_lines,
+    reason = "a flat list of frames reads best with short names for the fixed parts"
+)]
 fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     use Class::{Malformed, Questionable, UnknownPort};
     let (src, dst) = (IpAddr::V4(s), IpAddr::V4(d));
@@ -379,34 +383,82 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
         Malformed,
         frame(&ipv4(s, d, &tcp_h, id, &good_syn)[..12]),
     );
-    c.push("ipv4-ihl-3", Malformed, ip(&V4 { ihl: 3, ..tcp_h.clone() }, &good_syn));
+    c.push(
+        "ipv4-ihl-3",
+        Malformed,
+        ip(
+            &V4 {
+                ihl: 3,
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
+    );
     c.push(
         "ipv4-ihl-15-past-end",
         Malformed,
-        ip(&V4 { ihl: 15, ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                ihl: 15,
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
     c.push(
         "ipv4-version-5",
         Malformed,
-        ip(&V4 { version: 5, ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                version: 5,
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
     c.push(
         "ipv4-total-length-excludes-l4",
         Malformed,
-        ip(&V4 { tot_len: Some(20), ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                tot_len: Some(20),
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
     c.push(
         "ipv4-total-length-past-end",
         Malformed,
-        ip(&V4 { tot_len: Some(1400), ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                tot_len: Some(1400),
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
     c.push(
         "ipv4-total-length-below-header",
         Malformed,
-        ip(&V4 { tot_len: Some(12), ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                tot_len: Some(12),
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
-    c.push("tcp-header-truncated-8", Malformed, ip(&tcp_h, &good_syn[..8]));
-    c.push("tcp-header-truncated-2", Malformed, ip(&tcp_h, &good_syn[..2]));
+    c.push(
+        "tcp-header-truncated-8",
+        Malformed,
+        ip(&tcp_h, &good_syn[..8]),
+    );
+    c.push(
+        "tcp-header-truncated-2",
+        Malformed,
+        ip(&tcp_h, &good_syn[..2]),
+    );
     c.push("tcp-header-missing", Malformed, ip(&tcp_h, &[]));
     c.push(
         "tcp-data-offset-2",
@@ -419,7 +471,11 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
         ip(&tcp_h, &tcp(src, dst, sport, p, SYN, 15)),
     );
     let good_udp = udp(src, dst, sport, u, None);
-    c.push("udp-header-truncated-4", Malformed, ip(&udp_h, &good_udp[..4]));
+    c.push(
+        "udp-header-truncated-4",
+        Malformed,
+        ip(&udp_h, &good_udp[..4]),
+    );
     c.push(
         "udp-length-below-header",
         Malformed,
@@ -434,12 +490,24 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     c.push(
         "ipv4-later-fragment-tcp",
         Malformed,
-        ip(&V4 { frag: 8, ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                frag: 8,
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
     c.push(
         "ipv4-later-fragment-udp",
         Malformed,
-        ip(&V4 { frag: 0x2000 | 1, ..udp_h.clone() }, &good_udp),
+        ip(
+            &V4 {
+                frag: 0x2000 | 1,
+                ..udp_h.clone()
+            },
+            &good_udp,
+        ),
     );
 
     // Unknown ports and protocols, well-formed.
@@ -476,7 +544,9 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     sctp.extend_from_slice(&sport.to_be_bytes());
     sctp.extend_from_slice(&p.to_be_bytes());
     sctp.extend_from_slice(&[0; 8]);
-    sctp.extend_from_slice(&[1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0, 1, 0, 1, 0, 0, 0, 1]);
+    sctp.extend_from_slice(&[
+        1, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0xff, 0xff, 0, 1, 0, 1, 0, 0, 0, 1,
+    ]);
     c.push(
         "sctp-init-to-tcp-service-port",
         UnknownPort,
@@ -487,13 +557,23 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     c.push(
         "ipv4-bad-checksum-syn",
         Questionable,
-        ip(&V4 { bad_checksum: true, ..tcp_h.clone() }, &good_syn),
+        ip(
+            &V4 {
+                bad_checksum: true,
+                ..tcp_h.clone()
+            },
+            &good_syn,
+        ),
     );
     c.push(
         "ipv4-options-syn",
         Questionable,
         ip(
-            &V4 { ihl: 6, options: vec![1, 1, 1, 0], ..tcp_h.clone() },
+            &V4 {
+                ihl: 6,
+                options: vec![1, 1, 1, 0],
+                ..tcp_h.clone()
+            },
             &good_syn,
         ),
     );
@@ -517,7 +597,13 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     c.push(
         "ipv4-first-fragment-udp",
         Questionable,
-        ip(&V4 { frag: 0x2000, ..udp_h.clone() }, &good_udp),
+        ip(
+            &V4 {
+                frag: 0x2000,
+                ..udp_h.clone()
+            },
+            &good_udp,
+        ),
     );
     c.push(
         "vlan-tagged-syn",
@@ -548,6 +634,10 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     c.push("icmp-echo", Questionable, ip(&V4::new(PROTO_ICMP), &echo));
 }
 
+#[expect(
+    clippy::many_single_char_names,
+    reason = "a flat list of frames reads best with short names for the fixed parts"
+)]
 fn v6_catalog(c: &mut Catalog, aim: &Aim, s: Ipv6Addr, d: Ipv6Addr, seq: u16) {
     use Class::{Malformed, Questionable, UnknownPort};
     let (src, dst) = (IpAddr::V6(s), IpAddr::V6(d));
@@ -579,7 +669,11 @@ fn v6_catalog(c: &mut Catalog, aim: &Aim, s: Ipv6Addr, d: Ipv6Addr, seq: u16) {
         Malformed,
         frame(&ipv6(s, d, PROTO_TCP, &good_syn, Some(1400))),
     );
-    c.push("ipv6-tcp-header-truncated-8", Malformed, ip(PROTO_TCP, &good_syn[..8]));
+    c.push(
+        "ipv6-tcp-header-truncated-8",
+        Malformed,
+        ip(PROTO_TCP, &good_syn[..8]),
+    );
     c.push(
         "ipv6-udp-length-below-header",
         Malformed,
@@ -707,7 +801,10 @@ pub fn mac_of(ifname: &str) -> io::Result<Mac> {
         _pad: [u8; 8],
     }
     if ifname.len() >= 16 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
     }
     // SAFETY: plain data, all-zero is valid.
     let mut req: IfreqHwaddr = unsafe { zeroed() };
@@ -739,6 +836,7 @@ pub struct GarbageReport {
     pub classes: BTreeMap<String, Class>,
 }
 
+#[must_use]
 /// Sends `rounds` rounds of the catalog for `aim` (classes in `only`, or all) on `sender`.
 pub fn send_catalog(
     sender: &RawSender,
@@ -798,11 +896,17 @@ mod tests {
         let src: IpAddr = "192.168.50.3".parse().unwrap();
         let dst: IpAddr = "192.168.50.1".parse().unwrap();
         let t = syn(src, dst, 1000, 80);
-        assert_eq!(checksum(&[&pseudo_header(src, dst, PROTO_TCP, t.len()), &t]), 0);
+        assert_eq!(
+            checksum(&[&pseudo_header(src, dst, PROTO_TCP, t.len()), &t]),
+            0
+        );
         let src6: IpAddr = "fd00:50::3".parse().unwrap();
         let dst6: IpAddr = "fd00:50::1".parse().unwrap();
         let u = udp(src6, dst6, 1000, 53, None);
-        assert_eq!(checksum(&[&pseudo_header(src6, dst6, PROTO_UDP, u.len()), &u]), 0);
+        assert_eq!(
+            checksum(&[&pseudo_header(src6, dst6, PROTO_UDP, u.len()), &u]),
+            0
+        );
     }
 
     #[test]
@@ -841,7 +945,11 @@ mod tests {
         // Different rounds use different source ports.
         let again = catalog(&aim("192.168.50.3", "192.168.50.1"), 1);
         assert_ne!(
-            again.iter().find(|f| f.kind == "tcp-syn-port-1").unwrap().bytes,
+            again
+                .iter()
+                .find(|f| f.kind == "tcp-syn-port-1")
+                .unwrap()
+                .bytes,
             get("tcp-syn-port-1").bytes
         );
     }
@@ -855,7 +963,10 @@ mod tests {
         let chain = get("ipv6-eight-destination-options-syn");
         // Eight 8-byte option headers, then the TCP header with the service port.
         let tcp_at = 14 + 40 + 64;
-        assert_eq!(u16::from_be_bytes([chain[tcp_at + 2], chain[tcp_at + 3]]), 30080);
+        assert_eq!(
+            u16::from_be_bytes([chain[tcp_at + 2], chain[tcp_at + 3]]),
+            30080
+        );
         assert_eq!(chain[14 + 40 + 56], PROTO_TCP);
         assert_eq!(chain[14 + 40], V6_DEST_OPTS);
         assert!(frames.iter().all(|f| f.kind.starts_with("ipv6-")));

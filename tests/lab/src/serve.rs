@@ -334,7 +334,12 @@ fn request(mut stream: TcpStream, reply: &[u8]) {
 }
 
 /// Accepts HTTP connections; each gets a thread that answers its requests until it closes.
-fn http_loop(listener: &TcpListener, reply: &Arc<Answer>, stop: &Arc<AtomicBool>, stats: &Arc<ServerStats>) {
+fn http_loop(
+    listener: &TcpListener,
+    reply: &Arc<Answer>,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<ServerStats>,
+) {
     if listener.set_nonblocking(true).is_err() {
         return;
     }
@@ -411,6 +416,7 @@ mod tests {
             ],
             udp: vec!["0.0.0.0:0".parse().unwrap()],
             mode: TcpMode::Banner,
+            ..ServerConfig::default()
         })
         .unwrap();
         for addr in server.tcp_addrs() {

@@ -1,0 +1,45 @@
+//! The L2 responder's map: addresses this node announces, per interface.
+
+/// Key: an announced address on one interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L2Key {
+    pub addr: [u32; 4],
+    pub ifindex: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The MAC to answer with (the interface's own).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L2Value {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], Copy, integers only, padding explicit.
+    unsafe impl aya::Pod for super::L2Key {}
+    unsafe impl aya::Pod for super::L2Value {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn l2_layout() {
+        assert_eq!(size_of::<L2Key>(), 24);
+        assert_eq!(offset_of!(L2Key, addr), 0);
+        assert_eq!(offset_of!(L2Key, ifindex), 16);
+        assert_eq!(offset_of!(L2Key, family), 20);
+        assert_eq!(offset_of!(L2Key, _pad), 21);
+        assert_eq!(size_of::<L2Value>(), 8);
+        assert_eq!(offset_of!(L2Value, mac), 0);
+        assert_eq!(offset_of!(L2Value, _pad), 6);
+    }
+}

@@ -1,0 +1,134 @@
+//! The L2 responder: a TC (TCX, first in line) program on each announcing interface, and the
+//! map of addresses it answers ARP/NDP for.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+
+use aya::maps::{HashMap, MapData};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions};
+use aya::{Ebpf, EbpfLoader};
+use ferrite_abi::{L2Key, L2Value, map_names};
+use tracing::info;
+
+use super::devices::{Device, device, mac_address};
+use super::maputil::{ignore_missing, map_err, take};
+use super::{DatapathConfig, DatapathError, L2_OBJECT, ensure_bpffs, link};
+use crate::lb::addr::ip_words;
+
+const PROGRAM: &str = "fe_l2_ingress";
+
+pub struct L2Responder {
+    addrs: HashMap<MapData, L2Key, L2Value>,
+    /// What the map holds: (address, ifindex).
+    current: BTreeSet<(IpAddr, u32)>,
+    interfaces: Vec<(Device, [u8; 6])>,
+    ebpf: Ebpf,
+    links_dir: std::path::PathBuf,
+}
+
+impl L2Responder {
+    pub fn open(cfg: &DatapathConfig) -> Result<Self, DatapathError> {
+        ensure_bpffs(&cfg.bpf_root)?;
+        let (maps_dir, links_dir) = (cfg.maps_dir(), cfg.links_dir());
+        for d in [&maps_dir, &links_dir] {
+            std::fs::create_dir_all(d).map_err(|e| DatapathError::io("creating", d, e))?;
+        }
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .map_max_entries(map_names::MAGLEV, cfg.maglev_entries)
+            .load(L2_OBJECT)
+            .map_err(|e| DatapathError::Load { pin_dir: maps_dir.clone(), source: Box::new(e) })?;
+        let addrs: HashMap<MapData, L2Key, L2Value> = take(&mut ebpf, map_names::L2_ADDRS)?;
+        let program_err = |source| DatapathError::Program { name: PROGRAM, source: Box::new(source) };
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DatapathError::MissingProgram { name: PROGRAM })?
+            .try_into()
+            .map_err(program_err)?;
+        prog.load().map_err(program_err)?;
+        let mut current = BTreeSet::new();
+        for kv in &addrs {
+            let (k, _) = kv.map_err(map_err(map_names::L2_ADDRS))?;
+            if let Some(ip) = crate::lb::addr::words_ip(k.addr, k.family) {
+                current.insert((ip, k.ifindex));
+            }
+        }
+        Ok(Self { addrs, current, interfaces: Vec::new(), ebpf, links_dir })
+    }
+
+    /// Attaches the responder to `names` (adopting pinned links), first in the TCX chain so it
+    /// answers before anything else looks at the frame.
+    pub fn attach(&mut self, names: &[String]) -> Result<(), DatapathError> {
+        let program_err = |source| DatapathError::Program { name: PROGRAM, source: Box::new(source) };
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DatapathError::MissingProgram { name: PROGRAM })?
+            .try_into()
+            .map_err(program_err)?;
+        for name in names {
+            if self.interfaces.iter().any(|(d, _)| &d.name == name) {
+                continue;
+            }
+            let dev = device(name)?;
+            let mac = mac_address(name)?;
+            let pin = self.links_dir.join(format!("l2_{name}"));
+            let fd = prog.fd().map_err(program_err)?.as_fd().try_clone_to_owned()
+                .map_err(|e| DatapathError::Link { path: pin.clone(), source: e })?;
+            if !link::adopt(PROGRAM, fd.as_fd(), &pin)? {
+                let id = prog
+                    .attach_with_options(name, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
+                    .map_err(program_err)?;
+                let l = prog.take_link(id).map_err(program_err)?;
+                let fd_link = FdLink::try_from(l)
+                    .map_err(|e| DatapathError::Link { path: pin.clone(), source: std::io::Error::other(e) })?;
+                link::pin_link(PROGRAM, fd_link, &pin)?;
+            }
+            info!(interface = %name, "L2 responder attached");
+            self.interfaces.push((dev, mac));
+        }
+        Ok(())
+    }
+
+    /// The MAC of an attached interface.
+    pub fn mac_of(&self, name: &str) -> Option<[u8; 6]> {
+        self.interfaces.iter().find(|(d, _)| d.name == name).map(|(_, m)| *m)
+    }
+
+    pub fn ifindex_of(&self, name: &str) -> Option<u32> {
+        self.interfaces.iter().find(|(d, _)| d.name == name).map(|(d, _)| d.ifindex)
+    }
+
+    /// Makes the map answer exactly for `owned` (address, interface name): removals first, so a
+    /// lost address stops being answered immediately.
+    pub fn set_owned(&mut self, owned: &BTreeSet<(IpAddr, String)>) -> Result<(), DatapathError> {
+        let mut wanted = BTreeSet::new();
+        for (ip, ifname) in owned {
+            if let Some(ifindex) = self.ifindex_of(ifname) {
+                wanted.insert((*ip, ifindex));
+            }
+        }
+        let key = |ip: IpAddr, ifindex: u32| {
+            let (addr, family) = ip_words(ip);
+            L2Key { addr, ifindex, family, _pad: [0; 3] }
+        };
+        for (ip, ifindex) in self.current.difference(&wanted).copied().collect::<Vec<_>>() {
+            ignore_missing(self.addrs.remove(&key(ip, ifindex))).map_err(map_err(map_names::L2_ADDRS))?;
+            self.current.remove(&(ip, ifindex));
+        }
+        for (ip, ifindex) in wanted.difference(&self.current.clone()).copied().collect::<Vec<_>>() {
+            let mac = self
+                .interfaces
+                .iter()
+                .find(|(d, _)| d.ifindex == ifindex)
+                .map(|(_, m)| *m)
+                .unwrap_or_default();
+            self.addrs
+                .insert(key(ip, ifindex), L2Value { mac, _pad: [0; 2] }, 0)
+                .map_err(map_err(map_names::L2_ADDRS))?;
+            self.current.insert((ip, ifindex));
+        }
+        Ok(())
+    }
+}

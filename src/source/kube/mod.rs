@@ -1,0 +1,192 @@
+//! The `kube` source: watchers on the Kubernetes API server feeding the same model as the `dir:`
+//! source (objects are decoded by the same code), plus the status-writing side: a server-side
+//! apply [`StatusWriter`], Lease-based leader election ([`lease`]) and validity conditions on
+//! rejected objects.
+//!
+//! The first snapshot is published once every kind has been listed, so a restarted agent never
+//! programs a half-known cluster; after that, every change is published as it arrives. When the
+//! API server is unreachable the last snapshot stays in force and the failing watches are listed
+//! as source errors until they recover (watches restart with backoff and list again after `410
+//! Gone`).
+
+mod backoff;
+mod cache;
+mod conditions;
+pub mod config;
+pub mod crd;
+pub mod lease;
+mod ratelimit;
+pub mod status;
+mod watch;
+
+use std::{sync::Arc, time::Duration};
+
+use kube::Client;
+use tokio::{sync::{mpsc, watch as channel}, task::JoinSet};
+use tracing::{debug, info};
+
+pub use config::{ClientOptions, ConfigOrigin};
+pub use status::{FIELD_MANAGER, StatusWriter};
+
+use crate::{
+    model::Snapshot,
+    source::dir::{ErrorHandle, FileError},
+};
+
+/// The Lease that decides which node writes status.
+pub const STATUS_LEASE: &str = "ferrite-status-writer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "no Kubernetes API configuration found: set $KUBECONFIG, run in a pod, or install k3s \
+         ({}, {})",
+        config::K3S_SERVER_KUBECONFIG,
+        config::K3S_AGENT_KUBECONFIG
+    )]
+    NoConfig,
+    #[error("{origin}: {message}")]
+    Config { origin: String, message: String },
+}
+
+/// Settings of the kube source.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// This node: its pods are watched, and it is its identity in the Lease.
+    pub node_name: String,
+    pub client: ClientOptions,
+    /// Where the status Lease lives (default: the pod's namespace, else `kube-system`).
+    pub lease_namespace: Option<String>,
+    pub lease_timing: lease::LeaseTiming,
+}
+
+/// The `kube` source, connected but not yet watching (see [`run`](Self::run)).
+pub struct KubeSource {
+    client: Client,
+    origin: ConfigOrigin,
+    options: KubeOptions,
+    errors_tx: channel::Sender<Vec<FileError>>,
+    leading_tx: channel::Sender<bool>,
+}
+
+impl KubeSource {
+    /// Finds the API configuration and builds the client (no request is made yet).
+    pub async fn connect(options: KubeOptions) -> Result<Self, KubeError> {
+        let (client, origin) = config::client(options.client).await?;
+        Ok(Self {
+            client,
+            origin,
+            options,
+            errors_tx: channel::Sender::new(Vec::new()),
+            leading_tx: channel::Sender::new(false),
+        })
+    }
+
+    /// Where the configuration came from.
+    pub fn origin(&self) -> &ConfigOrigin {
+        &self.origin
+    }
+
+    /// Rejected objects and failing watches, as the `dir:` source reports its files.
+    pub fn error_handle(&self) -> ErrorHandle {
+        ErrorHandle::from_receiver(self.errors_tx.subscribe())
+    }
+
+    /// A status writer with ferrite's field manager, for the agent's status reports.
+    pub fn status_writer(&self) -> StatusWriter {
+        StatusWriter::new(self.client.clone(), FIELD_MANAGER)
+    }
+
+    /// Whether this node holds the status Lease (only the holder should write status).
+    pub fn leadership(&self) -> channel::Receiver<bool> {
+        self.leading_tx.subscribe()
+    }
+
+    /// Watches until every receiver of `tx` is gone.
+    pub async fn run(self, tx: channel::Sender<Arc<Snapshot>>) {
+        let kinds = watch::kinds(&self.options.node_name);
+        let mut tasks = JoinSet::new();
+        let (updates_tx, mut updates) = mpsc::unbounded_channel();
+        for (index, kind) in kinds.iter().enumerate() {
+            tasks.spawn(watch::run(self.client.clone(), index, kind.clone(), updates_tx.clone()));
+        }
+        drop(updates_tx);
+        let namespace = self.options.lease_namespace.clone().unwrap_or_else(config::own_namespace);
+        let elector = lease::LeaderElector::new(
+            self.client.clone(),
+            &namespace,
+            STATUS_LEASE,
+            &self.options.node_name,
+            self.options.lease_timing,
+        );
+        tasks.spawn(elector.run(self.leading_tx.clone()));
+        let (validity_tx, validity_rx) = channel::channel(Arc::new(Vec::new()));
+        tasks.spawn(conditions::run(
+            StatusWriter::new(self.client.clone(), conditions::FIELD_MANAGER),
+            kinds.clone(),
+            validity_rx,
+            self.leading_tx.subscribe(),
+        ));
+
+        let mut cache = cache::Cache::new(kinds);
+        let mut published: Option<Arc<Snapshot>> = None;
+        let mut waiting_logged = false;
+        loop {
+            let update = tokio::select! {
+                biased;
+                () = tx.closed() => break,
+                update = updates.recv() => update,
+                () = tokio::time::sleep(Duration::from_secs(10)), if !cache.synced() && !waiting_logged => {
+                    info!(waiting_for = ?cache.waiting_for(), "still waiting for the first list of some kinds");
+                    waiting_logged = true;
+                    continue;
+                }
+            };
+            let Some(update) = update else { break };
+            let mut changed = cache.apply(update);
+            // Take everything already queued before rebuilding the snapshot.
+            while let Ok(update) = updates.try_recv() {
+                changed |= cache.apply(update);
+            }
+            self.publish_errors(&cache);
+            if !changed || !cache.synced() {
+                continue;
+            }
+            validity_tx.send_if_modified(|current| {
+                let next = cache.validity();
+                if **current == next {
+                    return false;
+                }
+                *current = Arc::new(next);
+                true
+            });
+            let snapshot = cache.snapshot();
+            if published.as_deref() == Some(&snapshot) {
+                continue;
+            }
+            if published.is_none() {
+                info!(services = snapshot.services.len(), endpoint_slices = snapshot.endpoint_slices.len(),
+                      nodes = snapshot.nodes.len(), pools = snapshot.pools.len(),
+                      "initial list complete; publishing the first snapshot");
+            } else {
+                debug!(services = snapshot.services.len(), "publishing snapshot");
+            }
+            let snapshot = Arc::new(snapshot);
+            published = Some(snapshot.clone());
+            tx.send_replace(snapshot);
+        }
+        tasks.shutdown().await;
+        debug!("the kube source stops");
+    }
+
+    fn publish_errors(&self, cache: &cache::Cache) {
+        let errors = cache.errors();
+        self.errors_tx.send_if_modified(|current| {
+            if *current == errors {
+                return false;
+            }
+            *current = errors;
+            true
+        });
+    }
+}

@@ -1,0 +1,258 @@
+//! The CNI protocol against the real binary in fresh network namespaces: every verb in every
+//! supported spec version, and the error codes (with nothing left behind) for bad input.
+
+mod cni_common;
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use cni_common::{Env, NodeLab, addresses, conf, ferrite, links, require, stored};
+use ferrite_lab::wait_until;
+use serde_json::{Value, json};
+
+const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
+
+fn tools() {
+    require(&[("ip", "iproute2")]);
+}
+
+/// One row of the table: what a verb answered in one version.
+fn row(version: &str, verb: &str, code: i64) -> String {
+    format!("{version:>6} {verb:<12} {code}")
+}
+
+fn code_of(r: &cni_common::Reply) -> i64 {
+    if r.status == 0 {
+        0
+    } else {
+        r.json()["code"].as_i64().unwrap_or(-1)
+    }
+}
+
+#[test]
+fn every_verb_in_every_version() {
+    tools();
+    let mut table = Vec::new();
+    let mut expected = Vec::new();
+    for version in VERSIONS {
+        let lab = NodeLab::new("cniv", 2);
+        let work = common::TempDir::new("cni-verbs");
+        let node = lab.node.ns();
+        let state = work.path();
+        let c = conf(version, "verbs", state, &["10.60.0.0/24", "fd00:60::/64"]);
+        let new_api = version == "1.1.0";
+
+        // VERSION answers in the version asked about and lists all three.
+        let v = ferrite(node, &Env::new("VERSION"), &json!({"cniVersion": version}));
+        let vj = v.ok();
+        assert_eq!(vj["cniVersion"], version);
+        assert_eq!(vj["supportedVersions"], json!(VERSIONS));
+        table.push(row(version, "VERSION", code_of(&v)));
+        expected.push(row(version, "VERSION", 0));
+
+        // ADD: result in the requested version, interfaces, addresses and routes in place.
+        let pod0 = lab.pod_path(0);
+        let add = ferrite(node, &Env::attach("ADD", "c0", &pod0, "eth0"), &c);
+        let res = add.ok();
+        assert_eq!(res["cniVersion"], version);
+        assert_eq!(res["ips"].as_array().unwrap().len(), 2, "{res}");
+        assert_eq!(res["ips"][0]["version"].is_string(), version == "0.4.0", "{res}");
+        assert_eq!(res["interfaces"][1]["sandbox"], pod0.display().to_string());
+        assert_eq!(res["interfaces"][1]["mtu"].is_u64(), new_api, "{res}");
+        let host = res["interfaces"][0]["name"].as_str().unwrap().to_owned();
+        assert!(links(node).contains(&host));
+        let pod_addrs = addresses(lab.pods[0].ns(), "eth0");
+        assert_eq!(pod_addrs, ["10.60.0.2/32", "fd00:60::2/128"]);
+        let gw = addresses(node, &host);
+        assert_eq!(gw, ["10.60.0.1/32", "fd00:60::1/128"]);
+        table.push(row(version, "ADD", code_of(&add)));
+        expected.push(row(version, "ADD", 0));
+
+        // A second ADD of the same attachment fails and changes nothing.
+        let again = ferrite(node, &Env::attach("ADD", "c0", &pod0, "eth0"), &c);
+        again.err(101);
+        assert_eq!(addresses(lab.pods[0].ns(), "eth0"), pod_addrs);
+
+        // CHECK with the ADD result as prevResult.
+        let mut with_prev = c.clone();
+        with_prev["prevResult"] = res.clone();
+        let check = ferrite(node, &Env::attach("CHECK", "c0", &pod0, "eth0"), &with_prev);
+        check.ok();
+        table.push(row(version, "CHECK", code_of(&check)));
+        expected.push(row(version, "CHECK", 0));
+
+        // STATUS: 1.1.0 only; no agent behind apiSocket, so "not available".
+        let status = ferrite(node, &Env::new("STATUS"), &c);
+        status.err(if new_api { 50 } else { 1 });
+        table.push(row(version, "STATUS", code_of(&status)));
+        expected.push(row(version, "STATUS", if new_api { 50 } else { 1 }));
+
+        // GC: 1.1.0 only. Keeps c0 (valid), removes c1 (not listed).
+        let pod1 = lab.pod_path(1);
+        let add1 = ferrite(node, &Env::attach("ADD", "c1", &pod1, "eth0"), &c).ok();
+        let host1 = add1["interfaces"][0]["name"].as_str().unwrap().to_owned();
+        let mut gc = c.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "c0", "ifname": "eth0"}]);
+        let gcr = ferrite(node, &Env::new("GC"), &gc);
+        table.push(row(version, "GC", code_of(&gcr)));
+        if new_api {
+            gcr.ok();
+            expected.push(row(version, "GC", 0));
+            assert!(!links(node).contains(&host1), "GC left {host1}");
+            assert!(links(node).contains(&host), "GC removed a valid attachment");
+            assert!(addresses(lab.pods[1].ns(), "eth0").is_empty());
+            let left: Vec<Value> = stored(&state.join("ipam"), "verbs");
+            assert!(left.iter().all(|a| a["containerId"] == "c0"), "{left:?}");
+            assert_eq!(left.len(), 2);
+        } else {
+            gcr.err(1);
+            expected.push(row(version, "GC", 1));
+            ferrite(node, &Env::attach("DEL", "c1", &pod1, "eth0"), &c).ok();
+        }
+
+        // DEL: idempotent; releases the addresses; also fine once the netns is gone.
+        let mut del_conf = c.clone();
+        del_conf["prevResult"] = res.clone();
+        let del = ferrite(node, &Env::attach("DEL", "c0", &pod0, "eth0"), &del_conf);
+        assert_eq!(del.ok(), Value::Null, "DEL prints nothing");
+        table.push(row(version, "DEL", code_of(&del)));
+        expected.push(row(version, "DEL", 0));
+        assert!(!links(node).contains(&host));
+        assert!(stored(&state.join("ipam"), "verbs").is_empty());
+        let del2 = ferrite(node, &Env::attach("DEL", "c0", &pod0, "eth0"), &del_conf);
+        del2.ok();
+        table.push(row(version, "DEL again", code_of(&del2)));
+        expected.push(row(version, "DEL again", 0));
+        let gone = Env::attach("DEL", "c0", Path::new("/run/netns/ferrite-no-such-netns"), "eth0");
+        ferrite(node, &gone, &c).ok();
+        let mut no_netns = Env::new("DEL");
+        no_netns.container_id = Some("c0".into());
+        no_netns.ifname = Some("eth0".into());
+        ferrite(node, &no_netns, &c).ok();
+
+        // CHECK after DEL reports what is missing.
+        let stale = ferrite(node, &Env::attach("CHECK", "c0", &pod0, "eth0"), &with_prev);
+        stale.err(102);
+        table.push(row(version, "CHECK stale", code_of(&stale)));
+        expected.push(row(version, "CHECK stale", 102));
+    }
+    eprintln!("version   verb        code\n{}", table.join("\n"));
+    assert_eq!(table, expected);
+}
+
+/// Every invalid invocation answers its spec code and leaves the host as it was.
+#[test]
+fn errors_have_the_spec_codes_and_create_nothing() {
+    tools();
+    let lab = NodeLab::new("cnie", 1);
+    let work = common::TempDir::new("cni-errors");
+    let node = lab.node.ns();
+    let pod = lab.pod_path(0);
+    let good = conf("1.1.0", "errs", work.path(), &["10.61.0.0/24"]);
+    let before = links(node);
+    let add = |env: &Env, stdin: &str| cni_common::exec(Path::new(cni_common::FERRITE), node, env, stdin);
+    let env = Env::attach("ADD", "c0", &pod, "eth0");
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c.to_string()
+    };
+    let cases: Vec<(&str, Env, String, u64)> = vec![
+        ("not JSON", env.clone(), "{not json".into(), 6),
+        ("JSON but not an object", env.clone(), "[]".into(), 6),
+        ("field of the wrong type", env.clone(), with("mtu", json!("big")), 6),
+        ("unknown version", env.clone(), with("cniVersion", json!("0.3.1")), 1),
+        ("future version", env.clone(), with("cniVersion", json!("2.0.0")), 1),
+        ("no version", env.clone(), json!({"name": "errs"}).to_string(), 1),
+        ("no name", env.clone(), json!({"cniVersion": "1.1.0"}).to_string(), 7),
+        ("bad pod CIDR", env.clone(), with("podCIDRs", json!(["10.61.0/24"])), 7),
+        ("MTU out of range", env.clone(), with("mtu", json!(20)), 7),
+        ("missing CNI_NETNS", Env { netns: None, ..env.clone() }, good.to_string(), 4),
+        ("missing CNI_CONTAINERID", Env { container_id: None, ..env.clone() }, good.to_string(), 4),
+        ("bad CNI_CONTAINERID", Env { container_id: Some("../x".into()), ..env.clone() }, good.to_string(), 4),
+        ("bad CNI_IFNAME", Env { ifname: Some("way-too-long-ifname".into()), ..env.clone() }, good.to_string(), 4),
+        ("bad CNI_ARGS", Env { args: Some("novalue".into()), ..env.clone() }, good.to_string(), 4),
+        ("unknown CNI_COMMAND", Env { command: "FROB".into(), ..env.clone() }, good.to_string(), 4),
+        ("netns does not exist", Env { netns: Some("/run/netns/ferrite-none".into()), ..env.clone() }, good.to_string(), 4),
+        ("netns is the plugin's own", Env { netns: Some(node.path()), ..env.clone() }, good.to_string(), 4),
+        ("GC without CNI_PATH", Env { path: None, ..Env::new("GC") }, good.to_string(), 4),
+        ("GC without valid-attachments", Env::new("GC"), good.to_string(), 7),
+        ("no pod CIDR and no node state yet", env.clone(), with("podCIDRs", json!([])), 11),
+        ("requested IP outside the CIDR", env.clone(), with("runtimeConfig", json!({"ips": ["10.99.0.5/24"]})), 103),
+    ];
+    for (what, env, stdin, code) in cases {
+        let r = add(&env, &stdin);
+        let j = r.err(code);
+        assert!(j["details"].as_str().is_some_and(|d| !d.is_empty()), "{what}: {j}");
+        assert_eq!(links(node), before, "{what} created a link");
+        assert!(addresses(lab.pods[0].ns(), "eth0").is_empty(), "{what}");
+        assert!(stored(&work.path().join("ipam"), "errs").is_empty(), "{what} left an allocation");
+    }
+}
+
+/// An ADD that fails half-way (CNI_IFNAME already taken in the pod) rolls back: no host veth,
+/// no allocation, the pod's own interface untouched.
+#[test]
+fn failed_add_rolls_back() {
+    tools();
+    let lab = NodeLab::new("cnir", 1);
+    let work = common::TempDir::new("cni-rollback");
+    let node = lab.node.ns();
+    let pod = lab.pods[0].ns();
+    pod.ip_run(["link", "add", "eth0", "type", "veth", "peer", "name", "other0"])
+        .expect("pre-existing eth0");
+    let before = links(node);
+    let c = conf("1.0.0", "rb", work.path(), &["10.62.0.0/24"]);
+    let r = ferrite(node, &Env::attach("ADD", "c0", &lab.pod_path(0), "eth0"), &c);
+    r.err(101);
+    assert_eq!(links(node), before);
+    assert!(stored(&work.path().join("ipam"), "rb").is_empty());
+    assert!(links(pod).contains("other0"));
+    // The same pod with a free name works, and gets the first address (nothing leaked).
+    let ok = ferrite(node, &Env::attach("ADD", "c0", &lab.pod_path(0), "net1"), &c).ok();
+    assert_eq!(ok["ips"][0]["address"], "10.62.0.2/32");
+}
+
+/// Without podCIDRs in the config, ADD waits (code 11) for the agent's node state file, then
+/// uses it; runtimeConfig ips/mac are honoured.
+#[test]
+fn node_state_file_and_capabilities() {
+    tools();
+    let lab = NodeLab::new("cnin", 1);
+    let work = common::TempDir::new("cni-node");
+    let node = lab.node.ns();
+    let mut c = conf("1.1.0", "ns", work.path(), &[]);
+    let env = Env::attach("ADD", "c0", &lab.pod_path(0), "eth0");
+    ferrite(node, &env, &c).err(11);
+    std::fs::write(
+        work.path().join("node.json"),
+        json!({"nodeName": "n1", "podCIDRs": ["10.63.4.0/24"], "source": "flag", "updatedUnixMs": 0}).to_string(),
+    )
+    .unwrap();
+    c["runtimeConfig"] = json!({"ips": ["10.63.4.77/24"], "mac": "02:00:00:aa:bb:cc"});
+    let r = ferrite(node, &env, &c).ok();
+    assert_eq!(r["ips"][0]["address"], "10.63.4.77/32");
+    assert_eq!(r["interfaces"][1]["mac"], "02:00:00:aa:bb:cc");
+    let link = lab.pods[0].ns().ip_run(["-j", "link", "show", "eth0"]).unwrap();
+    assert!(String::from_utf8_lossy(&link.stdout).contains("02:00:00:aa:bb:cc"));
+}
+
+/// STATUS follows the real agent: not available before it runs, ready while it runs.
+#[test]
+fn status_follows_the_agent() {
+    tools();
+    common::require_root();
+    let lab = NodeLab::new("cnis", 0);
+    let mut agent = common::AgentLab::new("cnis");
+    let mut c = conf("1.1.0", "st", agent.work.path(), &["10.64.0.0/24"]);
+    c["apiSocket"] = json!(agent.socket);
+    let status = || ferrite(lab.node.ns(), &Env::new("STATUS"), &c);
+    let down = status().err(50);
+    assert!(down["details"].as_str().unwrap().contains("agent"), "{down}");
+    agent.start();
+    status().ok();
+    agent.kill9();
+    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(50), || status().status != 0);
+    assert!(ok.is_ok(), "STATUS still ready after the agent died");
+}
