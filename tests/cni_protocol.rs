@@ -57,7 +57,11 @@ fn every_verb_in_every_version() {
         let res = add.ok();
         assert_eq!(res["cniVersion"], version);
         assert_eq!(res["ips"].as_array().unwrap().len(), 2, "{res}");
-        assert_eq!(res["ips"][0]["version"].is_string(), version == "0.4.0", "{res}");
+        assert_eq!(
+            res["ips"][0]["version"].is_string(),
+            version == "0.4.0",
+            "{res}"
+        );
         assert_eq!(res["interfaces"][1]["sandbox"], pod0.display().to_string());
         assert_eq!(res["interfaces"][1]["mtu"].is_u64(), new_api, "{res}");
         let host = res["interfaces"][0]["name"].as_str().unwrap().to_owned();
@@ -124,7 +128,12 @@ fn every_verb_in_every_version() {
         del2.ok();
         table.push(row(version, "DEL again", code_of(&del2)));
         expected.push(row(version, "DEL again", 0));
-        let gone = Env::attach("DEL", "c0", Path::new("/run/netns/ferrite-no-such-netns"), "eth0");
+        let gone = Env::attach(
+            "DEL",
+            "c0",
+            Path::new("/run/netns/ferrite-no-such-netns"),
+            "eth0",
+        );
         ferrite(node, &gone, &c).ok();
         let mut no_netns = Env::new("DEL");
         no_netns.container_id = Some("c0".into());
@@ -151,7 +160,8 @@ fn errors_have_the_spec_codes_and_create_nothing() {
     let pod = lab.pod_path(0);
     let good = conf("1.1.0", "errs", work.path(), &["10.61.0.0/24"]);
     let before = links(node);
-    let add = |env: &Env, stdin: &str| cni_common::exec(Path::new(cni_common::FERRITE), node, env, stdin);
+    let add =
+        |env: &Env, stdin: &str| cni_common::exec(Path::new(cni_common::FERRITE), node, env, stdin);
     let env = Env::attach("ADD", "c0", &pod, "eth0");
     let with = |k: &str, v: Value| {
         let mut c = good.clone();
@@ -161,33 +171,156 @@ fn errors_have_the_spec_codes_and_create_nothing() {
     let cases: Vec<(&str, Env, String, u64)> = vec![
         ("not JSON", env.clone(), "{not json".into(), 6),
         ("JSON but not an object", env.clone(), "[]".into(), 6),
-        ("field of the wrong type", env.clone(), with("mtu", json!("big")), 6),
-        ("unknown version", env.clone(), with("cniVersion", json!("0.3.1")), 1),
-        ("future version", env.clone(), with("cniVersion", json!("2.0.0")), 1),
-        ("no version", env.clone(), json!({"name": "errs"}).to_string(), 1),
-        ("no name", env.clone(), json!({"cniVersion": "1.1.0"}).to_string(), 7),
-        ("bad pod CIDR", env.clone(), with("podCIDRs", json!(["10.61.0/24"])), 7),
+        (
+            "field of the wrong type",
+            env.clone(),
+            with("mtu", json!("big")),
+            6,
+        ),
+        (
+            "unknown version",
+            env.clone(),
+            with("cniVersion", json!("0.3.1")),
+            1,
+        ),
+        (
+            "future version",
+            env.clone(),
+            with("cniVersion", json!("2.0.0")),
+            1,
+        ),
+        (
+            "no version",
+            env.clone(),
+            json!({"name": "errs"}).to_string(),
+            1,
+        ),
+        (
+            "no name",
+            env.clone(),
+            json!({"cniVersion": "1.1.0"}).to_string(),
+            7,
+        ),
+        (
+            "bad pod CIDR",
+            env.clone(),
+            with("podCIDRs", json!(["10.61.0/24"])),
+            7,
+        ),
         ("MTU out of range", env.clone(), with("mtu", json!(20)), 7),
-        ("missing CNI_NETNS", Env { netns: None, ..env.clone() }, good.to_string(), 4),
-        ("missing CNI_CONTAINERID", Env { container_id: None, ..env.clone() }, good.to_string(), 4),
-        ("bad CNI_CONTAINERID", Env { container_id: Some("../x".into()), ..env.clone() }, good.to_string(), 4),
-        ("bad CNI_IFNAME", Env { ifname: Some("way-too-long-ifname".into()), ..env.clone() }, good.to_string(), 4),
-        ("bad CNI_ARGS", Env { args: Some("novalue".into()), ..env.clone() }, good.to_string(), 4),
-        ("unknown CNI_COMMAND", Env { command: "FROB".into(), ..env.clone() }, good.to_string(), 4),
-        ("netns does not exist", Env { netns: Some("/run/netns/ferrite-none".into()), ..env.clone() }, good.to_string(), 4),
-        ("netns is the plugin's own", Env { netns: Some(node.path()), ..env.clone() }, good.to_string(), 4),
-        ("GC without CNI_PATH", Env { path: None, ..Env::new("GC") }, good.to_string(), 4),
-        ("GC without valid-attachments", Env::new("GC"), good.to_string(), 7),
-        ("no pod CIDR and no node state yet", env.clone(), with("podCIDRs", json!([])), 11),
-        ("requested IP outside the CIDR", env.clone(), with("runtimeConfig", json!({"ips": ["10.99.0.5/24"]})), 103),
+        (
+            "missing CNI_NETNS",
+            Env {
+                netns: None,
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "missing CNI_CONTAINERID",
+            Env {
+                container_id: None,
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "bad CNI_CONTAINERID",
+            Env {
+                container_id: Some("../x".into()),
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "bad CNI_IFNAME",
+            Env {
+                ifname: Some("way-too-long-ifname".into()),
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "bad CNI_ARGS",
+            Env {
+                args: Some("novalue".into()),
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "unknown CNI_COMMAND",
+            Env {
+                command: "FROB".into(),
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "netns does not exist",
+            Env {
+                netns: Some("/run/netns/ferrite-none".into()),
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "netns is the plugin's own",
+            Env {
+                netns: Some(node.path()),
+                ..env.clone()
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "GC without CNI_PATH",
+            Env {
+                path: None,
+                ..Env::new("GC")
+            },
+            good.to_string(),
+            4,
+        ),
+        (
+            "GC without valid-attachments",
+            Env::new("GC"),
+            good.to_string(),
+            7,
+        ),
+        (
+            "no pod CIDR and no node state yet",
+            env.clone(),
+            with("podCIDRs", json!([])),
+            11,
+        ),
+        (
+            "requested IP outside the CIDR",
+            env.clone(),
+            with("runtimeConfig", json!({"ips": ["10.99.0.5/24"]})),
+            103,
+        ),
     ];
     for (what, env, stdin, code) in cases {
         let r = add(&env, &stdin);
         let j = r.err(code);
-        assert!(j["details"].as_str().is_some_and(|d| !d.is_empty()), "{what}: {j}");
+        assert!(
+            j["details"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}: {j}"
+        );
         assert_eq!(links(node), before, "{what} created a link");
         assert!(addresses(lab.pods[0].ns(), "eth0").is_empty(), "{what}");
-        assert!(stored(&work.path().join("ipam"), "errs").is_empty(), "{what} left an allocation");
+        assert!(
+            stored(&work.path().join("ipam"), "errs").is_empty(),
+            "{what} left an allocation"
+        );
     }
 }
 
@@ -200,18 +333,37 @@ fn failed_add_rolls_back() {
     let work = common::TempDir::new("cni-rollback");
     let node = lab.node.ns();
     let pod = lab.pods[0].ns();
-    pod.ip_run(["link", "add", "eth0", "type", "veth", "peer", "name", "other0"])
-        .expect("pre-existing eth0");
+    pod.ip_run([
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ])
+    .expect("pre-existing eth0");
     let before = links(node);
     let c = conf("1.0.0", "rb", work.path(), &["10.62.0.0/24"]);
-    let r = ferrite(node, &Env::attach("ADD", "c0", &lab.pod_path(0), "eth0"), &c);
+    let r = ferrite(
+        node,
+        &Env::attach("ADD", "c0", &lab.pod_path(0), "eth0"),
+        &c,
+    );
     r.err(101);
     assert_eq!(links(node), before);
     assert!(stored(&work.path().join("ipam"), "rb").is_empty());
     assert!(links(pod).contains("other0"));
-    // The same pod with a free name works, and gets the first address (nothing leaked).
-    let ok = ferrite(node, &Env::attach("ADD", "c0", &lab.pod_path(0), "net1"), &c).ok();
-    assert_eq!(ok["ips"][0]["address"], "10.62.0.2/32");
+    // The same pod with a free name works; the store holds only that attachment.
+    let ok = ferrite(
+        node,
+        &Env::attach("ADD", "c0", &lab.pod_path(0), "net1"),
+        &c,
+    )
+    .ok();
+    assert!(
+        ok["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.62.0.")
+    );
+    let held = stored(&work.path().join("ipam"), "rb");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["ifname"], "net1");
 }
 
 /// Without podCIDRs in the config, ADD waits (code 11) for the agent's node state file, then
@@ -234,7 +386,10 @@ fn node_state_file_and_capabilities() {
     let r = ferrite(node, &env, &c).ok();
     assert_eq!(r["ips"][0]["address"], "10.63.4.77/32");
     assert_eq!(r["interfaces"][1]["mac"], "02:00:00:aa:bb:cc");
-    let link = lab.pods[0].ns().ip_run(["-j", "link", "show", "eth0"]).unwrap();
+    let link = lab.pods[0]
+        .ns()
+        .ip_run(["-j", "link", "show", "eth0"])
+        .unwrap();
     assert!(String::from_utf8_lossy(&link.stdout).contains("02:00:00:aa:bb:cc"));
 }
 
@@ -249,10 +404,15 @@ fn status_follows_the_agent() {
     c["apiSocket"] = json!(agent.socket);
     let status = || ferrite(lab.node.ns(), &Env::new("STATUS"), &c);
     let down = status().err(50);
-    assert!(down["details"].as_str().unwrap().contains("agent"), "{down}");
+    assert!(
+        down["details"].as_str().unwrap().contains("agent"),
+        "{down}"
+    );
     agent.start();
     status().ok();
     agent.kill9();
-    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(50), || status().status != 0);
+    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        status().status != 0
+    });
     assert!(ok.is_ok(), "STATUS still ready after the agent died");
 }

@@ -60,7 +60,11 @@ fn run(node: &Ns, env: &Env, conf: &Value, kill_after: Option<Duration>) -> Outc
         cmd.env("CNI_NETNS", n);
     }
     let mut child = cmd.spawn().unwrap();
-    let _ = child.stdin.take().unwrap().write_all(conf.to_string().as_bytes());
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes());
     std::thread::sleep(after);
     let killed = child.try_wait().unwrap().is_none() && child.kill().is_ok();
     let out = child.wait_with_output().unwrap();
@@ -151,7 +155,13 @@ fn concurrent_add_del_with_kill9_never_duplicates_and_gc_leaves_nothing() {
                                 .as_array()
                                 .unwrap()
                                 .iter()
-                                .map(|ip| ip["address"].as_str().unwrap().trim_end_matches("/32").to_owned())
+                                .map(|ip| {
+                                    ip["address"]
+                                        .as_str()
+                                        .unwrap()
+                                        .trim_end_matches("/32")
+                                        .to_owned()
+                                })
                                 .collect();
                             rec.held = Some((ips, Instant::now(), None));
                             rec.live = true;
@@ -159,14 +169,19 @@ fn concurrent_add_del_with_kill9_never_duplicates_and_gc_leaves_nothing() {
                     }
                     // Half the attachments are deleted again (a killed ADD is followed by a DEL
                     // only sometimes: the other times the runtime "crashed" and GC must clean).
-                    let delete = if rec.add_killed { rng.below(2) == 0 } else { rng.below(2) == 0 };
+                    let delete = if rec.add_killed {
+                        rng.below(2) == 0
+                    } else {
+                        rng.below(2) == 0
+                    };
                     if delete {
                         let started = Instant::now();
                         if let Some(h) = rec.held.as_mut() {
                             h.2 = Some(started);
                         }
                         // A DEL may be killed too; the runtime retries until one succeeds.
-                        let kill = (rng.below(100) < 30).then(|| Duration::from_millis(rng.below(30)));
+                        let kill =
+                            (rng.below(100) < 30).then(|| Duration::from_millis(rng.below(30)));
                         let _ = run(&node, &del, &conf, kill);
                         ferrite(&node, &del, &conf).ok();
                         rec.live = false;
@@ -179,7 +194,11 @@ fn concurrent_add_del_with_kill9_never_duplicates_and_gc_leaves_nothing() {
     });
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap();
-    assert!(dup_seen.lock().unwrap().is_empty(), "store listed an address twice: {:?}", dup_seen.lock().unwrap());
+    assert!(
+        dup_seen.lock().unwrap().is_empty(),
+        "store listed an address twice: {:?}",
+        dup_seen.lock().unwrap()
+    );
     assert!(samples > 10, "the sampler hardly ran ({samples})");
 
     // Windows in which two attachments surely held the same address must not overlap.
@@ -195,7 +214,12 @@ fn concurrent_add_del_with_kill9_never_duplicates_and_gc_leaves_nothing() {
         holders.sort_by_key(|h| h.0);
         for pair in holders.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            assert!(a.1.is_some_and(|end| end <= b.0), "{ip} held by workers {} and {} at once", a.2, b.2);
+            assert!(
+                a.1.is_some_and(|end| end <= b.0),
+                "{ip} held by workers {} and {} at once",
+                a.2,
+                b.2
+            );
         }
     }
 
@@ -209,7 +233,10 @@ fn concurrent_add_del_with_kill9_never_duplicates_and_gc_leaves_nothing() {
         }
     }
     let killed = records.iter().filter(|r| r.add_killed).count();
-    eprintln!("{killed} ADDs killed, {} live attachments", records.iter().filter(|r| r.live).count());
+    eprintln!(
+        "{killed} ADDs killed, {} live attachments",
+        records.iter().filter(|r| r.live).count()
+    );
     assert!(killed > 20, "too few kills to mean anything ({killed})");
 
     // GC with the attachments the "runtime" still has: exactly those remain, nothing else.
@@ -229,13 +256,29 @@ fn concurrent_add_del_with_kill9_never_duplicates_and_gc_leaves_nothing() {
         .flat_map(|r| r.held.as_ref().unwrap().0.clone())
         .collect();
     let stored_ips: BTreeSet<String> = left.iter().map(|(ip, _)| ip.clone()).collect();
-    assert_eq!(stored_ips, live_ips, "after GC the store holds exactly the live attachments");
-    assert!(left.iter().all(|(_, a)| a.get("pending").is_none()), "a pending reservation survived GC");
-    let host_veths: BTreeSet<String> = links(node.ns()).into_iter().filter(|l| l.starts_with("fer")).collect();
-    let expected_veths: BTreeSet<String> = left.iter().map(|(_, a)| a["hostIfname"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        stored_ips, live_ips,
+        "after GC the store holds exactly the live attachments"
+    );
+    assert!(
+        left.iter().all(|(_, a)| a.get("pending").is_none()),
+        "a pending reservation survived GC"
+    );
+    let host_veths: BTreeSet<String> = links(node.ns())
+        .into_iter()
+        .filter(|l| l.starts_with("fer"))
+        .collect();
+    let expected_veths: BTreeSet<String> = left
+        .iter()
+        .map(|(_, a)| a["hostIfname"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(host_veths, expected_veths, "host veths after GC");
     for (i, pod) in pods.iter().enumerate() {
-        assert_eq!(!addresses(pod.ns(), "eth0").is_empty(), records[i].live, "pod {i} after GC");
+        assert_eq!(
+            !addresses(pod.ns(), "eth0").is_empty(),
+            records[i].live,
+            "pod {i} after GC"
+        );
     }
 
     // And the survivors still DEL cleanly, leaving an empty node.

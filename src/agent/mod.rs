@@ -85,6 +85,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         services: Vec::new(),
         source_errors: None,
         pools: api::PoolsView::default(),
+        l2: api::L2View::default(),
     }));
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -99,17 +100,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             errors
         }
         SourceSpec::Kube => {
-            let source = crate::source::kube::KubeSource::connect(crate::source::kube::KubeOptions {
-                node_name: cfg.node_name.clone(),
-                client: cfg.k8s_client,
-                lease_namespace: None,
-                lease_timing: crate::source::kube::lease::LeaseTiming::default(),
-            })
-            .await?;
-            info!(origin = %source.origin(), "kube source connected");
-            let errors = source.error_handle();
-            tokio::spawn(source.run(tx));
-            errors
+            crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, tx).await?.errors
         }
     };
 

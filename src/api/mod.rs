@@ -2,10 +2,12 @@
 //! its model and applied state into [`ApiState`]; the CLI reads them with [`client`].
 
 pub mod client;
+mod l2;
 mod pools;
 mod server;
 mod types;
 
+pub use l2::{L2AddressView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve};
 pub use types::{ApplyReport, DatapathStatus, ServiceView, SourceErrorView, Status};
@@ -24,6 +26,8 @@ pub struct ApiState {
     pub source_errors: Option<SourceErrorsFn>,
     /// LB IPAM: pools and LoadBalancer services (`/v1/pools`).
     pub pools: PoolsView,
+    /// L2 announcements (`/v1/l2`).
+    pub l2: L2View,
 }
 
 impl std::fmt::Debug for ApiState {

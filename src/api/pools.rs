@@ -82,7 +82,11 @@ impl PoolsView {
                     total: status.total,
                     used: status.used,
                     available: status.available,
-                    conditions: status.conditions().iter().map(ConditionView::from).collect(),
+                    conditions: status
+                        .conditions()
+                        .iter()
+                        .map(ConditionView::from)
+                        .collect(),
                 }
             })
             .collect();
@@ -92,7 +96,11 @@ impl PoolsView {
             .map(|status| LbServiceView {
                 service: status.service.to_string(),
                 addresses: status.addresses.iter().map(|a| a.ip.to_string()).collect(),
-                pools: status.addresses.iter().map(|a| a.pool.to_string()).collect(),
+                pools: status
+                    .addresses
+                    .iter()
+                    .map(|a| a.pool.to_string())
+                    .collect(),
                 satisfied: status.condition().status == crate::model::ConditionStatus::True,
                 reason: status.reason.as_str().to_owned(),
                 message: status.message.clone(),
@@ -123,8 +131,19 @@ mod tests {
         let pools = BTreeMap::from([(pool.name.clone(), pool)]);
         let view = PoolsView::new(&pools, &allocation);
         assert_eq!(view.pools[0].blocks, ["10.0.0.0/30"]);
-        assert_eq!((view.pools[0].total, view.pools[0].used, view.pools[0].available), (2, 1, 1));
-        let types: Vec<_> = view.pools[0].conditions.iter().map(|c| c.condition_type.as_str()).collect();
+        assert_eq!(
+            (
+                view.pools[0].total,
+                view.pools[0].used,
+                view.pools[0].available
+            ),
+            (2, 1, 1)
+        );
+        let types: Vec<_> = view.pools[0]
+            .conditions
+            .iter()
+            .map(|c| c.condition_type.as_str())
+            .collect();
         assert!(types.contains(&"ferrite.dev/PoolConflict"), "{types:?}");
         assert_eq!(view.services[0].service, "ns/web");
         assert_eq!(view.services[0].addresses, ["10.0.0.1"]);

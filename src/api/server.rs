@@ -87,6 +87,7 @@ fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> 
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match req.uri().path() {
         "/v1/status" => json(StatusCode::OK, &guard.current_status()),
+        "/v1/l2" => json(StatusCode::OK, &guard.l2),
         "/v1/services" => json(StatusCode::OK, &guard.services),
         "/v1/pools" => json(StatusCode::OK, &guard.pools),
         "/healthz" => {

@@ -56,7 +56,10 @@ pub struct InstallCmd {
 #[argh(subcommand, name = "allocations")]
 pub struct AllocationsCmd {
     /// the IPAM state dir (the agent's --state-dir + /cni)
-    #[argh(option, default = "PathBuf::from(crate::cni::config::DEFAULT_STATE_DIR)")]
+    #[argh(
+        option,
+        default = "PathBuf::from(crate::cni::config::DEFAULT_STATE_DIR)"
+    )]
     pub state_dir: PathBuf,
     /// output format: table (default) or json
     #[argh(option, short = 'o', default = "OutputFormat::Table")]
@@ -101,7 +104,11 @@ fn run_install(cmd: InstallCmd) -> i32 {
     match install(&cfg) {
         Ok(r) => {
             println!("binary    {}", r.binary.display());
-            println!("conflist  {} (chained: {})", r.conflist.display(), r.chained.join(", "));
+            println!(
+                "conflist  {} (chained: {})",
+                r.conflist.display(),
+                r.chained.join(", ")
+            );
             if let Some(n) = r.node_state {
                 println!("node      {}", n.display());
             }
@@ -162,14 +169,27 @@ fn run_allocations(cmd: &AllocationsCmd) -> i32 {
                         a.ifname.clone(),
                         a.host_ifname.clone(),
                         a.pod.clone().unwrap_or_else(|| "-".into()),
-                        if a.pending.is_some() { "pending" } else { "ready" }.into(),
+                        if a.pending.is_some() {
+                            "pending"
+                        } else {
+                            "ready"
+                        }
+                        .into(),
                     ]
                 })
                 .collect();
             print!(
                 "{}",
                 table(
-                    &["NETWORK", "IP", "CONTAINER", "IFNAME", "VETH", "POD", "STATE"],
+                    &[
+                        "NETWORK",
+                        "IP",
+                        "CONTAINER",
+                        "IFNAME",
+                        "VETH",
+                        "POD",
+                        "STATE"
+                    ],
                     &rows
                 )
             );

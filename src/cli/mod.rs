@@ -1,6 +1,7 @@
 //! The command line (argh). `ferrite` is also the CNI plugin when `CNI_COMMAND` is set.
 
 mod agent;
+mod l2;
 mod cni;
 mod manifests;
 mod output;
@@ -28,6 +29,7 @@ pub enum Command {
     Status(query::StatusCmd),
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
+    L2(l2::L2Cmd),
     Cni(cni::CniCmd),
     Manifests(manifests::ManifestsCmd),
 }
@@ -64,6 +66,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(s) => query::status(&s),
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),
+        Command::L2(c) => l2::run(&c),
         Command::Cni(c) => cni::run(c),
         Command::Manifests(m) => manifests::run(&m),
     }

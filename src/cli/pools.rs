@@ -160,7 +160,11 @@ mod tests {
                 pool("lan", vec![condition(POOL_IPS_TOTAL, "Unknown", "4")]),
                 pool(
                     "dup",
-                    vec![condition("ferrite.dev/PoolConflict", "True", "overlaps lan")],
+                    vec![condition(
+                        "ferrite.dev/PoolConflict",
+                        "True",
+                        "overlaps lan",
+                    )],
                 ),
             ],
             services: vec![
@@ -184,7 +188,10 @@ mod tests {
         };
         let text = render(&view);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("POOL") && lines[0].contains("CONDITIONS"), "{text}");
+        assert!(
+            lines[0].starts_with("POOL") && lines[0].contains("CONDITIONS"),
+            "{text}"
+        );
         assert!(lines[1].contains("10.0.0.0/30,10.0.1.1-10.0.1.2") && lines[1].ends_with("ok"));
         assert!(lines[2].ends_with("PoolConflict: overlaps lan"), "{text}");
         assert!(lines[4].starts_with("SERVICE"), "{text}");

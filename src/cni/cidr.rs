@@ -66,7 +66,10 @@ impl IpNet {
     fn mask(&self) -> u128 {
         let width = u32::from(max_prefix(self.addr));
         let all = u128::MAX >> (128 - width);
-        u128::MAX.checked_shl(width - u32::from(self.prefix)).unwrap_or(0) & all
+        u128::MAX
+            .checked_shl(width - u32::from(self.prefix))
+            .unwrap_or(0)
+            & all
     }
 
     /// Whether `ip` is inside this subnet (same family).
@@ -192,7 +195,10 @@ mod tests {
     #[test]
     fn serde_roundtrip() {
         let v: Vec<IpNet> = serde_json::from_str(r#"["10.0.0.0/8","fd00::/8"]"#).unwrap();
-        assert_eq!(serde_json::to_string(&v).unwrap(), r#"["10.0.0.0/8","fd00::/8"]"#);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"["10.0.0.0/8","fd00::/8"]"#
+        );
         assert!(serde_json::from_str::<IpNet>(r#""10.0.0.0""#).is_err());
     }
 }

@@ -36,7 +36,10 @@ pub enum ConfigError {
     #[error("cniVersion {0:?} is not supported; this plugin speaks {list}", list = supported_list())]
     Version(String),
     #[error("cniVersion {version} does not allow {command}; it needs 1.1.0")]
-    CommandNotAllowed { version: CniVersion, command: Command },
+    CommandNotAllowed {
+        version: CniVersion,
+        command: Command,
+    },
     #[error("{field}: {why}")]
     Invalid { field: String, why: String },
 }
@@ -157,7 +160,12 @@ pub fn parse(stdin: &[u8], command: Command) -> Result<NetConf, ConfigError> {
     let mtu = match raw.mtu {
         None => DEFAULT_MTU,
         Some(m @ 68..=65535) => u32::try_from(m).unwrap_or(DEFAULT_MTU),
-        Some(m) => return Err(ConfigError::invalid("mtu", format!("{m} is outside 68..65535"))),
+        Some(m) => {
+            return Err(ConfigError::invalid(
+                "mtu",
+                format!("{m} is outside 68..65535"),
+            ));
+        }
     };
     let pod_cidrs = parse_cidrs(raw.pod_cidrs.unwrap_or_default())?;
     let runtime = match raw.runtime_config {
@@ -207,7 +215,10 @@ pub fn parse_cidrs(texts: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
             .parse()
             .map_err(|e: super::cidr::CidrError| ConfigError::invalid(&field, e.to_string()))?;
         if out.iter().any(|o| o.is_ipv4() == net.is_ipv4()) {
-            return Err(ConfigError::invalid(field, "a second CIDR of the same family"));
+            return Err(ConfigError::invalid(
+                field,
+                "a second CIDR of the same family",
+            ));
         }
         // Network address, gateway, (v4) broadcast, and at least one pod.
         if net.size() < 4 {
@@ -231,7 +242,10 @@ fn parse_requested_ips(texts: Vec<String>) -> Result<Vec<IpAddr>, ConfigError> {
             .or_else(|_| text.parse::<IpAddr>())
             .map_err(|_| ConfigError::invalid(&field, format!("{text:?} is not an address")))?;
         if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
-            return Err(ConfigError::invalid(field, "a second address of the same family"));
+            return Err(ConfigError::invalid(
+                field,
+                "a second address of the same family",
+            ));
         }
         out.push(ip);
     }
@@ -239,7 +253,12 @@ fn parse_requested_ips(texts: Vec<String>) -> Result<Vec<IpAddr>, ConfigError> {
 }
 
 fn parse_mac(text: &str) -> Result<[u8; 6], ConfigError> {
-    let bad = || ConfigError::invalid("runtimeConfig.mac", format!("{text:?} is not a MAC address"));
+    let bad = || {
+        ConfigError::invalid(
+            "runtimeConfig.mac",
+            format!("{text:?} is not a MAC address"),
+        )
+    };
     let parts: Vec<&str> = text.split([':', '-']).collect();
     if parts.len() != 6 {
         return Err(bad());
@@ -309,14 +328,22 @@ mod tests {
         assert_eq!(code(r#"{"cniVersion":"1.1.0"}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"-x"}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","mtu":10}"#), 7);
-        assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","podCIDRs":["10.0.0/24"]}"#), 7);
-        assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","podCIDRs":["10.0.0.0/31"]}"#), 7);
+        assert_eq!(
+            code(r#"{"cniVersion":"1.1.0","name":"n","podCIDRs":["10.0.0/24"]}"#),
+            7
+        );
+        assert_eq!(
+            code(r#"{"cniVersion":"1.1.0","name":"n","podCIDRs":["10.0.0.0/31"]}"#),
+            7
+        );
         assert_eq!(
             code(r#"{"cniVersion":"1.1.0","name":"n","podCIDRs":["10.0.0.0/24","10.1.0.0/24"]}"#),
             7
         );
         assert_eq!(
-            code(r#"{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"01:00:00:00:00:01"}}"#),
+            code(
+                r#"{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"mac":"01:00:00:00:00:01"}}"#
+            ),
             7
         );
         assert_eq!(

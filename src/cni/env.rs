@@ -61,7 +61,9 @@ pub enum EnvError {
         command: Command,
         missing: Vec<&'static str>,
     },
-    #[error("CNI_CONTAINERID {0:?}: must start with a letter or digit, then letters, digits, _ . -")]
+    #[error(
+        "CNI_CONTAINERID {0:?}: must start with a letter or digit, then letters, digits, _ . -"
+    )]
     ContainerId(String),
     #[error("CNI_IFNAME {name:?}: {why}")]
     IfName { name: String, why: &'static str },
@@ -227,7 +229,10 @@ mod tests {
             ("CNI_CONTAINERID", "abc-1.2_3"),
             ("CNI_NETNS", "/run/netns/x"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web",
+            ),
             ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"),
         ])
         .unwrap();
@@ -239,7 +244,14 @@ mod tests {
 
     #[test]
     fn del_does_not_need_a_netns_and_gc_needs_a_path() {
-        assert!(env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "a"), ("CNI_IFNAME", "eth0")]).is_ok());
+        assert!(
+            env(&[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "a"),
+                ("CNI_IFNAME", "eth0")
+            ])
+            .is_ok()
+        );
         assert!(matches!(
             env(&[("CNI_COMMAND", "GC")]),
             Err(EnvError::Missing { .. })
@@ -251,7 +263,10 @@ mod tests {
     #[test]
     fn rejects_bad_values() {
         assert!(matches!(env(&[]), Err(EnvError::UnknownCommand(_))));
-        assert!(matches!(env(&[("CNI_COMMAND", "add")]), Err(EnvError::UnknownCommand(_))));
+        assert!(matches!(
+            env(&[("CNI_COMMAND", "add")]),
+            Err(EnvError::UnknownCommand(_))
+        ));
         let base = [("CNI_COMMAND", "DEL"), ("CNI_IFNAME", "eth0")];
         for bad in ["-abc", "a/b", "a b", "ä"] {
             let mut v = base.to_vec();
@@ -259,7 +274,11 @@ mod tests {
             assert!(matches!(env(&v), Err(EnvError::ContainerId(_))), "{bad}");
         }
         for bad in ["0123456789abcdef", ".", "..", "a/b", "a:b", "a b"] {
-            let v = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c"), ("CNI_IFNAME", bad)];
+            let v = [
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c"),
+                ("CNI_IFNAME", bad),
+            ];
             assert!(matches!(env(&v), Err(EnvError::IfName { .. })), "{bad}");
         }
         let v = [

@@ -178,7 +178,9 @@ pub fn render_conflist(cfg: &InstallConfig, chained: &[&str]) -> Value {
     let mut plugins = vec![ferrite];
     for name in chained {
         plugins.push(match *name {
-            "portmap" => json!({"type": "portmap", "snat": true, "capabilities": {"portMappings": true}}),
+            "portmap" => {
+                json!({"type": "portmap", "snat": true, "capabilities": {"portMappings": true}})
+            }
             "bandwidth" => json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
             other => json!({"type": other}),
         });
@@ -201,7 +203,10 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallE
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -343,17 +348,30 @@ mod tests {
     #[test]
     fn detects_k3s_or_standard_dirs_and_honours_flags() {
         let (c, b) = detect_dirs(None, None, |_| false);
-        assert_eq!((c.to_str().unwrap(), b.to_str().unwrap()), (DEFAULT_CONF_DIR, DEFAULT_BIN_DIR));
+        assert_eq!(
+            (c.to_str().unwrap(), b.to_str().unwrap()),
+            (DEFAULT_CONF_DIR, DEFAULT_BIN_DIR)
+        );
         let (c, b) = detect_dirs(None, None, |_| true);
-        assert_eq!((c.to_str().unwrap(), b.to_str().unwrap()), (K3S_CONF_DIR, K3S_BIN_DIR));
+        assert_eq!(
+            (c.to_str().unwrap(), b.to_str().unwrap()),
+            (K3S_CONF_DIR, K3S_BIN_DIR)
+        );
         let (c, b) = detect_dirs(Some("/x".into()), Some("/y".into()), |_| true);
         assert_eq!((c, b), (PathBuf::from("/x"), PathBuf::from("/y")));
     }
 
     #[test]
     fn agent_installs_in_kube_mode_or_when_asked() {
-        assert!(InstallConfig::for_agent(opts()).unwrap().is_none(), "dir mode, nothing asked");
-        let kube = InstallConfig::for_agent(AgentCniOptions { kube_mode: true, ..opts() }).unwrap();
+        assert!(
+            InstallConfig::for_agent(opts()).unwrap().is_none(),
+            "dir mode, nothing asked"
+        );
+        let kube = InstallConfig::for_agent(AgentCniOptions {
+            kube_mode: true,
+            ..opts()
+        })
+        .unwrap();
         assert!(kube.is_some_and(|c| c.pod_cidrs.is_empty()));
         let off = AgentCniOptions {
             kube_mode: true,
@@ -367,12 +385,18 @@ mod tests {
         };
         let c = InstallConfig::for_agent(standalone).unwrap().unwrap();
         assert_eq!(c.pod_cidrs.len(), 2);
-        assert_eq!(c.node_state_path(), PathBuf::from("/var/lib/ferrite/node.json"));
+        assert_eq!(
+            c.node_state_path(),
+            PathBuf::from("/var/lib/ferrite/node.json")
+        );
         let bad = AgentCniOptions {
             pod_cidr: Some("10.42.0.0".into()),
             ..opts()
         };
-        assert!(matches!(InstallConfig::for_agent(bad), Err(InstallError::PodCidr(_))));
+        assert!(matches!(
+            InstallConfig::for_agent(bad),
+            Err(InstallError::PodCidr(_))
+        ));
     }
 
     #[test]
@@ -383,12 +407,20 @@ mod tests {
             "n1".into(),
             crate::model::Node {
                 name: "n1".into(),
-                pod_cidrs: vec!["10.42.3.0/24".parse().unwrap(), "fd00:42:3::/64".parse().unwrap()],
+                pod_cidrs: vec![
+                    "10.42.3.0/24".parse().unwrap(),
+                    "fd00:42:3::/64".parse().unwrap(),
+                ],
                 ..crate::model::Node::default()
             },
         );
-        snap.nodes.insert("n2".into(), crate::model::Node::default());
-        let got: Vec<String> = node_cidrs(&snap, "n1").unwrap().iter().map(ToString::to_string).collect();
+        snap.nodes
+            .insert("n2".into(), crate::model::Node::default());
+        let got: Vec<String> = node_cidrs(&snap, "n1")
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(got, ["10.42.3.0/24", "fd00:42:3::/64"]);
         assert_eq!(node_cidrs(&snap, "n2"), None);
     }

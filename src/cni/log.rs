@@ -22,7 +22,11 @@ pub fn init(conf: Option<&NetConf>) {
         .with_filter(filter("warn"));
     let file = conf.and_then(|c| {
         let path = c.log_file.as_ref()?;
-        let f = OpenOptions::new().create(true).append(true).open(path).ok()?;
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
         let level = c.log_level.as_deref().unwrap_or("info");
         Some(
             tracing_subscriber::fmt::layer()

@@ -13,9 +13,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
 };
-use rtnetlink::{
-    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
-};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::cidr::IpNet;
 use super::error::code;
@@ -228,7 +226,12 @@ impl Net {
 
     /// Addresses on link `index`.
     pub fn addresses(&self, conn: &Nl, index: u32) -> Result<Vec<IpNet>, NetError> {
-        let req = conn.0.address().get().set_link_index_filter(index).execute();
+        let req = conn
+            .0
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         let msgs: Vec<_> = self
             .rt
             .block_on(req.try_collect())

@@ -27,10 +27,11 @@ impl NetnsFile {
             path: path.to_owned(),
             source,
         })?;
-        let ours = std::fs::metadata("/proc/thread-self/ns/net").map_err(|source| NetError::Io {
-            what: "stat /proc/thread-self/ns/net".into(),
-            source,
-        })?;
+        let ours =
+            std::fs::metadata("/proc/thread-self/ns/net").map_err(|source| NetError::Io {
+                what: "stat /proc/thread-self/ns/net".into(),
+                source,
+            })?;
         if theirs.dev() == ours.dev() && theirs.ino() == ours.ino() {
             return Err(NetError::SameNetns(path.to_owned()));
         }

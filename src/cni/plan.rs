@@ -226,7 +226,10 @@ mod tests {
             &att("c1", "eth0"),
             1450,
             None,
-            &[alloc("10.244.0.5", "10.244.0.0/24"), alloc("fd00::5", "fd00::/64")],
+            &[
+                alloc("10.244.0.5", "10.244.0.0/24"),
+                alloc("fd00::5", "fd00::/64"),
+            ],
         );
         assert!(p.has_v6());
         let hosts: Vec<String> = p.host_addresses().iter().map(ToString::to_string).collect();
@@ -246,7 +249,12 @@ mod tests {
             ]
         );
         assert_eq!(p.host_routes()[0].dst.to_string(), "10.244.0.5/32");
-        let r = p.result(&[2, 0, 0, 0, 0, 1], &[2, 0, 0, 0, 0, 2], "/run/netns/x", None);
+        let r = p.result(
+            &[2, 0, 0, 0, 0, 1],
+            &[2, 0, 0, 0, 0, 2],
+            "/run/netns/x",
+            None,
+        );
         assert_eq!(r.interfaces[1].sandbox.as_deref(), Some("/run/netns/x"));
         assert_eq!(r.ips[1].address.to_string(), "fd00::5/128");
         assert_eq!(r.routes[0].dst.to_string(), "0.0.0.0/0");

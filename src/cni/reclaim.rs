@@ -14,7 +14,11 @@ use super::netns::link_exists;
 /// Deletes the host veths named by `stale` and returns the names that are gone now (deleted or
 /// never there). A name whose deletion failed is reported in `errors` and its addresses stay
 /// allocated: an address is never freed while an interface may still carry it.
-pub fn delete_host_links(net: &Net, stale: &[Allocation], errors: &mut Vec<String>) -> HashSet<String> {
+pub fn delete_host_links(
+    net: &Net,
+    stale: &[Allocation],
+    errors: &mut Vec<String>,
+) -> HashSet<String> {
     let names: HashSet<&str> = stale.iter().map(|a| a.host_ifname.as_str()).collect();
     let mut gone = HashSet::new();
     for name in names {
@@ -32,7 +36,12 @@ pub fn delete_host_links(net: &Net, stale: &[Allocation], errors: &mut Vec<Strin
 /// the released allocations.
 pub fn reap_dead_adds(net: &Net, state: &mut IpamState) -> Vec<Allocation> {
     let dead = |a: &Allocation| a.pending.is_some_and(|o| !o.alive());
-    let stale: Vec<Allocation> = state.allocations.iter().filter(|a| dead(a)).cloned().collect();
+    let stale: Vec<Allocation> = state
+        .allocations
+        .iter()
+        .filter(|a| dead(a))
+        .cloned()
+        .collect();
     if stale.is_empty() {
         return stale;
     }
@@ -92,7 +101,5 @@ pub fn reclaim_all(state_dir: &Path) -> Result<ReclaimReport, ReclaimError> {
         Ok(report)
     })
     .join()
-    .unwrap_or_else(|_| {
-        Err(ReclaimError::Net(NetError::Thread(state_dir.to_owned())))
-    })
+    .unwrap_or_else(|_| Err(ReclaimError::Net(NetError::Thread(state_dir.to_owned()))))
 }

@@ -145,7 +145,8 @@ impl AddResult {
             .iter()
             .map(|i| {
                 Ok(Interface {
-                    name: s(i, "name").ok_or_else(|| ResultError("an interface has no name".into()))?,
+                    name: s(i, "name")
+                        .ok_or_else(|| ResultError("an interface has no name".into()))?,
                     mac: s(i, "mac"),
                     mtu: i
                         .get("mtu")
@@ -209,7 +210,11 @@ impl AddResult {
             ip
         }));
         self.routes.extend(ours.routes);
-        if self.dns.as_ref().is_none_or(|d| d.as_object().is_some_and(Map::is_empty)) {
+        if self
+            .dns
+            .as_ref()
+            .is_none_or(|d| d.as_object().is_some_and(Map::is_empty))
+        {
             self.dns = ours.dns;
         }
         self
@@ -299,9 +304,6 @@ mod tests {
         assert!(AddResult::parse(&json!([1])).is_err());
         assert!(AddResult::parse(&json!({"ips": [{"address": "nope"}]})).is_err());
         assert!(AddResult::parse(&json!({"interfaces": 3})).is_err());
-        assert_eq!(
-            AddResult::parse(&json!({})).unwrap(),
-            AddResult::default()
-        );
+        assert_eq!(AddResult::parse(&json!({})).unwrap(), AddResult::default());
     }
 }

@@ -14,7 +14,7 @@ pub enum AnnounceError {
     Io { op: &'static str, ifname: String, source: std::io::Error },
 }
 
-fn io(op: &'static str, ifname: &str) -> impl Fn(std::io::Error) -> AnnounceError + '_ {
+fn io<'a>(op: &'static str, ifname: &'a str) -> impl Fn(std::io::Error) -> AnnounceError + 'a {
     move |source| AnnounceError::Io { op, ifname: ifname.to_string(), source }
 }
 

@@ -22,8 +22,7 @@ use super::{
     request::{self, Request, ShareDenied, Want},
 };
 use crate::model::{
-    AllocatedIp, IpFamily, IpPool, IpamReason, PoolStatus, Service, ServiceIpamStatus,
-    ServiceName,
+    AllocatedIp, IpFamily, IpPool, IpamReason, PoolStatus, Service, ServiceIpamStatus, ServiceName,
 };
 
 /// The outcome of one allocation round.
@@ -168,10 +167,13 @@ impl Book<'_> {
             let wanted = match &self.requests[index].want {
                 Want::Addresses(list) => list.contains(&ip),
                 Want::Families { families, .. } => {
-                    families.contains(&IpFamily::of(ip)) && !self.holds_family(index, IpFamily::of(ip))
+                    families.contains(&IpFamily::of(ip))
+                        && !self.holds_family(index, IpFamily::of(ip))
                 }
             };
-            let Some(pool) = self.pools.owner(ip) else { continue };
+            let Some(pool) = self.pools.owner(ip) else {
+                continue;
+            };
             if wanted
                 && selects(self.pools.list[pool].pool, service)
                 && self.shareable(index, ip).is_ok()
@@ -267,7 +269,10 @@ impl Book<'_> {
         if !selects(prepared.pool, service) {
             return Err((
                 IpamReason::PoolSelectorMismatch,
-                format!("{ip} is in pool {} whose serviceSelector does not select this service", prepared.name()),
+                format!(
+                    "{ip} is in pool {} whose serviceSelector does not select this service",
+                    prepared.name()
+                ),
             ));
         }
         self.shareable(index, ip).map(|()| pool)
@@ -316,7 +321,10 @@ impl Book<'_> {
             } else {
                 ""
             };
-            (IpamReason::NoPool, format!("no pool offers {family} addresses{why}"))
+            (
+                IpamReason::NoPool,
+                format!("no pool offers {family} addresses{why}"),
+            )
         } else if !selecting {
             (
                 IpamReason::PoolSelectorMismatch,

@@ -38,9 +38,7 @@ impl Prepared<'_> {
 
     /// The first free address of `family`.
     pub fn first_free(&self, family: IpFamily) -> Option<IpAddr> {
-        self.free[slot(family)]
-            .first()
-            .map(|n| from_int(family, n))
+        self.free[slot(family)].first().map(|n| from_int(family, n))
     }
 
     pub fn is_free(&self, ip: IpAddr) -> bool {
@@ -126,10 +124,9 @@ impl<'a> Pools<'a> {
                     }
                 }
             }
-            let total = usable
-                .iter()
-                .flatten()
-                .fold(0u128, |sum, &interval| sum.saturating_add(ranges::size(interval)));
+            let total = usable.iter().flatten().fold(0u128, |sum, &interval| {
+                sum.saturating_add(ranges::size(interval))
+            });
             let usable = if conflict.is_some() {
                 Default::default()
             } else {
@@ -200,7 +197,11 @@ fn conflict_with(
                 claimed[family].range(..=last).next_back()
                 && *other_last >= first
             {
-                let family = if family == 0 { IpFamily::V4 } else { IpFamily::V6 };
+                let family = if family == 0 {
+                    IpFamily::V4
+                } else {
+                    IpFamily::V6
+                };
                 let from = from_int(family, first.max(other_first));
                 let to = from_int(family, last.min(*other_last));
                 return Some(format!(

@@ -133,8 +133,14 @@ mod tests {
     #[test]
     fn cidr_blocks_reserve_network_and_broadcast_unless_allowed() {
         let block = cidr("10.0.0.0/24");
-        assert_eq!(usable(&block, false), Some((ip("10.0.0.1"), ip("10.0.0.254"))));
-        assert_eq!(usable(&block, true), Some((ip("10.0.0.0"), ip("10.0.0.255"))));
+        assert_eq!(
+            usable(&block, false),
+            Some((ip("10.0.0.1"), ip("10.0.0.254")))
+        );
+        assert_eq!(
+            usable(&block, true),
+            Some((ip("10.0.0.0"), ip("10.0.0.255")))
+        );
         let v6 = cidr("fd00::/120");
         assert_eq!(usable(&v6, false), Some((ip("fd00::1"), ip("fd00::fe"))));
     }
@@ -147,20 +153,33 @@ mod tests {
             ("fd00::5/128", "fd00::5", "fd00::5"),
             ("fd00::4/127", "fd00::4", "fd00::5"),
         ] {
-            assert_eq!(usable(&cidr(text), false), Some((ip(first), ip(last))), "{text}");
+            assert_eq!(
+                usable(&cidr(text), false),
+                Some((ip(first), ip(last))),
+                "{text}"
+            );
         }
-        assert_eq!(usable(&cidr("10.0.0.4/30"), false), Some((ip("10.0.0.5"), ip("10.0.0.6"))));
+        assert_eq!(
+            usable(&cidr("10.0.0.4/30"), false),
+            Some((ip("10.0.0.5"), ip("10.0.0.6")))
+        );
     }
 
     #[test]
     fn ranges_use_every_address() {
         let block = IpBlock::parse(None, Some("10.0.0.0"), Some("10.0.0.255")).unwrap();
-        assert_eq!(usable(&block, false), Some((ip("10.0.0.0"), ip("10.0.0.255"))));
+        assert_eq!(
+            usable(&block, false),
+            Some((ip("10.0.0.0"), ip("10.0.0.255")))
+        );
     }
 
     #[test]
     fn merge_joins_overlapping_and_adjacent() {
-        assert_eq!(merge(vec![(5, 9), (1, 3), (4, 4), (20, 30), (25, 26)]), [(1, 9), (20, 30)]);
+        assert_eq!(
+            merge(vec![(5, 9), (1, 3), (4, 4), (20, 30), (25, 26)]),
+            [(1, 9), (20, 30)]
+        );
         assert_eq!(merge(vec![(0, u128::MAX), (3, 4)]), [(0, u128::MAX)]);
     }
 

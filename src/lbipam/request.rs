@@ -151,7 +151,9 @@ fn want(service: &Service) -> Result<Want, String> {
                 .parse()
                 .map_err(|_| format!("requested address `{text}` is not an IP address"))?;
             if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-                return Err(format!("requested address {ip} cannot be a LoadBalancer IP"));
+                return Err(format!(
+                    "requested address {ip} cannot be a LoadBalancer IP"
+                ));
             }
             addresses.push(ip);
         }

@@ -100,7 +100,10 @@ impl IpamState {
         }
         for (name, status) in &self.last.services {
             if !status.addresses.is_empty()
-                && next.services.get(name).is_none_or(|s| s.addresses.is_empty())
+                && next
+                    .services
+                    .get(name)
+                    .is_none_or(|s| s.addresses.is_empty())
             {
                 info!(service = %name, ips = ?status.ingress(), "LoadBalancer addresses released");
             }

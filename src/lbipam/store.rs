@@ -136,7 +136,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ferrite-lbipam-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ferrite-lbipam-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -153,7 +154,10 @@ mod tests {
         );
         store.save(&allocations).unwrap();
         assert_eq!(store.load().unwrap(), allocations);
-        assert!(!store.path().with_extension("json.tmp").exists(), "temporary file renamed");
+        assert!(
+            !store.path().with_extension("json.tmp").exists(),
+            "temporary file renamed"
+        );
         store.save(&BTreeMap::new()).unwrap();
         assert!(store.load().unwrap().is_empty());
         fs::remove_dir_all(&dir).unwrap();
@@ -167,7 +171,10 @@ mod tests {
         fs::write(store.path(), "{not json").unwrap();
         assert!(matches!(store.load(), Err(StoreError::Decode { .. })));
         fs::write(store.path(), r#"{"version": 9, "allocations": []}"#).unwrap();
-        assert!(matches!(store.load(), Err(StoreError::Version { found: 9, .. })));
+        assert!(matches!(
+            store.load(),
+            Err(StoreError::Version { found: 9, .. })
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

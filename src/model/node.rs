@@ -21,10 +21,3 @@ pub struct Node {
     /// The `Ready` condition; a node without conditions (a hand-written manifest) counts as ready.
     pub ready: bool,
 }
-
-impl Node {
-    /// The label value for selectors.
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.get(key).map(SmolStr::as_str)
-    }
-}

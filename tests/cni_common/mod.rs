@@ -83,7 +83,10 @@ impl Reply {
 
     /// Asserts a failure with `code` and a spec-shaped error object; returns it.
     pub fn err(&self, code: u64) -> Value {
-        assert_ne!(self.status, 0, "expected error {code}, got success: {self:#?}");
+        assert_ne!(
+            self.status, 0,
+            "expected error {code}, got success: {self:#?}"
+        );
         let j = self.json();
         assert_eq!(j["code"], code, "wrong error code: {self:#?}");
         assert!(j["cniVersion"].is_string(), "{j}");
@@ -133,7 +136,10 @@ pub fn exec(bin: &Path, node: &Ns, env: &Env, stdin: &str) -> Reply {
         .stderr(Stdio::piped());
     let pairs = [
         ("CNI_CONTAINERID", env.container_id.clone()),
-        ("CNI_NETNS", env.netns.as_ref().map(|p| p.display().to_string())),
+        (
+            "CNI_NETNS",
+            env.netns.as_ref().map(|p| p.display().to_string()),
+        ),
         ("CNI_IFNAME", env.ifname.clone()),
         ("CNI_ARGS", env.args.clone()),
         ("CNI_PATH", env.path.clone()),
@@ -200,9 +206,14 @@ impl Chain {
         obj.insert("name".into(), self.conflist["name"].clone());
         obj.insert("cniVersion".into(), self.conflist["cniVersion"].clone());
         let mut rc = serde_json::Map::new();
-        if let Some(caps) = obj.remove("capabilities").and_then(|c| c.as_object().cloned()) {
+        if let Some(caps) = obj
+            .remove("capabilities")
+            .and_then(|c| c.as_object().cloned())
+        {
             for (k, on) in caps {
-                if on == true && let Some(v) = capability_args.get(&k) {
+                if on == true
+                    && let Some(v) = capability_args.get(&k)
+                {
                     rc.insert(k, v.clone());
                 }
             }
@@ -217,7 +228,10 @@ impl Chain {
     }
 
     fn plugins(&self) -> Vec<Value> {
-        self.conflist["plugins"].as_array().expect("plugins").clone()
+        self.conflist["plugins"]
+            .as_array()
+            .expect("plugins")
+            .clone()
     }
 
     fn env(&self, command: &str, cid: &str, netns: &Path, ifname: &str) -> Env {
@@ -237,7 +251,12 @@ impl Chain {
         for plugin in self.plugins() {
             let bin = self.plugin_bin(plugin["type"].as_str().expect("type"));
             let req = self.request(&plugin, caps, prev.as_ref());
-            let reply = exec(&bin, node, &self.env("ADD", cid, netns, "eth0"), &req.to_string());
+            let reply = exec(
+                &bin,
+                node,
+                &self.env("ADD", cid, netns, "eth0"),
+                &req.to_string(),
+            );
             if reply.status != 0 {
                 return Err(reply);
             }
@@ -246,12 +265,28 @@ impl Chain {
         Ok(prev.unwrap_or(Value::Null))
     }
 
-    /// CHECK every plugin with the ADD result.
-    pub fn check(&self, node: &Ns, cid: &str, netns: &Path, caps: &Value, result: &Value) -> Result<(), Reply> {
+    /// CHECK every plugin (but those named in `skip`) with the ADD result.
+    pub fn check(
+        &self,
+        node: &Ns,
+        cid: &str,
+        netns: &Path,
+        caps: &Value,
+        result: &Value,
+        skip: &[&str],
+    ) -> Result<(), Reply> {
         for plugin in self.plugins() {
+            if skip.iter().any(|s| plugin["type"] == *s) {
+                continue;
+            }
             let bin = self.plugin_bin(plugin["type"].as_str().expect("type"));
             let req = self.request(&plugin, caps, Some(result));
-            let reply = exec(&bin, node, &self.env("CHECK", cid, netns, "eth0"), &req.to_string());
+            let reply = exec(
+                &bin,
+                node,
+                &self.env("CHECK", cid, netns, "eth0"),
+                &req.to_string(),
+            );
             if reply.status != 0 {
                 return Err(reply);
             }
@@ -260,11 +295,23 @@ impl Chain {
     }
 
     /// DEL in reverse order with the ADD result.
-    pub fn del(&self, node: &Ns, cid: &str, netns: &Path, caps: &Value, result: Option<&Value>) -> Result<(), Reply> {
+    pub fn del(
+        &self,
+        node: &Ns,
+        cid: &str,
+        netns: &Path,
+        caps: &Value,
+        result: Option<&Value>,
+    ) -> Result<(), Reply> {
         for plugin in self.plugins().iter().rev() {
             let bin = self.plugin_bin(plugin["type"].as_str().expect("type"));
             let req = self.request(plugin, caps, result);
-            let reply = exec(&bin, node, &self.env("DEL", cid, netns, "eth0"), &req.to_string());
+            let reply = exec(
+                &bin,
+                node,
+                &self.env("DEL", cid, netns, "eth0"),
+                &req.to_string(),
+            );
             if reply.status != 0 {
                 return Err(reply);
             }

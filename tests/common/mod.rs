@@ -132,6 +132,53 @@ impl AgentLab {
         );
     }
 
+    /// Starts the agent with `--source SOURCE`, extra arguments and environment (e.g. the kube
+    /// source with `KUBECONFIG`); with `wait_for_apply`, waits for its first applied snapshot
+    /// (else only for its API to answer).
+    pub fn start_with(
+        &mut self,
+        source: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        wait_for_apply: bool,
+    ) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.work.path().join("agent.log"))
+            .expect("log file");
+        let mut cmd = Command::new(FERRITE);
+        cmd.arg("agent")
+            .args(["--source", source])
+            .arg("--bpf-root")
+            .arg(&self.bpf_root)
+            .arg("--cgroup")
+            .arg(self.cgroup.path())
+            .arg("--api-socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.work.path().join("state"))
+            .args(["--node-name", "test-node"])
+            .args(args)
+            .env("FERRITE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        self.agent = Some(Child::spawn(&mut cmd).expect("spawn ferrite agent"));
+        let ok = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            self.status().is_some_and(|s| {
+                !wait_for_apply || s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1
+            })
+        });
+        assert!(
+            ok.is_ok(),
+            "agent did not start (wait_for_apply={wait_for_apply}); log:\n{}",
+            self.log()
+        );
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut a) = self.agent.take() {
             a.kill().expect("kill -9 agent");

@@ -49,6 +49,8 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     let proto_be: u16 = ctx.load(12).ok()?;
     let mut key = CtKey::default();
     let l4_off;
+    // End of the IP packet as its header declares it; must fit in the frame.
+    let ip_end;
     match u16::from_be(proto_be) {
         ETH_P_IP => {
             let vihl: u8 = ctx.load(ETH_HLEN).ok()?;
@@ -69,6 +71,8 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
             key.daddr[0] = ctx.load(ETH_HLEN + 16).ok()?;
             key.family = FAMILY_V4;
             l4_off = ETH_HLEN + ihl;
+            let tot_len: u16 = ctx.load(ETH_HLEN + 2).ok()?;
+            ip_end = ETH_HLEN + usize::from(u16::from_be(tot_len));
         }
         ETH_P_IPV6 => {
             key.proto = ctx.load(ETH_HLEN + 6).ok()?;
@@ -76,12 +80,31 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
             key.daddr = ctx.load(ETH_HLEN + 24).ok()?;
             key.family = FAMILY_V6;
             l4_off = ETH_HLEN + 40;
+            let payload: u16 = ctx.load(ETH_HLEN + 4).ok()?;
+            ip_end = l4_off + usize::from(u16::from_be(payload));
         }
         _ => return None,
     }
+    if ip_end > ctx.len() as usize {
+        return None;
+    }
+    // The L4 header must be whole and consistent with the IP length (never translate, and never
+    // create state for, a packet the receiver would discard as malformed).
     let (csum_off, tcp_flags) = match key.proto {
-        PROTO_TCP => (l4_off + 16, ctx.load::<u8>(l4_off + 13).ok()?),
-        PROTO_UDP => (l4_off + 6, 0),
+        PROTO_TCP => {
+            let doff = usize::from(ctx.load::<u8>(l4_off + 12).ok()? >> 4) * 4;
+            if doff < 20 || l4_off + doff > ip_end {
+                return None;
+            }
+            (l4_off + 16, ctx.load::<u8>(l4_off + 13).ok()?)
+        }
+        PROTO_UDP => {
+            let len = usize::from(u16::from_be(ctx.load::<u16>(l4_off + 4).ok()?));
+            if len < 8 || l4_off + len != ip_end {
+                return None;
+            }
+            (l4_off + 6, 0)
+        }
         _ => return None,
     };
     // The checksum field must be inside the packet too (a truncated L4 header is passed).

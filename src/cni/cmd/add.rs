@@ -28,7 +28,10 @@ fn now_ms() -> u64 {
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let started = Instant::now();
     let a = attachment(env)?;
-    let netns_path = env.netns.as_deref().unwrap_or_else(|| std::path::Path::new(""));
+    let netns_path = env
+        .netns
+        .as_deref()
+        .unwrap_or_else(|| std::path::Path::new(""));
     let ns = NetnsFile::open(netns_path)?;
     let prev = conf
         .prev_result
@@ -78,7 +81,12 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
             return Err(e);
         }
     };
-    let ours = plan.result(&host_mac, &pod_mac, &netns_path.display().to_string(), conf.dns.clone());
+    let ours = plan.result(
+        &host_mac,
+        &pod_mac,
+        &netns_path.display().to_string(),
+        conf.dns.clone(),
+    );
     let result = match prev {
         Some(p) => p.chain(ours),
         None => ours,
@@ -133,7 +141,9 @@ fn configure(
     if plan.has_v6() {
         sysctl("net.ipv6.conf.all.forwarding", "1")?;
     }
-    let host = net.link(net.host(), &plan.host_ifname)?.ok_or_else(|| vanished(&plan.host_ifname))?;
+    let host = net
+        .link(net.host(), &plan.host_ifname)?
+        .ok_or_else(|| vanished(&plan.host_ifname))?;
     for addr in plan.host_addresses() {
         net.add_address(net.host(), host.index, addr)?;
     }
@@ -187,7 +197,14 @@ fn commit(store: &Store, a: &Attachment, owner: Owner, expected: usize) -> Resul
 
 /// Undoes a failed ADD: the veth pair (the pod end goes with it), then the reservation.
 /// Errors are logged; the original error is what the runtime sees.
-fn rollback(net: &Net, store: &Store, a: &Attachment, owner: Owner, plan: &AttachPlan, created: bool) {
+fn rollback(
+    net: &Net,
+    store: &Store,
+    a: &Attachment,
+    owner: Owner,
+    plan: &AttachPlan,
+    created: bool,
+) {
     if created && let Err(e) = net.del_link(net.host(), &plan.host_ifname) {
         warn!(error = %e, veth = %plan.host_ifname, "rollback: deleting the veth pair");
         // The reservation stays (pending, owned by this dying process): the next ADD, GC or
@@ -201,7 +218,9 @@ fn rollback(net: &Net, store: &Store, a: &Attachment, owner: Owner, plan: &Attac
         Ok(gone)
     });
     match released {
-        Ok(gone) => info!(released = gone.len(), container = %a.container_id, "rolled back a failed ADD"),
+        Ok(gone) => {
+            info!(released = gone.len(), container = %a.container_id, "rolled back a failed ADD")
+        }
         Err(e) => warn!(error = %e, "rollback: releasing the reservation (reclaimed later)"),
     }
 }

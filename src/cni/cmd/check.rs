@@ -73,10 +73,16 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let net = Net::new()?;
     let veth = host_ifname(a);
     if let Some(host) = check_link(&net, net.host(), &veth, conf.mtu, "host end", &mut problems)? {
-        for (v4, routes) in [(true, net.routes(net.host(), true)?), (false, net.routes(net.host(), false)?)] {
+        for (v4, routes) in [
+            (true, net.routes(net.host(), true)?),
+            (false, net.routes(net.host(), false)?),
+        ] {
             for (ip, _) in expected.iter().filter(|(ip, _)| ip.is_ipv4() == v4) {
                 let dst = IpNet::host(ip.addr());
-                if !routes.iter().any(|r| r.dst == dst && r.oif == Some(host.index)) {
+                if !routes
+                    .iter()
+                    .any(|r| r.dst == dst && r.oif == Some(host.index))
+                {
                     problems.push(format!("the host has no route {dst} via {veth}"));
                 }
             }
@@ -96,7 +102,11 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
                 .iter()
                 .any(|r| r.dst.prefix() == 0 && r.gw == *gw && r.oif == Some(link.index));
             if gw.is_some() && !default {
-                problems.push(format!("no default route via {} on {}", gw.map_or(String::new(), |g| g.to_string()), a.ifname));
+                problems.push(format!(
+                    "no default route via {} on {}",
+                    gw.map_or(String::new(), |g| g.to_string()),
+                    a.ifname
+                ));
             }
         }
     }
@@ -123,7 +133,10 @@ fn check_link(
         problems.push(format!("the {what} {name} is down"));
     }
     if link.mtu != mtu {
-        problems.push(format!("the {what} {name} has MTU {}, the config says {mtu}", link.mtu));
+        problems.push(format!(
+            "the {what} {name} has MTU {}, the config says {mtu}",
+            link.mtu
+        ));
     }
     Ok(Some(link))
 }

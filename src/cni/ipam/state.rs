@@ -117,11 +117,17 @@ impl IpamState {
         if let Some(existing) = self.of(req.attachment).next() {
             return Err(match existing.pending {
                 Some(owner) => IpamError::InFlight {
-                    attachment: format!("{}/{}", req.attachment.container_id, req.attachment.ifname),
+                    attachment: format!(
+                        "{}/{}",
+                        req.attachment.container_id, req.attachment.ifname
+                    ),
                     pid: owner.pid,
                 },
                 None => IpamError::AlreadyAttached {
-                    attachment: format!("{}/{}", req.attachment.container_id, req.attachment.ifname),
+                    attachment: format!(
+                        "{}/{}",
+                        req.attachment.container_id, req.attachment.ifname
+                    ),
                     ip: existing.ip,
                 },
             });
@@ -165,9 +171,9 @@ impl IpamState {
         let (first, end) = usable_offsets(cidr);
         let why = match cidr.offset_of(ip) {
             None => Some(format!("outside the pod CIDR {cidr}")),
-            Some(o) if o < first || o >= end => {
-                Some(format!("the network, gateway or broadcast address of {cidr}"))
-            }
+            Some(o) if o < first || o >= end => Some(format!(
+                "the network, gateway or broadcast address of {cidr}"
+            )),
             Some(_) if used.contains(&ip) => Some("in use".to_owned()),
             Some(_) => None,
         };
@@ -188,7 +194,11 @@ impl IpamState {
             .map_or(0, |o| o - first + 1);
         // Among `used.len() + 1` consecutive candidates at least one is free, unless the
         // whole range is smaller than that.
-        let tries = span.min(u128::try_from(used.len()).unwrap_or(u128::MAX).saturating_add(1));
+        let tries = span.min(
+            u128::try_from(used.len())
+                .unwrap_or(u128::MAX)
+                .saturating_add(1),
+        );
         for i in 0..tries {
             let offset = first + (start + i) % span;
             if let Some(ip) = cidr.nth(offset)
@@ -234,7 +244,10 @@ impl IpamState {
         let used = self
             .allocations
             .iter()
-            .filter(|a| cidr.offset_of(a.ip).is_some_and(|o| (first..end).contains(&o)))
+            .filter(|a| {
+                cidr.offset_of(a.ip)
+                    .is_some_and(|o| (first..end).contains(&o))
+            })
             .count();
         (end - first).saturating_sub(u128::try_from(used).unwrap_or(u128::MAX))
     }

@@ -21,7 +21,12 @@ const OWNER: Owner = Owner {
     start_time: 7,
 };
 
-fn reserve(state: &mut IpamState, c: &str, nets: &[IpNet], wanted: &[IpAddr]) -> Result<Vec<Allocation>, IpamError> {
+fn reserve(
+    state: &mut IpamState,
+    c: &str,
+    nets: &[IpNet],
+    wanted: &[IpAddr],
+) -> Result<Vec<Allocation>, IpamError> {
     let a = att(c);
     state.reserve(&Request {
         attachment: &a,
@@ -44,7 +49,10 @@ fn dual_stack_reservation_skips_network_and_gateway() {
     let nets = cidrs(&["10.244.0.0/24", "fd00:10:244::/64"]);
     let mut s = IpamState::default();
     let got = reserve(&mut s, "a", &nets, &[]).unwrap();
-    assert_eq!(got.iter().map(|a| a.ip).collect::<Vec<_>>(), vec![ip("10.244.0.2"), ip("fd00:10:244::2")]);
+    assert_eq!(
+        got.iter().map(|a| a.ip).collect::<Vec<_>>(),
+        vec![ip("10.244.0.2"), ip("fd00:10:244::2")]
+    );
     assert!(got.iter().all(|a| a.pending == Some(OWNER)));
     assert_eq!(gateway(&nets[0]), ip("10.244.0.1"));
     assert_eq!(s.commit(&att("a"), OWNER), 2);
@@ -56,9 +64,15 @@ fn second_add_of_an_attachment_is_refused() {
     let nets = cidrs(&["10.244.0.0/24"]);
     let mut s = IpamState::default();
     reserve(&mut s, "a", &nets, &[]).unwrap();
-    assert!(matches!(reserve(&mut s, "a", &nets, &[]), Err(IpamError::InFlight { pid: 42, .. })));
+    assert!(matches!(
+        reserve(&mut s, "a", &nets, &[]),
+        Err(IpamError::InFlight { pid: 42, .. })
+    ));
     s.commit(&att("a"), OWNER);
-    assert!(matches!(reserve(&mut s, "a", &nets, &[]), Err(IpamError::AlreadyAttached { .. })));
+    assert!(matches!(
+        reserve(&mut s, "a", &nets, &[]),
+        Err(IpamError::AlreadyAttached { .. })
+    ));
 }
 
 #[test]
@@ -73,8 +87,14 @@ fn round_robin_does_not_reuse_a_released_address_at_once() {
         reserve(&mut s, c, &nets, &[]).unwrap();
     }
     // .2 (released by a) is the only one left, found after wrapping.
-    assert_eq!(reserve(&mut s, "f", &nets, &[]).unwrap()[0].ip, ip("10.0.0.2"));
-    assert!(matches!(reserve(&mut s, "g", &nets, &[]), Err(IpamError::Exhausted { used: 5, .. })));
+    assert_eq!(
+        reserve(&mut s, "f", &nets, &[]).unwrap()[0].ip,
+        ip("10.0.0.2")
+    );
+    assert!(matches!(
+        reserve(&mut s, "g", &nets, &[]),
+        Err(IpamError::Exhausted { used: 5, .. })
+    ));
     assert_eq!(s.free_in(&nets[0]), 0);
 }
 
@@ -82,14 +102,30 @@ fn round_robin_does_not_reuse_a_released_address_at_once() {
 fn wanted_addresses_are_checked() {
     let nets = cidrs(&["10.0.0.0/24"]);
     let mut s = IpamState::default();
-    assert_eq!(reserve(&mut s, "a", &nets, &[ip("10.0.0.77")]).unwrap()[0].ip, ip("10.0.0.77"));
-    for bad in ["10.0.0.77", "10.0.0.1", "10.0.0.0", "10.0.0.255", "10.0.1.5", "fd00::5"] {
+    assert_eq!(
+        reserve(&mut s, "a", &nets, &[ip("10.0.0.77")]).unwrap()[0].ip,
+        ip("10.0.0.77")
+    );
+    for bad in [
+        "10.0.0.77",
+        "10.0.0.1",
+        "10.0.0.0",
+        "10.0.0.255",
+        "10.0.1.5",
+        "fd00::5",
+    ] {
         assert!(
-            matches!(reserve(&mut s, "b", &nets, &[ip(bad)]), Err(IpamError::Unavailable { .. })),
+            matches!(
+                reserve(&mut s, "b", &nets, &[ip(bad)]),
+                Err(IpamError::Unavailable { .. })
+            ),
             "{bad}"
         );
     }
-    assert!(s.of(&att("b")).next().is_none(), "a refused reservation leaves nothing behind");
+    assert!(
+        s.of(&att("b")).next().is_none(),
+        "a refused reservation leaves nothing behind"
+    );
 }
 
 #[test]

@@ -234,7 +234,8 @@ mod tests {
         let held = store.lock(Duration::from_secs(1)).unwrap();
         assert_eq!(held.load().unwrap(), IpamState::default());
         let mut st = IpamState::default();
-        st.last.insert("10.0.0.0/24".into(), "10.0.0.9".parse().unwrap());
+        st.last
+            .insert("10.0.0.0/24".into(), "10.0.0.9".parse().unwrap());
         held.save(&st).unwrap();
         assert!(matches!(
             store.lock(Duration::from_millis(50)),

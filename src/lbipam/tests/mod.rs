@@ -1,6 +1,6 @@
 //! Unit and property tests of LB IPAM (pure: no root, no IO besides the store's temp files).
 
-mod allocate;
+mod cases;
 mod props;
 mod sharing;
 
@@ -47,6 +47,7 @@ fn port(protocol: Protocol, port: u16) -> ServicePort {
         protocol,
         port,
         target_port: TargetPort::Number(port),
+        node_port: None,
     }
 }
 

@@ -57,7 +57,11 @@ fn colliding_ports_or_policies_get_their_own_address() {
     let alloc = run(&pools, &services);
     assert_eq!(ips_of(&alloc, "a"), ["10.0.0.1"]);
     assert_eq!(ips_of(&alloc, "b"), ["10.0.0.2"], "port 80/TCP collides");
-    assert_eq!(ips_of(&alloc, "local"), ["10.0.0.3"], "externalTrafficPolicy differs");
+    assert_eq!(
+        ips_of(&alloc, "local"),
+        ["10.0.0.3"],
+        "externalTrafficPolicy differs"
+    );
     assert_eq!(ips_of(&alloc, "other-key"), ["10.0.0.4"]);
 }
 
@@ -79,7 +83,11 @@ fn a_requested_address_in_use_is_refused_with_the_precise_reason() {
     assert_eq!(reason_of(&alloc, "b-nokey"), IpamReason::AlreadyAllocated);
     assert!(message_of(&alloc, "b-nokey").contains("default/a-owner"));
     assert_eq!(reason_of(&alloc, "c-ports"), IpamReason::SharingConflict);
-    assert!(message_of(&alloc, "c-ports").contains("80/TCP"), "{}", message_of(&alloc, "c-ports"));
+    assert!(
+        message_of(&alloc, "c-ports").contains("80/TCP"),
+        "{}",
+        message_of(&alloc, "c-ports")
+    );
     assert_eq!(reason_of(&alloc, "policy"), IpamReason::SharingConflict);
     assert_eq!(ips_of(&alloc, "d-friend"), ["10.0.0.9"]);
     for name in ["b-nokey", "c-ports", "policy"] {

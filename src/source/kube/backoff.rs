@@ -15,7 +15,11 @@ pub struct ExpBackoff {
 
 impl ExpBackoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
+        Self {
+            min,
+            max,
+            next: min,
+        }
     }
 }
 
@@ -29,7 +33,7 @@ impl Iterator for ExpBackoff {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let jitter = delay / 4 * (nanos % 1000) / 1000;
-        Some(delay - jitter)
+        Some(delay.saturating_sub(jitter))
     }
 }
 
@@ -53,7 +57,10 @@ mod tests {
         let delays: Vec<Duration> = b.by_ref().take(5).collect();
         for (d, nominal) in delays.iter().zip([100, 200, 400, 500, 500]) {
             let nominal = Duration::from_millis(nominal);
-            assert!(*d <= nominal && *d >= nominal * 3 / 4, "{d:?} vs {nominal:?}");
+            assert!(
+                *d <= nominal && *d >= nominal * 3 / 4,
+                "{d:?} vs {nominal:?}"
+            );
         }
         b.reset();
         assert!(b.next().expect("delay") <= Duration::from_millis(100));

@@ -41,10 +41,6 @@ impl Cache {
         Self { kinds, states }
     }
 
-    pub fn kinds(&self) -> &[Kind] {
-        &self.kinds
-    }
-
     /// Applies one update; returns whether the objects changed.
     pub fn apply(&mut self, update: Update) -> bool {
         match update {
@@ -59,7 +55,7 @@ impl Cache {
             Update::Applied { kind, key, entry } => {
                 let state = &mut self.states[kind];
                 state.error = None;
-                state.objects.insert(key, entry);
+                state.objects.insert(key, *entry);
                 true
             }
             Update::Deleted { kind, key } => {
@@ -67,7 +63,11 @@ impl Cache {
                 state.error = None;
                 state.objects.remove(&key).is_some()
             }
-            Update::Failed { kind, message, absent } => {
+            Update::Failed {
+                kind,
+                message,
+                absent,
+            } => {
                 let optional = self.kinds[kind].optional;
                 let state = &mut self.states[kind];
                 state.error = Some(message);

@@ -64,7 +64,8 @@ pub async fn run(
         if *leading.borrow_and_update() {
             let current = objects.borrow_and_update().clone();
             failed = false;
-            pending.retain(|(kind, key), _| current.iter().any(|v| v.kind == *kind && v.key == *key));
+            pending
+                .retain(|(kind, key), _| current.iter().any(|v| v.kind == *kind && v.key == *key));
             for validity in current.iter() {
                 let kind = &kinds[validity.kind];
                 let want = wanted(kind, validity);

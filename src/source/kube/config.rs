@@ -41,20 +41,26 @@ impl std::fmt::Display for ConfigOrigin {
 /// list), the pod's service account, k3s's server kubeconfig, the k3s agent's kubelet kubeconfig,
 /// `~/.kube/config`.
 pub fn find() -> Option<ConfigOrigin> {
-    if let Some(list) = std::env::var_os("KUBECONFIG") {
-        if let Some(path) = std::env::split_paths(&list).find(|p| p.is_file()) {
-            return Some(ConfigOrigin::File(path));
-        }
+    if let Some(list) = std::env::var_os("KUBECONFIG")
+        && let Some(path) = std::env::split_paths(&list).find(|p| p.is_file())
+    {
+        return Some(ConfigOrigin::File(path));
     }
-    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() && Path::new(SERVICE_ACCOUNT_TOKEN).is_file() {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && Path::new(SERVICE_ACCOUNT_TOKEN).is_file()
+    {
         return Some(ConfigOrigin::InCluster);
     }
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
-    [Some(PathBuf::from(K3S_SERVER_KUBECONFIG)), Some(PathBuf::from(K3S_AGENT_KUBECONFIG)), home]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .map(ConfigOrigin::File)
+    [
+        Some(PathBuf::from(K3S_SERVER_KUBECONFIG)),
+        Some(PathBuf::from(K3S_AGENT_KUBECONFIG)),
+        home,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
+    .map(ConfigOrigin::File)
 }
 
 /// The namespace ferrite keeps its Lease in: the pod's own namespace when in a pod, else
@@ -78,14 +84,26 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { qps: 50.0, burst: 100 }
+        Self {
+            qps: 50.0,
+            burst: 100,
+        }
     }
 }
 
 /// Loads the configuration found by [`find`] and builds a rate-limited client.
 pub async fn client(options: ClientOptions) -> Result<(Client, ConfigOrigin), KubeError> {
     let origin = find().ok_or(KubeError::NoConfig)?;
-    let config = match &origin {
+    let client = client_from(&origin, options).await?;
+    Ok((client, origin))
+}
+
+/// A rate-limited client from one configuration.
+pub async fn client_from(
+    origin: &ConfigOrigin,
+    options: ClientOptions,
+) -> Result<Client, KubeError> {
+    let config = match origin {
         ConfigOrigin::InCluster => Config::incluster().map_err(|e| KubeError::Config {
             origin: origin.to_string(),
             message: e.to_string(),
@@ -112,5 +130,5 @@ pub async fn client(options: ClientOptions) -> Result<(Client, ConfigOrigin), Ku
         })?
         .with_layer(&RateLimitLayer::new(options.qps, options.burst))
         .build();
-    Ok((client, origin))
+    Ok(client)
 }

@@ -27,7 +27,11 @@ use serde::{Deserialize, Serialize};
            (compatible with Cilium's CiliumLoadBalancerIPPool).",
     printcolumn(name = "Disabled", type_ = "boolean", json_path = ".spec.disabled"),
     printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerIPPoolSpec {
@@ -38,7 +42,11 @@ pub struct LoadBalancerIPPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_selector: Option<LabelSelector>,
     /// `Yes`: the network and broadcast addresses of CIDR blocks may be handed out.
-    #[serde(rename = "allowFirstLastIPs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "allowFirstLastIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(extend("enum" = ["Yes", "No"]))]
     pub allow_first_last_ips: Option<String>,
     /// A disabled pool keeps its allocations but makes no new ones.
@@ -75,7 +83,11 @@ pub struct IpBlock {
     status = "ObjectStatus",
     doc = "Which services' addresses ferrite answers ARP/NDP for, from which nodes and interfaces \
            (compatible with Cilium's CiliumL2AnnouncementPolicy).",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct L2AnnouncementPolicySpec {
@@ -89,10 +101,18 @@ pub struct L2AnnouncementPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<String>>,
     /// Announce the services' `spec.externalIPs`.
-    #[serde(rename = "externalIPs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "externalIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_ips: Option<bool>,
     /// Announce the services' LoadBalancer addresses (`status.loadBalancer.ingress`).
-    #[serde(rename = "loadBalancerIPs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerIPs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_ips: Option<bool>,
 }
 
@@ -162,10 +182,11 @@ fn quote_yaml11_booleans(yaml: &str) -> String {
     ];
     let mut out = String::with_capacity(yaml.len());
     for line in yaml.lines() {
-        let split = line
-            .rfind(": ")
-            .map(|i| i + 2)
-            .or_else(|| line.trim_start().starts_with("- ").then(|| line.find("- ").map_or(0, |i| i + 2)));
+        let split = line.rfind(": ").map(|i| i + 2).or_else(|| {
+            line.trim_start()
+                .starts_with("- ")
+                .then(|| line.find("- ").map_or(0, |i| i + 2))
+        });
         match split {
             Some(at) if YAML11_BOOLEANS.contains(&&line[at..]) => {
                 out.push_str(&line[..at]);
@@ -201,23 +222,54 @@ mod tests {
             .filter(|v: &Value| !v.is_null())
             .collect();
         assert_eq!(docs.len(), 2);
-        let schema = |doc: &Value| doc.pointer("/spec/versions/0/schema/openAPIV3Schema/properties").cloned().expect("schema");
+        let schema = |doc: &Value| {
+            doc.pointer("/spec/versions/0/schema/openAPIV3Schema/properties")
+                .cloned()
+                .expect("schema")
+        };
         let pool = schema(&docs[0]);
-        for field in ["blocks", "serviceSelector", "allowFirstLastIPs", "disabled", "priority"] {
-            assert!(pool["spec"]["properties"].get(field).is_some(), "pool spec.{field}");
+        for field in [
+            "blocks",
+            "serviceSelector",
+            "allowFirstLastIPs",
+            "disabled",
+            "priority",
+        ] {
+            assert!(
+                pool["spec"]["properties"].get(field).is_some(),
+                "pool spec.{field}"
+            );
         }
-        assert_eq!(pool["spec"]["properties"]["allowFirstLastIPs"]["enum"], serde_json::json!(["Yes", "No"]));
+        assert_eq!(
+            pool["spec"]["properties"]["allowFirstLastIPs"]["enum"],
+            serde_json::json!(["Yes", "No"])
+        );
         let policy = schema(&docs[1]);
-        for field in ["serviceSelector", "nodeSelector", "interfaces", "externalIPs", "loadBalancerIPs"] {
-            assert!(policy["spec"]["properties"].get(field).is_some(), "policy spec.{field}");
+        for field in [
+            "serviceSelector",
+            "nodeSelector",
+            "interfaces",
+            "externalIPs",
+            "loadBalancerIPs",
+        ] {
+            assert!(
+                policy["spec"]["properties"].get(field).is_some(),
+                "policy spec.{field}"
+            );
         }
         for doc in &docs {
             assert_eq!(doc["spec"]["scope"], "Cluster");
             assert_eq!(doc["spec"]["group"], "ferrite.dev");
-            assert!(doc.pointer("/spec/versions/0/subresources/status").is_some());
+            assert!(
+                doc.pointer("/spec/versions/0/subresources/status")
+                    .is_some()
+            );
             let conditions = schema(doc)["status"]["properties"]["conditions"].clone();
             assert_eq!(conditions["x-kubernetes-list-type"], "map");
-            assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+            assert_eq!(
+                conditions["x-kubernetes-list-map-keys"],
+                serde_json::json!(["type"])
+            );
         }
     }
 }

@@ -12,10 +12,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::Timestamp,
 };
-use kube::{
-    Api, Client,
-    api::{PostParams},
-};
+use kube::{Api, Client, api::PostParams};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -58,7 +55,13 @@ pub enum Attempt {
 }
 
 impl LeaderElector {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timing: LeaseTiming) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timing: LeaseTiming,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
@@ -72,31 +75,36 @@ impl LeaderElector {
         i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
     }
 
+    /// Creates the lease held by us; a 409 means another candidate created it first.
+    async fn create(&self, now: MicroTime) -> Result<Attempt, kube::Error> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                lease_duration_seconds: Some(Self::seconds(self.timing.duration)),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(Attempt::Leading),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Following {
+                holder: "(just created by another candidate)".into(),
+            }),
+            Err(error) => Err(error),
+        }
+    }
+
     /// One acquire-or-renew round trip.
     pub async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
         let now = MicroTime(Timestamp::now());
-        let existing = match self.api.get_opt(&self.name).await? {
-            Some(lease) => lease,
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(self.identity.clone()),
-                        lease_duration_seconds: Some(Self::seconds(self.timing.duration)),
-                        acquire_time: Some(now.clone()),
-                        renew_time: Some(now),
-                        lease_transitions: Some(0),
-                        ..LeaseSpec::default()
-                    }),
-                };
-                return match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(Attempt::Leading),
-                    Err(kube::Error::Api(status)) if status.code == 409 => {
-                        Ok(Attempt::Following { holder: "(just created by another candidate)".into() })
-                    }
-                    Err(error) => Err(error),
-                };
-            }
+        let Some(existing) = self.api.get_opt(&self.name).await? else {
+            return self.create(now).await;
         };
         let spec = existing.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
@@ -117,7 +125,9 @@ impl LeaderElector {
         if let Some(other) = holder.as_ref().filter(|_| !ours)
             && observed_at.elapsed() < duration
         {
-            return Ok(Attempt::Following { holder: other.clone() });
+            return Ok(Attempt::Following {
+                holder: other.clone(),
+            });
         }
         let mut lease = existing;
         let mut new_spec = spec.clone();
@@ -129,7 +139,11 @@ impl LeaderElector {
             new_spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
         }
         lease.spec = Some(new_spec);
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(updated) => {
                 let spec = updated.spec.unwrap_or_default();
                 self.observed = Some((spec.holder_identity, spec.renew_time, Instant::now()));

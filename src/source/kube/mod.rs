@@ -19,10 +19,16 @@ mod ratelimit;
 pub mod status;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::{sync::Arc, time::Duration};
 
 use kube::Client;
-use tokio::{sync::{mpsc, watch as channel}, task::JoinSet};
+use tokio::{
+    sync::{mpsc, watch as channel},
+    task::JoinSet,
+};
 use tracing::{debug, info};
 
 pub use config::{ClientOptions, ConfigOrigin};
@@ -60,6 +66,43 @@ pub struct KubeOptions {
     pub lease_timing: lease::LeaseTiming,
 }
 
+/// A started kube source: its errors, and the status-writing side for the agent's reporters.
+#[allow(
+    dead_code,
+    reason = "status_writer and leading are for the agent's status reporters (LB IPAM, L2)"
+)]
+pub struct Running {
+    pub errors: ErrorHandle,
+    /// Status writes under ferrite's field manager.
+    pub status_writer: StatusWriter,
+    /// Whether this node holds the status Lease (only the holder should write status).
+    pub leading: channel::Receiver<bool>,
+}
+
+/// Connects with the default Lease settings and runs the source on the current runtime, feeding
+/// `tx` until every receiver is gone.
+pub async fn spawn(
+    node_name: &str,
+    client: ClientOptions,
+    tx: channel::Sender<Arc<Snapshot>>,
+) -> Result<Running, KubeError> {
+    let source = KubeSource::connect(KubeOptions {
+        node_name: node_name.to_owned(),
+        client,
+        lease_namespace: None,
+        lease_timing: lease::LeaseTiming::default(),
+    })
+    .await?;
+    info!(origin = %source.origin(), "kube source connected");
+    let running = Running {
+        errors: source.error_handle(),
+        status_writer: source.status_writer(),
+        leading: source.leadership(),
+    };
+    tokio::spawn(source.run(tx));
+    Ok(running)
+}
+
 /// The `kube` source, connected but not yet watching (see [`run`](Self::run)).
 pub struct KubeSource {
     client: Client,
@@ -73,13 +116,18 @@ impl KubeSource {
     /// Finds the API configuration and builds the client (no request is made yet).
     pub async fn connect(options: KubeOptions) -> Result<Self, KubeError> {
         let (client, origin) = config::client(options.client).await?;
-        Ok(Self {
+        Ok(Self::with_client(client, origin, options))
+    }
+
+    /// A source on an existing client (tests, or a caller with its own configuration).
+    pub fn with_client(client: Client, origin: ConfigOrigin, options: KubeOptions) -> Self {
+        Self {
             client,
             origin,
             options,
             errors_tx: channel::Sender::new(Vec::new()),
             leading_tx: channel::Sender::new(false),
-        })
+        }
     }
 
     /// Where the configuration came from.
@@ -93,11 +141,19 @@ impl KubeSource {
     }
 
     /// A status writer with ferrite's field manager, for the agent's status reports.
+    #[allow(
+        dead_code,
+        reason = "API for the agent's status reporters (LB IPAM, L2), wired by the agent"
+    )]
     pub fn status_writer(&self) -> StatusWriter {
         StatusWriter::new(self.client.clone(), FIELD_MANAGER)
     }
 
     /// Whether this node holds the status Lease (only the holder should write status).
+    #[allow(
+        dead_code,
+        reason = "API for the agent's status reporters (LB IPAM, L2), wired by the agent"
+    )]
     pub fn leadership(&self) -> channel::Receiver<bool> {
         self.leading_tx.subscribe()
     }
@@ -108,10 +164,19 @@ impl KubeSource {
         let mut tasks = JoinSet::new();
         let (updates_tx, mut updates) = mpsc::unbounded_channel();
         for (index, kind) in kinds.iter().enumerate() {
-            tasks.spawn(watch::run(self.client.clone(), index, kind.clone(), updates_tx.clone()));
+            tasks.spawn(watch::run(
+                self.client.clone(),
+                index,
+                kind.clone(),
+                updates_tx.clone(),
+            ));
         }
         drop(updates_tx);
-        let namespace = self.options.lease_namespace.clone().unwrap_or_else(config::own_namespace);
+        let namespace = self
+            .options
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(config::own_namespace);
         let elector = lease::LeaderElector::new(
             self.client.clone(),
             &namespace,
@@ -165,9 +230,13 @@ impl KubeSource {
                 continue;
             }
             if published.is_none() {
-                info!(services = snapshot.services.len(), endpoint_slices = snapshot.endpoint_slices.len(),
-                      nodes = snapshot.nodes.len(), pools = snapshot.pools.len(),
-                      "initial list complete; publishing the first snapshot");
+                info!(
+                    services = snapshot.services.len(),
+                    endpoint_slices = snapshot.endpoint_slices.len(),
+                    nodes = snapshot.nodes.len(),
+                    pools = snapshot.pools.len(),
+                    "initial list complete; publishing the first snapshot"
+                );
             } else {
                 debug!(services = snapshot.services.len(), "publishing snapshot");
             }

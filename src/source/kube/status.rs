@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use super::backoff::ExpBackoff;
 
 /// The field manager of the agent's status writes.
+#[allow(dead_code, reason = "used by the typed helpers, which the agent wires")]
 pub const FIELD_MANAGER: &str = "ferrite";
 /// How many times a write is tried before its error is returned.
 const ATTEMPTS: usize = 6;
@@ -38,30 +39,54 @@ pub struct StatusWriter {
     manager: String,
 }
 
+#[allow(dead_code, reason = "used by the typed helpers, which the agent wires")]
 fn gvk(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
+#[allow(
+    dead_code,
+    reason = "API for the agent's status reporters (LB IPAM, L2), wired by the agent"
+)]
 impl StatusWriter {
     pub fn new(client: Client, field_manager: impl Into<String>) -> Self {
-        Self { client, manager: field_manager.into() }
+        Self {
+            client,
+            manager: field_manager.into(),
+        }
     }
 
     /// `status` of a `v1 Service` (e.g. `{"loadBalancer": {"ingress": [...]}, "conditions": [...]}`).
-    pub async fn apply_service_status(&self, namespace: &str, name: &str, status: Value) -> Result<(), StatusError> {
+    pub async fn apply_service_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<(), StatusError> {
         let resource = gvk("", "v1", "Service", "services");
-        self.apply(&resource, Some(namespace), name, Some(status)).await
+        self.apply(&resource, Some(namespace), name, Some(status))
+            .await
     }
 
     /// `status` of a `LoadBalancerIPPool` (`{"conditions": [...]}`).
     pub async fn apply_pool_status(&self, name: &str, status: Value) -> Result<(), StatusError> {
-        let resource = gvk("ferrite.dev", "v1alpha1", "LoadBalancerIPPool", "loadbalancerippools");
+        let resource = gvk(
+            "ferrite.dev",
+            "v1alpha1",
+            "LoadBalancerIPPool",
+            "loadbalancerippools",
+        );
         self.apply(&resource, None, name, Some(status)).await
     }
 
     /// `status` of an `L2AnnouncementPolicy` (`{"conditions": [...]}`).
     pub async fn apply_policy_status(&self, name: &str, status: Value) -> Result<(), StatusError> {
-        let resource = gvk("ferrite.dev", "v1alpha1", "L2AnnouncementPolicy", "l2announcementpolicies");
+        let resource = gvk(
+            "ferrite.dev",
+            "v1alpha1",
+            "L2AnnouncementPolicy",
+            "l2announcementpolicies",
+        );
         self.apply(&resource, None, name, Some(status)).await
     }
 
@@ -109,7 +134,11 @@ impl StatusWriter {
                     tokio::time::sleep(delay).await;
                 }
                 Err(source) => {
-                    return Err(StatusError::Apply { object, attempts: attempt, source });
+                    return Err(StatusError::Apply {
+                        object,
+                        attempts: attempt,
+                        source,
+                    });
                 }
             }
         }

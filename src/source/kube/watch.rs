@@ -24,7 +24,6 @@ pub const VALID_CONDITION: &str = "ferrite.dev/Valid";
 #[derive(Clone, Debug)]
 pub struct Kind {
     pub resource: ApiResource,
-    pub namespaced: bool,
     /// A field selector (this node's pods).
     pub fields: Option<String>,
     /// The kind may be absent or forbidden (a CRD not installed, a kubeconfig without the right):
@@ -48,44 +47,52 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
 
 /// Everything the source watches; pods only on `node_name`.
 pub fn kinds(node_name: &str) -> Vec<Kind> {
-    let kind = |r: ApiResource, namespaced: bool, optional: bool, conditions: Conditions| Kind {
-        resource: r,
-        namespaced,
+    use Conditions::{Always, Never, WhenInvalid};
+    let kind = |group, version, name, plural, optional, conditions| Kind {
+        resource: resource(group, version, name, plural),
         fields: None,
         optional,
         conditions,
     };
     vec![
-        kind(resource("", "v1", "Service", "services"), true, false, Conditions::WhenInvalid),
+        kind("", "v1", "Service", "services", false, WhenInvalid),
         kind(
-            resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
-            true,
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
             false,
-            Conditions::Never,
+            Never,
         ),
-        kind(resource("", "v1", "Node", "nodes"), false, true, Conditions::Never),
-        kind(resource("", "v1", "Namespace", "namespaces"), false, true, Conditions::Never),
+        kind("", "v1", "Node", "nodes", true, Never),
+        kind("", "v1", "Namespace", "namespaces", true, Never),
         Kind {
             fields: Some(format!("spec.nodeName={node_name}")),
-            ..kind(resource("", "v1", "Pod", "pods"), true, true, Conditions::Never)
+            ..kind("", "v1", "Pod", "pods", true, Never)
         },
         kind(
-            resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
             true,
-            true,
-            Conditions::Never,
+            Never,
         ),
         kind(
-            resource("ferrite.dev", "v1alpha1", "LoadBalancerIPPool", "loadbalancerippools"),
-            false,
+            "ferrite.dev",
+            "v1alpha1",
+            "LoadBalancerIPPool",
+            "loadbalancerippools",
             true,
-            Conditions::Never,
+            Never,
         ),
         kind(
-            resource("ferrite.dev", "v1alpha1", "L2AnnouncementPolicy", "l2announcementpolicies"),
-            false,
+            "ferrite.dev",
+            "v1alpha1",
+            "L2AnnouncementPolicy",
+            "l2announcementpolicies",
             true,
-            Conditions::Always,
+            Always,
         ),
     ]
 }
@@ -114,12 +121,26 @@ pub struct Entry {
 #[derive(Debug)]
 pub enum Update {
     /// A complete (re)list: replaces every object of the kind.
-    Listed { kind: usize, objects: BTreeMap<Key, Entry> },
-    Applied { kind: usize, key: Key, entry: Entry },
-    Deleted { kind: usize, key: Key },
+    Listed {
+        kind: usize,
+        objects: BTreeMap<Key, Entry>,
+    },
+    Applied {
+        kind: usize,
+        key: Key,
+        entry: Box<Entry>,
+    },
+    Deleted {
+        kind: usize,
+        key: Key,
+    },
     /// The watch failed; it is retried with backoff. `absent` is set for 404/403 on the list
     /// (the kind is not installed or not allowed).
-    Failed { kind: usize, message: String, absent: bool },
+    Failed {
+        kind: usize,
+        message: String,
+        absent: bool,
+    },
 }
 
 /// Decodes one object like the `dir:` source would decode it from a file.
@@ -140,8 +161,16 @@ pub fn decode(kind: &Kind, mut object: DynamicObject) -> (Key, Entry) {
                 .find(|c| c.get("type").and_then(Value::as_str) == Some(VALID_CONDITION))
         })
         .map(|c| {
-            let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-            WrittenCondition { status: text("status"), message: text("message") }
+            let text = |k: &str| {
+                c.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            WrittenCondition {
+                status: text("status"),
+                message: text("message"),
+            }
         });
     let api_version = kind.resource.api_version.clone();
     let kind_name = kind.resource.kind.clone();
@@ -160,7 +189,14 @@ pub fn decode(kind: &Kind, mut object: DynamicObject) -> (Key, Entry) {
         }
         Err(error) => Err(format!("cannot read the object: {error}")),
     };
-    (key, Entry { decoded, generation, condition })
+    (
+        key,
+        Entry {
+            decoded,
+            generation,
+            condition,
+        },
+    )
 }
 
 /// Watches one kind until `updates` is closed.
@@ -172,7 +208,7 @@ pub async fn run(client: Client, index: usize, kind: Kind, updates: mpsc::Unboun
     }
     let backoff = ResetTimerBackoff::new(
         ExpBackoff::new(Duration::from_millis(250), Duration::from_secs(10)),
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     );
     let mut stream = watcher(api, config).backoff(backoff).boxed();
     let mut listing: Option<BTreeMap<Key, Entry>> = None;
@@ -193,7 +229,11 @@ pub async fn run(client: Client, index: usize, kind: Kind, updates: mpsc::Unboun
             },
             Ok(watcher::Event::Apply(object)) => {
                 let (key, entry) = decode(&kind, object);
-                Update::Applied { kind: index, key, entry }
+                Update::Applied {
+                    kind: index,
+                    key,
+                    entry: Box::new(entry),
+                }
             }
             Ok(watcher::Event::Delete(object)) => {
                 let (key, _) = decode(&kind, object);
@@ -205,7 +245,11 @@ pub async fn run(client: Client, index: usize, kind: Kind, updates: mpsc::Unboun
                     watcher::Error::InitialListFailed(kube::Error::Api(status))
                         if status.code == 404 || status.code == 403
                 );
-                Update::Failed { kind: index, message: error_text(&error), absent }
+                Update::Failed {
+                    kind: index,
+                    message: error_text(&error),
+                    absent,
+                }
             }
         };
         if updates.send(update).is_err() {

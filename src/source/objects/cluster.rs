@@ -49,7 +49,9 @@ pub(super) fn pod(mut value: Value) -> Result<model::Pod, ObjectError> {
     let spec: PodSpec = decode_field(take(&mut value, "spec"), "spec")?;
     let status: PodStatus = decode_field(take(&mut value, "status"), "status")?;
     let (field, raw): (&str, Vec<String>) = match (status.pod_ips, status.pod_ip) {
-        (Some(ips), _) if !ips.is_empty() => ("status.podIPs", ips.into_iter().map(|i| i.ip).collect()),
+        (Some(ips), _) if !ips.is_empty() => {
+            ("status.podIPs", ips.into_iter().map(|i| i.ip).collect())
+        }
         (_, Some(ip)) if !ip.is_empty() => ("status.podIP", vec![ip]),
         _ => ("status.podIPs", Vec::new()),
     };
@@ -57,8 +59,12 @@ pub(super) fn pod(mut value: Value) -> Result<model::Pod, ObjectError> {
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            text.parse::<IpAddr>()
-                .map_err(|_| invalid(format!("{field}[{index}]"), format!("`{text}` is not an IP address")))
+            text.parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    format!("{field}[{index}]"),
+                    format!("`{text}` is not an IP address"),
+                )
+            })
         })
         .collect::<Result<_, _>>()?;
     let phase = match status.phase.as_deref() {

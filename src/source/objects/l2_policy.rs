@@ -25,7 +25,10 @@ pub(super) fn decode(mut value: Value) -> Result<model::L2Policy, ObjectError> {
     let flag = |key: &str| match spec.get(key) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(invalid(format!("spec.{key}"), format!("`{other}` is not true or false"))),
+        Some(other) => Err(invalid(
+            format!("spec.{key}"),
+            format!("`{other}` is not true or false"),
+        )),
     };
     let mut interfaces = Vec::new();
     match spec.get("interfaces") {

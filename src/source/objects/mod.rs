@@ -30,11 +30,11 @@ pub enum Object {
     /// key has an empty namespace.
     Pool(ServiceName, model::IpPool),
     /// Cluster-scoped like pools: the key has an empty namespace.
-    Node(ServiceName, model::Node),
-    Namespace(ServiceName, model::Namespace),
-    Pod(model::Pod),
-    NetworkPolicy(model::NetworkPolicy),
-    L2Policy(ServiceName, model::L2Policy),
+    Node(ServiceName, Box<model::Node>),
+    Namespace(ServiceName, Box<model::Namespace>),
+    Pod(Box<model::Pod>),
+    NetworkPolicy(Box<model::NetworkPolicy>),
+    L2Policy(ServiceName, Box<model::L2Policy>),
 }
 
 /// Identity of an object across files: its kind and namespace/name.
@@ -84,19 +84,19 @@ impl Object {
                 snapshot.pools.insert(pool.name.clone(), pool);
             }
             Self::Node(_, node) => {
-                snapshot.nodes.insert(node.name.clone(), node);
+                snapshot.nodes.insert(node.name.clone(), *node);
             }
             Self::Namespace(_, namespace) => {
-                snapshot.namespaces.insert(namespace.name.clone(), namespace);
+                snapshot.namespaces.insert(namespace.name.clone(), *namespace);
             }
             Self::Pod(pod) => {
-                snapshot.pods.insert(pod.name.clone(), pod);
+                snapshot.pods.insert(pod.name.clone(), *pod);
             }
             Self::NetworkPolicy(policy) => {
-                snapshot.network_policies.insert(policy.name.clone(), policy);
+                snapshot.network_policies.insert(policy.name.clone(), *policy);
             }
             Self::L2Policy(_, policy) => {
-                snapshot.l2_policies.insert(policy.name.clone(), policy);
+                snapshot.l2_policies.insert(policy.name.clone(), *policy);
             }
         }
     }
@@ -153,17 +153,17 @@ pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, Ob
         }
         ("", "Node") => require_version(api_version, "Node", "v1")
             .and_then(|()| node::decode(value))
-            .map(|node| Decoded::Object(Object::Node(ServiceName::new("", node.name.clone()), node))),
+            .map(|node| Decoded::Object(Object::Node(ServiceName::new("", node.name.clone()), Box::new(node)))),
         ("", "Namespace") => require_version(api_version, "Namespace", "v1")
             .and_then(|()| cluster::namespace(value))
-            .map(|ns| Decoded::Object(Object::Namespace(ServiceName::new("", ns.name.clone()), ns))),
+            .map(|ns| Decoded::Object(Object::Namespace(ServiceName::new("", ns.name.clone()), Box::new(ns)))),
         ("", "Pod") => require_version(api_version, "Pod", "v1")
             .and_then(|()| cluster::pod(value))
-            .map(|pod| Decoded::Object(Object::Pod(pod))),
+            .map(|pod| Decoded::Object(Object::Pod(Box::new(pod)))),
         ("networking.k8s.io", "NetworkPolicy") => {
             require_version(api_version, "NetworkPolicy", "networking.k8s.io/v1")
                 .and_then(|()| network_policy::decode(value))
-                .map(|policy| Decoded::Object(Object::NetworkPolicy(policy)))
+                .map(|policy| Decoded::Object(Object::NetworkPolicy(Box::new(policy))))
         }
         ("ferrite.dev", "L2AnnouncementPolicy") | ("cilium.io", "CiliumL2AnnouncementPolicy") => {
             let supported = if kind == "L2AnnouncementPolicy" {
@@ -184,7 +184,7 @@ pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, Ob
                 });
             }
             l2_policy::decode(value).map(|policy| {
-                Decoded::Object(Object::L2Policy(ServiceName::new("", policy.name.clone()), policy))
+                Decoded::Object(Object::L2Policy(ServiceName::new("", policy.name.clone()), Box::new(policy)))
             })
         }
         _ => Ok(Decoded::Ignored("kind not read by ferrite")),

@@ -4,7 +4,9 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 use smol_str::SmolStr;
 
-use super::{ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, protocol, selector, take};
+use super::{
+    ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, protocol, selector, take,
+};
 use crate::model::{self, PolicyPeer, PolicyPort, PolicyPortNumber, PolicyRule};
 
 pub(super) fn decode(mut value: Value) -> Result<model::NetworkPolicy, ObjectError> {
@@ -50,7 +52,11 @@ pub(super) fn decode(mut value: Value) -> Result<model::NetworkPolicy, ObjectErr
     })
 }
 
-fn rules(spec: &Map<String, Value>, field: &str, peers_field: &str) -> Result<Option<Vec<PolicyRule>>, ObjectError> {
+fn rules(
+    spec: &Map<String, Value>,
+    field: &str,
+    peers_field: &str,
+) -> Result<Option<Vec<PolicyRule>>, ObjectError> {
     let list = match spec.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(list)) => list,
@@ -63,11 +69,21 @@ fn rules(spec: &Map<String, Value>, field: &str, peers_field: &str) -> Result<Op
             return Err(invalid(at, "must be a mapping"));
         };
         let mut parsed = PolicyRule::default();
-        for (i, peer) in items(rule.get(peers_field), &format!("{at}.{peers_field}"))?.iter().enumerate() {
-            parsed.peers.push(self::peer(peer, &format!("{at}.{peers_field}[{i}]"))?);
+        for (i, peer) in items(rule.get(peers_field), &format!("{at}.{peers_field}"))?
+            .iter()
+            .enumerate()
+        {
+            parsed
+                .peers
+                .push(self::peer(peer, &format!("{at}.{peers_field}[{i}]"))?);
         }
-        for (i, port) in items(rule.get("ports"), &format!("{at}.ports"))?.iter().enumerate() {
-            parsed.ports.push(self::port(port, &format!("{at}.ports[{i}]"))?);
+        for (i, port) in items(rule.get("ports"), &format!("{at}.ports"))?
+            .iter()
+            .enumerate()
+        {
+            parsed
+                .ports
+                .push(self::port(port, &format!("{at}.ports[{i}]"))?);
         }
         out.push(parsed);
     }
@@ -92,12 +108,20 @@ fn peer(value: &Value, field: &str) -> Result<PolicyPeer, ObjectError> {
         {
             return Err(invalid(field, "ipBlock cannot be combined with selectors"));
         }
-        let cidr_text = block.get("cidr").and_then(Value::as_str).ok_or_else(|| missing(format!("{field}.ipBlock.cidr")))?;
+        let cidr_text = block
+            .get("cidr")
+            .and_then(Value::as_str)
+            .ok_or_else(|| missing(format!("{field}.ipBlock.cidr")))?;
         let cidr = parse_cidr(cidr_text, &format!("{field}.ipBlock.cidr"))?;
         let mut except = Vec::new();
-        for (i, e) in items(block.get("except"), &format!("{field}.ipBlock.except"))?.iter().enumerate() {
+        for (i, e) in items(block.get("except"), &format!("{field}.ipBlock.except"))?
+            .iter()
+            .enumerate()
+        {
             let at = format!("{field}.ipBlock.except[{i}]");
-            let text = e.as_str().ok_or_else(|| invalid(at.as_str(), "must be a string"))?;
+            let text = e
+                .as_str()
+                .ok_or_else(|| invalid(at.as_str(), "must be a string"))?;
             let net = parse_cidr(text, &at)?;
             if !cidr.contains(&net) {
                 return Err(invalid(at, format!("{net} is not inside {cidr}")));
@@ -106,12 +130,22 @@ fn peer(value: &Value, field: &str) -> Result<PolicyPeer, ObjectError> {
         }
         return Ok(PolicyPeer::IpBlock { cidr, except });
     }
-    let pod_selector = selector::optional(peer.get("podSelector"), &format!("{field}.podSelector"))?;
-    let namespace_selector = selector::optional(peer.get("namespaceSelector"), &format!("{field}.namespaceSelector"))?;
+    let pod_selector =
+        selector::optional(peer.get("podSelector"), &format!("{field}.podSelector"))?;
+    let namespace_selector = selector::optional(
+        peer.get("namespaceSelector"),
+        &format!("{field}.namespaceSelector"),
+    )?;
     if pod_selector.is_none() && namespace_selector.is_none() {
-        return Err(invalid(field, "needs podSelector, namespaceSelector or ipBlock"));
+        return Err(invalid(
+            field,
+            "needs podSelector, namespaceSelector or ipBlock",
+        ));
     }
-    Ok(PolicyPeer::Pods { pod_selector, namespace_selector })
+    Ok(PolicyPeer::Pods {
+        pod_selector,
+        namespace_selector,
+    })
 }
 
 fn parse_cidr(text: &str, field: &str) -> Result<IpNet, ObjectError> {
@@ -124,15 +158,30 @@ fn port(value: &Value, field: &str) -> Result<PolicyPort, ObjectError> {
     let Value::Object(port) = value else {
         return Err(invalid(field, "must be a mapping"));
     };
-    let protocol = protocol(port.get("protocol").and_then(Value::as_str), &format!("{field}.protocol"))?;
+    let protocol = protocol(
+        port.get("protocol").and_then(Value::as_str),
+        &format!("{field}.protocol"),
+    )?;
     let number = match port.get("port") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
-            let n = n.as_i64().ok_or_else(|| invalid(format!("{field}.port"), "must be an integer"))?;
-            Some(PolicyPortNumber::Number(port_number(n, &format!("{field}.port"))?))
+            let n = n
+                .as_i64()
+                .ok_or_else(|| invalid(format!("{field}.port"), "must be an integer"))?;
+            Some(PolicyPortNumber::Number(port_number(
+                n,
+                &format!("{field}.port"),
+            )?))
         }
-        Some(Value::String(name)) if !name.is_empty() => Some(PolicyPortNumber::Name(SmolStr::new(name))),
-        Some(other) => return Err(invalid(format!("{field}.port"), format!("`{other}` is not a port"))),
+        Some(Value::String(name)) if !name.is_empty() => {
+            Some(PolicyPortNumber::Name(SmolStr::new(name)))
+        }
+        Some(other) => {
+            return Err(invalid(
+                format!("{field}.port"),
+                format!("`{other}` is not a port"),
+            ));
+        }
     };
     let end_port = match port.get("endPort") {
         None | Some(Value::Null) => None,
@@ -141,12 +190,24 @@ fn port(value: &Value, field: &str) -> Result<PolicyPort, ObjectError> {
             match number {
                 Some(PolicyPortNumber::Number(start)) if start <= end => Some(end),
                 Some(PolicyPortNumber::Number(start)) => {
-                    return Err(invalid(format!("{field}.endPort"), format!("{end} is below port {start}")));
+                    return Err(invalid(
+                        format!("{field}.endPort"),
+                        format!("{end} is below port {start}"),
+                    ));
                 }
                 _ => return Err(invalid(format!("{field}.endPort"), "needs a numeric port")),
             }
         }
-        Some(other) => return Err(invalid(format!("{field}.endPort"), format!("`{other}` is not a port"))),
+        Some(other) => {
+            return Err(invalid(
+                format!("{field}.endPort"),
+                format!("`{other}` is not a port"),
+            ));
+        }
     };
-    Ok(PolicyPort { protocol, port: number, end_port })
+    Ok(PolicyPort {
+        protocol,
+        port: number,
+        end_port,
+    })
 }

@@ -58,10 +58,16 @@ pub(super) fn decode(mut value: Value) -> Result<model::Node, ObjectError> {
     };
     let mut pod_cidrs = Vec::with_capacity(raw.len());
     for (index, text) in raw.iter().enumerate() {
-        let cidr: IpNet = text
-            .parse()
-            .map_err(|_| invalid(format!("{field}[{index}]"), format!("`{text}` is not a CIDR")))?;
-        if pod_cidrs.iter().any(|c: &IpNet| c.addr().is_ipv4() == cidr.addr().is_ipv4()) {
+        let cidr: IpNet = text.parse().map_err(|_| {
+            invalid(
+                format!("{field}[{index}]"),
+                format!("`{text}` is not a CIDR"),
+            )
+        })?;
+        if pod_cidrs
+            .iter()
+            .any(|c: &IpNet| c.addr().is_ipv4() == cidr.addr().is_ipv4())
+        {
             return Err(invalid(field, "at most one CIDR per IP family"));
         }
         pod_cidrs.push(cidr);
@@ -76,10 +82,12 @@ pub(super) fn decode(mut value: Value) -> Result<model::Node, ObjectError> {
     for (index, address) in status.addresses.unwrap_or_default().into_iter().enumerate() {
         let at = format!("status.addresses[{index}].address");
         let ip = || {
-            address
-                .address
-                .parse::<IpAddr>()
-                .map_err(|_| invalid(at.as_str(), format!("`{}` is not an IP address", address.address)))
+            address.address.parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    at.as_str(),
+                    format!("`{}` is not an IP address", address.address),
+                )
+            })
         };
         match address.kind.as_str() {
             "InternalIP" => node.internal_ips.push(ip()?),

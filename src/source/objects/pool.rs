@@ -8,14 +8,18 @@
 use serde_json::{Map, Value};
 use smol_str::SmolStr;
 
-use super::{Decoded, Object, ObjectError, ObjectMeta, decode_field, missing, take};
-use crate::model::{self, IpBlock, LabelRequirement, LabelSelector, PoolProblem, ServiceName};
+use super::{Decoded, Object, ObjectError, ObjectMeta, decode_field, missing, selector, take};
+use crate::model::{self, IpBlock, PoolProblem, ServiceName};
 
 const FERRITE_VERSIONS: &[&str] = &["ferrite.dev/v1alpha1"];
 /// Cilium moved the kind from v2alpha1 to v2; both carry the same spec.
 const CILIUM_VERSIONS: &[&str] = &["cilium.io/v2alpha1", "cilium.io/v2"];
 
-pub(super) fn decode(api_version: &str, kind: &str, mut value: Value) -> Result<Decoded, ObjectError> {
+pub(super) fn decode(
+    api_version: &str,
+    kind: &str,
+    mut value: Value,
+) -> Result<Decoded, ObjectError> {
     let (versions, kind_name) = if kind == "LoadBalancerIPPool" {
         (FERRITE_VERSIONS, "LoadBalancerIPPool")
     } else {
@@ -91,14 +95,13 @@ fn read_spec(spec: &Map<String, Value>, pool: &mut model::IpPool, problems: &mut
     if pool.blocks.is_empty() && !block_problems {
         problems.push("spec.blocks", "no blocks: the pool has no addresses");
     }
-    match spec.get("serviceSelector") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(selector)) => {
-            pool.service_selector = Some(label_selector(selector, problems));
-        }
-        // The pool makes no new allocations while it has a problem; what it already handed out
-        // stays (a selector that did not parse cannot take addresses away).
-        Some(_) => problems.push("spec.serviceSelector", "must be a mapping"),
+    // A selector that does not parse leaves the pool without one; such a pool makes no new
+    // allocations, and what it already handed out stays.
+    match selector::optional(spec.get("serviceSelector"), "spec.serviceSelector") {
+        Ok(selector) => pool.service_selector = selector,
+        Err(ObjectError::Invalid { field, message }) => problems.push(field, message),
+        Err(ObjectError::Missing { field }) => problems.push(field, "is required"),
+        Err(other) => problems.push("spec.serviceSelector", other.to_string()),
     }
     match spec.get("allowFirstLastIPs") {
         None | Some(Value::Null) => {}
@@ -117,12 +120,10 @@ fn read_spec(spec: &Map<String, Value>, pool: &mut model::IpPool, problems: &mut
     }
     match spec.get("priority") {
         None | Some(Value::Null) => {}
-        Some(Value::Number(number)) => {
-            match number.as_i64().and_then(|n| i32::try_from(n).ok()) {
-                Some(priority) => pool.priority = priority,
-                None => problems.push("spec.priority", format!("{number} is not a 32-bit integer")),
-            }
-        }
+        Some(Value::Number(number)) => match number.as_i64().and_then(|n| i32::try_from(n).ok()) {
+            Some(priority) => pool.priority = priority,
+            None => problems.push("spec.priority", format!("{number} is not a 32-bit integer")),
+        },
         Some(other) => problems.push("spec.priority", format!("`{other}` is not an integer")),
     }
 }
@@ -142,73 +143,6 @@ fn block(entry: &Value) -> Result<IpBlock, String> {
     IpBlock::parse(text("cidr")?, text("start")?, text("stop")?).map_err(|error| error.to_string())
 }
 
-/// `matchLabels` + `matchExpressions`; unusable terms are recorded and left out.
-fn label_selector(selector: &Map<String, Value>, problems: &mut Problems) -> LabelSelector {
-    const FIELD: &str = "spec.serviceSelector";
-    let mut out = LabelSelector::default();
-    match selector.get("matchLabels") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(labels)) => {
-            for (key, value) in labels {
-                let value = match value {
-                    Value::String(text) => SmolStr::new(text),
-                    Value::Number(number) => SmolStr::new(number.to_string()),
-                    Value::Bool(flag) => SmolStr::new(flag.to_string()),
-                    other => {
-                        problems.push(
-                            format!("{FIELD}.matchLabels[{key}]"),
-                            format!("`{other}` is not a label value"),
-                        );
-                        continue;
-                    }
-                };
-                if key.is_empty() {
-                    problems.push(format!("{FIELD}.matchLabels"), "empty label key");
-                    continue;
-                }
-                out.match_labels.insert(SmolStr::new(key), value);
-            }
-        }
-        Some(_) => problems.push(format!("{FIELD}.matchLabels"), "must be a mapping"),
-    }
-    match selector.get("matchExpressions") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(expressions)) => {
-            for (index, expression) in expressions.iter().enumerate() {
-                let at = format!("{FIELD}.matchExpressions[{index}]");
-                match requirement(expression) {
-                    Ok(requirement) => out.match_expressions.push(requirement),
-                    Err(message) => problems.push(at, message),
-                }
-            }
-        }
-        Some(_) => problems.push(format!("{FIELD}.matchExpressions"), "must be a list"),
-    }
-    out
-}
-
-fn requirement(expression: &Value) -> Result<LabelRequirement, String> {
-    let Value::Object(fields) = expression else {
-        return Err("must be a mapping with key, operator and values".into());
-    };
-    let string = |key: &str| match fields.get(key) {
-        Some(Value::String(text)) => Ok(text.as_str()),
-        None | Some(Value::Null) => Err(format!("{key} is required")),
-        Some(other) => Err(format!("{key}: `{other}` is not a string")),
-    };
-    let values: Vec<String> = match fields.get("values") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(values)) => values
-            .iter()
-            .map(|value| match value {
-                Value::String(text) => Ok(text.clone()),
-                Value::Number(number) => Ok(number.to_string()),
-                Value::Bool(flag) => Ok(flag.to_string()),
-                other => Err(format!("values: `{other}` is not a label value")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("values must be a list".into()),
-    };
-    LabelRequirement::new(string("key")?, string("operator")?, values)
-        .map_err(|error| error.to_string())
-}
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

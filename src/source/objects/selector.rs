@@ -8,7 +8,10 @@ use super::{ObjectError, invalid};
 use crate::model::{LabelRequirement, LabelSelector};
 
 /// `None` for an absent (or null) selector.
-pub(super) fn optional(value: Option<&Value>, field: &str) -> Result<Option<LabelSelector>, ObjectError> {
+pub(super) fn optional(
+    value: Option<&Value>,
+    field: &str,
+) -> Result<Option<LabelSelector>, ObjectError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(value) => required(value, field).map(Some),
@@ -28,8 +31,10 @@ pub(super) fn required(value: &Value, field: &str) -> Result<LabelSelector, Obje
                 if key.is_empty() {
                     return Err(invalid(format!("{field}.matchLabels"), "empty label key"));
                 }
-                out.match_labels
-                    .insert(SmolStr::new(key), label_value(value, &format!("{field}.matchLabels[{key}]"))?);
+                out.match_labels.insert(
+                    SmolStr::new(key),
+                    label_value(value, &format!("{field}.matchLabels[{key}]"))?,
+                );
             }
         }
         Some(_) => return Err(invalid(format!("{field}.matchLabels"), "must be a mapping")),
@@ -42,7 +47,12 @@ pub(super) fn required(value: &Value, field: &str) -> Result<LabelSelector, Obje
                 out.match_expressions.push(requirement(expression, &at)?);
             }
         }
-        Some(_) => return Err(invalid(format!("{field}.matchExpressions"), "must be a list")),
+        Some(_) => {
+            return Err(invalid(
+                format!("{field}.matchExpressions"),
+                "must be a list",
+            ));
+        }
     }
     Ok(out)
 }
@@ -58,12 +68,18 @@ fn label_value(value: &Value, field: &str) -> Result<SmolStr, ObjectError> {
 
 fn requirement(expression: &Value, field: &str) -> Result<LabelRequirement, ObjectError> {
     let Value::Object(fields) = expression else {
-        return Err(invalid(field, "must be a mapping with key, operator and values"));
+        return Err(invalid(
+            field,
+            "must be a mapping with key, operator and values",
+        ));
     };
     let string = |key: &str| match fields.get(key) {
         Some(Value::String(text)) => Ok(text.as_str()),
         None | Some(Value::Null) => Err(super::missing(format!("{field}.{key}"))),
-        Some(other) => Err(invalid(format!("{field}.{key}"), format!("`{other}` is not a string"))),
+        Some(other) => Err(invalid(
+            format!("{field}.{key}"),
+            format!("`{other}` is not a string"),
+        )),
     };
     let values = match fields.get("values") {
         None | Some(Value::Null) => Vec::new(),

@@ -94,8 +94,14 @@ mod tests {
     fn parses_api_server_timestamps() {
         assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(unix_seconds("2024-02-29T12:34:56Z"), Some(1_709_210_096));
-        assert_eq!(unix_seconds("2024-02-29T12:34:56.123456Z"), Some(1_709_210_096));
-        assert_eq!(unix_seconds("2024-02-29T14:34:56+02:00"), Some(1_709_210_096));
+        assert_eq!(
+            unix_seconds("2024-02-29T12:34:56.123456Z"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(
+            unix_seconds("2024-02-29T14:34:56+02:00"),
+            Some(1_709_210_096)
+        );
         assert_eq!(unix_seconds("1969-12-31T23:59:59Z"), Some(-1));
     }
 

@@ -2,6 +2,7 @@
 
 mod dir;
 mod endpoint_slice;
+mod lb_service;
 mod manifest;
 mod service;
 mod spec;

@@ -11,18 +11,30 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    #[must_use]
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into() }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
     }
 
+    #[must_use]
     pub fn not_found(what: &str, name: &str) -> Self {
         Self::new(404, "NotFound", format!("{what} \"{name}\" not found"))
     }
 
+    #[must_use]
     pub fn no_resource() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
+    #[must_use]
     pub fn conflict(what: &str, name: &str) -> Self {
         Self::new(
             409,
@@ -34,22 +46,31 @@ impl ApiError {
         )
     }
 
+    #[must_use]
     pub fn already_exists(what: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists"))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{what} \"{name}\" already exists"),
+        )
     }
 
+    #[must_use]
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }
 
+    #[must_use]
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(422, "Invalid", message)
     }
 
+    #[must_use]
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }
 
+    #[must_use]
     pub fn status(&self) -> Value {
         json!({
             "kind": "Status",

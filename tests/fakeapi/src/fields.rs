@@ -56,14 +56,19 @@ fn list_key(items: &[Value]) -> Option<&'static str> {
     if items.is_empty() {
         return None;
     }
-    ["type", "name"]
-        .into_iter()
-        .find(|key| items.iter().all(|i| i.get(*key).is_some_and(Value::is_string)))
+    ["type", "name"].into_iter().find(|key| {
+        items
+            .iter()
+            .all(|i| i.get(*key).is_some_and(Value::is_string))
+    })
 }
 
 fn item_step(item: &Value, key: &str) -> Step {
     let mut map = Map::new();
-    map.insert(key.to_owned(), item.get(key).cloned().unwrap_or(Value::Null));
+    map.insert(
+        key.to_owned(),
+        item.get(key).cloned().unwrap_or(Value::Null),
+    );
     Step::Key(Value::Object(map).to_string())
 }
 
@@ -261,19 +266,37 @@ mod tests {
     fn conditions_are_keyed_by_type_and_merge() {
         let mut obj = json!({"status": {"conditions": [
             {"type": "A", "status": "True"}, {"type": "B", "status": "False"}]}});
-        apply_merge(&mut obj, &json!({"status": {"conditions": [
-            {"type": "B", "status": "True"}, {"type": "C", "status": "True"}]}}));
-        let types: Vec<_> = obj["status"]["conditions"].as_array().unwrap().iter()
-            .map(|c| format!("{}={}", c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        apply_merge(
+            &mut obj,
+            &json!({"status": {"conditions": [
+            {"type": "B", "status": "True"}, {"type": "C", "status": "True"}]}}),
+        );
+        let types: Vec<_> = obj["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}",
+                    c["type"].as_str().unwrap(),
+                    c["status"].as_str().unwrap()
+                )
+            })
             .collect();
         assert_eq!(types, ["A=True", "B=True", "C=True"]);
         let set = field_set(&json!({"status": {"conditions": [{"type": "B", "status": "True"}]}}));
-        let item = vec![Step::Field("status".into()), Step::Field("conditions".into()),
-                        Step::Key(r#"{"type":"B"}"#.into())];
+        let item = vec![
+            Step::Field("status".into()),
+            Step::Field("conditions".into()),
+            Step::Key(r#"{"type":"B"}"#.into()),
+        ];
         assert!(set.contains(&item));
         remove(&mut obj, &item);
         assert_eq!(obj["status"]["conditions"].as_array().unwrap().len(), 2);
-        assert_eq!(fields_v1(&set)["f:status"]["f:conditions"][r#"k:{"type":"B"}"#]["."], json!({}));
+        assert_eq!(
+            fields_v1(&set)["f:status"]["f:conditions"][r#"k:{"type":"B"}"#]["."],
+            json!({})
+        );
     }
 
     #[test]
@@ -285,8 +308,10 @@ mod tests {
 
     #[test]
     fn changed_fields_name_only_differences() {
-        let old = json!({"metadata": {"resourceVersion": "1", "labels": {"a": "1"}}, "spec": {"x": 1}});
-        let new = json!({"metadata": {"resourceVersion": "2", "labels": {"a": "2"}}, "spec": {"x": 1}});
+        let old =
+            json!({"metadata": {"resourceVersion": "1", "labels": {"a": "1"}}, "spec": {"x": 1}});
+        let new =
+            json!({"metadata": {"resourceVersion": "2", "labels": {"a": "2"}}, "spec": {"x": 1}});
         let changed = changed_fields(&old, &new);
         assert_eq!(changed.len(), 1, "{changed:?}");
     }

@@ -14,7 +14,9 @@
 
 mod error;
 mod fields;
+mod ownership;
 mod resources;
+mod rules;
 mod selector;
 mod server;
 mod store;
@@ -46,9 +48,15 @@ pub enum FakeApiError {
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("listening on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("writing the kubeconfig {}: {source}", path.display())]
-    Kubeconfig { path: PathBuf, source: std::io::Error },
+    Kubeconfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("YAML document {document}: {message}")]
     Yaml { document: usize, message: String },
     #[error("{api_version} {kind} is not served by the fake API server")]
@@ -98,10 +106,10 @@ pub struct FakeApi {
 impl FakeApi {
     /// Starts a server on a free 127.0.0.1 port and writes `dir/kubeconfig` for it.
     pub fn start(dir: &Path) -> Result<Self, FakeApiError> {
-        Self::start_with(dir, Options::default())
+        Self::start_with(dir, &Options::default())
     }
 
-    pub fn start_with(dir: &Path, options: Options) -> Result<Self, FakeApiError> {
+    pub fn start_with(dir: &Path, options: &Options) -> Result<Self, FakeApiError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -124,8 +132,16 @@ impl FakeApi {
             .local_addr()
             .map_err(|source| FakeApiError::Listen { addr: any, source })?;
         let kubeconfig = dir.join("kubeconfig");
-        tls::write_kubeconfig(&kubeconfig, &format!("https://{addr}"), &certs.ca_pem, &options.token)
-            .map_err(|source| FakeApiError::Kubeconfig { path: kubeconfig.clone(), source })?;
+        tls::write_kubeconfig(
+            &kubeconfig,
+            &format!("https://{addr}"),
+            &certs.ca_pem,
+            &options.token,
+        )
+        .map_err(|source| FakeApiError::Kubeconfig {
+            path: kubeconfig.clone(),
+            source,
+        })?;
         let mut api = Self {
             runtime,
             shared,
@@ -159,7 +175,10 @@ impl FakeApi {
                 shared.store().bookmark();
             }
         });
-        self.running = Some(Running { shutdown, tasks: vec![server, bookmarks] });
+        self.running = Some(Running {
+            shutdown,
+            tasks: vec![server, bookmarks],
+        });
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -297,7 +316,13 @@ impl FakeApi {
     }
 
     /// Deletes an object (`namespace` is ignored for cluster-scoped kinds).
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Value, FakeApiError> {
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, FakeApiError> {
         let resource = lookup(api_version, kind)?;
         let ns = if resource.namespaced { namespace } else { "" };
         Ok(self.shared.store().delete(resource, ns, name)?)
@@ -325,6 +350,12 @@ fn lookup(api_version: &str, kind: &str) -> Result<&'static resources::Resource,
 }
 
 fn resource_of(value: &Value) -> Result<&'static resources::Resource, FakeApiError> {
-    let text = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |k: &str| {
+        value
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     lookup(&text("apiVersion"), &text("kind"))
 }

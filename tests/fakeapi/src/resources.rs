@@ -31,8 +31,21 @@ impl Resource {
     }
 }
 
-const fn core(plural: &'static str, kind: &'static str, namespaced: bool, status: bool) -> Resource {
-    Resource { group: "", version: "v1", plural, kind, namespaced, status, custom: false }
+const fn core(
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    status: bool,
+) -> Resource {
+    Resource {
+        group: "",
+        version: "v1",
+        plural,
+        kind,
+        namespaced,
+        status,
+        custom: false,
+    }
 }
 
 const fn grouped(
@@ -43,7 +56,15 @@ const fn grouped(
     namespaced: bool,
     status: bool,
 ) -> Resource {
-    Resource { group, version, plural, kind, namespaced, status, custom: false }
+    Resource {
+        group,
+        version,
+        plural,
+        kind,
+        namespaced,
+        status,
+        custom: false,
+    }
 }
 
 const fn custom(plural: &'static str, kind: &'static str) -> Resource {
@@ -64,8 +85,22 @@ pub const RESOURCES: &[Resource] = &[
     core("nodes", "Node", false, true),
     core("namespaces", "Namespace", false, true),
     core("configmaps", "ConfigMap", true, false),
-    grouped("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, false),
-    grouped("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, false),
+    grouped(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+        false,
+    ),
+    grouped(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        false,
+    ),
     grouped("coordination.k8s.io", "v1", "leases", "Lease", true, false),
     grouped(
         "apiextensions.k8s.io",
@@ -158,18 +193,27 @@ mod tests {
     #[test]
     fn paths_name_collections_objects_and_subresources() {
         let t = parse_path("/api/v1/services").unwrap();
-        assert_eq!((t.resource.kind, t.namespace, t.name), ("Service", None, None));
+        assert_eq!(
+            (t.resource.kind, t.namespace, t.name),
+            ("Service", None, None)
+        );
         let t = parse_path("/api/v1/namespaces/ns1/services/web/status").unwrap();
         assert_eq!(t.namespace.as_deref(), Some("ns1"));
         assert_eq!(t.name.as_deref(), Some("web"));
         assert_eq!(t.subresource.as_deref(), Some("status"));
         let t = parse_path("/api/v1/namespaces/kube-system").unwrap();
-        assert_eq!((t.resource.kind, t.name.as_deref()), ("Namespace", Some("kube-system")));
+        assert_eq!(
+            (t.resource.kind, t.name.as_deref()),
+            ("Namespace", Some("kube-system"))
+        );
         let t = parse_path("/api/v1/namespaces/kube-system/status").unwrap();
         assert_eq!(t.subresource.as_deref(), Some("status"));
         let t = parse_path("/apis/ferrite.dev/v1alpha1/loadbalancerippools/a/status").unwrap();
         assert_eq!(t.resource.kind, "LoadBalancerIPPool");
         assert!(parse_path("/apis/ferrite.dev/v1/loadbalancerippools").is_err());
-        assert!(parse_path("/api/v1/services/web").is_err(), "namespaced object needs a namespace");
+        assert!(
+            parse_path("/api/v1/services/web").is_err(),
+            "namespaced object needs a namespace"
+        );
     }
 }

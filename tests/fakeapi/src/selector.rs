@@ -12,7 +12,7 @@ enum Requirement {
     NotExists(String),
 }
 
-/// A parsed label or field selector (requirements are ANDed).
+/// A parsed label or field selector (every requirement must hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selector {
     requirements: Vec<Requirement>,
@@ -30,7 +30,10 @@ impl Selector {
             }
             requirements.push(parse_requirement(part, true)?);
         }
-        Ok(Self { requirements, fields: false })
+        Ok(Self {
+            requirements,
+            fields: false,
+        })
     }
 
     /// A field selector: `metadata.name=x,spec.nodeName!=y` (only `=`, `==` and `!=`).
@@ -43,14 +46,17 @@ impl Selector {
             }
             requirements.push(parse_requirement(part, false)?);
         }
-        Ok(Self { requirements, fields: true })
+        Ok(Self {
+            requirements,
+            fields: true,
+        })
     }
 
     pub fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|r| {
             let value = |key: &str| -> Option<String> {
                 if self.fields {
-                    field_value(object, key)
+                    Some(field_value(object, key))
                 } else {
                     object
                         .pointer("/metadata/labels")
@@ -73,13 +79,13 @@ impl Selector {
 }
 
 /// A field's value as the field selector sees it (strings; unset fields are `""`).
-fn field_value(object: &Value, key: &str) -> Option<String> {
+fn field_value(object: &Value, key: &str) -> String {
     let pointer = format!("/{}", key.replace('.', "/"));
-    Some(match object.pointer(&pointer) {
+    match object.pointer(&pointer) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
-    })
+    }
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -105,10 +111,16 @@ fn split_top_level(text: &str) -> Vec<&str> {
 fn parse_requirement(part: &str, set_ops: bool) -> Result<Requirement, String> {
     let invalid = || format!("invalid selector requirement `{part}`");
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotEquals(k.trim().to_owned(), v.trim().to_owned()));
+        return Ok(Requirement::NotEquals(
+            k.trim().to_owned(),
+            v.trim().to_owned(),
+        ));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::Equals(k.trim().to_owned(), v.trim().to_owned()));
+        return Ok(Requirement::Equals(
+            k.trim().to_owned(),
+            v.trim().to_owned(),
+        ));
     }
     if !set_ops {
         return Err(invalid());
@@ -145,12 +157,25 @@ mod tests {
     #[test]
     fn label_selectors_follow_kubernetes_semantics() {
         let obj = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
-        let yes = ["app=web", "app==web", "app in (web, api)", "tier", "!missing", "x!=y",
-                   "app=web,tier notin (back)"];
+        let yes = [
+            "app=web",
+            "app==web",
+            "app in (web, api)",
+            "tier",
+            "!missing",
+            "x!=y",
+            "app=web,tier notin (back)",
+        ];
         for s in yes {
             assert!(Selector::labels(s).unwrap().matches(&obj), "{s}");
         }
-        for s in ["app=api", "missing", "!app", "app notin (web)", "app in (api)"] {
+        for s in [
+            "app=api",
+            "missing",
+            "!app",
+            "app notin (web)",
+            "app in (api)",
+        ] {
             assert!(!Selector::labels(s).unwrap().matches(&obj), "{s}");
         }
     }
@@ -159,7 +184,11 @@ mod tests {
     fn field_selectors_read_dotted_paths() {
         let obj = json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"nodeName": "a"}});
         assert!(Selector::fields("spec.nodeName=a").unwrap().matches(&obj));
-        assert!(Selector::fields("metadata.name=p,metadata.namespace=n").unwrap().matches(&obj));
+        assert!(
+            Selector::fields("metadata.name=p,metadata.namespace=n")
+                .unwrap()
+                .matches(&obj)
+        );
         assert!(!Selector::fields("spec.nodeName=b").unwrap().matches(&obj));
         assert!(Selector::fields("spec.nodeName!=b").unwrap().matches(&obj));
         assert!(Selector::fields("a in (b)").is_err());

@@ -214,7 +214,9 @@ fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<u16> {
     let mut faults = shared.faults.lock().unwrap_or_else(PoisonError::into_inner);
     let fault = faults.iter_mut().find(|f| {
         f.count > 0
-            && f.method.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && f.method
+                .as_ref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
             && path.contains(&f.path_contains)
     })?;
     fault.count -= 1;
@@ -284,7 +286,9 @@ fn percent_decode(text: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = text
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 if let Some(b) = hex {
                     out.push(b);
                     i += 2;
@@ -315,7 +319,10 @@ fn serve_target(
     let resource = target.resource;
     let ns = target.namespace.clone().unwrap_or_default();
     let sub = target.subresource.as_deref().unwrap_or_default();
-    let manager = params.field_manager.clone().unwrap_or_else(|| "unknown".into());
+    let manager = params
+        .field_manager
+        .clone()
+        .unwrap_or_else(|| "unknown".into());
     let mut store = shared.store();
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
@@ -348,7 +355,14 @@ fn serve_target(
         }
         (&Method::PUT, Some(name)) => {
             let body = body.unwrap_or_default();
-            let v = store.write(resource, &ns, Some(name), sub, &manager, Write::Update(body))?;
+            let v = store.write(
+                resource,
+                &ns,
+                Some(name),
+                sub,
+                &manager,
+                Write::Update(body),
+            )?;
             Ok(Served::Json(200, v))
         }
         (&Method::PATCH, Some(name)) => {
@@ -359,7 +373,10 @@ fn serve_target(
                         "PATCH, application/apply-patch+yaml requires fieldManager",
                     ));
                 }
-                Write::Apply { config: body, force: params.force }
+                Write::Apply {
+                    config: body,
+                    force: params.force,
+                }
             } else if content_type.starts_with("application/merge-patch+json")
                 || content_type.starts_with("application/strategic-merge-patch+json")
             {
@@ -375,8 +392,14 @@ fn serve_target(
             let v = store.write(resource, &ns, Some(name), sub, &manager, write)?;
             Ok(Served::Json(if existed { 200 } else { 201 }, v))
         }
-        (&Method::DELETE, Some(name)) => store.delete(resource, &ns, name).map(|v| Served::Json(200, v)),
-        _ => Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not allowed here"))),
+        (&Method::DELETE, Some(name)) => store
+            .delete(resource, &ns, name)
+            .map(|v| Served::Json(200, v)),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not allowed here"),
+        )),
     }
 }
 
@@ -415,7 +438,9 @@ impl hyper::body::Body for WatchBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|line| line.map(|l| Ok(Frame::data(l))))
+        self.rx
+            .poll_recv(cx)
+            .map(|line| line.map(|l| Ok(Frame::data(l))))
     }
 }
 
@@ -423,7 +448,10 @@ impl hyper::body::Body for WatchBody {
 mod tests {
     #[test]
     fn query_values_are_percent_decoded() {
-        assert_eq!(super::percent_decode("spec.nodeName%3Dnode-1"), "spec.nodeName=node-1");
+        assert_eq!(
+            super::percent_decode("spec.nodeName%3Dnode-1"),
+            "spec.nodeName=node-1"
+        );
         assert_eq!(super::percent_decode("a+in+%28x%2Cy%29"), "a in (x,y)");
         assert_eq!(super::percent_decode("100%"), "100%");
     }

@@ -9,8 +9,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     error::ApiError,
-    fields::{self, FieldSet},
+    fields,
+    ownership::{self, Managed},
     resources::{RESOURCES, Resource},
+    rules::{check_version, restrict, spec_of},
     selector::Selector,
     time::now_rfc3339,
 };
@@ -22,18 +24,12 @@ const HISTORY: usize = 10_000;
 type Key = (&'static str, &'static str, String, String);
 
 fn key(resource: &Resource, namespace: &str, name: &str) -> Key {
-    (resource.group, resource.plural, namespace.to_owned(), name.to_owned())
-}
-
-/// One manager's fields of an object.
-#[derive(Clone, Debug)]
-struct Managed {
-    manager: String,
-    operation: &'static str,
-    subresource: String,
-    api_version: String,
-    time: String,
-    fields: FieldSet,
+    (
+        resource.group,
+        resource.plural,
+        namespace.to_owned(),
+        name.to_owned(),
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -73,7 +69,10 @@ impl Watcher {
     /// stops matching is reported as deleted, one that starts matching as added).
     fn translate(&self, event: &Event) -> Option<&'static str> {
         if !std::ptr::eq(self.resource, event.resource)
-            || self.namespace.as_ref().is_some_and(|ns| *ns != event.namespace)
+            || self
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| *ns != event.namespace)
         {
             return None;
         }
@@ -185,7 +184,12 @@ impl Store {
         value
     }
 
-    pub fn get(&self, resource: &'static Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn get(
+        &self,
+        resource: &'static Resource,
+        ns: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         self.objects
             .get(&key(resource, ns, name))
             .map(|s| Self::render(resource, s, true))
@@ -223,7 +227,10 @@ impl Store {
             if query.namespace.as_ref().is_some_and(|q| q != ns) {
                 continue;
             }
-            if after.as_ref().is_some_and(|(a_ns, a_name)| (ns, name) <= (a_ns, a_name)) {
+            if after
+                .as_ref()
+                .is_some_and(|(a_ns, a_name)| (ns, name) <= (a_ns, a_name))
+            {
                 continue;
             }
             let rendered = Self::render(resource, stored, true);
@@ -235,7 +242,11 @@ impl Store {
                 break;
             }
             // Built-in kinds come without apiVersion/kind in lists, as from a real server.
-            let item = if resource.custom { rendered } else { Self::render(resource, stored, false) };
+            let item = if resource.custom {
+                rendered
+            } else {
+                Self::render(resource, stored, false)
+            };
             items.push(item);
         }
         let mut metadata = json!({"resourceVersion": list_rv.to_string()});
@@ -260,7 +271,7 @@ impl Store {
         manager: &str,
         write: Write,
     ) -> Result<Value, ApiError> {
-        if !subresource.is_empty() && !(subresource == "status" && resource.status) {
+        if !(subresource.is_empty() || subresource == "status" && resource.status) {
             return Err(ApiError::no_resource());
         }
         let name = match (&write, name) {
@@ -268,7 +279,9 @@ impl Store {
             (Write::Create(body), None) => object_name(body)?,
             _ => return Err(ApiError::new(405, "MethodNotAllowed", "a name is required")),
         };
-        if let Some(body_name) = body_of(&write).pointer("/metadata/name").and_then(Value::as_str)
+        if let Some(body_name) = body_of(&write)
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
             && body_name != name
         {
             return Err(ApiError::bad_request(format!(
@@ -280,7 +293,7 @@ impl Store {
             (Write::Create(_), Some(_)) => {
                 return Err(ApiError::already_exists(resource.plural, &name));
             }
-            (Write::Create(_), None) | (Write::Apply { .. }, None) if subresource.is_empty() => {
+            (Write::Create(_) | Write::Apply { .. }, None) if subresource.is_empty() => {
                 (self.new_object(resource, ns, &name), Vec::new(), None)
             }
             (_, None) => return Err(ApiError::not_found(resource.plural, &name)),
@@ -293,20 +306,42 @@ impl Store {
                 let keep = value.clone();
                 value = body;
                 restrict(resource, subresource, &mut value, &keep);
-                record_update(&mut managers, &before, &value, manager, subresource, resource);
+                ownership::record_update(
+                    &mut managers,
+                    &before,
+                    &value,
+                    manager,
+                    subresource,
+                    resource,
+                );
             }
             Write::MergePatch(patch) => {
                 check_version(&patch, &before, resource, &name)?;
                 fields::merge_patch(&mut value, &patch);
                 let keep = before.clone();
                 restrict(resource, subresource, &mut value, &keep);
-                record_update(&mut managers, &before, &value, manager, subresource, resource);
+                ownership::record_update(
+                    &mut managers,
+                    &before,
+                    &value,
+                    manager,
+                    subresource,
+                    resource,
+                );
             }
             Write::Apply { mut config, force } => {
                 check_version(&config, &before, resource, &name)?;
                 let empty = Value::Object(Map::new());
                 restrict(resource, subresource, &mut config, &empty);
-                apply(&mut value, &mut managers, &config, manager, subresource, force, resource)?;
+                ownership::apply(
+                    &mut value,
+                    &mut managers,
+                    &config,
+                    manager,
+                    subresource,
+                    force,
+                    resource,
+                )?;
             }
         }
         self.finish(resource, ns, &name, value, managers, old, &before)
@@ -330,7 +365,7 @@ impl Store {
             Some(stored) => (stored.value.clone(), stored.managers, Some(stored.value)),
             None => (self.new_object(resource, &ns, &name), Vec::new(), None),
         };
-        record_update(&mut managers, &base, &value, "fakeapi-test", "", resource);
+        ownership::record_update(&mut managers, &base, &value, "fakeapi-test", "", resource);
         self.finish(resource, &ns, &name, value, managers, old, &base)
     }
 
@@ -350,6 +385,10 @@ impl Store {
 
     /// Stores a written object: system metadata restored, a new resourceVersion when it changed,
     /// and an event.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the written object and where it goes"
+    )]
     fn finish(
         &mut self,
         resource: &'static Resource,
@@ -372,7 +411,13 @@ impl Store {
             return Err(ApiError::bad_request("metadata must be an object"));
         };
         meta.remove("managedFields");
-        for field in ["name", "uid", "creationTimestamp", "generation", "resourceVersion"] {
+        for field in [
+            "name",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "resourceVersion",
+        ] {
             match base.pointer(&format!("/metadata/{field}")) {
                 Some(v) => {
                     meta.insert(field.into(), v.clone());
@@ -401,10 +446,17 @@ impl Store {
         }
         self.rv += 1;
         value["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
-        let stored = Stored { value: value.clone(), managers };
+        let stored = Stored {
+            value: value.clone(),
+            managers,
+        };
         let rendered = Self::render(resource, &stored, true);
         self.objects.insert(key(resource, ns, name), stored);
-        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         self.emit(Event {
             rv: self.rv,
             resource,
@@ -416,7 +468,12 @@ impl Store {
         Ok(rendered)
     }
 
-    pub fn delete(&mut self, resource: &'static Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        resource: &'static Resource,
+        ns: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let stored = self
             .objects
             .remove(&key(resource, ns, name))
@@ -434,8 +491,10 @@ impl Store {
         });
         if resource.plural == "customresourcedefinitions" {
             // The resource is no longer served: its watches end, as on a real server.
-            let served: Vec<&'static Resource> =
-                RESOURCES.iter().filter(|r| r.custom && r.crd_name() == name).collect();
+            let served: Vec<&'static Resource> = RESOURCES
+                .iter()
+                .filter(|r| r.custom && r.crd_name() == name)
+                .collect();
             self.watchers
                 .retain(|_, w| !served.iter().any(|r| std::ptr::eq(*r, w.resource)));
         }
@@ -572,13 +631,21 @@ fn items_last(items: &[Value]) -> (String, String) {
 
 fn encode_continue(rv: u64, (ns, name): &(String, String)) -> String {
     let raw = format!("{rv}\n{ns}\n{name}");
-    raw.bytes().map(|b| format!("{b:02x}")).collect()
+    raw.bytes().fold(String::new(), |mut out, b| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
     let bytes: Option<Vec<u8>> = (0..token.len())
         .step_by(2)
-        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     let text = String::from_utf8(bytes?).ok()?;
     let mut parts = text.splitn(3, '\n');
@@ -602,175 +669,8 @@ fn body_of(write: &Write) -> &Value {
 fn object_name(body: &Value) -> Result<String, ApiError> {
     match body.pointer("/metadata/name").and_then(Value::as_str) {
         Some(name) if !name.is_empty() => Ok(name.to_owned()),
-        _ => Err(ApiError::invalid("metadata.name: Required value: name is required")),
+        _ => Err(ApiError::invalid(
+            "metadata.name: Required value: name is required",
+        )),
     }
-}
-
-/// Everything but metadata and status (what `generation` tracks).
-fn spec_of(value: &Value) -> Value {
-    let mut v = value.clone();
-    if let Value::Object(map) = &mut v {
-        map.remove("metadata");
-        map.remove("status");
-    }
-    v
-}
-
-/// Optimistic concurrency: a write naming a resourceVersion must name the current one.
-fn check_version(body: &Value, current: &Value, resource: &Resource, name: &str) -> Result<(), ApiError> {
-    let wanted = body.pointer("/metadata/resourceVersion").and_then(Value::as_str);
-    let have = current.pointer("/metadata/resourceVersion").and_then(Value::as_str);
-    match wanted {
-        Some(w) if !w.is_empty() && Some(w) != have => Err(ApiError::conflict(resource.plural, name)),
-        _ => Ok(()),
-    }
-}
-
-/// A write to the main resource keeps the old status, a write to `/status` keeps everything else
-/// (for kinds with a status subresource).
-fn restrict(resource: &Resource, subresource: &str, value: &mut Value, keep: &Value) {
-    if !resource.status {
-        return;
-    }
-    let Value::Object(map) = value else { return };
-    if subresource == "status" {
-        let status = map.remove("status");
-        let mut kept = keep.clone();
-        if let Value::Object(kept_map) = &mut kept {
-            match status {
-                Some(status) => {
-                    kept_map.insert("status".into(), status);
-                }
-                None => {
-                    kept_map.remove("status");
-                }
-            }
-            if let Some(meta) = map.get("metadata") {
-                kept_map.entry("metadata").or_insert_with(|| meta.clone());
-            }
-        }
-        *value = kept;
-    } else {
-        match keep.get("status") {
-            Some(status) => {
-                map.insert("status".into(), status.clone());
-            }
-            None => {
-                map.remove("status");
-            }
-        }
-    }
-}
-
-/// Ownership after an update (PUT or merge patch): changed fields move to `manager`.
-fn record_update(
-    managers: &mut Vec<Managed>,
-    old: &Value,
-    new: &Value,
-    manager: &str,
-    subresource: &str,
-    resource: &Resource,
-) {
-    let changed = fields::changed_fields(old, new);
-    if changed.is_empty() {
-        return;
-    }
-    for m in managers.iter_mut() {
-        m.fields.retain(|p| !changed.contains(p));
-    }
-    let gone: FieldSet = changed.iter().filter(|p| fields::get(new, p).is_none()).cloned().collect();
-    let owned: FieldSet = changed.difference(&gone).cloned().collect();
-    entry(managers, manager, "Update", subresource, resource).fields.extend(owned);
-    managers.retain(|m| !m.fields.is_empty());
-}
-
-fn entry<'a>(
-    managers: &'a mut Vec<Managed>,
-    manager: &str,
-    operation: &'static str,
-    subresource: &str,
-    resource: &Resource,
-) -> &'a mut Managed {
-    let at = managers.iter().position(|m| {
-        m.manager == manager && m.operation == operation && m.subresource == subresource
-    });
-    let index = at.unwrap_or_else(|| {
-        managers.push(Managed {
-            manager: manager.to_owned(),
-            operation,
-            subresource: subresource.to_owned(),
-            api_version: resource.api_version(),
-            time: String::new(),
-            fields: FieldSet::new(),
-        });
-        managers.len() - 1
-    });
-    let m = &mut managers[index];
-    m.time = now_rfc3339();
-    m
-}
-
-/// Server-side apply: conflicts with other managers' differing fields (409 unless forced),
-/// removal of fields this manager applied before and no longer does, then the merge.
-fn apply(
-    value: &mut Value,
-    managers: &mut Vec<Managed>,
-    config: &Value,
-    manager: &str,
-    subresource: &str,
-    force: bool,
-    resource: &Resource,
-) -> Result<(), ApiError> {
-    let applied = fields::field_set(config);
-    let mut conflicts = Vec::new();
-    for m in managers.iter() {
-        if m.manager == manager && m.operation == "Apply" {
-            continue;
-        }
-        for path in &m.fields {
-            let overlaps = applied.iter().any(|p| p.starts_with(path));
-            if overlaps && fields::get(value, path) != fields::get(config, path) {
-                conflicts.push(format!("conflict with \"{}\": {}", m.manager, describe(path)));
-            }
-        }
-    }
-    if !conflicts.is_empty() && !force {
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!("Apply failed with {} conflict(s): {}", conflicts.len(), conflicts.join("; ")),
-        ));
-    }
-    for m in managers.iter_mut() {
-        if !(m.manager == manager && m.operation == "Apply") {
-            m.fields.retain(|p| !applied.iter().any(|a| a.starts_with(p)));
-        }
-    }
-    let previous = managers
-        .iter()
-        .find(|m| m.manager == manager && m.operation == "Apply" && m.subresource == subresource)
-        .map(|m| m.fields.clone())
-        .unwrap_or_default();
-    for path in previous.difference(&applied) {
-        let others_own = managers.iter().any(|m| {
-            !(m.manager == manager && m.operation == "Apply")
-                && m.fields.iter().any(|p| p.starts_with(path))
-        });
-        if !others_own {
-            fields::remove(value, path);
-        }
-    }
-    fields::apply_merge(value, config);
-    entry(managers, manager, "Apply", subresource, resource).fields = applied;
-    managers.retain(|m| !m.fields.is_empty());
-    Ok(())
-}
-
-fn describe(path: &[fields::Step]) -> String {
-    path.iter()
-        .map(|s| match s {
-            fields::Step::Field(f) => format!(".{f}"),
-            fields::Step::Key(k) => format!("[{k}]"),
-        })
-        .collect()
 }

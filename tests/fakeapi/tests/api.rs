@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferrite_fakeapi::{Fault, FakeApi};
+use ferrite_fakeapi::{FakeApi, Fault};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -35,7 +35,10 @@ impl Drop for Dir {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 async fn client_for(api: &FakeApi, token: Option<&str>) -> Client {
@@ -66,11 +69,20 @@ fn requests_need_the_token_and_lists_omit_type_meta_for_built_in_kinds() {
     api.load_yaml(SERVICE).expect("load");
     runtime().block_on(async {
         let bad = client_for(&api, Some("wrong")).await;
-        let err = Api::<Service>::all(bad).list(&ListParams::default()).await.expect_err("401");
-        assert!(matches!(err, kube::Error::Api(ref s) if s.code == 401), "{err:?}");
+        let err = Api::<Service>::all(bad)
+            .list(&ListParams::default())
+            .await
+            .expect_err("401");
+        assert!(
+            matches!(err, kube::Error::Api(ref s) if s.code == 401),
+            "{err:?}"
+        );
 
         let client = client_for(&api, None).await;
-        let list = Api::<Service>::all(client.clone()).list(&ListParams::default()).await.expect("list");
+        let list = Api::<Service>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("list");
         assert_eq!(list.items.len(), 1);
         assert_eq!(list.items[0].metadata.namespace.as_deref(), Some("test"));
         // kube's typed list fills TypeMeta itself; check the raw response.
@@ -99,19 +111,34 @@ fn watch_resumes_from_a_version_and_stale_versions_get_410_as_an_error_event() {
         api.put(service("b", "10.96.0.2")).expect("b");
         api.delete("v1", "Service", "test", "a").expect("delete a");
 
-        let mut stream = services.watch(&WatchParams::default(), &rv).await.expect("watch").boxed();
+        let mut stream = services
+            .watch(&WatchParams::default(), &rv)
+            .await
+            .expect("watch")
+            .boxed();
         let first = stream.try_next().await.expect("event").expect("some");
-        assert!(matches!(first, WatchEvent::Added(ref s) if s.metadata.name.as_deref() == Some("b")));
+        assert!(
+            matches!(first, WatchEvent::Added(ref s) if s.metadata.name.as_deref() == Some("b"))
+        );
         let second = stream.try_next().await.expect("event").expect("some");
-        assert!(matches!(second, WatchEvent::Deleted(ref s) if s.metadata.name.as_deref() == Some("a")));
+        assert!(
+            matches!(second, WatchEvent::Deleted(ref s) if s.metadata.name.as_deref() == Some("a"))
+        );
 
         api.compact();
-        let mut stale = services.watch(&WatchParams::default(), &rv).await.expect("200").boxed();
+        let mut stale = services
+            .watch(&WatchParams::default(), &rv)
+            .await
+            .expect("200")
+            .boxed();
         match stale.try_next().await.expect("event") {
             Some(WatchEvent::Error(status)) => assert_eq!(status.code, 410, "{status:?}"),
             other => panic!("expected a 410 ERROR event, got {other:?}"),
         }
-        assert!(stale.try_next().await.expect("end").is_none(), "the stream ends after 410");
+        assert!(
+            stale.try_next().await.expect("end").is_none(),
+            "the stream ends after 410"
+        );
     });
 }
 
@@ -122,11 +149,14 @@ fn bookmarks_carry_the_current_version_and_expiry_sends_410() {
         bookmark_interval: Duration::from_millis(100),
         ..Default::default()
     };
-    let api = FakeApi::start_with(&dir.0, options).expect("start");
+    let api = FakeApi::start_with(&dir.0, &options).expect("start");
     api.put(service("a", "10.96.0.1")).expect("a");
     runtime().block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
-        let params = WatchParams { bookmarks: true, ..WatchParams::default() };
+        let params = WatchParams {
+            bookmarks: true,
+            ..WatchParams::default()
+        };
         let now = api.resource_version().to_string();
         let mut stream = services.watch(&params, &now).await.expect("watch").boxed();
         match stream.try_next().await.expect("event") {
@@ -176,7 +206,8 @@ fn lists_page_with_limit_and_continue() {
     let dir = Dir::new("pages");
     let api = FakeApi::start(&dir.0).expect("start");
     for i in 0..5 {
-        api.put(service(&format!("s{i}"), &format!("10.96.0.{}", i + 1))).expect("put");
+        api.put(service(&format!("s{i}"), &format!("10.96.0.{}", i + 1)))
+            .expect("put");
     }
     runtime().block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
@@ -206,16 +237,36 @@ fn leases_use_optimistic_concurrency() {
             "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
         }))
         .expect("lease");
-        let created = leases.create(&PostParams::default(), &lease).await.expect("create");
-        let again = leases.create(&PostParams::default(), &lease).await.expect_err("exists");
-        assert!(matches!(again, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"));
+        let created = leases
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create");
+        let again = leases
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect_err("exists");
+        assert!(
+            matches!(again, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists")
+        );
         lease.metadata.resource_version = created.metadata.resource_version.clone();
         lease.spec.as_mut().expect("spec").holder_identity = Some("b".into());
-        let updated = leases.replace("l", &PostParams::default(), &lease).await.expect("update");
-        assert_eq!(updated.spec.expect("spec").holder_identity.as_deref(), Some("b"));
+        let updated = leases
+            .replace("l", &PostParams::default(), &lease)
+            .await
+            .expect("update");
+        assert_eq!(
+            updated.spec.expect("spec").holder_identity.as_deref(),
+            Some("b")
+        );
         // The same stale version again: someone else won.
-        let stale = leases.replace("l", &PostParams::default(), &lease).await.expect_err("stale");
-        assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 409), "{stale:?}");
+        let stale = leases
+            .replace("l", &PostParams::default(), &lease)
+            .await
+            .expect_err("stale");
+        assert!(
+            matches!(stale, kube::Error::Api(ref s) if s.code == 409),
+            "{stale:?}"
+        );
     });
 }
 
@@ -234,11 +285,22 @@ fn custom_resources_are_served_only_with_their_crd() {
     let dir = Dir::new("crd");
     let api = FakeApi::start(&dir.0).expect("start");
     runtime().block_on(async {
-        let pools: Api<DynamicObject> = Api::all_with(client_for(&api, None).await, &pool_resource());
+        let pools: Api<DynamicObject> =
+            Api::all_with(client_for(&api, None).await, &pool_resource());
         let err = pools.list(&ListParams::default()).await.expect_err("404");
-        assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
+        assert!(
+            matches!(err, kube::Error::Api(ref s) if s.code == 404),
+            "{err:?}"
+        );
         api.load_yaml(POOL_CRD).expect("crd");
-        assert!(pools.list(&ListParams::default()).await.expect("list").items.is_empty());
+        assert!(
+            pools
+                .list(&ListParams::default())
+                .await
+                .expect("list")
+                .items
+                .is_empty()
+        );
     });
 }
 
@@ -247,39 +309,77 @@ fn server_side_apply_owns_fields_per_manager_and_status_is_a_subresource() {
     let dir = Dir::new("apply");
     let api = FakeApi::start(&dir.0).expect("start");
     api.load_yaml(POOL_CRD).expect("crd");
-    api.put(json!({"apiVersion": "ferrite.dev/v1alpha1", "kind": "LoadBalancerIPPool",
-                   "metadata": {"name": "p"}, "spec": {"blocks": [{"cidr": "10.0.0.0/24"}]}}))
-        .expect("pool");
+    api.put(
+        json!({"apiVersion": "ferrite.dev/v1alpha1", "kind": "LoadBalancerIPPool",
+                   "metadata": {"name": "p"}, "spec": {"blocks": [{"cidr": "10.0.0.0/24"}]}}),
+    )
+    .expect("pool");
     runtime().block_on(async {
-        let pools: Api<DynamicObject> = Api::all_with(client_for(&api, None).await, &pool_resource());
-        let condition = |t: &str, s: &str| json!({"type": t, "status": s, "reason": "R", "message": "m"});
-        let body = |conds: Vec<Value>| json!({"apiVersion": "ferrite.dev/v1alpha1",
+        let pools: Api<DynamicObject> =
+            Api::all_with(client_for(&api, None).await, &pool_resource());
+        let condition =
+            |t: &str, s: &str| json!({"type": t, "status": s, "reason": "R", "message": "m"});
+        let body = |conds: Vec<Value>| {
+            json!({"apiVersion": "ferrite.dev/v1alpha1",
             "kind": "LoadBalancerIPPool", "metadata": {"name": "p"},
-            "spec": {"blocks": []}, "status": {"conditions": conds}});
+            "spec": {"blocks": []}, "status": {"conditions": conds}})
+        };
         let a = PatchParams::apply("manager-a");
         let b = PatchParams::apply("manager-b");
-        pools.patch_status("p", &a, &Patch::Apply(body(vec![condition("A", "True")]))).await.expect("a");
-        pools.patch_status("p", &b, &Patch::Apply(body(vec![condition("B", "True")]))).await.expect("b");
+        pools
+            .patch_status("p", &a, &Patch::Apply(body(vec![condition("A", "True")])))
+            .await
+            .expect("a");
+        pools
+            .patch_status("p", &b, &Patch::Apply(body(vec![condition("B", "True")])))
+            .await
+            .expect("b");
         let conflict = pools
             .patch_status("p", &b, &Patch::Apply(body(vec![condition("A", "False")])))
             .await
             .expect_err("B may not change A's condition without force");
-        assert!(matches!(conflict, kube::Error::Api(ref s) if s.code == 409), "{conflict:?}");
+        assert!(
+            matches!(conflict, kube::Error::Api(ref s) if s.code == 409),
+            "{conflict:?}"
+        );
         // manager-a drops its condition: it goes; manager-b's stays.
-        let after = pools.patch_status("p", &a, &Patch::Apply(body(vec![]))).await.expect("drop");
-        let types: Vec<String> = after.data["status"]["conditions"].as_array().expect("conds").iter()
-            .map(|c| c["type"].as_str().unwrap_or_default().to_owned()).collect();
+        let after = pools
+            .patch_status("p", &a, &Patch::Apply(body(vec![])))
+            .await
+            .expect("drop");
+        let types: Vec<String> = after.data["status"]["conditions"]
+            .as_array()
+            .expect("conds")
+            .iter()
+            .map(|c| c["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
         assert_eq!(types, ["B"]);
-        assert_eq!(after.data["spec"]["blocks"][0]["cidr"], "10.0.0.0/24", "status apply keeps spec");
-        assert!(after.metadata.managed_fields.as_ref().is_some_and(|m| m.len() >= 2));
+        assert_eq!(
+            after.data["spec"]["blocks"][0]["cidr"], "10.0.0.0/24",
+            "status apply keeps spec"
+        );
+        assert!(
+            after
+                .metadata
+                .managed_fields
+                .as_ref()
+                .is_some_and(|m| m.len() >= 2)
+        );
         // A merge patch of the main resource cannot change status.
         let merged = pools
-            .patch("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": []},
-                                                                     "spec": {"priority": 1}})))
+            .patch(
+                "p",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": []},
+                                                                     "spec": {"priority": 1}})),
+            )
             .await
             .expect("merge");
         assert_eq!(merged.data["spec"]["priority"], 1);
-        assert_eq!(merged.data["status"]["conditions"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            merged.data["status"]["conditions"].as_array().map(Vec::len),
+            Some(1)
+        );
     });
 }
 
@@ -287,7 +387,12 @@ fn server_side_apply_owns_fields_per_manager_and_status_is_a_subresource() {
 fn injected_faults_fail_the_next_matching_requests() {
     let dir = Dir::new("faults");
     let mut api = FakeApi::start(&dir.0).expect("start");
-    api.fail_next(Fault { method: Some("GET".into()), path_contains: "/services".into(), code: 500, count: 1 });
+    api.fail_next(Fault {
+        method: Some("GET".into()),
+        path_contains: "/services".into(),
+        code: 500,
+        count: 1,
+    });
     let rt = runtime();
     rt.block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
@@ -297,14 +402,23 @@ fn injected_faults_fail_the_next_matching_requests() {
     api.stop();
     rt.block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
-        assert!(services.list(&ListParams::default()).await.is_err(), "stopped");
+        assert!(
+            services.list(&ListParams::default()).await.is_err(),
+            "stopped"
+        );
     });
     api.resume().expect("resume");
     api.put(service("after", "10.96.0.9")).expect("put");
     rt.block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
-        let names: Vec<_> = services.list(&ListParams::default()).await.expect("list")
-            .items.into_iter().filter_map(|s| s.metadata.name).collect();
+        let names: Vec<_> = services
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
         assert_eq!(names, ["after"]);
     });
     let statuses: Vec<u16> = api.requests().iter().map(|r| r.status).collect();
@@ -318,7 +432,8 @@ fn runtime_watcher_relists_after_expiry_and_sees_every_change() {
     api.put(service("a", "10.96.0.1")).expect("a");
     runtime().block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
-        let mut events = kube::runtime::watcher(services, kube::runtime::watcher::Config::default()).boxed();
+        let mut events =
+            kube::runtime::watcher(services, kube::runtime::watcher::Config::default()).boxed();
         let mut seen = Vec::new();
         let mut step = 0;
         while let Some(event) = tokio::time::timeout(Duration::from_secs(10), events.next())

@@ -44,7 +44,6 @@ fn probability(i: usize, n: usize) -> String {
 struct Tables {
     nat_chains: Vec<String>,
     nat: Vec<String>,
-    filter_chains: Vec<String>,
     filter: Vec<String>,
 }
 
@@ -122,12 +121,9 @@ fn port_rules(t: &mut Tables, pc: &PortChains<'_>, node: &str, cluster_cidr: Cid
     let s = pc.svc;
     let ready: Vec<&SvcEndpoint> = s.endpoints.iter().filter(|e| e.ready).collect();
     let local: Vec<&SvcEndpoint> = ready.iter().copied().filter(|e| e.node == node).collect();
-    let external: Vec<String> = s
-        .lb_ips
-        .iter()
-        .map(|ip| pc.match_dst(ip))
-        .chain(s.external_ips.iter().map(|ip| pc.match_dst(ip)))
-        .collect();
+    let lb_ips: Vec<String> = s.lb_ips.iter().map(|ip| pc.match_dst(ip)).collect();
+    let external_ips: Vec<String> = s.external_ips.iter().map(|ip| pc.match_dst(ip)).collect();
+    let external: Vec<String> = lb_ips.iter().chain(&external_ips).cloned().collect();
     let name = &pc.port_name;
 
     if ready.is_empty() {
@@ -161,11 +157,32 @@ fn port_rules(t: &mut Tables, pc: &PortChains<'_>, node: &str, cluster_cidr: Cid
         "-A KUBE-SERVICES -m comment --comment \"{name} cluster IP\" {} -j {svc}",
         pc.match_dst(s.cluster_ip)
     ));
+    let firewalled = !s.source_ranges.is_empty() && !lb_ips.is_empty();
     if has_external && !local_without_endpoints {
         t.nat_chains.push(ext.clone());
-        for m in &external {
+        // With source ranges, LB IPs go through KUBE-FW-*, which only lets the ranges on to
+        // KUBE-EXT-*; what falls through is not DNATed and meets KUBE-PROXY-FIREWALL's drop.
+        let lb_target = if firewalled { &fw } else { &ext };
+        for m in &lb_ips {
             t.nat.push(format!(
-                "-A KUBE-SERVICES -m comment --comment \"{name} loadbalancer IP\" {m} -j {ext}"
+                "-A KUBE-SERVICES -m comment --comment \"{name} loadbalancer IP\" {m} -j {lb_target}"
+            ));
+        }
+        for m in &external_ips {
+            t.nat.push(format!(
+                "-A KUBE-SERVICES -m comment --comment \"{name} external IP\" {m} -j {ext}"
+            ));
+        }
+        if firewalled {
+            t.nat_chains.push(fw.clone());
+            for range in &s.source_ranges {
+                t.nat.push(format!(
+                    "-A {fw} -m comment --comment \"{name} loadbalancer IP\" -s {} -j {ext}",
+                    range.network()
+                ));
+            }
+            t.nat.push(format!(
+                "-A {fw} -m comment --comment \"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL\""
             ));
         }
         if let Some(np) = pc.port.node_port {
@@ -207,23 +224,12 @@ fn port_rules(t: &mut Tables, pc: &PortChains<'_>, node: &str, cluster_cidr: Cid
             ));
         }
     }
-    if !s.source_ranges.is_empty() && !s.lb_ips.is_empty() {
-        t.filter_chains.push(fw.clone());
-        for ip in &s.lb_ips {
+    if firewalled {
+        for m in &lb_ips {
             t.filter.push(format!(
-                "-A KUBE-PROXY-FIREWALL -m comment --comment \"{name} traffic not accepted by {fw}\" {} -j {fw}",
-                pc.match_dst(ip)
+                "-A KUBE-PROXY-FIREWALL -m comment --comment \"{name} traffic not accepted by {fw}\" {m} -j DROP"
             ));
         }
-        for range in &s.source_ranges {
-            t.filter.push(format!(
-                "-A {fw} -m comment --comment \"{name} loadbalancer IP\" -s {} -j RETURN",
-                range.network()
-            ));
-        }
-        t.filter.push(format!(
-            "-A {fw} -m comment --comment \"{name} loadbalancer IP\" -j DROP"
-        ));
     }
 
     t.nat.push(format!(
@@ -279,9 +285,6 @@ pub fn iptables_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) ->
         "KUBE-PROXY-FIREWALL",
         "KUBE-SERVICES",
     ] {
-        let _ = writeln!(out, ":{chain} - [0:0]");
-    }
-    for chain in &t.filter_chains {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
     out.push_str(
@@ -436,10 +439,22 @@ mod tests {
             .collect();
         assert_eq!(svl_jumps.len(), 1, "{svl_jumps:?}");
         assert!(svl_jumps[0].contains("10.244.1.2:8080"));
-        assert!(rules.contains(&format!("-A {fw} -m comment --comment \"test/web:http loadbalancer IP\" -s 192.168.50.3/32 -j RETURN\n")));
-        assert!(rules.contains(&format!(
-            "-A {fw} -m comment --comment \"test/web:http loadbalancer IP\" -j DROP\n"
-        )));
+        let ext = chain_name("KUBE-EXT-", "test/web:httptcp");
+        for needle in [
+            format!(
+                "--comment \"test/web:http loadbalancer IP\" -d 172.30.0.10/32 -p tcp -m tcp --dport 80 -j {fw}\n"
+            ),
+            format!(
+                "-A {fw} -m comment --comment \"test/web:http loadbalancer IP\" -s 192.168.50.3/32 -j {ext}\n"
+            ),
+            format!(
+                "-A KUBE-PROXY-FIREWALL -m comment --comment \"test/web:http traffic not accepted by {fw}\" -d 172.30.0.10/32 -p tcp -m tcp --dport 80 -j DROP\n"
+            ),
+        ] {
+            assert!(rules.contains(&needle), "{needle:?} missing from\n{rules}");
+        }
+        // The NodePort is not firewalled.
+        assert!(rules.contains(&format!("--dport 30080 -j {ext}\n")));
         assert!(rules.contains("--rcheck --seconds 300 --reap -j KUBE-SEP-"));
         assert!(rules.contains("-m recent --set --name KUBE-SEP-"));
 

@@ -255,6 +255,19 @@ impl Lan {
             return Err(LabError::WrongFamily(v6, "IPv6"));
         }
         let netns = Netns::new(prefix)?;
+        // A switch forwards frames as they are. With br_netfilter built in, a Linux bridge
+        // would validate (and drop or trim) IP headers on the way, hiding malformed frames
+        // from the nodes; turn that off where the knobs exist.
+        for key in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            let path = std::path::Path::new("/proc/sys").join(key.replace('.', "/"));
+            if path.exists() {
+                netns.sysctl(key, "0")?;
+            }
+        }
         let bridge = Bridge::create(netns.ns(), "br0")?;
         Ok(Self {
             bridge,

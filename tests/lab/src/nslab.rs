@@ -350,6 +350,8 @@ impl NodeAgent {
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state_dir)
+            // Never install a CNI plugin into the host's directories from a lab.
+            .args(["--cni-conf-dir", "none"])
             .args(&config.extra_args)
             .env("FERRITE_LOG", &config.log_level)
             .stdin(Stdio::null())

@@ -325,6 +325,22 @@ impl Catalog {
     }
 }
 
+/// Source ports for the frames of one catalog round: every frame gets its own, so no two
+/// frames share a 5-tuple (a datapath that tracked one would otherwise hide the other).
+struct SourcePorts(std::cell::Cell<u32>);
+
+impl SourcePorts {
+    fn new(seq: u16) -> Self {
+        Self(std::cell::Cell::new(u32::from(seq) * 128))
+    }
+
+    fn next(&self) -> u16 {
+        let n = self.0.get();
+        self.0.set(n + 1);
+        u16::try_from(20_000 + n % 40_000).expect("below 60000")
+    }
+}
+
 /// Ports near the service ports that nothing should serve (besides fixed oddballs).
 fn unknown_ports(aim: &Aim) -> Vec<u16> {
     let mut ports = vec![
@@ -366,12 +382,13 @@ pub fn catalog(aim: &Aim, seq: u16) -> Vec<Frame> {
 fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     use Class::{Malformed, Questionable, UnknownPort};
     let (src, dst) = (IpAddr::V4(s), IpAddr::V4(d));
-    let sport = 20_000u16.wrapping_add(seq.wrapping_mul(7));
+    let ports = SourcePorts::new(seq);
+    let sport = || ports.next();
     let id = 0x4000u16.wrapping_add(seq);
     let (p, u) = (aim.tcp_port, aim.udp_port);
     let frame = |payload: &[u8]| eth(aim.src_mac, aim.dst_mac, ETH_IPV4, payload);
     let ip = |h: &V4, payload: &[u8]| frame(&ipv4(s, d, h, id, payload));
-    let good_syn = syn(src, dst, sport, p);
+    let good_syn = || syn(src, dst, ports.next(), p);
     let tcp_h = V4::new(PROTO_TCP);
     let udp_h = V4::new(PROTO_UDP);
 
@@ -381,7 +398,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
     c.push(
         "ipv4-header-truncated",
         Malformed,
-        frame(&ipv4(s, d, &tcp_h, id, &good_syn)[..12]),
+        frame(&ipv4(s, d, &tcp_h, id, &good_syn())[..12]),
     );
     c.push(
         "ipv4-ihl-3",
@@ -391,7 +408,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 ihl: 3,
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -402,7 +419,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 ihl: 15,
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -413,7 +430,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 version: 5,
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -424,7 +441,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 tot_len: Some(20),
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -435,7 +452,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 tot_len: Some(1400),
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -446,45 +463,45 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 tot_len: Some(12),
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
         "tcp-header-truncated-8",
         Malformed,
-        ip(&tcp_h, &good_syn[..8]),
+        ip(&tcp_h, &good_syn()[..8]),
     );
     c.push(
         "tcp-header-truncated-2",
         Malformed,
-        ip(&tcp_h, &good_syn[..2]),
+        ip(&tcp_h, &good_syn()[..2]),
     );
     c.push("tcp-header-missing", Malformed, ip(&tcp_h, &[]));
     c.push(
         "tcp-data-offset-2",
         Malformed,
-        ip(&tcp_h, &tcp(src, dst, sport, p, SYN, 2)),
+        ip(&tcp_h, &tcp(src, dst, sport(), p, SYN, 2)),
     );
     c.push(
         "tcp-data-offset-15-past-end",
         Malformed,
-        ip(&tcp_h, &tcp(src, dst, sport, p, SYN, 15)),
+        ip(&tcp_h, &tcp(src, dst, sport(), p, SYN, 15)),
     );
-    let good_udp = udp(src, dst, sport, u, None);
+    let good_udp = || udp(src, dst, ports.next(), u, None);
     c.push(
         "udp-header-truncated-4",
         Malformed,
-        ip(&udp_h, &good_udp[..4]),
+        ip(&udp_h, &good_udp()[..4]),
     );
     c.push(
         "udp-length-below-header",
         Malformed,
-        ip(&udp_h, &udp(src, dst, sport, u, Some(4))),
+        ip(&udp_h, &udp(src, dst, sport(), u, Some(4))),
     );
     c.push(
         "udp-length-past-end",
         Malformed,
-        ip(&udp_h, &udp(src, dst, sport, u, Some(512))),
+        ip(&udp_h, &udp(src, dst, sport(), u, Some(512))),
     );
     // Non-first fragments carry no L4 header; these carry bytes that look like one.
     c.push(
@@ -495,7 +512,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 frag: 8,
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -506,7 +523,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 frag: 0x2000 | 1,
                 ..udp_h.clone()
             },
-            &good_udp,
+            &good_udp(),
         ),
     );
 
@@ -515,33 +532,33 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
         c.push(
             format!("tcp-syn-port-{port}"),
             UnknownPort,
-            ip(&tcp_h, &syn(src, dst, sport, port)),
+            ip(&tcp_h, &syn(src, dst, sport(), port)),
         );
         c.push(
             format!("udp-port-{port}"),
             UnknownPort,
-            ip(&udp_h, &udp(src, dst, sport, port, None)),
+            ip(&udp_h, &udp(src, dst, sport(), port, None)),
         );
     }
     if u != p {
         c.push(
             format!("tcp-syn-to-udp-service-port-{u}"),
             UnknownPort,
-            ip(&tcp_h, &syn(src, dst, sport, u)),
+            ip(&tcp_h, &syn(src, dst, sport(), u)),
         );
         c.push(
             format!("udp-to-tcp-service-port-{p}"),
             UnknownPort,
-            ip(&udp_h, &udp(src, dst, sport, p, None)),
+            ip(&udp_h, &udp(src, dst, sport(), p, None)),
         );
     }
     c.push(
         "ip-protocol-253",
         UnknownPort,
-        ip(&V4::new(PROTO_EXPERIMENTAL), &good_syn),
+        ip(&V4::new(PROTO_EXPERIMENTAL), &good_syn()),
     );
     let mut sctp = Vec::new();
-    sctp.extend_from_slice(&sport.to_be_bytes());
+    sctp.extend_from_slice(&sport().to_be_bytes());
     sctp.extend_from_slice(&p.to_be_bytes());
     sctp.extend_from_slice(&[0; 8]);
     sctp.extend_from_slice(&[
@@ -562,7 +579,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 bad_checksum: true,
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     c.push(
@@ -574,7 +591,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 options: vec![1, 1, 1, 0],
                 ..tcp_h.clone()
             },
-            &good_syn,
+            &good_syn(),
         ),
     );
     for (name, flags) in [
@@ -586,7 +603,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
         c.push(
             name,
             Questionable,
-            ip(&tcp_h, &tcp(src, dst, sport, p, flags, 5)),
+            ip(&tcp_h, &tcp(src, dst, sport(), p, flags, 5)),
         );
     }
     c.push(
@@ -602,7 +619,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
                 frag: 0x2000,
                 ..udp_h.clone()
             },
-            &good_udp,
+            &good_udp(),
         ),
     );
     c.push(
@@ -613,7 +630,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
             aim.dst_mac,
             100,
             ETH_IPV4,
-            &ipv4(s, d, &tcp_h, id, &good_syn),
+            &ipv4(s, d, &tcp_h, id, &good_syn()),
         ),
     );
     c.push(
@@ -623,7 +640,7 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
             aim.src_mac,
             Mac([0x02, 0, 0, 0, 0, 0x99]),
             ETH_IPV4,
-            &ipv4(s, d, &tcp_h, id, &good_syn),
+            &ipv4(s, d, &tcp_h, id, &good_syn()),
         ),
     );
     let mut echo = vec![8, 0, 0, 0, 0x12, 0x34];
@@ -641,74 +658,75 @@ fn v4_catalog(c: &mut Catalog, aim: &Aim, s: Ipv4Addr, d: Ipv4Addr, seq: u16) {
 fn v6_catalog(c: &mut Catalog, aim: &Aim, s: Ipv6Addr, d: Ipv6Addr, seq: u16) {
     use Class::{Malformed, Questionable, UnknownPort};
     let (src, dst) = (IpAddr::V6(s), IpAddr::V6(d));
-    let sport = 20_000u16.wrapping_add(seq.wrapping_mul(7));
+    let ports = SourcePorts::new(seq);
+    let sport = || ports.next();
     let (p, u) = (aim.tcp_port, aim.udp_port);
     let frame = |payload: &[u8]| eth(aim.src_mac, aim.dst_mac, ETH_IPV6, payload);
-    let good_syn = syn(src, dst, sport, p);
-    let good_udp = udp(src, dst, sport, u, None);
+    let good_syn = || syn(src, dst, ports.next(), p);
+    let good_udp = || udp(src, dst, ports.next(), u, None);
     let ip = |next: u8, payload: &[u8]| frame(&ipv6(s, d, next, payload, None));
 
     c.push("ipv6-eth-header-only", Malformed, frame(&[]));
     c.push(
         "ipv6-header-truncated",
         Malformed,
-        frame(&ipv6(s, d, PROTO_TCP, &good_syn, None)[..20]),
+        frame(&ipv6(s, d, PROTO_TCP, &good_syn(), None)[..20]),
     );
     c.push(
         "ipv6-version-4",
         Malformed,
-        frame(&ipv6_with_version(4, s, d, PROTO_TCP, &good_syn, None)),
+        frame(&ipv6_with_version(4, s, d, PROTO_TCP, &good_syn(), None)),
     );
     c.push(
         "ipv6-payload-length-excludes-l4",
         Malformed,
-        frame(&ipv6(s, d, PROTO_TCP, &good_syn, Some(0))),
+        frame(&ipv6(s, d, PROTO_TCP, &good_syn(), Some(0))),
     );
     c.push(
         "ipv6-payload-length-past-end",
         Malformed,
-        frame(&ipv6(s, d, PROTO_TCP, &good_syn, Some(1400))),
+        frame(&ipv6(s, d, PROTO_TCP, &good_syn(), Some(1400))),
     );
     c.push(
         "ipv6-tcp-header-truncated-8",
         Malformed,
-        ip(PROTO_TCP, &good_syn[..8]),
+        ip(PROTO_TCP, &good_syn()[..8]),
     );
     c.push(
         "ipv6-udp-length-below-header",
         Malformed,
-        ip(PROTO_UDP, &udp(src, dst, sport, u, Some(4))),
+        ip(PROTO_UDP, &udp(src, dst, sport(), u, Some(4))),
     );
     c.push(
         "ipv6-hop-by-hop-past-end",
         Malformed,
-        ip(V6_HOP_BY_HOP, &v6_opts(PROTO_TCP, 255, &good_syn)),
+        ip(V6_HOP_BY_HOP, &v6_opts(PROTO_TCP, 255, &good_syn())),
     );
     c.push(
         "ipv6-later-fragment-tcp",
         Malformed,
-        ip(V6_FRAGMENT, &v6_frag(PROTO_TCP, 8, false, &good_syn)),
+        ip(V6_FRAGMENT, &v6_frag(PROTO_TCP, 8, false, &good_syn())),
     );
 
     for port in unknown_ports(aim) {
         c.push(
             format!("ipv6-tcp-syn-port-{port}"),
             UnknownPort,
-            ip(PROTO_TCP, &syn(src, dst, sport, port)),
+            ip(PROTO_TCP, &syn(src, dst, sport(), port)),
         );
         c.push(
             format!("ipv6-udp-port-{port}"),
             UnknownPort,
-            ip(PROTO_UDP, &udp(src, dst, sport, port, None)),
+            ip(PROTO_UDP, &udp(src, dst, sport(), port, None)),
         );
     }
     c.push(
         "ipv6-next-header-253",
         UnknownPort,
-        ip(PROTO_EXPERIMENTAL, &good_syn),
+        ip(PROTO_EXPERIMENTAL, &good_syn()),
     );
 
-    let mut chain = good_syn.clone();
+    let mut chain = good_syn();
     for _ in 0..8 {
         chain = v6_opts(V6_DEST_OPTS, 0, &chain);
     }
@@ -722,12 +740,12 @@ fn v6_catalog(c: &mut Catalog, aim: &Aim, s: Ipv6Addr, d: Ipv6Addr, seq: u16) {
     c.push(
         "ipv6-first-fragment-udp",
         Questionable,
-        ip(V6_FRAGMENT, &v6_frag(PROTO_UDP, 0, true, &good_udp)),
+        ip(V6_FRAGMENT, &v6_frag(PROTO_UDP, 0, true, &good_udp())),
     );
     c.push(
         "ipv6-tcp-ack-without-connection",
         Questionable,
-        ip(PROTO_TCP, &tcp(src, dst, sport, p, ACK, 5)),
+        ip(PROTO_TCP, &tcp(src, dst, sport(), p, ACK, 5)),
     );
 }
 
@@ -942,6 +960,16 @@ mod tests {
         assert!(!kinds.contains(&"tcp-syn-port-30080".to_owned()));
         let vlan = &get("vlan-tagged-syn").bytes;
         assert_eq!(&vlan[12..14], &[0x81, 0x00]);
+        // Every frame has its own source port (so its own 5-tuple).
+        let source_port = |k: &str| {
+            let b = &get(k).bytes;
+            u16::from_be_bytes([b[34], b[35]])
+        };
+        assert_ne!(
+            source_port("tcp-data-offset-2"),
+            source_port("ipv4-total-length-excludes-l4")
+        );
+        assert_ne!(source_port("tcp-syn-port-1"), source_port("tcp-syn-port-0"));
         // Different rounds use different source ports.
         let again = catalog(&aim("192.168.50.3", "192.168.50.1"), 1);
         assert_ne!(

@@ -2,6 +2,7 @@
 //! side in one run, written to `results.md` and `results.json`.
 
 mod agent;
+mod northsouth;
 mod results;
 mod services;
 mod topology;
@@ -41,6 +42,12 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
+    /// sections to run, comma-separated: clusterip, northsouth (default both)
+    #[argh(option, default = "String::from(\"clusterip,northsouth\")")]
+    sections: String,
+    /// north-south: wrk connections (default 16)
+    #[argh(option, default = "16")]
+    wrk_connections: u32,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -99,12 +106,41 @@ fn parse_scales(text: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
+/// Which parts of the benchmark to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sections {
+    clusterip: bool,
+    northsouth: bool,
+}
+
+fn parse_sections(text: &str) -> Result<Sections, String> {
+    let mut s = Sections {
+        clusterip: false,
+        northsouth: false,
+    };
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "clusterip" => s.clusterip = true,
+            "northsouth" => s.northsouth = true,
+            other => {
+                return Err(format!("unknown section {other:?} (clusterip, northsouth)"));
+            }
+        }
+    }
+    if s.clusterip || s.northsouth {
+        Ok(s)
+    } else {
+        Err("no section to run".into())
+    }
+}
+
 fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("needs root (network namespaces, cgroups, iptables, BPF)".into());
     }
     let scales = parse_scales(&args.scales)?;
+    let sections = parse_sections(&args.sections)?;
     install_signal_handlers();
     if let Ok(removed) = ferrite_lab::cleanup_stale("flb") {
         for r in removed {
@@ -134,31 +170,39 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         connect: Vec::new(),
         programme: Vec::new(),
         memory: Vec::new(),
-        notes: notes(&settings),
+        northsouth: None,
+        notes: Vec::new(),
     };
-    progress("building the lab");
-    let mut lab = Lab::build(&exe)?;
-    // Warm caches, page in binaries and settle CPU frequency before the first measured run.
-    let warmup = settings.run / 3;
-    let _ = lab.connect_rate(
-        lab.direct_client(),
-        None,
-        &lab.backend_targets(),
-        warmup,
-        settings.threads,
-    );
-    for &scale in &scales {
-        check_interrupted()?;
-        measure_scale(
-            &mut lab,
-            scale,
+    if sections.clusterip {
+        results.notes = notes(&settings);
+        clusterip(
+            &exe,
+            &scales,
             &settings,
             ferrite.as_deref(),
             &work,
             &mut results,
         )?;
     }
-    drop(lab);
+    if sections.northsouth {
+        check_interrupted()?;
+        let ns_settings = northsouth::NsSettings {
+            seconds: if args.quick { 1 } else { 3 },
+            runs: settings.runs,
+            wrk_connections: args.wrk_connections.max(1),
+            wrk_threads: 1,
+            iptables_restore: settings.iptables_restore.clone(),
+        };
+        let measured = match northsouth::tools_missing() {
+            Some(hint) => Err(format!("iperf3/wrk missing: {hint}")),
+            None => northsouth::measure(&exe, ferrite.as_deref(), &ns_settings),
+        };
+        if let Err(e) = &measured {
+            progress(&format!("north-south: {e}"));
+        }
+        results.notes.extend(northsouth_notes());
+        results.northsouth = Some(measured.into());
+    }
 
     let md = results::markdown(&results);
     let json = serde_json::to_string_pretty(&results).expect("results serialize");
@@ -175,12 +219,52 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         || results
             .programme
             .iter()
-            .any(|r| r.ferrite_wall_ms.is_not_run() || r.iptables_restore_ms.is_not_run());
+            .any(|r| r.ferrite_wall_ms.is_not_run() || r.iptables_restore_ms.is_not_run())
+        || results
+            .northsouth
+            .as_ref()
+            .is_some_and(|ns| ns.value().is_none_or(northsouth::NorthSouth::incomplete));
     Ok(if incomplete {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn northsouth_notes() -> Vec<String> {
+    vec![
+        "North-south lab: a LAN bridge with three node netns (eth0 on the LAN, one backend pod each running `ferrite-lab serve --http` and `iperf3 -s`) and a client netns; node1 runs `ferrite agent --devices eth0`, node2 holds kube-proxy's iptables rules (nat + filter, one `iptables-restore`), node3 is a plain router".into(),
+        "North-south services: one LoadBalancer service per load balancer (80 → 8081 HTTP, 5201 → 5201 iperf3, NodePorts 30080 and 30201), externalTrafficPolicy Cluster, the pod on the same node as its only endpoint; the client routes 172.30.0.0/24 via node1 and 172.30.1.0/24 via node2 (the LB IPs)".into(),
+        "×direct compares with `direct to pod (plain node)`: the same pod one routed hop away through a node without any load balancer".into(),
+    ]
+}
+
+/// The `ClusterIP` part: connect rates and programming times at each scale.
+fn clusterip(
+    exe: &Path,
+    scales: &[usize],
+    settings: &Settings,
+    ferrite: Result<&Path, &String>,
+    work: &Path,
+    results: &mut Results,
+) -> Result<(), String> {
+    progress("building the lab");
+    let mut lab = Lab::build(exe)?;
+    // Warm caches, page in binaries and settle CPU frequency before the first measured run.
+    let warmup = settings.run / 3;
+    let _ = lab.connect_rate(
+        lab.direct_client(),
+        None,
+        &lab.backend_targets(),
+        warmup,
+        settings.threads,
+    );
+    for &scale in scales {
+        check_interrupted()?;
+        measure_scale(&mut lab, scale, settings, ferrite, work, results)?;
+    }
+    drop(lab);
+    Ok(())
 }
 
 fn meta(settings: &Settings, quick: bool, ferrite: Option<&PathBuf>) -> Meta {
@@ -457,5 +541,19 @@ mod tests {
         assert!(parse_scales("0").is_err());
         assert!(parse_scales("1,x").is_err());
         assert!(parse_scales("70000").is_err());
+    }
+
+    #[test]
+    fn sections_parse() {
+        assert_eq!(
+            parse_sections("clusterip,northsouth").unwrap(),
+            Sections {
+                clusterip: true,
+                northsouth: true
+            }
+        );
+        assert!(!parse_sections("northsouth").unwrap().clusterip);
+        assert!(parse_sections("").is_err());
+        assert!(parse_sections("eastwest").is_err());
     }
 }

@@ -40,7 +40,7 @@ impl<T> From<Result<T, String>> for Cell<T> {
     }
 }
 
-/// Connects per second over repeated runs.
+/// A measurement repeated over runs (connects/s, Gbit/s, requests/s).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Rate {
     pub median: f64,
@@ -97,6 +97,9 @@ pub struct Results {
     pub connect: Vec<ConnectRow>,
     pub programme: Vec<ProgrammeRow>,
     pub memory: Vec<MemoryRow>,
+    /// North-south rows (`None` when the section was not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub northsouth: Option<Cell<super::northsouth::NorthSouth>>,
     pub notes: Vec<String>,
 }
 
@@ -124,7 +127,7 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// `12345.6` → `12,346`.
-fn thousands_f(value: f64) -> String {
+pub(super) fn thousands_f(value: f64) -> String {
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -135,7 +138,7 @@ fn thousands_f(value: f64) -> String {
 }
 
 /// `12345` → `12,345`.
-fn thousands(n: &impl ToString) -> String {
+pub(super) fn thousands(n: &impl ToString) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -147,14 +150,14 @@ fn thousands(n: &impl ToString) -> String {
     out
 }
 
-fn cell<T>(c: &Cell<T>, show: impl Fn(&T) -> String) -> String {
+pub(super) fn cell<T>(c: &Cell<T>, show: impl Fn(&T) -> String) -> String {
     match c {
         Cell::Value(v) => show(v),
         Cell::NotRun { not_run } => format!("not run: {}", not_run.replace('|', "/")),
     }
 }
 
-fn times(r: Option<f64>) -> String {
+pub(super) fn times(r: Option<f64>) -> String {
     r.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
 }
 
@@ -166,23 +169,8 @@ fn rate(r: &Rate) -> String {
     s
 }
 
-/// Renders the results as markdown.
-#[must_use]
-pub fn markdown(r: &Results) -> String {
-    let m = &r.meta;
-    let mut out = String::new();
-    let _ = writeln!(out, "# ferrite benchmark\n");
-    let _ = writeln!(
-        out,
-        "Kernel {}, {} CPUs, {}, {} ms per connect-rate run, median of {} run(s), {} client thread(s){}.\n",
-        m.kernel,
-        m.cpus,
-        m.iptables,
-        m.run_ms,
-        m.runs,
-        m.client_threads,
-        if m.quick { ", --quick" } else { "" }
-    );
+/// The `ClusterIP` sections: connect rate, programming time, agent memory.
+fn clusterip_markdown(r: &Results, out: &mut String) {
     let _ = writeln!(out, "## TCP connect rate to a ClusterIP (connects/s)\n");
     let _ = writeln!(
         out,
@@ -237,6 +225,37 @@ pub fn markdown(r: &Results) -> String {
             cell(&row.rss_kb, mb),
             cell(&row.hwm_kb, mb),
         );
+    }
+}
+
+/// Renders the results as markdown.
+#[must_use]
+pub fn markdown(r: &Results) -> String {
+    let m = &r.meta;
+    let mut out = String::new();
+    let _ = writeln!(out, "# ferrite benchmark\n");
+    let clusterip = !(r.connect.is_empty() && r.programme.is_empty() && r.memory.is_empty());
+    let connect = if clusterip {
+        format!(
+            ", {} ms per connect-rate run, median of {} run(s), {} client thread(s)",
+            m.run_ms, m.runs, m.client_threads
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "Kernel {}, {} CPUs, {}{connect}{}.\n",
+        m.kernel,
+        m.cpus,
+        m.iptables,
+        if m.quick { ", --quick" } else { "" }
+    );
+    if clusterip {
+        clusterip_markdown(r, &mut out);
+    }
+    if let Some(ns) = &r.northsouth {
+        super::northsouth::markdown(ns, &mut out);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");

@@ -20,7 +20,10 @@ fn hands_out_the_first_free_addresses_and_skips_network_and_broadcast() {
     assert!(ips_of(&alloc, "c").is_empty());
     assert_eq!(reason_of(&alloc, "c"), IpamReason::OutOfIps);
     assert_eq!(reason_of(&alloc, "a"), IpamReason::Satisfied);
-    assert!(message_of(&alloc, "a").contains("10.0.0.1 (pool lan)"), "{alloc:?}");
+    assert!(
+        message_of(&alloc, "a").contains("10.0.0.1 (pool lan)"),
+        "{alloc:?}"
+    );
     let status = &alloc.pools["lan"];
     assert_eq!((status.total, status.used, status.available), (2, 2, 0));
 }
@@ -31,7 +34,9 @@ fn allow_first_last_ips_uses_every_address_of_a_cidr() {
     lan.allow_first_last_ips = true;
     let services: Vec<_> = (0..5).map(|i| lb(&format!("s{i}"))).collect();
     let alloc = run(&[lan], &services);
-    let got: Vec<_> = (0..4).flat_map(|i| ips_of(&alloc, &format!("s{i}"))).collect();
+    let got: Vec<_> = (0..4)
+        .flat_map(|i| ips_of(&alloc, &format!("s{i}")))
+        .collect();
     assert_eq!(got, ["10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3"]);
     assert_eq!(reason_of(&alloc, "s4"), IpamReason::OutOfIps);
 }
@@ -53,15 +58,26 @@ fn every_request_annotation_and_load_balancer_ip_is_honoured() {
     let pools = [pool("lan", &["10.0.0.0/24"])];
     let mut services = Vec::new();
     for (i, key) in crate::lbipam::request::IPS_ANNOTATIONS.iter().enumerate() {
-        services.push(with_annotation(lb(&format!("s{i}")), key, &format!("10.0.0.{}", 100 + i)));
+        services.push(with_annotation(
+            lb(&format!("s{i}")),
+            key,
+            &format!("10.0.0.{}", 100 + i),
+        ));
     }
     let mut spec = lb("spec");
     spec.load_balancer_ip = Some(SmolStr::new("10.0.0.200"));
     services.push(spec);
-    services.push(with_annotation(lb("two"), "ferrite.dev/ips", "10.0.0.51, 10.0.0.50"));
+    services.push(with_annotation(
+        lb("two"),
+        "ferrite.dev/ips",
+        "10.0.0.51, 10.0.0.50",
+    ));
     let alloc = run(&pools, &services);
     for i in 0..4 {
-        assert_eq!(ips_of(&alloc, &format!("s{i}")), [format!("10.0.0.{}", 100 + i)]);
+        assert_eq!(
+            ips_of(&alloc, &format!("s{i}")),
+            [format!("10.0.0.{}", 100 + i)]
+        );
     }
     assert_eq!(ips_of(&alloc, "spec"), ["10.0.0.200"]);
     assert_eq!(ips_of(&alloc, "two"), ["10.0.0.50", "10.0.0.51"]);
@@ -89,7 +105,11 @@ fn bad_requests_are_invalid_and_hold_nothing() {
     );
     let alloc = run(&pools, &[garbage, disagree, agree, reserved, keys]);
     for name in ["garbage", "disagree", "reserved", "keys"] {
-        assert_eq!(reason_of(&alloc, name), IpamReason::InvalidRequest, "{name}");
+        assert_eq!(
+            reason_of(&alloc, name),
+            IpamReason::InvalidRequest,
+            "{name}"
+        );
         assert!(ips_of(&alloc, name).is_empty(), "{name}");
     }
     assert!(message_of(&alloc, "garbage").contains("banana"));
@@ -116,7 +136,10 @@ fn requested_addresses_outside_usable_pools_say_why() {
     assert_eq!(reason_of(&alloc, "nowhere"), IpamReason::NoPool);
     assert_eq!(reason_of(&alloc, "disabled"), IpamReason::NoPool);
     assert!(message_of(&alloc, "disabled").contains("disabled"));
-    assert_eq!(reason_of(&alloc, "unselected"), IpamReason::PoolSelectorMismatch);
+    assert_eq!(
+        reason_of(&alloc, "unselected"),
+        IpamReason::PoolSelectorMismatch
+    );
 }
 
 #[test]
@@ -168,7 +191,11 @@ fn lower_priority_pools_are_tried_first() {
     let alloc = run(&[second, first], &[lb("a"), lb("b"), lb("c")]);
     assert_eq!(ips_of(&alloc, "a"), ["10.8.0.1"]);
     assert_eq!(ips_of(&alloc, "b"), ["10.8.0.2"]);
-    assert_eq!(ips_of(&alloc, "c"), ["10.9.0.1"], "overflow into the next pool");
+    assert_eq!(
+        ips_of(&alloc, "c"),
+        ["10.9.0.1"],
+        "overflow into the next pool"
+    );
 }
 
 #[test]
@@ -179,17 +206,30 @@ fn the_newer_of_two_overlapping_pools_is_marked_and_unused() {
     new.created_unix = Some(200);
     new.priority = -5;
     let alloc = run(&[new, old], &[lb("a")]);
-    assert_eq!(ips_of(&alloc, "a"), ["10.0.0.1"], "the conflicting pool is not used");
+    assert_eq!(
+        ips_of(&alloc, "a"),
+        ["10.0.0.1"],
+        "the conflicting pool is not used"
+    );
     let conflict = alloc.pools["aa-new"].conflict.as_deref().expect("conflict");
-    assert!(conflict.contains("zz-old") && conflict.contains("10.0.0.4-10.0.0.7"), "{conflict}");
+    assert!(
+        conflict.contains("zz-old") && conflict.contains("10.0.0.4-10.0.0.7"),
+        "{conflict}"
+    );
     assert!(alloc.pools["zz-old"].conflict.is_none());
     assert_eq!(alloc.pools["aa-new"].available, 0);
 
     // Without timestamps the name decides.
-    let alloc = run(&[pool("b", &["10.0.0.0/24"]), pool("a", &["10.0.0.128/25"])], &[]);
+    let alloc = run(
+        &[pool("b", &["10.0.0.0/24"]), pool("a", &["10.0.0.128/25"])],
+        &[],
+    );
     assert!(alloc.pools["b"].conflict.is_some() && alloc.pools["a"].conflict.is_none());
     // Pools of different families or disjoint blocks never conflict.
-    let alloc = run(&[pool("v4", &["10.0.0.0/24"]), pool("v6", &["fd00::/120"])], &[]);
+    let alloc = run(
+        &[pool("v4", &["10.0.0.0/24"]), pool("v6", &["fd00::/120"])],
+        &[],
+    );
     assert!(alloc.pools.values().all(|p| p.conflict.is_none()));
 }
 
@@ -272,7 +312,11 @@ fn changing_the_type_releases_the_address() {
     a.service_type = ServiceType::NodePort;
     let alloc = allocate(&pools, &[a, lb("b")], &first.lb_ips());
     assert_eq!(ips_of(&alloc, "b"), ["10.0.0.1"]);
-    assert!(!alloc.services.contains_key(&ServiceName::new("default", "a")));
+    assert!(
+        !alloc
+            .services
+            .contains_key(&ServiceName::new("default", "a"))
+    );
 }
 
 #[test]
@@ -286,11 +330,20 @@ fn dual_stack_policies() {
     let mut single6 = lb("single6");
     single6.ip_families = vec![IpFamily::V6, IpFamily::V4];
 
-    let alloc = run(&v4_only, &[prefer.clone(), require.clone(), single6.clone()]);
+    let alloc = run(
+        &v4_only,
+        &[prefer.clone(), require.clone(), single6.clone()],
+    );
     assert_eq!(ips_of(&alloc, "prefer"), ["10.0.0.1"]);
     assert_eq!(reason_of(&alloc, "prefer"), IpamReason::Satisfied);
-    assert!(message_of(&alloc, "prefer").contains("no IPv6 address"), "{alloc:?}");
-    assert!(ips_of(&alloc, "require").is_empty(), "nothing half-allocated");
+    assert!(
+        message_of(&alloc, "prefer").contains("no IPv6 address"),
+        "{alloc:?}"
+    );
+    assert!(
+        ips_of(&alloc, "require").is_empty(),
+        "nothing half-allocated"
+    );
     assert_eq!(reason_of(&alloc, "require"), IpamReason::NoPool);
     assert_eq!(reason_of(&alloc, "single6"), IpamReason::NoPool);
 
@@ -342,9 +395,16 @@ fn huge_v6_pools_are_counted_without_enumerating() {
 
 #[test]
 fn blocks_of_one_pool_may_overlap_each_other() {
-    let alloc = run(&[pool("p", &["10.0.0.0/30", "10.0.0.0-10.0.0.1"])], &[lb("a"), lb("b"), lb("c")]);
+    let alloc = run(
+        &[pool("p", &["10.0.0.0/30", "10.0.0.0-10.0.0.1"])],
+        &[lb("a"), lb("b"), lb("c")],
+    );
     assert_eq!(alloc.pools["p"].total, 3, "{alloc:?}");
-    assert_eq!(ips_of(&alloc, "a"), ["10.0.0.0"], "the range block makes .0 usable");
+    assert_eq!(
+        ips_of(&alloc, "a"),
+        ["10.0.0.0"],
+        "the range block makes .0 usable"
+    );
     assert!(alloc.pools["p"].conflict.is_none());
     let _ = block("10.0.0.0/8");
 }
@@ -362,13 +422,22 @@ fn pool_selector_with_every_operator() {
             match_expressions: reqs,
             ..LabelSelector::default()
         });
-        run(&[p], std::slice::from_ref(&service)).services.values().all(|s| s.reason == IpamReason::Satisfied)
+        run(&[p], std::slice::from_ref(&service))
+            .services
+            .values()
+            .all(|s| s.reason == IpamReason::Satisfied)
     };
     assert!(selects(vec![req("a", "In", &["1", "3"])]));
     assert!(!selects(vec![req("a", "In", &["3"])]));
-    assert!(selects(vec![req("a", "NotIn", &["3"]), req("zz", "NotIn", &["1"])]));
+    assert!(selects(vec![
+        req("a", "NotIn", &["3"]),
+        req("zz", "NotIn", &["1"])
+    ]));
     assert!(!selects(vec![req("b", "NotIn", &["2"])]));
-    assert!(selects(vec![req("a", "Exists", &[]), req("zz", "DoesNotExist", &[])]));
+    assert!(selects(vec![
+        req("a", "Exists", &[]),
+        req("zz", "DoesNotExist", &[])
+    ]));
     assert!(!selects(vec![req("zz", "Exists", &[])]));
     assert!(selects(vec![]), "an empty selector selects everything");
 }

@@ -1,0 +1,87 @@
+use super::*;
+use crate::model::{Endpoint, EndpointSlice};
+
+fn snap(etp: TrafficPolicy, interfaces: &[&str]) -> Snapshot {
+    let mut s = Snapshot::default();
+    let name = ServiceName::new("default", "web");
+    s.services.insert(
+        name.clone(),
+        Service {
+            name: name.clone(),
+            service_type: ServiceType::LoadBalancer,
+            status_ingress: vec!["192.168.1.200".parse().unwrap()],
+            external_ips: vec!["192.168.1.50".parse().unwrap()],
+            external_traffic_policy: etp,
+            ..Service::default()
+        },
+    );
+    s.endpoint_slices.insert(
+        ServiceName::new("default", "web-1"),
+        EndpointSlice {
+            name: ServiceName::new("default", "web-1"),
+            service: name,
+            ports: vec![],
+            endpoints: vec![Endpoint {
+                addresses: vec!["10.244.2.2".parse().unwrap()],
+                ready: true,
+                serving: true,
+                terminating: false,
+                node_name: Some("node2".into()),
+            }],
+        },
+    );
+    s.l2_policies.insert(
+        "p".into(),
+        L2Policy {
+            name: "p".into(),
+            interfaces: interfaces.iter().map(|i| (*i).into()).collect(),
+            load_balancer_ips: true,
+            ..L2Policy::default()
+        },
+    );
+    s
+}
+
+fn ifs(list: &[(&str, bool)]) -> Vec<LocalInterface> {
+    list.iter().map(|(n, up)| LocalInterface { name: (*n).into(), up: *up }).collect()
+}
+
+#[test]
+fn a_policy_selects_lb_ips_on_matching_up_interfaces() {
+    let (c, problems) = candidates(&snap(TrafficPolicy::Cluster, &["^eth[0-9]+"]), &BTreeMap::new(), "node1", &ifs(&[("lo", true), ("eth0", true)]));
+    assert!(problems.is_empty());
+    assert_eq!(c.len(), 1, "externalIPs not selected by this policy");
+    assert!(c[0].eligible);
+    assert_eq!(c[0].interface.as_deref(), Some("eth0"));
+}
+
+#[test]
+fn down_or_missing_interfaces_make_a_node_ineligible() {
+    let s = snap(TrafficPolicy::Cluster, &["^eth0$"]);
+    let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", false)]));
+    assert!(!c[0].eligible && c[0].reason.contains("down"), "{c:?}");
+    let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("ens192", true)]));
+    assert!(!c[0].eligible && c[0].reason.contains("no interface"), "{c:?}");
+}
+
+#[test]
+fn local_policy_needs_a_local_endpoint() {
+    let s = snap(TrafficPolicy::Local, &[]);
+    let (c1, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", true)]));
+    let (c2, _) = candidates(&s, &BTreeMap::new(), "node2", &ifs(&[("eth0", true)]));
+    assert!(!c1[0].eligible);
+    assert!(c2[0].eligible);
+}
+
+#[test]
+fn bad_regex_is_a_policy_problem_and_others_still_work() {
+    let mut s = snap(TrafficPolicy::Cluster, &["eth["]);
+    let mut good = s.l2_policies["p"].clone();
+    good.name = "good".into();
+    good.interfaces = vec![];
+    s.l2_policies.insert("good".into(), good);
+    let (c, problems) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", true)]));
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].policy, "p");
+    assert!(c[0].eligible, "the valid policy still announces");
+}

@@ -1,0 +1,90 @@
+//! Membership of the L2 announcers: SWIM (Das, Gupta, Motivala 2002) with Lifeguard's
+//! refinements, among the agents over UDP on the node network. It needs no Kubernetes API
+//! server, and a node whose announcing NIC is down stops answering probes on that network, so
+//! the others declare it dead.
+//!
+//! [`Membership::start`] binds the socket and runs the protocol on the tokio runtime; the
+//! returned `watch::Receiver<MembershipView>` changes whenever a member appears, changes state
+//! or advertises a new eligibility. [`crate::l2::ownership::assign`] turns a view into owners.
+//!
+//! # Why a compact SWIM of our own rather than the `foca` crate
+//! - Eligibility must travel *with* liveness and be versioned by it: here it is member metadata
+//!   carried by every alive record and versioned by the incarnation (an eligibility change is a
+//!   new incarnation, pushed to every live member at once). In foca identities are immutable
+//!   (changing one is a rejoin under a new identity) and custom broadcasts are a separate
+//!   channel with no order relative to liveness.
+//! - The failover budget (≤1 s median) needs choices foca does not expose together: suspicion
+//!   and death notices sent straight to the accused (a live member refutes within one round
+//!   trip), Lifeguard's confirmation-shortened suspicion timeout, memberlist-style "dead in a
+//!   peer's table ⇒ only suspect" when merging full syncs, a stale-gossip TTL, and periodic
+//!   syncs to dead members and unreached seeds that merge healed partitions within a second.
+//! - A restarted agent keeps its node name: its first incarnation is the wall clock in ms, and
+//!   a claim about an earlier run is outranked, with no identity renewal scheme.
+//! - The state machine is sans-IO ([`swim::Swim`]): simulation tests drive it with virtual time,
+//!   packet loss, partitions and frozen members. The whole protocol is ~1k lines with no new
+//!   dependency.
+//!
+//! # Partitions
+//! Both sides of a partition declare the other side dead after the detection time (≈0.5 s),
+//! and from then on each side owns every address it has eligible members for — so an address
+//! can be announced from both sides for as long as the partition lasts. There is deliberately
+//! no quorum: on one L2 segment a membership partition almost always *is* a split of the
+//! segment (the protocol runs on the announcing network), and then each side's clients only
+//! hear their side's answers, which is the most available outcome; a quorum would instead turn
+//! "two of three nodes died" into a total outage. What bounds the damage:
+//! - a node that loses its announcing NIC loses its eligibility locally at once (the lead's
+//!   link watcher), so an isolated node never claims anything;
+//! - when the partition heals, rejoin syncs (every `rejoin_interval`, 1 s) reach the dead
+//!   members, each side refutes the other's death claims, and within about one rejoin interval
+//!   plus a round trip every node has the same view again — rendezvous hashing then leaves
+//!   exactly one owner per address;
+//! - dual announcement while membership is cut but L2 is not (a firewall dropping the port,
+//!   a frozen agent whose in-kernel responder still answers) is the remaining case: the
+//!   announcer side must bound it (e.g. a responder deadline refreshed by the agent).
+
+mod config;
+mod service;
+mod swim;
+mod table;
+mod view;
+mod wire;
+
+#[cfg(test)]
+mod sim_tests;
+
+use std::net::SocketAddr;
+
+pub use config::{
+    DEFAULT_CLUSTER, DEFAULT_PORT, MembershipConfig, Timing, parse_peers, seeds_from_nodes,
+};
+pub use service::{Membership, MembershipHandle};
+pub use view::{MemberState, MemberView, MembershipView};
+pub use wire::WireError;
+
+use crate::l2::ownership::NodeName;
+
+/// Failure to start or talk to the membership service.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("binding the membership socket to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "membership must bind to this node's address on the announcing network, not {0}: other \
+         members probe that address"
+    )]
+    UnspecifiedBind(SocketAddr),
+    #[error("member name `{0}` must be 1 to 255 bytes")]
+    BadName(NodeName),
+    #[error("peer `{0}` is not an address or address:port")]
+    BadPeer(String),
+    #[error("membership timing: {0}")]
+    BadTiming(&'static str),
+    #[error("the membership service needs a tokio runtime (call start from inside one)")]
+    NoRuntime,
+    #[error("the membership service has stopped")]
+    Stopped,
+}
