@@ -12,6 +12,7 @@ APT_PACKAGES=(
   llvm-22-dev clang-22 lld-22 libpolly-22-dev libzstd-dev zlib1g-dev
   iproute2 iptables nftables bpftool arping ndisc6 iperf3 wrk
   podman runc containernetworking-plugins buildah umoci skopeo
+  busybox-static conmon tar
   dpkg-dev rpm qemu-user-static procps psmisc curl socat netcat-openbsd file
 )
 

@@ -200,6 +200,7 @@ fn stored_ips(state: &Path) -> Vec<String> {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn podman_containers_on_a_ferrite_network() {
     require(&[
         ("podman", "podman"),

@@ -416,3 +416,90 @@ fn status_follows_the_agent() {
     });
     assert!(ok.is_ok(), "STATUS still ready after the agent died");
 }
+
+/// What a restart finds: a reservation of an ADD that was killed and an allocation whose pod
+/// vanished without DEL are reclaimed when the agent (here `ferrite cni install`, the same
+/// code) starts; a live attachment is kept. `ferrite cni allocations` lists what is left.
+#[test]
+fn restart_reclaims_leaks_and_keeps_live_pods() {
+    tools();
+    let lab = NodeLab::new("cnil", 1);
+    let work = common::TempDir::new("cni-reclaim");
+    let state = work.path().join("state");
+    let node = lab.node.ns();
+    let mut c = conf("1.1.0", "reclaimnet", work.path(), &["10.69.0.0/24"]);
+    c["stateDir"] = json!(state.join("cni"));
+    let live = ferrite(
+        node,
+        &Env::attach("ADD", "live", &lab.pod_path(0), "eth0"),
+        &c,
+    )
+    .ok();
+    let store = state.join("cni").join("reclaimnet").join("state.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    let template = doc["allocations"][0].clone();
+    let leak = |ip: &str, cid: &str, pending: Option<Value>| {
+        let mut a = template.clone();
+        a["ip"] = json!(ip);
+        a["containerId"] = json!(cid);
+        a["hostIfname"] = json!(format!("ferdead{cid}"));
+        if let Some(p) = pending {
+            a["pending"] = p;
+        }
+        a
+    };
+    let list = doc["allocations"].as_array_mut().unwrap();
+    list.push(leak(
+        "10.69.0.50",
+        "killed",
+        Some(json!({"pid": 2_147_483_000_u32, "startTime": 1})),
+    ));
+    list.push(leak("10.69.0.51", "vanished", None));
+    std::fs::write(&store, doc.to_string()).unwrap();
+
+    let mut install = node.command(cni_common::FERRITE).unwrap();
+    install
+        .args([
+            "cni",
+            "install",
+            "--pod-cidr",
+            "10.69.0.0/24",
+            "--node-name",
+            "n1",
+        ])
+        .arg("--conf-dir")
+        .arg(work.path().join("net.d"))
+        .arg("--bin-dir")
+        .arg(work.path().join("bin"))
+        .arg("--state-dir")
+        .arg(&state);
+    let out = install.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reclaimed 2 leaked addresses"),
+        "{out:?}"
+    );
+    assert!(work.path().join("net.d/05-ferrite.conflist").is_file());
+    assert!(work.path().join("bin/ferrite").is_file());
+
+    let out = std::process::Command::new(cni_common::FERRITE)
+        .args(["cni", "allocations", "-o", "json", "--state-dir"])
+        .arg(state.join("cni"))
+        .output()
+        .unwrap();
+    let left: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ips,
+        [live["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches("/32")]
+    );
+    assert_eq!(left[0]["network"], "reclaimnet");
+}

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use common::{AgentLab, PodLab, require_root, slice_yaml};
@@ -32,12 +33,10 @@ fn pool_yaml(name: &str, blocks: &[&str]) -> String {
          spec:\n  blocks:\n"
     );
     for block in blocks {
-        match block.split_once('-') {
-            Some((start, stop)) => {
-                yaml.push_str(&format!("  - start: \"{start}\"\n    stop: \"{stop}\"\n"))
-            }
-            None => yaml.push_str(&format!("  - cidr: \"{block}\"\n")),
-        }
+        let _ = match block.split_once('-') {
+            Some((start, stop)) => writeln!(yaml, "  - start: \"{start}\"\n    stop: \"{stop}\""),
+            None => writeln!(yaml, "  - cidr: \"{block}\""),
+        };
     }
     yaml
 }
@@ -55,7 +54,7 @@ fn lb_yaml(
     if !annotations.is_empty() {
         yaml.push_str("  annotations:\n");
         for (key, value) in annotations {
-            yaml.push_str(&format!("    {key}: \"{value}\"\n"));
+            let _ = writeln!(yaml, "    {key}: \"{value}\"");
         }
     }
     yaml.push_str("spec:\n  type: LoadBalancer\n");
@@ -63,9 +62,10 @@ fn lb_yaml(
     yaml.push_str("  ports:\n");
     for (port_name, port, protocol) in ports {
         let target = if *port_name == "http" { "8080" } else { "5353" };
-        yaml.push_str(&format!(
-            "  - name: {port_name}\n    port: {port}\n    targetPort: {target}\n    protocol: {protocol}\n"
-        ));
+        let _ = writeln!(
+            yaml,
+            "  - name: {port_name}\n    port: {port}\n    targetPort: {target}\n    protocol: {protocol}"
+        );
     }
     yaml
 }
@@ -379,7 +379,7 @@ fn bad_or_overlapping_pools_are_reported_and_the_rest_keeps_working() {
     );
     agent.write(
         "svc.yaml",
-        &[requested, other_class].join("---\n") + &endpoints(&pods, "pinned", 1),
+        &([requested, other_class].join("---\n") + &endpoints(&pods, "pinned", 1)),
     );
     start(&mut agent);
 

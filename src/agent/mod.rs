@@ -1,6 +1,7 @@
 //! `ferrite agent`: source → model → plan → maps, plus the local API.
 
 mod health;
+mod l2;
 mod reconcile;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::lbipam::{IpamState, Store};
 use crate::model::Snapshot;
 use crate::source::{SourceSpec, dir::DirSource};
 
+pub use l2::L2Config;
 pub use reconcile::Reconciler;
 
 /// How often the `dir:` source looks for changes (a change reaches the kernel well within 1 s).
@@ -27,6 +29,8 @@ pub struct AgentConfig {
     pub node_name: String,
     pub api_socket: PathBuf,
     pub datapath: DatapathConfig,
+    /// L2 announcements (`--l2-bind`, `--l2-peers`, …).
+    pub l2: l2::L2Config,
     /// North-south load balancing on external devices (`--devices`).
     pub north_south: Option<NorthSouth>,
     /// Where to install the CNI plugin and its conflist once the datapath is ready.
@@ -144,6 +148,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     };
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(lbipam);
+    match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
+        Ok(part) => reconciler.l2 = Some(part),
+        Err(e) => error!(error = %e, "L2 announcements unavailable"),
+    }
+    let mut view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
+    let reannounce = reconciler.l2.as_ref().and_then(l2::L2Part::reannounce_interval);
+    let mut iface_poll = tokio::time::interval(std::time::Duration::from_millis(100));
+    iface_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut reannounce_tick =
+        tokio::time::interval(reannounce.unwrap_or(std::time::Duration::from_secs(3600)));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
     loop {
@@ -155,6 +169,22 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
                 let snapshot = rx.borrow_and_update().clone();
                 reconciler.reconcile(&snapshot);
+            }
+            () = async {
+                match &mut view_rx {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            } => reconciler.l2_refresh(false),
+            _ = iface_poll.tick() => reconciler.l2_refresh(true),
+            _ = reannounce_tick.tick(), if reannounce.is_some() => {
+                if let Some(l2) = &reconciler.l2 {
+                    l2.reannounce();
+                }
             }
             res = &mut api_task => {
                 match res {

@@ -1,8 +1,8 @@
 //! One reconcile: snapshot → frontends (socket and north-south) → plans against the mirrored
 //! map state → writes, in an order that never exposes a half-written service.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info};
@@ -14,7 +14,7 @@ use crate::datapath::{DatapathError, HostLb, SockLb};
 use crate::lb::ext_plan::{ExtState, ext_plan};
 use crate::lb::external::{ExtFrontend, NodeView, external_frontends};
 use crate::lb::{self, Frontend, LbState};
-use crate::model::Snapshot;
+use crate::model::{ServiceName, Snapshot};
 
 /// The north-south half, present with `--devices`.
 pub struct HostPart {
@@ -27,6 +27,8 @@ pub struct HostPart {
 }
 
 pub struct Reconciler {
+    pub l2: Option<super::l2::L2Part>,
+    last: Option<(std::sync::Arc<Snapshot>, BTreeMap<ServiceName, Vec<IpAddr>>)>,
     sock: SockLb,
     state: LbState,
     host: Option<HostPart>,
@@ -45,7 +47,17 @@ impl Reconciler {
         host: Option<HostPart>,
         node_name: String,
     ) -> Self {
-        Self { sock, state, host, node_name, shared, generation: 0, lbipam: IpamState::in_memory() }
+        Self {
+            l2: None,
+            last: None,
+            sock,
+            state,
+            host,
+            node_name,
+            shared,
+            generation: 0,
+            lbipam: IpamState::in_memory(),
+        }
     }
 
     /// Uses `lbipam` (e.g. one persisted in the state dir) instead of in-memory state.
@@ -75,7 +87,18 @@ impl Reconciler {
         Ok(ops)
     }
 
-    pub fn reconcile(&mut self, snapshot: &Snapshot) {
+    /// Membership changed or the interface poll ticked: re-decide L2 ownership.
+    pub fn l2_refresh(&mut self, poll_interfaces: bool) {
+        let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else { return };
+        if poll_interfaces {
+            l2.poll_interfaces(snapshot, lb_ips);
+        } else {
+            l2.decide();
+        }
+        self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner).l2 = l2.view().clone();
+    }
+
+    pub fn reconcile(&mut self, snapshot: &std::sync::Arc<Snapshot>) {
         let started = Instant::now();
         let lb_ips = lbipam::lb_ips(self.lbipam.reconcile(snapshot));
         let frontends = lb::frontends_with(snapshot, &lb_ips);
@@ -119,10 +142,18 @@ impl Reconciler {
         };
         let mut views: Vec<ServiceView> = frontends.iter().map(view).collect();
         views.extend(external.iter().map(ext_view));
+        if let Some(l2) = &mut self.l2 {
+            l2.update(snapshot, &lb_ips);
+        }
         let mut guard = self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l2) = &self.l2 {
+            guard.l2 = l2.view().clone();
+        }
         guard.status.last_apply = Some(report);
         guard.services = views;
         guard.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
+        drop(guard);
+        self.last = Some((snapshot.clone(), lb_ips));
     }
 }
 

@@ -55,6 +55,16 @@ pub struct AgentCmd {
     /// how many Maglev tables (distinct backend sets of LoadBalancer/NodePort/externalIP frontends)
     #[argh(option, default = "ferrite_abi::map_sizes::MAGLEV_ROWS")]
     pub max_external_tables: u32,
+    /// L2 membership address: this node's LAN address and UDP port (e.g. 192.168.1.11:7946);
+    /// without it the node decides L2 ownership alone
+    #[argh(option)]
+    pub l2_bind: Option<String>,
+    /// L2 membership peers, comma separated ip:port (default: the Nodes' InternalIPs)
+    #[argh(option)]
+    pub l2_peers: Option<String>,
+    /// re-announce owned addresses every N seconds (gratuitous ARP / unsolicited NA)
+    #[argh(option)]
+    pub l2_reannounce_seconds: Option<u64>,
     /// remove every pinned map and link under --bpf-root, then exit
     #[argh(switch)]
     pub cleanup: bool,
@@ -96,6 +106,13 @@ pub fn run(cmd: AgentCmd) -> i32 {
         );
         return i32::from(!errors.is_empty());
     }
+    let l2 = match l2_config(&cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return 2;
+        }
+    };
     let north_south = match north_south(&cmd) {
         Ok(ns) => ns,
         Err(e) => {
@@ -127,6 +144,7 @@ pub fn run(cmd: AgentCmd) -> i32 {
         datapath,
         cni,
         north_south,
+        l2,
         state_dir: cmd.state_dir,
         k8s_client: crate::source::kube::ClientOptions { qps: cmd.k8s_qps, burst: cmd.k8s_burst },
     };
@@ -172,4 +190,29 @@ fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
         },
         nodeport_range: lo..=hi,
     }))
+}
+
+/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-seconds`.
+fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
+    use crate::l2::membership::{DEFAULT_PORT, parse_peers};
+    let bind = cmd
+        .l2_bind
+        .as_deref()
+        .map(|b| {
+            b.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    b.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, DEFAULT_PORT))
+                })
+                .map_err(|_| format!("--l2-bind {b:?}: expected IP or IP:PORT"))
+        })
+        .transpose()?;
+    let peers = match &cmd.l2_peers {
+        Some(p) => parse_peers(p).map_err(|e| format!("--l2-peers: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(crate::agent::L2Config {
+        bind,
+        peers,
+        reannounce: cmd.l2_reannounce_seconds.filter(|s| *s > 0).map(std::time::Duration::from_secs),
+    })
 }

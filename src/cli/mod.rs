@@ -2,6 +2,7 @@
 
 mod agent;
 mod l2;
+mod l2member;
 mod cni;
 mod manifests;
 mod output;
@@ -30,6 +31,7 @@ pub enum Command {
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
     L2(l2::L2Cmd),
+    L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
     Manifests(manifests::ManifestsCmd),
 }
@@ -67,6 +69,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),
         Command::L2(c) => l2::run(&c),
+        Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),
         Command::Manifests(m) => manifests::run(&m),
     }

@@ -171,7 +171,7 @@ pub fn parse(stdin: &[u8], command: Command) -> Result<NetConf, ConfigError> {
     let runtime = match raw.runtime_config {
         None => RuntimeConfig::default(),
         Some(r) => RuntimeConfig {
-            ips: parse_requested_ips(r.ips.unwrap_or_default())?,
+            ips: parse_requested_ips(&r.ips.unwrap_or_default())?,
             mac: r.mac.map(|m| parse_mac(&m)).transpose()?,
         },
     };
@@ -232,7 +232,7 @@ pub fn parse_cidrs(texts: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
     Ok(out)
 }
 
-fn parse_requested_ips(texts: Vec<String>) -> Result<Vec<IpAddr>, ConfigError> {
+fn parse_requested_ips(texts: &[String]) -> Result<Vec<IpAddr>, ConfigError> {
     let mut out: Vec<IpAddr> = Vec::new();
     for (i, text) in texts.iter().enumerate() {
         let field = format!("runtimeConfig.ips[{i}]");

@@ -124,7 +124,7 @@ impl InstallConfig {
             .map_err(InstallError::PodCidr)?,
             None => Vec::new(),
         };
-        let (conf_dir, bin_dir) = detect_dirs(opts.conf_dir, opts.bin_dir, |p| p.is_dir());
+        let (conf_dir, bin_dir) = detect_dirs(opts.conf_dir, opts.bin_dir, Path::is_dir);
         Ok(Some(Self {
             conf_dir,
             bin_dir,

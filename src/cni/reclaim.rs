@@ -36,17 +36,17 @@ pub fn delete_host_links(
 /// the released allocations.
 pub fn reap_dead_adds(net: &Net, state: &mut IpamState) -> Vec<Allocation> {
     let dead = |a: &Allocation| a.pending.is_some_and(|o| !o.alive());
-    let stale: Vec<Allocation> = state
+    let orphans: Vec<Allocation> = state
         .allocations
         .iter()
         .filter(|a| dead(a))
         .cloned()
         .collect();
-    if stale.is_empty() {
-        return stale;
+    if orphans.is_empty() {
+        return orphans;
     }
     let mut errors = Vec::new();
-    let gone = delete_host_links(net, &stale, &mut errors);
+    let gone = delete_host_links(net, &orphans, &mut errors);
     for e in &errors {
         warn!(error = %e, "reclaiming a dead ADD");
     }

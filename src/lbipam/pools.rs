@@ -41,10 +41,6 @@ impl Prepared<'_> {
         self.free[slot(family)].first().map(|n| from_int(family, n))
     }
 
-    pub fn is_free(&self, ip: IpAddr) -> bool {
-        self.free[slot(IpFamily::of(ip))].contains(to_int(ip))
-    }
-
     /// Marks `ip` used; `false` if it was not free.
     pub fn take(&mut self, ip: IpAddr) -> bool {
         let taken = self.free[slot(IpFamily::of(ip))].take(to_int(ip));
@@ -100,11 +96,10 @@ impl<'a> Pools<'a> {
     pub fn prepare(pools: impl IntoIterator<Item = &'a IpPool>) -> Self {
         let mut by_age_order: Vec<&IpPool> = pools.into_iter().collect();
         by_age_order.sort_by(|a, b| by_age(a, b));
-        by_age_order.dedup_by(|a, b| a.name == b.name);
 
         // Raw extents (reserved addresses included) claimed by older, non-conflicting pools.
         let mut claimed: [BTreeMap<u128, (u128, SmolStr)>; 2] = Default::default();
-        let mut list = Vec::with_capacity(by_age_order.len());
+        let mut ready = Vec::with_capacity(by_age_order.len());
         for pool in by_age_order {
             let mut raw: [Vec<Interval>; 2] = Default::default();
             let mut usable: [Vec<Interval>; 2] = Default::default();
@@ -132,7 +127,7 @@ impl<'a> Pools<'a> {
             } else {
                 usable
             };
-            list.push(Prepared {
+            ready.push(Prepared {
                 pool,
                 free: [FreeSet::new(&usable[0]), FreeSet::new(&usable[1])],
                 usable,
@@ -141,21 +136,24 @@ impl<'a> Pools<'a> {
                 conflict,
             });
         }
-        list.sort_by(|a, b| {
+        ready.sort_by(|a, b| {
             a.pool
                 .priority
                 .cmp(&b.pool.priority)
                 .then_with(|| by_age(a.pool, b.pool))
         });
         let mut owners: [BTreeMap<u128, (u128, usize)>; 2] = Default::default();
-        for (index, prepared) in list.iter().enumerate() {
+        for (index, prepared) in ready.iter().enumerate() {
             for (family, intervals) in prepared.usable.iter().enumerate() {
                 for &(first, last) in intervals {
                     owners[family].insert(first, (last, index));
                 }
             }
         }
-        Self { list, owners }
+        Self {
+            list: ready,
+            owners,
+        }
     }
 
     /// The index of the usable (non-conflicting) pool whose usable addresses include `ip`.

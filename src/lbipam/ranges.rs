@@ -92,13 +92,6 @@ impl FreeSet {
         self.intervals.first_key_value().map(|(first, _)| *first)
     }
 
-    pub fn contains(&self, n: u128) -> bool {
-        self.intervals
-            .range(..=n)
-            .next_back()
-            .is_some_and(|(_, last)| n <= *last)
-    }
-
     /// Takes `n` out of the set; `false` if it was not free.
     pub fn take(&mut self, n: u128) -> bool {
         let Some((&first, &last)) = self.intervals.range(..=n).next_back() else {
@@ -190,7 +183,6 @@ mod tests {
         assert!(free.take(11));
         assert!(!free.take(11), "taken twice");
         assert!(!free.take(15), "outside");
-        assert!(free.contains(12) && !free.contains(11));
         assert!(free.take(10));
         assert_eq!(free.first(), Some(12));
         assert!(free.take(12) && free.take(20));

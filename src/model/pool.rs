@@ -317,6 +317,10 @@ impl ConditionStatus {
 /// A status condition (type, status, reason, message), ready for a status writer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Condition {
+    #[expect(
+        clippy::struct_field_names,
+        reason = "`type` is a keyword; `condition_type` is what Kubernetes clients call it"
+    )]
     #[serde(rename = "type")]
     pub condition_type: &'static str,
     pub status: ConditionStatus,

@@ -146,6 +146,7 @@ pub struct Service {
 
 /// `spec.ipFamilyPolicy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[expect(clippy::enum_variant_names, reason = "Kubernetes' names")]
 pub enum IpFamilyPolicy {
     #[default]
     SingleStack,

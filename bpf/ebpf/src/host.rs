@@ -3,14 +3,15 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use ferrite_ebpf::TCX_NEXT;
 use ferrite_ebpf::nat_lb::{Outcome, egress, forward, ingress, parse};
 
 #[classifier]
 pub fn fe_host_ingress(mut ctx: TcContext) -> i32 {
-    let Some(p) = parse(&ctx) else { return TC_ACT_OK as i32 };
+    let Some(p) = parse(&ctx) else { return TCX_NEXT };
     match ingress(&mut ctx, &p) {
-        Outcome::Pass => TC_ACT_OK as i32,
+        Outcome::Pass => TCX_NEXT,
         Outcome::Drop => aya_ebpf::bindings::TC_ACT_SHOT as i32,
         Outcome::Forward(ct) => forward(&mut ctx, p.key.family, &ct.new_saddr, &ct.new_daddr),
     }
@@ -20,7 +21,7 @@ pub fn fe_host_ingress(mut ctx: TcContext) -> i32 {
 pub fn fe_host_egress(mut ctx: TcContext) -> i32 {
     match parse(&ctx) {
         Some(p) => egress(&mut ctx, &p),
-        None => TC_ACT_OK as i32,
+        None => TCX_NEXT,
     }
 }
 

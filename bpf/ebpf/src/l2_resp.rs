@@ -3,10 +3,11 @@
 //! not a well-formed request for an announced address passes untouched.
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK, helpers::generated::bpf_redirect, programs::TcContext,
+    helpers::generated::bpf_redirect, programs::TcContext,
 };
 use ferrite_abi::{FAMILY_V4, FAMILY_V6, L2Key};
 
+use crate::TCX_NEXT;
 use crate::maps::L2_ADDRS;
 
 const ETH_HLEN: usize = 14;
@@ -37,7 +38,7 @@ fn bounce(ctx: &TcContext) -> i32 {
 /// The entry point's verdict for a frame: a reply was sent, or pass it on.
 #[inline(always)]
 pub fn respond(ctx: &mut TcContext) -> i32 {
-    let Ok(proto) = ctx.load::<u16>(12) else { return TC_ACT_OK as i32 };
+    let Ok(proto) = ctx.load::<u16>(12) else { return TCX_NEXT };
     let answered = match u16::from_be(proto) {
         ETH_P_ARP => arp(ctx),
         ETH_P_IPV6 => ndp(ctx),
@@ -45,7 +46,7 @@ pub fn respond(ctx: &mut TcContext) -> i32 {
     };
     match answered {
         Some(()) => bounce(ctx),
-        None => TC_ACT_OK as i32,
+        None => TCX_NEXT,
     }
 }
 

@@ -6,3 +6,7 @@ pub mod l2_resp;
 pub mod maps;
 pub mod nat_lb;
 pub mod sock_lb;
+
+/// TCX verdict "not mine": run the next program on the hook (or, if last, pass the packet).
+/// `TC_ACT_OK` would end the chain and skip programs attached after this one.
+pub const TCX_NEXT: i32 = -1;

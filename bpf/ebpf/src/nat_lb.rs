@@ -378,9 +378,12 @@ pub fn egress(ctx: &mut TcContext, p: &Packet) -> i32 {
     // SAFETY: lookup in an LRU hash of plain structs.
     if let Some(ct) = unsafe { CONNTRACK.get(&p.key) } {
         let ct = *ct;
-        if ct.flags & CT_REPLY != 0 && rewrite(ctx, p, &ct).is_none() {
-            return TC_ACT_SHOT as i32;
+        if ct.flags & CT_REPLY != 0 {
+            return match rewrite(ctx, p, &ct) {
+                Some(()) => TC_ACT_OK as i32,
+                None => TC_ACT_SHOT as i32,
+            };
         }
     }
-    TC_ACT_OK as i32
+    crate::TCX_NEXT
 }

@@ -219,7 +219,7 @@ fn rollback(
     });
     match released {
         Ok(gone) => {
-            info!(released = gone.len(), container = %a.container_id, "rolled back a failed ADD")
+            info!(released = gone.len(), container = %a.container_id, "rolled back a failed ADD");
         }
         Err(e) => warn!(error = %e, "rollback: releasing the reservation (reclaimed later)"),
     }

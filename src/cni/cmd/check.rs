@@ -1,6 +1,7 @@
 //! CHECK: compares the attachment with `prevResult` and the IPAM store — the reservation, both
-//! veth ends (up, MTU), the pod's addresses and default routes, the host routes — and reports
-//! every difference.
+//! veth ends (up; the host end's MTU), the pod's addresses and default routes, the host routes —
+//! and reports every difference. The pod end's MTU is not checked: a later plugin in the chain
+//! (`tuning`) may change it, which the spec allows.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -72,7 +73,14 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
     let net = Net::new()?;
     let veth = host_ifname(a);
-    if let Some(host) = check_link(&net, net.host(), &veth, conf.mtu, "host end", &mut problems)? {
+    if let Some(host) = check_link(
+        &net,
+        net.host(),
+        &veth,
+        Some(conf.mtu),
+        "host end",
+        &mut problems,
+    )? {
         for (v4, routes) in [
             (true, net.routes(net.host(), true)?),
             (false, net.routes(net.host(), false)?),
@@ -91,7 +99,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
     let ns = NetnsFile::open(std::path::Path::new(&netns))?;
     let pod = net.enter(&ns)?;
-    if let Some(link) = check_link(&net, &pod, &a.ifname, conf.mtu, "pod end", &mut problems)? {
+    if let Some(link) = check_link(&net, &pod, &a.ifname, None, "pod end", &mut problems)? {
         let addrs = net.addresses(&pod, link.index)?;
         for (ip, gw) in &expected {
             if !addrs.contains(ip) {
@@ -121,7 +129,7 @@ fn check_link(
     net: &Net,
     nl: &Nl,
     name: &str,
-    mtu: u32,
+    mtu: Option<u32>,
     what: &str,
     problems: &mut Vec<String>,
 ) -> Result<Option<LinkState>, CniError> {
@@ -132,7 +140,7 @@ fn check_link(
     if !link.up {
         problems.push(format!("the {what} {name} is down"));
     }
-    if link.mtu != mtu {
+    if let Some(mtu) = mtu.filter(|m| *m != link.mtu) {
         problems.push(format!(
             "the {what} {name} has MTU {}, the config says {mtu}",
             link.mtu

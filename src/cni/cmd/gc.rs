@@ -29,14 +29,14 @@ pub fn run(conf: &NetConf) -> Result<(), CniError> {
     let mut state = locked.load()?;
     let dead = reap_dead_adds(&net, &mut state).len();
     let stale_ips = stale_for_gc(&state, &valid, Owner::alive);
-    let stale: Vec<Allocation> = state
+    let doomed: Vec<Allocation> = state
         .allocations
         .iter()
         .filter(|a| stale_ips.contains(&a.ip))
         .cloned()
         .collect();
     let mut errors = Vec::new();
-    let gone = delete_host_links(&net, &stale, &mut errors);
+    let gone = delete_host_links(&net, &doomed, &mut errors);
     let released = state.take(|a| stale_ips.contains(&a.ip) && gone.contains(&a.host_ifname));
     locked.save(&state)?;
     info!(

@@ -24,6 +24,6 @@ fn attachment(env: &CniEnv) -> Result<&Attachment, EnvError> {
 pub fn version(requested: Option<&str>) -> Value {
     json!({
         "cniVersion": requested.filter(|v| !v.is_empty()).unwrap_or(LATEST.as_str()),
-        "supportedVersions": SUPPORTED.map(|v| v.as_str()),
+        "supportedVersions": SUPPORTED.map(super::version::CniVersion::as_str),
     })
 }

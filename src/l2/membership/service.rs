@@ -234,7 +234,14 @@ async fn run(
             log_event(&event, &mut complaints);
         }
         if swim.take_changed() {
-            view_tx.send_replace(swim.view());
+            let view = swim.view();
+            view_tx.send_if_modified(|current| {
+                let modified = *current != view;
+                if modified {
+                    *current = view;
+                }
+                modified
+            });
         }
         if let Some(done) = leaving.take() {
             info!(node = %swim.name(), incarnation = swim.incarnation(), "left the L2 membership");

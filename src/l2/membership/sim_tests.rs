@@ -261,8 +261,8 @@ fn crash_detection_time_meets_the_design_budget() {
     }
     times.sort();
     let (median, worst) = (percentile(&times, 50), *times.last().unwrap());
-    eprintln!("SIMDIST min {:?} p50 {median:?} p90 {:?} max {worst:?}", times[0], percentile(&times, 90));
-    assert!(median <= ms(600), "median {median:?} over {} crashes", times.len());
+    let p90 = percentile(&times, 90);
+    assert!(median <= ms(600), "median {median:?} (p90 {p90:?}, worst {worst:?})");
     assert!(worst <= ms(1500), "worst {worst:?}");
 }
 
@@ -279,22 +279,25 @@ fn two_member_cluster_detects_with_the_minimum_suspicion() {
     assert!(t <= timing.probe_interval * 2 + timing.suspicion_min + ms(10), "{t:?}");
 }
 
+/// 15% loss on every datagram: probes fail now and then (direct ping and every relay path),
+/// and the suspected member must refute before anyone declares it dead.
 #[test]
-fn lossy_network_causes_no_false_deaths() {
-    let mut sim = Sim::new(5, &Timing::default(), 42);
-    sim.run_for(ms(500));
-    assert!(sim.converged(&[0, 1, 2, 3, 4]));
-    sim.loss_ppm = 50_000;
-    sim.run_for(Duration::from_secs(60));
-    let suspicions = sim
-        .log
-        .iter()
-        .filter(|(_, _, e)| matches!(e, Event::Member { to: MemberState::Suspect, .. }))
-        .count();
-    assert_eq!(sim.dead_events(), 0, "{suspicions} suspicions, some not refuted in time");
-    sim.loss_ppm = 0;
-    sim.run_for(ms(500));
-    assert!(sim.converged(&[0, 1, 2, 3, 4]));
+fn lossy_network_causes_suspicions_but_no_false_deaths() {
+    for seed in [42, 43, 44, 45] {
+        let mut sim = Sim::new(5, &Timing::default(), seed);
+        sim.run_for(ms(500));
+        assert!(sim.converged(&[0, 1, 2, 3, 4]));
+        sim.loss_ppm = 150_000;
+        sim.run_for(Duration::from_secs(60));
+        let count = |pred: fn(&Event) -> bool| sim.log.iter().filter(|(_, _, e)| pred(e)).count();
+        let suspicions = count(|e| matches!(e, Event::Member { to: MemberState::Suspect, .. }));
+        let refutations = count(|e| matches!(e, Event::Refuted { .. }));
+        assert!(suspicions > 0 && refutations > 0, "seed {seed}: refutation not exercised");
+        assert_eq!(sim.dead_events(), 0, "seed {seed}: {suspicions} suspicions, not all refuted in time");
+        sim.loss_ppm = 0;
+        sim.run_for(ms(500));
+        assert!(sim.converged(&[0, 1, 2, 3, 4]));
+    }
 }
 
 #[test]

@@ -498,8 +498,6 @@ impl Swim {
             }
             return;
         }
-        return;
-        #[allow(unreachable_code)]
         self.me.incarnation = record.incarnation + 1;
         self.changed = true;
         self.events.push(Event::Refuted {

@@ -123,12 +123,12 @@ fn services_strategy() -> impl Strategy<Value = Vec<Service>> {
     })
 }
 
-fn service(i: usize, parts: ServiceParts) -> Service {
+fn service(i: usize, raw: ServiceParts) -> Service {
     let (
         (in_x, tier, policy, ports, local),
         (request, key, families),
         (v6_first, ingress, created),
-    ) = parts;
+    ) = raw;
     let mut s = lb(&format!("s{i:02}"));
     s.name.namespace = SmolStr::new(if in_x { "x" } else { "y" });
     if tier > 0 {
@@ -251,7 +251,8 @@ fn check_invariants(pools: &[IpPool], services: &[Service], alloc: &Allocation) 
                 held.pool
             );
             if let Some(requested) = service.annotations.get("ferrite.dev/ips") {
-                assert_eq!(held.ip.to_string(), requested.as_str(), "{name}");
+                let requested: IpAddr = requested.parse().expect("generated address");
+                assert_eq!(held.ip, requested, "{name}");
             } else {
                 assert!(
                     families.insert(IpFamily::of(held.ip)),

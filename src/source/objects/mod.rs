@@ -104,6 +104,10 @@ impl Object {
 
 /// What became of one manifest object.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived: each decoded object moves straight into its file's or watcher's list"
+)]
 pub enum Decoded {
     Object(Object),
     /// Valid, but nothing ferrite reads here; the reason is logged at debug level.

@@ -160,7 +160,10 @@ spec:
         );
     }
     assert!(!pool.accepts_new());
-    assert_eq!(pool.service_selector, None, "a selector that does not parse is dropped");
+    assert_eq!(
+        pool.service_selector, None,
+        "a selector that does not parse is dropped"
+    );
 }
 
 #[test]

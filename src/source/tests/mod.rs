@@ -1,5 +1,6 @@
 //! Unit tests of the `dir:` source: pure parsing, and scans of temporary folders.
 
+mod cluster;
 mod dir;
 mod endpoint_slice;
 mod lb_service;

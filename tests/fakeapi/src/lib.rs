@@ -22,6 +22,7 @@ mod server;
 mod store;
 mod time;
 mod tls;
+mod watchers;
 
 use std::{
     net::SocketAddr,

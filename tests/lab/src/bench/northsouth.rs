@@ -83,6 +83,9 @@ pub struct NorthSouth {
     pub wrk_connections: u32,
     pub wrk_threads: u32,
     pub iptables_rules: usize,
+    /// `/proc/loadavg` before and after the measurements: other work on the machine shows
+    /// up as noise in these rows.
+    pub loadavg: [String; 2],
 }
 
 impl NorthSouth {
@@ -335,14 +338,18 @@ pub fn measure(
     });
 
     let mut paths = paths(&lab, &fer_ready, &ipt_ready);
+    let load_before = loadavg();
     run_rounds(&lab, &mut paths, settings)?;
+    let load_after = loadavg();
     if let Some(agent) = lab_agent_exited(&mut lab, &fer_ready) {
         for p in paths.iter_mut().filter(|p| p.label.contains("ferrite")) {
             p.failed = Some(agent.clone());
         }
     }
     drop(lab);
-    Ok(summarise(paths, settings, kubeproxy::rule_count(&rules)))
+    let mut ns = summarise(paths, settings, kubeproxy::rule_count(&rules));
+    ns.loadavg = [load_before, load_after];
+    Ok(ns)
 }
 
 /// The paths to measure, each checked with one HTTP request through it.
@@ -555,7 +562,18 @@ fn summarise(paths: Vec<Path_>, settings: &NsSettings, rules: usize) -> NorthSou
         wrk_connections: settings.wrk_connections,
         wrk_threads: settings.wrk_threads,
         iptables_rules: rules,
+        loadavg: [String::new(), String::new()],
     }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Renders the section as markdown.
@@ -574,8 +592,14 @@ pub fn markdown(ns: &Cell<NorthSouth>, out: &mut String) {
     };
     let _ = writeln!(
         out,
-        "iperf3 (one TCP stream, {} s) and wrk (HTTP/1.1 keep-alive, {} thread(s), {} connections, {} s); median of {} run(s).\n",
-        ns.seconds, ns.wrk_threads, ns.wrk_connections, ns.seconds, ns.runs
+        "iperf3 (one TCP stream, {} s) and wrk (HTTP/1.1 keep-alive, {} thread(s), {} connections, {} s); median of {} run(s); load average {} before, {} after.\n",
+        ns.seconds,
+        ns.wrk_threads,
+        ns.wrk_connections,
+        ns.seconds,
+        ns.runs,
+        ns.loadavg[0],
+        ns.loadavg[1]
     );
     let _ = writeln!(
         out,

@@ -1,0 +1,270 @@
+//! The agent's L2 announcements: eligibility from the model and the interfaces, ownership from
+//! the membership view (rendezvous hashing), the eBPF responder's address map, gratuitous
+//! ARP / unsolicited NA bursts on gaining an address, and the `/v1/l2` view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::{L2AddressView, L2View};
+use crate::datapath::{DatapathConfig, L2Responder};
+use crate::l2::announce::{Multicast, announce};
+use crate::l2::eligibility::{Candidate, LocalInterface, candidates};
+use crate::l2::membership::{
+    Membership, MembershipConfig, MembershipHandle, MembershipView, MemberState, MemberView,
+    seeds_from_nodes,
+};
+use crate::l2::ownership::{AddrReq, assign};
+use crate::model::{ServiceName, Snapshot};
+
+/// Delays of the announcement burst after gaining an address (the first goes out at once).
+const BURST: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(1000),
+];
+
+/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-interval`.
+#[derive(Clone, Debug, Default)]
+pub struct L2Config {
+    /// Membership address (this node's address on the LAN, UDP port). Without it the node
+    /// decides alone (single-node mode).
+    pub bind: Option<SocketAddr>,
+    pub peers: Vec<SocketAddr>,
+    pub reannounce: Option<Duration>,
+}
+
+struct Owned {
+    interface: String,
+    ifindex: u32,
+    mac: [u8; 6],
+    since_unix_ms: u64,
+}
+
+pub struct L2Part {
+    responder: L2Responder,
+    multicast: Multicast,
+    membership: Option<(MembershipHandle, watch::Receiver<MembershipView>)>,
+    node: String,
+    cfg: L2Config,
+    candidates: Vec<Candidate>,
+    owned: BTreeMap<IpAddr, Owned>,
+    last_interfaces: Vec<LocalInterface>,
+    view: L2View,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// This namespace's interfaces with their administrative+operational state.
+fn local_interfaces() -> Vec<LocalInterface> {
+    let mut out: BTreeMap<String, bool> = BTreeMap::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list freed below.
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned; ifa_name is NUL-terminated.
+        let ifa = unsafe { &*cur };
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let flags = ifa.ifa_flags;
+        let up = flags & (libc::IFF_UP as u32) != 0 && flags & (libc::IFF_RUNNING as u32) != 0;
+        if name != "lo" {
+            *out.entry(name).or_insert(false) |= up;
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    out.into_iter().map(|(name, up)| LocalInterface { name, up }).collect()
+}
+
+impl L2Part {
+    pub fn open(dp: &DatapathConfig, node: &str, cfg: L2Config) -> Result<Self, crate::datapath::DatapathError> {
+        let responder = L2Responder::open(dp)?;
+        let membership = match cfg.bind {
+            Some(bind) => {
+                let mut m = MembershipConfig::new(node, bind);
+                m.seeds.clone_from(&cfg.peers);
+                match Membership::start(m) {
+                    Ok(pair) => Some(pair),
+                    Err(e) => {
+                        warn!(error = %e, "L2 membership did not start; deciding alone");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Self {
+            responder,
+            multicast: Multicast::default(),
+            membership,
+            node: node.to_string(),
+            cfg,
+            candidates: Vec::new(),
+            owned: BTreeMap::new(),
+            last_interfaces: Vec::new(),
+            view: L2View::default(),
+        })
+    }
+
+    /// A receiver of membership view changes, for the agent loop (none without membership).
+    pub fn view_receiver(&self) -> Option<watch::Receiver<MembershipView>> {
+        self.membership.as_ref().map(|(_, rx)| rx.clone())
+    }
+
+    /// New model: recompute eligibility, advertise it, re-decide ownership.
+    pub fn update(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
+        let interfaces = local_interfaces();
+        let (cands, problems) = candidates(snapshot, lb_ips, &self.node, &interfaces);
+        for p in &problems {
+            warn!(policy = %p.policy, problem = %p.message, "L2 announcement policy ignored");
+        }
+        let wanted_ifaces: Vec<String> =
+            cands.iter().filter_map(|c| c.interface.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        if let Err(e) = self.responder.attach(&wanted_ifaces) {
+            warn!(error = %e, "attaching the L2 responder");
+        }
+        if let Some((handle, _)) = &self.membership {
+            if self.cfg.peers.is_empty()
+                && let Some(bind) = self.cfg.bind
+            {
+                let seeds = seeds_from_nodes(&snapshot.nodes, &self.node, bind.ip(), bind.port());
+                if !seeds.is_empty() && let Err(e) = handle.set_seeds(seeds) {
+                    warn!(error = %e, "L2 membership seeds");
+                }
+            }
+            handle.set_local_eligibility(cands.iter().filter(|c| c.eligible).map(|c| c.addr).collect());
+        }
+        self.candidates = cands;
+        self.last_interfaces = interfaces;
+        self.decide();
+    }
+
+    /// Interface state poll: a NIC going down must drop eligibility at once.
+    pub fn poll_interfaces(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
+        if local_interfaces() != self.last_interfaces {
+            self.update(snapshot, lb_ips);
+        }
+    }
+
+    fn members(&self) -> Vec<MemberView> {
+        match &self.membership {
+            Some((_, rx)) => rx.borrow().live().cloned().collect(),
+            None => vec![MemberView {
+                name: self.node.as_str().into(),
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                state: MemberState::Alive,
+                incarnation: 0,
+                eligible: self.candidates.iter().filter(|c| c.eligible).map(|c| c.addr).collect(),
+                since_unix_ms: 0,
+            }],
+        }
+    }
+
+    /// Ownership from the current view; updates the responder map and announces gains.
+    pub fn decide(&mut self) {
+        let mut members = self.members();
+        // This node's own eligibility is always current locally (the view may lag by a tick).
+        let mine: BTreeSet<IpAddr> = self.candidates.iter().filter(|c| c.eligible).map(|c| c.addr).collect();
+        if let Some(me) = members.iter_mut().find(|m| m.name == self.node.as_str()) {
+            me.eligible.clone_from(&mine);
+        }
+        let owners = assign(&AddrReq::from_candidates(&self.candidates), &members);
+        let now = unix_ms();
+        let mut next: BTreeMap<IpAddr, Owned> = BTreeMap::new();
+        for c in &self.candidates {
+            if owners.get(&c.addr).map(smol_str::SmolStr::as_str) != Some(self.node.as_str()) {
+                continue;
+            }
+            let Some(iface) = &c.interface else { continue };
+            let (Some(mac), Some(ifindex)) = (self.responder.mac_of(iface), self.responder.ifindex_of(iface)) else {
+                continue;
+            };
+            let since = self.owned.get(&c.addr).map_or(now, |o| o.since_unix_ms);
+            next.insert(c.addr, Owned { interface: iface.clone(), ifindex, mac, since_unix_ms: since });
+        }
+        let set: BTreeSet<(IpAddr, String)> = next.iter().map(|(ip, o)| (*ip, o.interface.clone())).collect();
+        if let Err(e) = self.responder.set_owned(&set) {
+            warn!(error = %e, "updating the L2 responder map");
+        }
+        for (ip, o) in &self.owned {
+            if !next.contains_key(ip) {
+                info!(address = %ip, interface = %o.interface, "stopped announcing");
+                if let IpAddr::V6(v6) = ip && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6) {
+                    warn!(error = %e, "leaving solicited-node group");
+                }
+            }
+        }
+        for (ip, o) in &next {
+            if !self.owned.contains_key(ip) {
+                info!(address = %ip, interface = %o.interface, "announcing");
+                if let IpAddr::V6(v6) = ip && let Err(e) = self.multicast.join(&o.interface, o.ifindex, *v6) {
+                    warn!(error = %e, "joining solicited-node group");
+                }
+                burst(o.interface.clone(), o.ifindex, o.mac, *ip);
+            }
+        }
+        self.owned = next;
+        self.publish(&owners, &members);
+    }
+
+    /// The optional periodic re-announcement of everything this node owns.
+    pub fn reannounce_interval(&self) -> Option<Duration> {
+        self.cfg.reannounce
+    }
+
+    pub fn reannounce(&self) {
+        for (ip, o) in &self.owned {
+            if let Err(e) = announce(&o.interface, o.ifindex, o.mac, *ip) {
+                warn!(error = %e, "re-announcing");
+            }
+        }
+    }
+
+    fn publish(&mut self, owners: &BTreeMap<IpAddr, crate::l2::ownership::NodeName>, members: &[MemberView]) {
+        self.view = L2View {
+            node: self.node.clone(),
+            members: members.iter().map(|m| m.name.to_string()).collect(),
+            addresses: self
+                .candidates
+                .iter()
+                .map(|c| L2AddressView {
+                    address: c.addr.to_string(),
+                    service: c.service.to_string(),
+                    owner: owners.get(&c.addr).map(ToString::to_string),
+                    interface: self.owned.get(&c.addr).map(|o| o.interface.clone()),
+                    since_unix_ms: self.owned.get(&c.addr).map(|o| o.since_unix_ms),
+                    eligible: c.eligible,
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        };
+    }
+
+    pub fn view(&self) -> &L2View {
+        &self.view
+    }
+}
+
+/// Gratuitous ARP / unsolicited NA now and a few times after, off the reconcile path.
+fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr) {
+    tokio::spawn(async move {
+        for delay in BURST {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = announce(&ifname, ifindex, mac, ip) {
+                warn!(error = %e, "announcing");
+            }
+        }
+    });
+}
