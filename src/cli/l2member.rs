@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argh::FromArgs;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::l2::membership::{
     DEFAULT_CLUSTER, Membership, MembershipConfig, MembershipView, MemberView, Timing, parse_peers,
 };
-use crate::l2::ownership::{AddrReq, NodeName, assign};
+use crate::l2::ownership::{AddrReq, NodeName, assign, owned_by};
 use crate::model::ServiceName;
 
 /// (testing) run only the L2 membership over UDP; print each view change as a JSON line
@@ -51,9 +51,13 @@ struct Line<'a> {
     /// When this process saw the change (Unix ms).
     unix_ms: u64,
     local: &'a str,
+    /// This member's incarnation (bumped by each refutation and eligibility change).
+    incarnation: u64,
     members: &'a [MemberView],
     /// Owner of every address some live member advertises, as this member computes it.
     owners: BTreeMap<IpAddr, NodeName>,
+    /// The addresses this member would announce.
+    owned: BTreeSet<IpAddr>,
 }
 
 enum Input {
@@ -94,11 +98,14 @@ fn print(view: &MembershipView) {
         .into_iter()
         .map(|a| AddrReq::new(a, ServiceName::default()))
         .collect();
+    let owners = assign(&reqs, &view.members);
     let line = Line {
         unix_ms,
         local: &view.local,
+        incarnation: view.get(&view.local).map_or(0, |m| m.incarnation),
         members: &view.members,
-        owners: assign(&reqs, &view.members),
+        owned: owned_by(&owners, &view.local),
+        owners,
     };
     match serde_json::to_string(&line) {
         Ok(json) => println!("{json}"),
@@ -159,6 +166,7 @@ pub fn run(cmd: &L2MemberCmd) -> i32 {
                 return 1;
             }
         };
+        info!(node = %cmd.name, addr = %handle.local_addr(), "l2-member running");
         let (tx, mut input) = mpsc::unbounded_channel();
         read_stdin(tx);
         let Ok(mut term) =

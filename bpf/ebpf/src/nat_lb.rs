@@ -29,6 +29,7 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+const PACKET_HOST: u32 = 0;
 
 /// Maglev table size; userspace overrides it at load (`--maglev-table-size`).
 #[unsafe(no_mangle)]
@@ -275,6 +276,11 @@ pub enum Outcome {
 /// Ingress: an established flow (either direction) or a new connection to a frontend.
 #[inline(always)]
 pub fn ingress(ctx: &mut TcContext, p: &Packet) -> Outcome {
+    // Frames for another host's MAC (flooded by a switch, promiscuous mode): not ours to take.
+    // SAFETY: reading a field of the skb context.
+    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
+        return Outcome::Pass;
+    }
     // SAFETY: lookup in an LRU hash of plain structs.
     if let Some(ct) = unsafe { CONNTRACK.get(&p.key) } {
         let ct = *ct;

@@ -57,7 +57,7 @@ impl Default for Timing {
             confirmations: 3,
             sync_interval: Duration::from_secs(2),
             rejoin_interval: Duration::from_secs(1),
-            dead_retention: Duration::from_secs(60),
+            dead_retention: Duration::from_mins(1),
             retransmit_mult: 3,
         }
     }

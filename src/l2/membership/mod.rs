@@ -59,7 +59,6 @@ pub use config::{
 };
 pub use service::{Membership, MembershipHandle};
 pub use view::{MemberState, MemberView, MembershipView};
-pub use wire::WireError;
 
 use crate::l2::ownership::NodeName;
 

@@ -203,7 +203,7 @@ pub(super) struct Gossip {
 struct Queued {
     record: Record,
     sent: u32,
-    queued_at: Instant,
+    at: Instant,
 }
 
 impl Gossip {
@@ -213,7 +213,7 @@ impl Gossip {
             Queued {
                 record,
                 sent: 0,
-                queued_at: now,
+                at: now,
             },
         );
     }
@@ -227,7 +227,7 @@ impl Gossip {
     /// leaves the queue after `limit`.
     pub fn take(&mut self, budget: usize, limit: u32, ttl: Duration, now: Instant) -> Vec<Record> {
         self.items
-            .retain(|_, q| q.sent < limit && now.duration_since(q.queued_at) < ttl);
+            .retain(|_, q| q.sent < limit && now.duration_since(q.at) < ttl);
         let mut order: Vec<(u32, NodeName)> = self
             .items
             .iter()

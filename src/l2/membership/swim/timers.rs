@@ -41,7 +41,8 @@ impl Swim {
         }
         let ln = |n: usize| f64::from(u32::try_from(n).unwrap_or(u32::MAX)).ln();
         let fraction = ln(confirmations + 1) / ln(wanted + 1);
-        max.saturating_sub((max - min).mul_f64(fraction)).max(min)
+        max.saturating_sub(max.saturating_sub(min).mul_f64(fraction))
+            .max(min)
     }
 
     /// Everything due at `now`. Call it at [`Swim::poll_timeout`], after handling the datagrams
