@@ -112,7 +112,10 @@ impl Cluster {
         let node = &mut self.nodes[i];
         node.generation += 1;
         let bind = std::net::SocketAddr::new(node.ip, 7946).to_string();
-        let mut cmd = node.netns.command(common::FERRITE).expect("command in netns");
+        let mut cmd = node
+            .netns
+            .command(common::FERRITE)
+            .expect("command in netns");
         cmd.args(["l2-member", "--bind", &bind, "--name", &name(i)])
             .args(["--peers", &self.peers, "--eligible", ADDRESSES])
             .env("FERRITE_LOG", "info")
@@ -173,7 +176,9 @@ impl Cluster {
         observers
             .iter()
             .all(|&o| members.iter().all(|&m| self.sees(o, m, &["alive"])))
-            && observers.windows(2).all(|w| self.owners(w[0]) == self.owners(w[1]))
+            && observers
+                .windows(2)
+                .all(|w| self.owners(w[0]) == self.owners(w[1]))
     }
 
     /// When `observer` first printed `member` dead (or gone) at or after `since` (Unix ms).
@@ -249,7 +254,11 @@ fn trial(c: &mut Cluster, fault: Fault, victim: usize, jitter: Duration) -> (u64
         Fault::Stop => c.child(victim).signal(libc::SIGSTOP).expect("SIGSTOP"),
         Fault::LinkDown => c.link(victim, false),
     }
-    let dead = |c: &Cluster| survivors.iter().all(|&o| c.sees(o, victim, &["dead", "left"]));
+    let dead = |c: &Cluster| {
+        survivors
+            .iter()
+            .all(|&o| c.sees(o, victim, &["dead", "left"]))
+    };
     assert!(
         c.wait(GENEROUS, dead),
         "{fault:?}: n{victim} not declared dead within {GENEROUS:?}: {:?}",
@@ -261,14 +270,22 @@ fn trial(c: &mut Cluster, fault: Fault, victim: usize, jitter: Duration) -> (u64
         .max()
         .expect("two survivors");
     // The survivors agree on one live owner for every address, and it is never the victim.
-    assert!(c.wait(Duration::from_secs(2), |c| c.owners(survivors[0]) == c.owners(survivors[1])));
+    assert!(c.wait(Duration::from_secs(2), |c| c.owners(survivors[0])
+        == c.owners(survivors[1])));
     let after = c.owners(survivors[0]).cloned().expect("owners");
     let after = after.as_object().expect("owners map");
     assert_eq!(after.len(), before.as_object().expect("owners map").len());
-    assert!(after.values().all(|o| *o != name(victim)), "{fault:?}: {after:?}");
+    assert!(
+        after.values().all(|o| *o != name(victim)),
+        "{fault:?}: {after:?}"
+    );
     for (addr, owner) in before.as_object().expect("owners map") {
         if *owner != name(victim) {
-            assert_eq!(after.get(addr), Some(owner), "{addr} moved although its owner lives");
+            assert_eq!(
+                after.get(addr),
+                Some(owner),
+                "{addr} moved although its owner lives"
+            );
         }
     }
     let t1 = Instant::now();
@@ -310,12 +327,19 @@ fn three_members_detect_kill_stop_and_link_down_and_rejoin() {
     report.insert("all".into(), stats("all", &mut all));
     println!("rejoin (repair → all three alive everywhere):");
     for (fault, ms) in &mut rejoin {
-        report.insert(format!("{} rejoin", fault.label()), stats(fault.label(), ms));
+        report.insert(
+            format!("{} rejoin", fault.label()),
+            stats(fault.label(), ms),
+        );
     }
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("l2_membership_failover.json");
-    std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
+    std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json"))
+        .expect("write report");
     println!("written to {}", out.display());
-    assert!(all.iter().all(|ms| *ms < u64::try_from(GENEROUS.as_millis()).expect("ms")));
+    assert!(
+        all.iter()
+            .all(|ms| *ms < u64::try_from(GENEROUS.as_millis()).expect("ms"))
+    );
 }
 
 #[test]

@@ -118,6 +118,13 @@ impl L2Part {
         })
     }
 
+    /// Keeps the responder answering (also before the first snapshot).
+    pub fn heartbeat(&mut self) {
+        if let Err(e) = self.responder.heartbeat() {
+            warn!(error = %e, "L2 responder heartbeat");
+        }
+    }
+
     /// A receiver of membership view changes, for the agent loop (none without membership).
     pub fn view_receiver(&self) -> Option<watch::Receiver<MembershipView>> {
         self.membership.as_ref().map(|(_, rx)| rx.clone())
@@ -153,6 +160,9 @@ impl L2Part {
 
     /// Interface state poll: a NIC going down must drop eligibility at once.
     pub fn poll_interfaces(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
+        if let Err(e) = self.responder.heartbeat() {
+            warn!(error = %e, "L2 responder heartbeat");
+        }
         if local_interfaces() != self.last_interfaces {
             self.update(snapshot, lb_ips);
         }

@@ -89,7 +89,12 @@ impl Reconciler {
 
     /// Membership changed or the interface poll ticked: re-decide L2 ownership.
     pub fn l2_refresh(&mut self, poll_interfaces: bool) {
-        let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else { return };
+        let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else {
+            if let Some(l2) = &mut self.l2 {
+                l2.heartbeat();
+            }
+            return;
+        };
         if poll_interfaces {
             l2.poll_interfaces(snapshot, lb_ips);
         } else {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::l2::membership::{
-    DEFAULT_CLUSTER, Membership, MembershipConfig, MembershipView, MemberView, Timing, parse_peers,
+    DEFAULT_CLUSTER, MemberView, Membership, MembershipConfig, MembershipView, Timing, parse_peers,
 };
 use crate::l2::ownership::{AddrReq, NodeName, assign, owned_by};
 use crate::model::ServiceName;
@@ -93,7 +93,10 @@ fn print(view: &MembershipView) {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let wanted: BTreeSet<IpAddr> = view.live().flat_map(|m| m.eligible.iter().copied()).collect();
+    let wanted: BTreeSet<IpAddr> = view
+        .live()
+        .flat_map(|m| m.eligible.iter().copied())
+        .collect();
     let reqs: Vec<AddrReq> = wanted
         .into_iter()
         .map(|a| AddrReq::new(a, ServiceName::default()))

@@ -20,6 +20,7 @@ const PROGRAM: &str = "fe_l2_ingress";
 
 pub struct L2Responder {
     addrs: HashMap<MapData, L2Key, L2Value>,
+    live: aya::maps::Array<MapData, u64>,
     /// What the map holds: (address, ifindex).
     current: BTreeSet<(IpAddr, u32)>,
     interfaces: Vec<(Device, [u8; 6])>,
@@ -40,6 +41,7 @@ impl L2Responder {
             .load(L2_OBJECT)
             .map_err(|e| DatapathError::Load { pin_dir: maps_dir.clone(), source: Box::new(e) })?;
         let addrs: HashMap<MapData, L2Key, L2Value> = take(&mut ebpf, map_names::L2_ADDRS)?;
+        let live: aya::maps::Array<MapData, u64> = take(&mut ebpf, map_names::L2_LIVE)?;
         let program_err = |source| DatapathError::Program { name: PROGRAM, source: Box::new(source) };
         let prog: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM)
@@ -54,7 +56,9 @@ impl L2Responder {
                 current.insert((ip, k.ifindex));
             }
         }
-        Ok(Self { addrs, current, interfaces: Vec::new(), ebpf, links_dir })
+        let mut me = Self { addrs, live, current, interfaces: Vec::new(), ebpf, links_dir };
+        me.heartbeat()?;
+        Ok(me)
     }
 
     /// Attaches the responder to `names` (adopting pinned links), first in the TCX chain so it
@@ -89,6 +93,15 @@ impl L2Responder {
             self.interfaces.push((dev, mac));
         }
         Ok(())
+    }
+
+    /// Tells the responder this agent is alive (call every 100 ms; see `L2_HEARTBEAT_GRACE_NS`).
+    pub fn heartbeat(&mut self) -> Result<(), DatapathError> {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime fills the timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+        let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0);
+        self.live.set(0, ns, 0).map_err(map_err(map_names::L2_LIVE))
     }
 
     /// The MAC of an attached interface.

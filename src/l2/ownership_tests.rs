@@ -108,7 +108,13 @@ fn requests_come_from_candidates() {
         reason: "policy p does not select this node".into(),
     };
     let r = AddrReq::from_candidates(&[c]);
-    assert_eq!(r, vec![AddrReq::new(ip("192.168.1.240"), ServiceName::new("demo", "web"))]);
+    assert_eq!(
+        r,
+        vec![AddrReq::new(
+            ip("192.168.1.240"),
+            ServiceName::new("demo", "web")
+        )]
+    );
 }
 
 /// A random cluster: member names, addresses, and who advertises what.
@@ -117,7 +123,16 @@ fn cluster() -> impl Strategy<Value = (Vec<MemberView>, Vec<IpAddr>)> {
         let addrs: Vec<IpAddr> = pool(count / 2)
             .into_iter()
             .chain((0..count - count / 2).map(|i| {
-                IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, u16::try_from(i).unwrap()))
+                IpAddr::V6(Ipv6Addr::new(
+                    0xfd00,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    1,
+                    u16::try_from(i).unwrap(),
+                ))
             }))
             .collect();
         let k = addrs.len();

@@ -1,5 +1,10 @@
 //! The L2 responder's map: addresses this node announces, per interface.
 
+/// The responder answers only while the agent's heartbeat (CLOCK_MONOTONIC ns in the one-entry
+/// `fe_l2live_v1` array, refreshed every 100 ms) is at most this old: a killed or frozen agent
+/// stops claiming its addresses at once, while the rest of the datapath keeps running.
+pub const L2_HEARTBEAT_GRACE_NS: u64 = 400_000_000;
+
 /// Key: an announced address on one interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -9,7 +9,7 @@
 mod l2;
 mod nat;
 
-pub use l2::{L2Key, L2Value};
+pub use l2::{L2_HEARTBEAT_GRACE_NS, L2Key, L2Value};
 mod sock;
 
 pub use nat::{
@@ -38,6 +38,7 @@ pub mod map_names {
     pub const DEVICES: &str = "fe_dev_v1";
     pub const SOURCE_RANGES: &str = "fe_srcrng_v1";
     pub const L2_ADDRS: &str = "fe_l2addr_v1";
+    pub const L2_LIVE: &str = "fe_l2live_v1";
 }
 
 /// Capacity of each map (entries).

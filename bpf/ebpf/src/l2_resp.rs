@@ -5,10 +5,10 @@
 use aya_ebpf::{
     helpers::generated::bpf_redirect, programs::TcContext,
 };
-use ferrite_abi::{FAMILY_V4, FAMILY_V6, L2Key};
+use ferrite_abi::{FAMILY_V4, FAMILY_V6, L2_HEARTBEAT_GRACE_NS, L2Key};
 
 use crate::TCX_NEXT;
-use crate::maps::L2_ADDRS;
+use crate::maps::{L2_ADDRS, L2_LIVE};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_ARP: u16 = 0x0806;
@@ -29,6 +29,15 @@ fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
+/// Whether the agent is alive (fresh heartbeat).
+#[inline(always)]
+fn agent_alive() -> bool {
+    let Some(beat) = L2_LIVE.get(0) else { return false };
+    // SAFETY: plain helper call.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    now.wrapping_sub(*beat) <= L2_HEARTBEAT_GRACE_NS
+}
+
 #[inline(always)]
 fn bounce(ctx: &TcContext) -> i32 {
     // SAFETY: plain helper call; egress of the receiving interface.
@@ -40,6 +49,7 @@ fn bounce(ctx: &TcContext) -> i32 {
 pub fn respond(ctx: &mut TcContext) -> i32 {
     let Ok(proto) = ctx.load::<u16>(12) else { return TCX_NEXT };
     let answered = match u16::from_be(proto) {
+        _ if !agent_alive() => None,
         ETH_P_ARP => arp(ctx),
         ETH_P_IPV6 => ndp(ctx),
         _ => None,

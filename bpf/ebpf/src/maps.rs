@@ -53,5 +53,9 @@ pub static SOURCE_RANGES: LpmTrie<SrcRangeData, u8> = LpmTrie::pinned(map_sizes:
 
 use ferrite_abi::{L2Key, L2Value};
 
+/// The agent's heartbeat (monotonic ns), index 0.
+#[map(name = "fe_l2live_v1")]
+pub static L2_LIVE: aya_ebpf::maps::Array<u64> = aya_ebpf::maps::Array::pinned(1, 0);
+
 #[map(name = "fe_l2addr_v1")]
 pub static L2_ADDRS: HashMap<L2Key, L2Value> = HashMap::pinned(map_sizes::L2_ADDRS, 0);

@@ -155,7 +155,10 @@ pub fn parse_peers(list: &str) -> Result<Vec<SocketAddr>, MembershipError> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             p.parse::<SocketAddr>()
-                .or_else(|_| p.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DEFAULT_PORT)))
+                .or_else(|_| {
+                    p.parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+                })
                 .map_err(|_| MembershipError::BadPeer(p.to_owned()))
         })
         .collect()
@@ -205,7 +208,10 @@ mod tests {
         let ok = MembershipConfig::new("n1", "10.0.0.1:7946".parse().unwrap());
         ok.validate().unwrap();
         let any = MembershipConfig::new("n1", "0.0.0.0:7946".parse().unwrap());
-        assert!(matches!(any.validate(), Err(MembershipError::UnspecifiedBind(_))));
+        assert!(matches!(
+            any.validate(),
+            Err(MembershipError::UnspecifiedBind(_))
+        ));
         let long = MembershipConfig::new("x".repeat(256), "10.0.0.1:7946".parse().unwrap());
         assert!(matches!(long.validate(), Err(MembershipError::BadName(_))));
     }
@@ -213,12 +219,19 @@ mod tests {
     #[test]
     fn peers_parse_with_default_port() {
         let peers = parse_peers(" 10.0.0.1:7000, 10.0.0.2 ,[fd00::3]:7946,fd00::4,").unwrap();
-        let want: Vec<SocketAddr> = ["10.0.0.1:7000", "10.0.0.2:7946", "[fd00::3]:7946", "[fd00::4]:7946"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let want: Vec<SocketAddr> = [
+            "10.0.0.1:7000",
+            "10.0.0.2:7946",
+            "[fd00::3]:7946",
+            "[fd00::4]:7946",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         assert_eq!(peers, want);
-        assert!(matches!(parse_peers("10.0.0.1:x"), Err(MembershipError::BadPeer(p)) if p == "10.0.0.1:x"));
+        assert!(
+            matches!(parse_peers("10.0.0.1:x"), Err(MembershipError::BadPeer(p)) if p == "10.0.0.1:x")
+        );
         assert!(parse_peers("").unwrap().is_empty());
     }
 

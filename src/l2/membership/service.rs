@@ -275,10 +275,18 @@ fn log_event(event: &Event, complaints: &mut Complaints) {
         } => {
             let from = from.map_or("unknown", MemberState::as_str);
             match to {
-                MemberState::Alive => info!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member up"),
-                MemberState::Suspect => info!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member suspect"),
-                MemberState::Dead => warn!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member down"),
-                MemberState::Left => info!(member = %name, %addr, from, incarnation, unix_ms = at, "member left"),
+                MemberState::Alive => {
+                    info!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member up")
+                }
+                MemberState::Suspect => {
+                    info!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member suspect")
+                }
+                MemberState::Dead => {
+                    warn!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member down")
+                }
+                MemberState::Left => {
+                    info!(member = %name, %addr, from, incarnation, unix_ms = at, "member left")
+                }
             }
         }
         Event::Eligibility {
@@ -290,7 +298,9 @@ fn log_event(event: &Event, complaints: &mut Complaints) {
             claim,
             accused_by,
             incarnation,
-        } => warn!(claim = %claim, accused_by = %accused_by, incarnation, unix_ms = at, "refuted a claim about this node"),
+        } => {
+            warn!(claim = %claim, accused_by = %accused_by, incarnation, unix_ms = at, "refuted a claim about this node")
+        }
         Event::NameConflict { addr } => {
             if complaints.should_log(*addr, "name") {
                 error!(peer = %addr, "another agent uses this node's member name; give every node a unique name");

@@ -1,8 +1,8 @@
 //! The SWIM state machine in a simulated network: virtual time, per-packet latency, random
 //! loss, partitions, crashed and frozen members. Deterministic (seeded).
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -109,8 +109,13 @@ impl Sim {
             }
             let latency = Duration::from_micros(200 + u64::try_from(self.rng.below(800)).unwrap());
             self.seq += 1;
-            self.flight
-                .push(Reverse((self.now + latency, self.seq, j, addr(i), wire::encode(&packet))));
+            self.flight.push(Reverse((
+                self.now + latency,
+                self.seq,
+                j,
+                addr(i),
+                wire::encode(&packet),
+            )));
         }
     }
 
@@ -137,7 +142,11 @@ impl Sim {
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
-            let at = if packet_first { next_packet.unwrap() } else { next_timer.unwrap().0 };
+            let at = if packet_first {
+                next_packet.unwrap()
+            } else {
+                next_timer.unwrap().0
+            };
             if at > until {
                 break;
             }
@@ -188,7 +197,12 @@ impl Sim {
         view.get(&name(member)).map(|m| m.state)
     }
 
-    fn all_see(&self, observers: &[usize], member: usize, pred: impl Fn(MemberState) -> bool) -> bool {
+    fn all_see(
+        &self,
+        observers: &[usize],
+        member: usize,
+        pred: impl Fn(MemberState) -> bool,
+    ) -> bool {
         observers
             .iter()
             .all(|&o| self.state(o, member).is_some_and(&pred))
@@ -201,7 +215,13 @@ impl Sim {
     }
 
     /// First time after `since` at which `observer` logged `member` as `to`.
-    fn first(&self, since: Duration, observer: usize, member: usize, to: MemberState) -> Option<Duration> {
+    fn first(
+        &self,
+        since: Duration,
+        observer: usize,
+        member: usize,
+        to: MemberState,
+    ) -> Option<Duration> {
         self.log.iter().find_map(|(t, o, e)| match e {
             Event::Member { name: n, to: s, .. }
                 if *t >= since && *o == observer && *n == name(member) && *s == to =>
@@ -215,7 +235,15 @@ impl Sim {
     fn dead_events(&self) -> usize {
         self.log
             .iter()
-            .filter(|(_, _, e)| matches!(e, Event::Member { to: MemberState::Dead, .. }))
+            .filter(|(_, _, e)| {
+                matches!(
+                    e,
+                    Event::Member {
+                        to: MemberState::Dead,
+                        ..
+                    }
+                )
+            })
             .count()
     }
 }
@@ -253,7 +281,10 @@ fn crash_detection_time_meets_the_design_budget() {
         sim.run_for(ms(3000));
         let detected = survivors
             .iter()
-            .map(|&o| sim.first(crash, o, victim, MemberState::Dead).expect("declared dead"))
+            .map(|&o| {
+                sim.first(crash, o, victim, MemberState::Dead)
+                    .expect("declared dead")
+            })
             .max()
             .unwrap();
         times.push(detected);
@@ -262,7 +293,10 @@ fn crash_detection_time_meets_the_design_budget() {
     times.sort();
     let (median, worst) = (percentile(&times, 50), *times.last().unwrap());
     let p90 = percentile(&times, 90);
-    assert!(median <= ms(600), "median {median:?} (p90 {p90:?}, worst {worst:?})");
+    assert!(
+        median <= ms(600),
+        "median {median:?} (p90 {p90:?}, worst {worst:?})"
+    );
     assert!(worst <= ms(1500), "worst {worst:?}");
 }
 
@@ -276,7 +310,10 @@ fn two_member_cluster_detects_with_the_minimum_suspicion() {
     sim.run_for(ms(2000));
     let t = sim.first(crash, 0, 1, MemberState::Dead).unwrap();
     // At most: one probe period to notice + one to fail + suspicion_min (+ latency).
-    assert!(t <= timing.probe_interval * 2 + timing.suspicion_min + ms(10), "{t:?}");
+    assert!(
+        t <= timing.probe_interval * 2 + timing.suspicion_min + ms(10),
+        "{t:?}"
+    );
 }
 
 /// 15% loss on every datagram: probes fail now and then (direct ping and every relay path),
@@ -290,10 +327,25 @@ fn lossy_network_causes_suspicions_but_no_false_deaths() {
         sim.loss_ppm = 150_000;
         sim.run_for(Duration::from_secs(60));
         let count = |pred: fn(&Event) -> bool| sim.log.iter().filter(|(_, _, e)| pred(e)).count();
-        let suspicions = count(|e| matches!(e, Event::Member { to: MemberState::Suspect, .. }));
+        let suspicions = count(|e| {
+            matches!(
+                e,
+                Event::Member {
+                    to: MemberState::Suspect,
+                    ..
+                }
+            )
+        });
         let refutations = count(|e| matches!(e, Event::Refuted { .. }));
-        assert!(suspicions > 0 && refutations > 0, "seed {seed}: refutation not exercised");
-        assert_eq!(sim.dead_events(), 0, "seed {seed}: {suspicions} suspicions, not all refuted in time");
+        assert!(
+            suspicions > 0 && refutations > 0,
+            "seed {seed}: refutation not exercised"
+        );
+        assert_eq!(
+            sim.dead_events(),
+            0,
+            "seed {seed}: {suspicions} suspicions, not all refuted in time"
+        );
         sim.loss_ppm = 0;
         sim.run_for(ms(500));
         assert!(sim.converged(&[0, 1, 2, 3, 4]));
@@ -325,10 +377,22 @@ fn frozen_member_is_declared_dead_then_refutes_when_it_wakes() {
     sim.run_for(ms(1000));
     assert!(sim.converged(&[0, 1, 2]), "rejoined after SIGCONT");
     assert!(sim.nodes[2].as_ref().unwrap().incarnation() > inc_before);
-    assert!(sim.log.iter().any(|(t, o, e)| *t >= cont && *o == 2 && matches!(e, Event::Refuted { .. })));
+    assert!(
+        sim.log
+            .iter()
+            .any(|(t, o, e)| *t >= cont && *o == 2 && matches!(e, Event::Refuted { .. }))
+    );
     // The frozen node's own stale probe does not make it accuse a healthy peer.
     let accused = sim.log.iter().any(|(t, o, e)| {
-        *t >= cont && *o == 2 && matches!(e, Event::Member { to: MemberState::Suspect, .. })
+        *t >= cont
+            && *o == 2
+            && matches!(
+                e,
+                Event::Member {
+                    to: MemberState::Suspect,
+                    ..
+                }
+            )
     });
     assert!(!accused, "the woken node suspected a healthy member");
 }
@@ -337,8 +401,12 @@ fn frozen_member_is_declared_dead_then_refutes_when_it_wakes() {
 fn partition_both_sides_own_everything_then_heal_to_one_owner() {
     let mut sim = Sim::new(3, &Timing::default(), 11);
     sim.run_for(ms(600));
-    let reqs = [AddrReq::new("192.168.1.240".parse().unwrap(), ServiceName::default())];
-    let owners = |sim: &Sim, i: usize| assign(&reqs, &sim.nodes[i].as_ref().unwrap().view().members);
+    let reqs = [AddrReq::new(
+        "192.168.1.240".parse().unwrap(),
+        ServiceName::default(),
+    )];
+    let owners =
+        |sim: &Sim, i: usize| assign(&reqs, &sim.nodes[i].as_ref().unwrap().view().members);
     let whole = owners(&sim, 0);
     assert_eq!(whole.len(), 1);
     sim.cut_between(&[0], &[1, 2]);
@@ -351,7 +419,10 @@ fn partition_both_sides_own_everything_then_heal_to_one_owner() {
     let heal = sim.now;
     sim.cut.clear();
     sim.run_for(Duration::from_secs(3));
-    assert!(sim.converged(&[0, 1, 2]), "merged after the partition healed");
+    assert!(
+        sim.converged(&[0, 1, 2]),
+        "merged after the partition healed"
+    );
     for i in 0..3 {
         assert_eq!(owners(&sim, i), whole, "node {i} after the merge");
     }
@@ -359,7 +430,10 @@ fn partition_both_sides_own_everything_then_heal_to_one_owner() {
     let merged = (0..3)
         .flat_map(|o| (0..3).filter(move |m| *m != o).map(move |m| (o, m)))
         .filter(|&(o, m)| (o == 0) != (m == 0))
-        .map(|(o, m)| sim.first(heal, o, m, MemberState::Alive).expect("seen alive again"))
+        .map(|(o, m)| {
+            sim.first(heal, o, m, MemberState::Alive)
+                .expect("seen alive again")
+        })
         .max()
         .unwrap();
     assert!(merged <= ms(1500), "merge took {merged:?}");
@@ -412,7 +486,11 @@ fn a_goodbye_moves_ownership_at_once() {
     assert!(sim.all_see(&[1, 2], 0, |s| s == MemberState::Left));
     sim.nodes[0] = None;
     sim.run_for(ms(3000));
-    assert_eq!(sim.dead_events(), 0, "a member that left is not probed to death");
+    assert_eq!(
+        sim.dead_events(),
+        0,
+        "a member that left is not probed to death"
+    );
 }
 
 #[test]
@@ -433,7 +511,10 @@ fn a_new_process_at_an_old_address_does_not_keep_the_old_name_alive() {
     sim.run_for(ms(3000));
     assert!(sim.all_see(&[0, 1], 2, |s| s == MemberState::Dead));
     let view = sim.nodes[0].as_ref().unwrap().view();
-    assert_eq!(view.get("n2-replacement").map(|m| m.state), Some(MemberState::Alive));
+    assert_eq!(
+        view.get("n2-replacement").map(|m| m.state),
+        Some(MemberState::Alive)
+    );
 }
 
 #[test]
@@ -447,11 +528,25 @@ fn other_clusters_are_ignored() {
         msg: wire::Msg::Gossip,
         records: Vec::new(),
     };
-    sim.nodes[0].as_mut().unwrap().handle_packet(at, addr(9), stranger);
+    sim.nodes[0]
+        .as_mut()
+        .unwrap()
+        .handle_packet(at, addr(9), stranger);
     sim.flush(0);
     sim.run_for(ms(500));
-    assert!(sim.nodes[0].as_ref().unwrap().view().get("intruder").is_none());
-    assert!(sim.log.iter().any(|(_, _, e)| matches!(e, Event::ForeignCluster { .. })));
+    assert!(
+        sim.nodes[0]
+            .as_ref()
+            .unwrap()
+            .view()
+            .get("intruder")
+            .is_none()
+    );
+    assert!(
+        sim.log
+            .iter()
+            .any(|(_, _, e)| matches!(e, Event::ForeignCluster { .. }))
+    );
 }
 
 #[test]

@@ -427,7 +427,10 @@ impl Swim {
         // see live, that only warrants a suspicion (it refutes if alive), as in memberlist.
         if from_sync
             && record.state == MemberState::Dead
-            && self.table.get(&record.name).is_some_and(|m| m.state.is_live())
+            && self
+                .table
+                .get(&record.name)
+                .is_some_and(|m| m.state.is_live())
         {
             record.state = MemberState::Suspect;
         }

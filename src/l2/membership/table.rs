@@ -272,22 +272,55 @@ mod tests {
         use MemberState::{Alive, Dead, Left, Suspect};
         let now = Instant::now();
         let mut t = Table::default();
-        assert!(matches!(t.apply(&rec("b", 5, Alive, "b"), now), Outcome::Changed { old: None, .. }));
+        assert!(matches!(
+            t.apply(&rec("b", 5, Alive, "b"), now),
+            Outcome::Changed { old: None, .. }
+        ));
         assert_eq!(t.apply(&rec("b", 4, Dead, "a"), now), Outcome::Stale);
         assert_eq!(t.apply(&rec("b", 5, Alive, "b"), now), Outcome::Stale);
-        assert!(matches!(t.apply(&rec("b", 5, Suspect, "a"), now), Outcome::Changed { old: Some(Alive), .. }));
+        assert!(matches!(
+            t.apply(&rec("b", 5, Suspect, "a"), now),
+            Outcome::Changed {
+                old: Some(Alive),
+                ..
+            }
+        ));
         assert_eq!(t.apply(&rec("b", 5, Suspect, "c"), now), Outcome::Confirmed);
         assert_eq!(t.apply(&rec("b", 5, Suspect, "c"), now), Outcome::Stale);
         assert_eq!(t.get("b").unwrap().suspectors.len(), 2);
         // Alive at the same incarnation does not clear a suspicion; a refutation (higher) does.
         assert_eq!(t.apply(&rec("b", 5, Alive, "b"), now), Outcome::Stale);
-        assert!(matches!(t.apply(&rec("b", 6, Alive, "b"), now), Outcome::Changed { old: Some(Suspect), .. }));
+        assert!(matches!(
+            t.apply(&rec("b", 6, Alive, "b"), now),
+            Outcome::Changed {
+                old: Some(Suspect),
+                ..
+            }
+        ));
         assert!(t.get("b").unwrap().suspectors.is_empty());
-        assert!(matches!(t.apply(&rec("b", 6, Dead, "a"), now), Outcome::Changed { old: Some(Alive), .. }));
+        assert!(matches!(
+            t.apply(&rec("b", 6, Dead, "a"), now),
+            Outcome::Changed {
+                old: Some(Alive),
+                ..
+            }
+        ));
         assert_eq!(t.apply(&rec("b", 6, Suspect, "a"), now), Outcome::Stale);
-        assert!(matches!(t.apply(&rec("b", 6, Left, "b"), now), Outcome::Changed { old: Some(Dead), .. }));
+        assert!(matches!(
+            t.apply(&rec("b", 6, Left, "b"), now),
+            Outcome::Changed {
+                old: Some(Dead),
+                ..
+            }
+        ));
         // A restarted member comes back with a higher incarnation.
-        assert!(matches!(t.apply(&rec("b", 9, Alive, "b"), now), Outcome::Changed { old: Some(Left), .. }));
+        assert!(matches!(
+            t.apply(&rec("b", 9, Alive, "b"), now),
+            Outcome::Changed {
+                old: Some(Left),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -319,15 +352,24 @@ mod tests {
         let mut t = Table::default();
         t.apply(&rec("b", 1, MemberState::Alive, "b"), now);
         let (r, old) = t.suspect("b", &me, now).unwrap();
-        assert_eq!((r.state, r.from.as_str(), old), (MemberState::Suspect, "a", MemberState::Alive));
+        assert_eq!(
+            (r.state, r.from.as_str(), old),
+            (MemberState::Suspect, "a", MemberState::Alive)
+        );
         assert!(t.suspect("b", &me, now).is_none(), "already counted");
         t.apply(&rec("b", 1, MemberState::Suspect, "c"), now);
         assert_eq!(t.get("b").unwrap().suspectors.len(), 2);
         let d = t.declare_dead("b", &me, now).unwrap();
         assert_eq!(d.state, MemberState::Dead);
         assert!(t.declare_dead("b", &me, now).is_none());
-        assert!(t.forget(now + Duration::from_secs(1), Duration::from_secs(5)).is_empty());
-        assert_eq!(t.forget(now + Duration::from_secs(5), Duration::from_secs(5)), vec![NodeName::new("b")]);
+        assert!(
+            t.forget(now + Duration::from_secs(1), Duration::from_secs(5))
+                .is_empty()
+        );
+        assert_eq!(
+            t.forget(now + Duration::from_secs(5), Duration::from_secs(5)),
+            vec![NodeName::new("b")]
+        );
         assert!(t.get("b").is_none());
     }
 

@@ -59,10 +59,21 @@ pub struct Record {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
-    Ping { seq: u32, target: NodeName },
-    Ack { seq: u32 },
-    PingReq { seq: u32, target: NodeName, target_addr: SocketAddr },
-    Sync { reply: bool },
+    Ping {
+        seq: u32,
+        target: NodeName,
+    },
+    Ack {
+        seq: u32,
+    },
+    PingReq {
+        seq: u32,
+        target: NodeName,
+        target_addr: SocketAddr,
+    },
+    Sync {
+        reply: bool,
+    },
     Gossip,
 }
 
@@ -123,7 +134,9 @@ pub fn header_len(from: &str, msg: &Msg) -> usize {
 /// A stable 32-bit tag of a cluster name (FNV-1a).
 #[must_use]
 pub fn cluster_tag(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn put_name(buf: &mut Vec<u8>, name: &str) {
@@ -437,7 +450,10 @@ mod tests {
         bad_state[state_at] = 77;
         assert!(matches!(
             decode(&bad_state),
-            Err(WireError::UnknownTag { what: "member state", tag: 77 })
+            Err(WireError::UnknownTag {
+                what: "member state",
+                tag: 77
+            })
         ));
         let mut bad_name = encode(&packet(Msg::Gossip, vec![]));
         bad_name[10] = 0xff; // first byte of the sender name "node-a"

@@ -63,7 +63,8 @@ impl Swim {
                 self.suspect(now, &p.target);
             }
             self.start_probe(now);
-            self.next_probe = if stalled { now } else { self.next_probe } + self.timing.probe_interval;
+            self.next_probe =
+                if stalled { now } else { self.next_probe } + self.timing.probe_interval;
         }
         self.expire_suspicions(now);
         self.relays.retain(|r| r.expires > now);
