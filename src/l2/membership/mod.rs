@@ -25,22 +25,26 @@
 //!   dependency.
 //!
 //! # Partitions
-//! Both sides of a partition declare the other side dead after the detection time (≈0.5 s),
-//! and from then on each side owns every address it has eligible members for — so an address
-//! can be announced from both sides for as long as the partition lasts. There is deliberately
-//! no quorum: on one L2 segment a membership partition almost always *is* a split of the
-//! segment (the protocol runs on the announcing network), and then each side's clients only
-//! hear their side's answers, which is the most available outcome; a quorum would instead turn
-//! "two of three nodes died" into a total outage. What bounds the damage:
-//! - a node that loses its announcing NIC loses its eligibility locally at once (the lead's
-//!   link watcher), so an isolated node never claims anything;
-//! - when the partition heals, rejoin syncs (every `rejoin_interval`, 1 s) reach the dead
-//!   members, each side refutes the other's death claims, and within about one rejoin interval
-//!   plus a round trip every node has the same view again — rendezvous hashing then leaves
-//!   exactly one owner per address;
-//! - dual announcement while membership is cut but L2 is not (a firewall dropping the port,
-//!   a frozen agent whose in-kernel responder still answers) is the remaining case: the
-//!   announcer side must bound it (e.g. a responder deadline refreshed by the agent).
+//! Both sides of a partition declare the other side dead after the detection time (≈0.5 s,
+//! ≤1.2 s) and from then on each side owns every address it has live eligible members for, so
+//! an address can be announced from both sides for as long as the partition lasts. There is
+//! deliberately no quorum: the protocol runs on the announcing network, so a membership
+//! partition is almost always a split of the L2 segment itself, where each side's clients only
+//! hear their own side's answers — the most available outcome. A quorum would turn "two of three
+//! nodes died" into a total outage, and a two-node cluster could never fail over. Bounds:
+//! - a node whose announcing NIC goes down loses its eligibility locally at once (the agent's
+//!   interface watch), so the isolated side of a NIC failure never claims anything; the others
+//!   stop hearing it and take over after the detection time;
+//! - a killed or frozen agent stops answering within the responder heartbeat (400 ms), before
+//!   the others take over (≈0.5 s): no overlap, only a gap clients ride out on their ARP cache;
+//! - when a partition heals, rejoin syncs (every `rejoin_interval`, 1 s) reach the members
+//!   declared dead, each side refutes the other's death claims (a peer's "dead" only makes a
+//!   member we see live suspect, so healthy members do not flap), and within one rejoin interval
+//!   plus a round trip (≤1 s; 0.1–0.6 s measured after a link-down in the netns lab) every
+//!   node has the same view again, and rendezvous hashing leaves exactly one owner per address;
+//! - the case left unbounded is membership cut while L2 still connects the sides (a firewall
+//!   dropping UDP 7946 between nodes): both owners answer until it is fixed. `member down` logs
+//!   on both sides at the same moment are the symptom.
 
 mod config;
 mod service;

@@ -75,7 +75,7 @@ impl Membership {
         let started_ms = unix_ms();
         let seed = started_ms
             ^ u64::from(std::process::id()).rotate_left(32)
-            ^ super::super::ownership::score(local_addr.ip(), &cfg.node_name);
+            ^ crate::l2::ownership::score(local_addr.ip(), &cfg.node_name);
         let swim = Swim::new(
             Identity {
                 name: cfg.node_name.clone(),
@@ -274,32 +274,31 @@ fn log_event(event: &Event, complaints: &mut Complaints) {
             reported_by,
         } => {
             let from = from.map_or("unknown", MemberState::as_str);
-            match to {
-                MemberState::Alive => {
-                    info!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member up")
-                }
-                MemberState::Suspect => {
-                    info!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member suspect")
-                }
-                MemberState::Dead => {
-                    warn!(member = %name, %addr, from, incarnation, reported_by = %reported_by, unix_ms = at, "member down")
-                }
-                MemberState::Left => {
-                    info!(member = %name, %addr, from, incarnation, unix_ms = at, "member left")
-                }
+            let what = match to {
+                MemberState::Alive => "member up",
+                MemberState::Suspect => "member suspect",
+                MemberState::Dead => "member down",
+                MemberState::Left => "member left",
+            };
+            if *to == MemberState::Dead {
+                warn!(member = %name, %addr, from, incarnation, %reported_by, unix_ms = at, "{what}");
+            } else {
+                info!(member = %name, %addr, from, incarnation, %reported_by, unix_ms = at, "{what}");
             }
         }
         Event::Eligibility {
             name,
             incarnation,
             addresses,
-        } => info!(member = %name, incarnation, addresses, unix_ms = at, "member eligibility"),
+        } => {
+            info!(member = %name, incarnation, addresses, unix_ms = at, "member eligibility");
+        }
         Event::Refuted {
             claim,
             accused_by,
             incarnation,
         } => {
-            warn!(claim = %claim, accused_by = %accused_by, incarnation, unix_ms = at, "refuted a claim about this node")
+            warn!(%claim, %accused_by, incarnation, unix_ms = at, "refuted a claim about this node");
         }
         Event::NameConflict { addr } => {
             if complaints.should_log(*addr, "name") {

@@ -123,7 +123,7 @@ pub struct Aim {
 }
 
 /// Internet checksum (RFC 1071) of `chunks` laid end to end (each of even length but the last).
-fn checksum(chunks: &[&[u8]]) -> u16 {
+pub(crate) fn checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     let mut odd: Option<u8> = None;
     for chunk in chunks {
@@ -143,7 +143,7 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
     !u16::try_from(sum).expect("folded to 16 bits")
 }
 
-fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
+pub(crate) fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(40);
     if let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) {
         p.extend_from_slice(&s.octets());
