@@ -33,6 +33,8 @@ fn unix_ms() -> u64 {
 /// One node: its netns, LAN port and the running member (fields drop in this order).
 struct NodeLab {
     child: Option<Child>,
+    /// The member's stdin: `eligible ADDR,...` and `leave` commands.
+    stdin: Option<std::process::ChildStdin>,
     port: LanPort,
     netns: Netns,
     ip: IpAddr,
@@ -81,6 +83,7 @@ impl Cluster {
             let ip = if v6 { port.v6.addr() } else { port.v4.addr() };
             nodes.push(NodeLab {
                 child: None,
+                stdin: None,
                 port,
                 netns,
                 ip,
@@ -119,11 +122,12 @@ impl Cluster {
         cmd.args(["l2-member", "--bind", &bind, "--name", &name(i)])
             .args(["--peers", &self.peers, "--eligible", ADDRESSES])
             .env("FERRITE_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = Child::spawn(&mut cmd).expect("spawn ferrite l2-member");
         let stdout = child.inner_mut().stdout.take().expect("piped stdout");
+        node.stdin = child.inner_mut().stdin.take();
         let (tx, generation) = (self.sender.clone(), node.generation);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -188,6 +192,12 @@ impl Cluster {
             let gone = matches!(state_of(v, &name(member)), Some("dead" | "left"));
             (at >= since && gone).then_some(at)
         })
+    }
+
+    fn tell(&mut self, i: usize, command: &str) {
+        use std::io::Write;
+        let stdin = self.nodes[i].stdin.as_mut().expect("member stdin");
+        writeln!(stdin, "{command}").expect("write to the member's stdin");
     }
 
     fn child(&mut self, i: usize) -> &mut Child {
@@ -349,4 +359,61 @@ fn ipv6_members_detect_a_crash() {
         let (d, _) = trial(&mut c, Fault::Kill, victim, Duration::from_millis(50));
         println!("IPv6 kill -9 of n{victim}: detected by every survivor after {d} ms");
     }
+}
+
+/// The paths that need no failure detection: a member that withdraws an address (its last local
+/// endpoint went away under externalTrafficPolicy Local) and a member that says goodbye are
+/// heard by every other member within a round trip.
+#[test]
+fn withdrawn_eligibility_and_goodbyes_move_ownership_at_once() {
+    let mut c = Cluster::new(false);
+    let all = [0, 1, 2];
+    assert!(c.wait(Duration::from_secs(10), |c| c.converged(&all, &all)));
+    let addr = "192.168.77.240";
+    let owner_of =
+        |c: &Cluster, o: usize| c.owners(o).and_then(|v| v[addr].as_str()).map(String::from);
+    let owner = owner_of(&c, 0).expect("an owner");
+    let owner_index: usize = owner[1..].parse().expect("nN");
+    let keep: Vec<&str> = ADDRESSES.split(',').filter(|a| *a != addr).collect();
+    let t0 = Instant::now();
+    c.tell(owner_index, &format!("eligible {}", keep.join(",")));
+    let moved = |c: &Cluster| {
+        all.iter()
+            .all(|&o| owner_of(c, o).is_some_and(|n| n != owner))
+    };
+    assert!(
+        c.wait(GENEROUS, moved),
+        "{addr} stayed with {owner}: {:?}",
+        c.latest
+    );
+    println!(
+        "withdrawn eligibility: {addr} moved off {owner} everywhere after {:?}",
+        t0.elapsed()
+    );
+    assert!(c.wait(Duration::from_secs(2), |c| {
+        all.windows(2).all(|w| c.owners(w[0]) == c.owners(w[1]))
+    }));
+
+    let leaver = (owner_index + 1) % 3;
+    let others: Vec<usize> = all.iter().copied().filter(|i| *i != leaver).collect();
+    let t1 = Instant::now();
+    c.tell(leaver, "leave");
+    let gone = |c: &Cluster| others.iter().all(|&o| c.sees(o, leaver, &["left"]));
+    assert!(
+        c.wait(GENEROUS, gone),
+        "goodbye of n{leaver} not heard: {:?}",
+        c.latest
+    );
+    println!(
+        "goodbye: n{leaver} seen as left everywhere after {:?}",
+        t1.elapsed()
+    );
+    let exited = c
+        .child(leaver)
+        .wait_timeout(Duration::from_secs(5))
+        .expect("wait");
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "l2-member exits 0 after leave: {exited:?}"
+    );
 }

@@ -143,7 +143,7 @@ fn tcp(
 
 #[test]
 fn an_allocated_address_serves_tcp_and_udp_to_clients_in_the_cgroup() {
-    let (pods, mut agent) = lab("ipam1", 2);
+    let (pods, mut agent) = lab("ip1", 2);
     agent.write(
         "pool.yaml",
         &pool_yaml("lan", &["198.51.100.0/29", "2001:db8::/125"]),
@@ -210,7 +210,7 @@ fn an_allocated_address_serves_tcp_and_udp_to_clients_in_the_cgroup() {
 
 #[test]
 fn services_share_an_address_by_key_unless_their_ports_collide() {
-    let (pods, mut agent) = lab("ipam2", 1);
+    let (pods, mut agent) = lab("ip2", 1);
     agent.write(
         "pool.yaml",
         &pool_yaml("lan", &["198.51.100.10-198.51.100.19"]),
@@ -225,14 +225,14 @@ fn services_share_an_address_by_key_unless_their_ports_collide() {
             &[("lbipam.cilium.io/sharing-key", "dns")],
         ),
         lb_yaml(
-            "clash",
+            "web-tcp",
             &[("http", 53, "TCP")],
             "",
             &[("ferrite.dev/sharing-key", "dns")],
         ),
     ]
     .join("---\n");
-    let slices = ["dns-tcp", "dns-udp", "clash"]
+    let slices = ["dns-tcp", "dns-udp", "web-tcp"]
         .map(|s| endpoints(&pods, s, 1))
         .join("");
     agent.write("dns.yaml", &(yaml + &slices));
@@ -240,7 +240,7 @@ fn services_share_an_address_by_key_unless_their_ports_collide() {
 
     wait_for_service(&agent, "test/dns-tcp", "satisfied", &["198.51.100.10"]);
     wait_for_service(&agent, "test/dns-udp", "satisfied", &["198.51.100.10"]);
-    let view = wait_for_service(&agent, "test/clash", "satisfied", &["198.51.100.11"]);
+    let view = wait_for_service(&agent, "test/web-tcp", "satisfied", &["198.51.100.11"]);
     assert_eq!(
         pool_entry(&view, "lan").expect("lan")["used"],
         2,
@@ -281,7 +281,7 @@ fn services_share_an_address_by_key_unless_their_ports_collide() {
 
 #[test]
 fn exhausting_the_pool_is_reported_and_a_deleted_service_frees_its_address() {
-    let (pods, mut agent) = lab("ipam3", 1);
+    let (pods, mut agent) = lab("ip3", 1);
     agent.write("pool.yaml", &pool_yaml("tiny", &["198.51.100.0/30"]));
     for name in ["a", "b", "c"] {
         let yaml = lb_yaml(name, &[("http", 80, "TCP")], "", &[]) + &endpoints(&pods, name, 1);
@@ -320,7 +320,7 @@ fn exhausting_the_pool_is_reported_and_a_deleted_service_frees_its_address() {
 
 #[test]
 fn a_restarted_agent_keeps_every_address() {
-    let (pods, mut agent) = lab("ipam4", 1);
+    let (pods, mut agent) = lab("ip4", 1);
     agent.write("pool.yaml", &pool_yaml("lan", &["198.51.100.0/28"]));
     agent.write(
         "z.yaml",
@@ -354,14 +354,14 @@ fn a_restarted_agent_keeps_every_address() {
 
 #[test]
 fn bad_or_overlapping_pools_are_reported_and_the_rest_keeps_working() {
-    let (pods, mut agent) = lab("ipam5", 1);
+    let (pods, mut agent) = lab("ip5", 1);
     let pools_yaml = [
         // Cilium's kind, moved as is.
         pool_yaml("cilium", &["198.51.100.32/30"])
             .replace("ferrite.dev/v1alpha1", "cilium.io/v2alpha1")
             .replace("kind: LoadBalancerIPPool", "kind: CiliumLoadBalancerIPPool"),
         pool_yaml("broken", &["198.51.100.64/33", "198.51.100.9-198.51.100.1"]),
-        pool_yaml("overlap", &["198.51.100.34"]),
+        pool_yaml("overlap", &["198.51.100.34/32"]),
     ]
     .join("---\n");
     agent.write("pools.yaml", &pools_yaml);

@@ -13,7 +13,7 @@ use tracing::{error, info};
 
 use crate::api::{self, ApiState, DatapathStatus, SourceErrorView, Status};
 use crate::datapath::{DatapathConfig, DatapathError, HostConfig, HostLb, SockLb};
-use crate::lbipam::{IpamState, Store};
+use crate::lbipam::IpamState;
 use crate::model::Snapshot;
 use crate::source::{SourceSpec, dir::DirSource};
 
@@ -140,14 +140,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         None => None,
     };
-    // With the `dir:` source the allocations persist in the state dir; with the Kubernetes source
-    // they live in services' status (adopted from there).
-    let lbipam = match &cfg.source {
-        SourceSpec::Dir(_) => IpamState::persistent(Store::new(&cfg.state_dir)),
-        SourceSpec::Kube => IpamState::in_memory(),
-    };
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
-        .with_lbipam(lbipam);
+        .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir));
     match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
         Ok(part) => reconciler.l2 = Some(part),
         Err(e) => error!(error = %e, "L2 announcements unavailable"),

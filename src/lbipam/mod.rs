@@ -5,7 +5,7 @@
 //!   which address ([`Allocation`]), with a [`crate::model::ServiceIpamStatus`] per service and a
 //!   [`crate::model::PoolStatus`] per pool. No IO, deterministic, property-tested.
 //! - [`IpamState`] runs it on every snapshot in the agent and, with the `dir:` source, persists
-//!   allocations in [`Store`] (`--state-dir/lbipam.json`) so a restart keeps them.
+//!   allocations in `--state-dir/lbipam.json` ([`store`]) so a restart keeps them.
 //! - [`lb_ips`] gives the load balancer the extra frontend addresses of each service.
 //!
 //! # Who writes status (Kubernetes source)
@@ -41,7 +41,6 @@ pub use allocate::Allocation;
 #[cfg(test)]
 pub use allocate::allocate;
 pub use state::IpamState;
-pub use store::Store;
 
 use crate::model::ServiceName;
 

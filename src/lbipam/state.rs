@@ -1,7 +1,7 @@
 //! The agent's side of LB IPAM: runs the allocator on every snapshot with the previous round's
 //! result as input, logs what changed, and (with a state directory) persists allocations.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use tracing::{error, info, warn};
 
@@ -10,6 +10,7 @@ use super::{
     store::Store,
 };
 use crate::model::{IpamReason, ServiceName, Snapshot};
+use crate::source::SourceSpec;
 
 /// Allocation state carried from one reconcile to the next.
 #[derive(Debug, Default)]
@@ -49,6 +50,15 @@ impl IpamState {
             store: Some(store),
             saved,
             last: Allocation::default(),
+        }
+    }
+
+    /// The state for an agent reading `source`: with the `dir:` source allocations persist in
+    /// `state_dir`; with the Kubernetes source they live in services' status (adopted from there).
+    pub fn for_source(source: &SourceSpec, state_dir: &Path) -> Self {
+        match source {
+            SourceSpec::Dir(_) => Self::persistent(Store::new(state_dir)),
+            SourceSpec::Kube => Self::in_memory(),
         }
     }
 

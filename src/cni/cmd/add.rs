@@ -191,7 +191,7 @@ fn commit(store: &Store, a: &Attachment, owner: Owner, expected: usize) -> Resul
         }
         .into());
     }
-    locked.save(&state)?;
+    locked.save_atomic(&state)?;
     Ok(())
 }
 
@@ -214,7 +214,7 @@ fn rollback(
     let released = store.lock(LOCK_TIMEOUT).and_then(|locked| {
         let mut state = locked.load()?;
         let gone: Vec<Allocation> = state.take(|x| x.belongs_to(a) && x.pending == Some(owner));
-        locked.save(&state)?;
+        locked.save_atomic(&state)?;
         Ok(gone)
     });
     match released {

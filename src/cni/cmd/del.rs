@@ -24,7 +24,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let mut state = locked.load()?;
     let released = state.release(a);
     if !released.is_empty() {
-        locked.save(&state)?;
+        locked.save_atomic(&state)?;
     }
     info!(
         container = %a.container_id,

@@ -4,8 +4,12 @@
 //! * The lock is held only while reading, changing and writing the state (never while
 //!   talking netlink on the ADD path), so concurrent plugins serialise on a few milliseconds.
 //! * The kernel drops a `flock` when its holder dies, so `kill -9` cannot wedge the store.
-//! * Writes go to `state.json.tmp`, are fsynced, renamed over `state.json`, and the directory
-//!   is fsynced: a crash leaves either the old or the new state, never a torn one.
+//! * Writes go to `state.json.tmp` and are renamed over `state.json`: a killed process leaves
+//!   the old or the new state, never a torn one. Writes that reserve addresses are also fsynced
+//!   (file, then directory) before the interfaces exist, so the reservation — and every change
+//!   before it, the state being one file — is on disk. Commits and releases are not fsynced:
+//!   they matter only until the next reboot, after which every allocation is void anyway
+//!   (boot id check), and a state file torn by a power cut is older than the boot and ignored.
 //! * An ADD first records its reservation as pending (with its pid and start time), then
 //!   configures the interfaces, then commits. A reservation whose process is gone is
 //!   reclaimed (with its half-built veth) by the next plugin run, GC or the agent.
@@ -81,6 +85,16 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(io_err("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                return Ok(Locked {
+                    _file: file,
+                    dir: self.dir.clone(),
+                });
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("flock", &path)(e)),
+        }
         // flock(2) has no timeout: wait on a helper thread. If we give up, the thread still
         // gets the lock eventually, finds nobody listening and drops it.
         let (tx, rx) = mpsc::channel();
@@ -119,11 +133,21 @@ impl Locked {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(IpamState::default()),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
-        let mut state: IpamState =
-            serde_json::from_slice(&text).map_err(|source| IpamError::Corrupt {
-                path: path.clone(),
-                source,
-            })?;
+        let mut state: IpamState = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            // A power cut can leave a half-written file behind; it predates this boot, when
+            // every allocation it could hold became void.
+            Err(_) if written_before_boot(&path) => {
+                warn!(store = %self.dir.display(), "state file from before the last boot is unreadable: starting empty");
+                return Ok(IpamState::default());
+            }
+            Err(source) => {
+                return Err(IpamError::Corrupt {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
         let boot = boot_id();
         if !boot.is_empty() && !state.boot_id.is_empty() && state.boot_id != boot {
             warn!(
@@ -136,8 +160,19 @@ impl Locked {
         Ok(state)
     }
 
-    /// Writes `state` crash-safely (temp file, fsync, rename, fsync of the directory).
+    /// Writes `state` durably: temp file, fsync, rename, fsync of the directory. For writes
+    /// that reserve addresses.
     pub fn save(&self, state: &IpamState) -> Result<(), IpamError> {
+        self.write(state, true)
+    }
+
+    /// Writes `state` atomically (temp file, rename) without waiting for the disk: for commits
+    /// and releases (see the module docs).
+    pub fn save_atomic(&self, state: &IpamState) -> Result<(), IpamError> {
+        self.write(state, false)
+    }
+
+    fn write(&self, state: &IpamState, durable: bool) -> Result<(), IpamError> {
         let mut state = state.clone();
         state.boot_id = boot_id();
         let json = serde_json::to_vec_pretty(&state).map_err(|source| IpamError::Corrupt {
@@ -153,13 +188,32 @@ impl Locked {
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
         f.write_all(&json).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+        }
         drop(f);
         let path = self.dir.join(STATE);
         std::fs::rename(&tmp, &path).map_err(io_err("rename to", &path))?;
+        if !durable {
+            return Ok(());
+        }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("fsync", &self.dir))
+    }
+}
+
+/// Whether `path` was last modified before the machine booted.
+fn written_before_boot(path: &Path) -> bool {
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok());
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (uptime, modified) {
+        (Some(up), Some(m)) => std::time::SystemTime::now()
+            .checked_sub(Duration::from_secs_f64(up))
+            .is_some_and(|boot| m < boot),
+        _ => false,
     }
 }
 

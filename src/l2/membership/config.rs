@@ -198,8 +198,10 @@ mod tests {
         let mut bad = Timing::default();
         bad.ack_timeout = bad.probe_interval;
         assert!(matches!(bad.validate(), Err(MembershipError::BadTiming(_))));
-        let mut bad = Timing::default();
-        bad.suspicion_max = Duration::from_millis(100);
+        let bad = Timing {
+            suspicion_max: Duration::from_millis(100),
+            ..Timing::default()
+        };
         assert!(bad.validate().is_err());
     }
 

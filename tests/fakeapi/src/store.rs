@@ -62,8 +62,8 @@ pub enum Write {
 #[derive(Default)]
 pub struct Store {
     pub(crate) rv: u64,
-    pub(crate) uid: u64,
-    pub(crate) objects: BTreeMap<Key, Stored>,
+    uid: u64,
+    objects: BTreeMap<Key, Stored>,
     pub(crate) history: VecDeque<Event>,
     /// A watch from a resourceVersion older than this gets `410 Gone`.
     pub(crate) compacted: u64,
@@ -93,7 +93,7 @@ impl Store {
             .contains_key(&key(crd, "", &resource.crd_name()))
     }
 
-    pub(crate) fn render(resource: &Resource, stored: &Stored, type_meta: bool) -> Value {
+    fn render(resource: &Resource, stored: &Stored, type_meta: bool) -> Value {
         let mut value = stored.value.clone();
         if let Value::Object(map) = &mut value {
             if type_meta {
@@ -446,7 +446,6 @@ impl Store {
         }
         Ok(rendered)
     }
-
 }
 
 fn items_last(items: &[Value]) -> (String, String) {

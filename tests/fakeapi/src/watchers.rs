@@ -30,7 +30,7 @@ pub struct Event {
 }
 
 pub struct Watcher {
-    resource: &'static Resource,
+    pub resource: &'static Resource,
     namespace: Option<String>,
     labels: Selector,
     fields: Selector,
@@ -188,4 +188,3 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     line.push('\n');
     Bytes::from(line)
 }
-

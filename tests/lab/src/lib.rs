@@ -5,7 +5,10 @@
 //! between node namespaces) and [`NsLab`] (nodes with pods, outside clients and per-node
 //! agents on one LAN, for north-south load balancing). Traffic tools that also back the
 //! `ferrite-lab` binary: [`serve`], [`probe`], [`rate`], [`http`], [`raw`] (malformed
-//! frames), with their JSON reports in [`report`]. [`manifest`] writes `NodePort` and
+//! frames), with their JSON reports in [`report`]. L2 announcements: [`l2raw`] (ARP/NDP
+//! requests, answer watcher, malformed ARP/NDP catalog), [`timeline`] (a request loop with
+//! per-attempt times) and [`l2lab`] (the north-south lab with announcing agents and failover
+//! trials). [`manifest`] writes `NodePort` and
 //! `LoadBalancer` services as Kubernetes YAML and [`kubeproxy`] as kube-proxy's iptables rules.
 //!
 //! Names of namespaces and cgroups are `PREFIX-PID-N`; [`cleanup_stale`] removes those left by
@@ -18,6 +21,8 @@ pub mod cmd;
 pub mod errno;
 pub mod http;
 pub mod kubeproxy;
+pub mod l2lab;
+pub mod l2raw;
 pub mod lab;
 pub mod manifest;
 pub mod name;
@@ -29,6 +34,7 @@ pub mod raw;
 pub mod report;
 pub mod serve;
 pub mod sock;
+pub mod timeline;
 pub mod veth;
 pub mod wait;
 

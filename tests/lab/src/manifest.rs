@@ -253,6 +253,45 @@ impl NsService {
     }
 }
 
+/// A `ferrite.dev/v1alpha1 L2AnnouncementPolicy` announcing the `LoadBalancer` and external
+/// IPs of every service on interfaces matching `interfaces` (regexes), on every node.
+#[must_use]
+pub fn l2_policy_yaml(name: &str, interfaces: &[&str]) -> String {
+    let list = interfaces
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "---\napiVersion: ferrite.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata:\n  name: {name}\nspec:\n  interfaces: [{list}]\n  loadBalancerIPs: true\n  externalIPs: true\n"
+    )
+}
+
+/// A `ferrite.dev/v1alpha1 LoadBalancerIPPool` with one CIDR block, for every service.
+#[must_use]
+pub fn ip_pool_yaml(name: &str, cidr: &Cidr) -> String {
+    format!(
+        "---\napiVersion: ferrite.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata:\n  name: {name}\nspec:\n  blocks:\n  - cidr: {cidr}\n"
+    )
+}
+
+/// A `v1 Node` with labels and an `InternalIP`.
+#[must_use]
+pub fn node_yaml(name: &str, internal_ip: IpAddr, labels: &[(&str, &str)]) -> String {
+    let mut out = format!("---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n");
+    if !labels.is_empty() {
+        out.push_str("  labels:\n");
+        for (k, v) in labels {
+            let _ = writeln!(out, "    {k}: \"{v}\"");
+        }
+    }
+    let _ = write!(
+        out,
+        "status:\n  addresses:\n  - type: InternalIP\n    address: {internal_ip}\n  - type: Hostname\n    address: {name}\n"
+    );
+    out
+}
+
 fn quoted<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()
@@ -305,6 +344,15 @@ mod tests {
             assert!(y.contains(needle), "{needle:?} missing from\n{y}");
         }
         assert_eq!(s.port("dns").node_port, Some(30053));
+
+        let p = l2_policy_yaml("lan", &["^eth[0-9]+"]);
+        assert!(p.contains("kind: L2AnnouncementPolicy\n"), "{p}");
+        assert!(p.contains("  interfaces: [\"^eth[0-9]+\"]\n"), "{p}");
+        let pool = ip_pool_yaml("lan", &"192.168.50.208/28".parse().unwrap());
+        assert!(pool.contains("  - cidr: 192.168.50.208/28\n"), "{pool}");
+        let n = node_yaml("node1", "192.168.50.1".parse().unwrap(), &[("zone", "a")]);
+        assert!(n.contains("    zone: \"a\"\n"), "{n}");
+        assert!(n.contains("  - type: InternalIP\n    address: 192.168.50.1\n"), "{n}");
 
         let np = NsService::node_port("np", "10.96.0.11".parse().unwrap(), 31080);
         let y = np.to_yaml();

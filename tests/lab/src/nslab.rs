@@ -410,6 +410,16 @@ impl NodeAgent {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGKILL`, ...) to the agent process.
+    pub fn signal(&self, signal: i32) -> Result<(), NsLabError> {
+        match &self.child {
+            Some(c) => c
+                .signal(signal)
+                .map_err(|e| NsLabError::Other(format!("agent on {}: {e}", self.node))),
+            None => Err(NsLabError::Other(format!("no agent process on {}", self.node))),
+        }
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child
@@ -465,6 +475,8 @@ impl NodeAgent {
 impl Drop for NodeAgent {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A test may have frozen it (SIGSTOP): SIGTERM would wait for a SIGCONT.
+            let _ = c.signal(libc::SIGCONT);
             let _ = c.stop(Duration::from_secs(3));
         }
         let mut cleanup = Command::new(&self.ferrite);
@@ -717,14 +729,27 @@ impl NsLab {
 
     /// Starts agents on every node, in parallel.
     pub fn start_agents(&mut self, config: &AgentConfig) -> Result<(), NsLabError> {
+        self.start_agents_each(|_, _| config.clone())
+    }
+
+    /// Starts agents on every node, in parallel, each with the configuration `config` gives
+    /// for (node index, node) — e.g. per-node `--l2-bind` addresses.
+    pub fn start_agents_each(
+        &mut self,
+        config: impl Fn(usize, &Node) -> AgentConfig + Sync,
+    ) -> Result<(), NsLabError> {
+        let config = &config;
         let results: Vec<Result<NodeAgent, NsLabError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .nodes
                 .iter()
-                .map(|node| {
+                .enumerate()
+                .map(|(i, node)| {
                     let (manifests, work, prefix) =
                         (&self.manifests, self.work.path(), &self.config.prefix);
-                    scope.spawn(move || NodeAgent::start(config, node, manifests, work, prefix))
+                    scope.spawn(move || {
+                        NodeAgent::start(&config(i, node), node, manifests, work, prefix)
+                    })
                 })
                 .collect();
             handles
@@ -841,6 +866,17 @@ impl NsLab {
         Ok(self.clients[client]
             .ns()
             .run(|| http::get(target, path, Duration::from_secs(2)))?)
+    }
+
+    /// (Re)installs node `i`'s routes to the other nodes' pod subnets (a link going down
+    /// administratively takes them away).
+    pub fn add_node_routes(&self, i: usize) -> Result<(), NsLabError> {
+        let node = &self.nodes[i];
+        for other in self.nodes.iter().filter(|o| o.name != node.name) {
+            Route::via(other.pod_cidr_v4(), IpAddr::V4(other.v4())).add(node.ns())?;
+            Route::via(other.pods.config().v6.network(), IpAddr::V6(other.v6())).add(node.ns())?;
+        }
+        Ok(())
     }
 
     /// Re-routes client `client`'s LB range via node `node`.

@@ -31,7 +31,7 @@ const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 /// A MAC address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Mac(pub [u8; 6]);
 
 impl fmt::Display for Mac {

@@ -1,0 +1,573 @@
+//! [`L2Lab`]: the north-south lab ([`NsLab`]) with L2 announcements: every node runs
+//! `ferrite agent --devices eth0 --l2-bind NODE_IP:7946 --l2-peers OTHERS`, and `LoadBalancer`
+//! IPs come from the LAN subnet itself, so clients (which have no route for them) resolve them
+//! on-link with ARP / neighbor discovery and the elected node answers. [`L2Lab::trial`] breaks
+//! the owner (`kill -9`, `SIGSTOP`, link down) while a client polls the address with ARP and
+//! another keeps making requests, and measures the failover.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::l2raw::{AnswerKind, Watch, WatchLog};
+use crate::nslab::{AgentConfig, LAN_IFNAME, NsLab, NsLabConfig, NsLabError};
+use crate::raw::Mac;
+use crate::timeline::{Attempt, RequestLoop, failures, first_ok_after, longest_outage};
+use crate::wait::wait_until;
+
+/// The `LoadBalancer` addresses of the lab's services, on the LAN subnet (192.168.50.0/24,
+/// fd00:50::/64) so clients resolve them on-link.
+pub const LB_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 200);
+pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x50, 0, 0, 0, 0, 0, 0x200);
+/// On the LAN, announced by nobody.
+pub const UNOWNED_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 201);
+pub const UNOWNED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x50, 0, 0, 0, 0, 0, 0x201);
+/// UDP port of the membership protocol.
+pub const MEMBER_PORT: u16 = 7946;
+/// The interface regex of the lab's `L2AnnouncementPolicy`.
+pub const POLICY_INTERFACES: &str = "^eth[0-9]+";
+
+/// How a trial breaks the owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// `kill -9` of the agent (its pinned datapath stays).
+    Kill,
+    /// `SIGSTOP` of the agent (frozen; `SIGCONT` heals it).
+    Stop,
+    /// `ip link set eth0 down` in the node.
+    LinkDown,
+}
+
+impl Fault {
+    pub const ALL: [Self; 3] = [Self::Kill, Self::Stop, Self::LinkDown];
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Kill => "kill -9",
+            Self::Stop => "SIGSTOP",
+            Self::LinkDown => "link down",
+        })
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kill" => Ok(Self::Kill),
+            "stop" => Ok(Self::Stop),
+            "link-down" => Ok(Self::LinkDown),
+            other => Err(format!("unknown fault {other:?} (kill, stop, link-down)")),
+        }
+    }
+}
+
+/// Pacing of a [`L2Lab::trial`].
+#[derive(Clone, Debug)]
+pub struct TrialTiming {
+    /// ARP request interval of the poller (client2).
+    pub poll: Duration,
+    /// Pause between requests of the request loop (client1).
+    pub request_interval: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Observation before the fault.
+    pub before: Duration,
+    /// Observation after a new owner is agreed (and after healing).
+    pub settle: Duration,
+    /// Longest wait for a new owner or for the healed steady state.
+    pub limit: Duration,
+}
+
+impl Default for TrialTiming {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(20),
+            request_interval: Duration::from_millis(20),
+            request_timeout: Duration::from_millis(250),
+            before: Duration::from_millis(500),
+            settle: Duration::from_millis(1500),
+            limit: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What one failover trial measured. Times are milliseconds after the fault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trial {
+    pub fault: Fault,
+    pub old_owner: String,
+    /// The owner the surviving agents agreed on.
+    pub new_owner: Option<String>,
+    /// First announcement (gratuitous ARP) or reply from any other node's MAC.
+    pub announce_ms: Option<f64>,
+    /// First reply to the poller's ARP requests from another node's MAC: the failover time a
+    /// client resolving the address sees.
+    pub reply_ms: Option<f64>,
+    /// Whether the MAC that took over is the agreed new owner's.
+    pub takeover_by_new_owner: bool,
+    /// The old owner's last ARP reply after the fault (how long its responder kept answering).
+    pub old_last_reply_ms: Option<f64>,
+    /// First successful request that started after the fault.
+    pub first_ok_ms: Option<f64>,
+    /// Longest time without a successful request between the fault and healing.
+    pub outage_ms: Option<f64>,
+    pub failed_requests: usize,
+    /// Polls answered by more than one MAC, before healing (fault phase and the 0.5 s before).
+    pub double_answers: usize,
+    /// Polls nobody answered, before healing.
+    pub unanswered_polls: usize,
+    /// Polls answered by more than one MAC while healing and after.
+    pub heal_double_answers: usize,
+    /// Longest time without a successful request while healing and after.
+    pub heal_outage_ms: Option<f64>,
+    /// The client's neighbor entry for the address just before healing.
+    pub client_neighbor: Option<String>,
+}
+
+fn ms_since(t0: Instant, t: Instant) -> f64 {
+    t.saturating_duration_since(t0).as_secs_f64() * 1e3
+}
+
+/// The lab with agents that announce `LoadBalancer` IPs.
+#[derive(Debug)]
+pub struct L2Lab {
+    lab: NsLab,
+    base: AgentConfig,
+    /// Faults in force, by node.
+    impaired: Vec<Option<Fault>>,
+}
+
+impl L2Lab {
+    /// Builds `nodes` nodes with `pods_per_node` pods each and two clients on the LAN; agents
+    /// are started by [`L2Lab::start_agents`].
+    pub fn build(
+        prefix: &str,
+        nodes: usize,
+        pods_per_node: usize,
+        base: AgentConfig,
+        lab_bin: &Path,
+    ) -> Result<Self, NsLabError> {
+        let lab = NsLab::build(
+            NsLabConfig {
+                prefix: prefix.into(),
+                nodes,
+                pods_per_node,
+                clients: 2,
+                ..NsLabConfig::default()
+            },
+            lab_bin,
+        )?;
+        for node in lab.nodes() {
+            // Keep the node's IPv6 address when a test pulls its cable.
+            node.port.iface().conf(6, "keep_addr_on_down", "1")?;
+        }
+        Ok(Self {
+            impaired: vec![None; nodes],
+            lab,
+            base,
+        })
+    }
+
+    #[must_use]
+    pub fn lab(&self) -> &NsLab {
+        &self.lab
+    }
+
+    pub fn lab_mut(&mut self) -> &mut NsLab {
+        &mut self.lab
+    }
+
+    /// `--l2-bind` and `--l2-peers` for node `i`.
+    #[must_use]
+    pub fn l2_args(&self, i: usize) -> Vec<String> {
+        l2_args(&self.lab, i)
+    }
+
+    /// The agent configuration of node `i`: the base one plus its L2 flags.
+    #[must_use]
+    pub fn agent_config(&self, i: usize) -> AgentConfig {
+        let mut c = self.base.clone();
+        c.extra_args.extend(self.l2_args(i));
+        c
+    }
+
+    /// Starts every node's agent (in parallel).
+    pub fn start_agents(&mut self) -> Result<(), NsLabError> {
+        let base = self.base.clone();
+        let lab = &mut self.lab;
+        let args: Vec<Vec<String>> = (0..lab.nodes().len()).map(|i| l2_args(lab, i)).collect();
+        lab.start_agents_each(|i, _| {
+            let mut c = base.clone();
+            c.extra_args.extend(args[i].iter().cloned());
+            c
+        })
+    }
+
+    /// Replaces node `i`'s agent by a fresh one (the old one is stopped and cleaned up).
+    pub fn restart_agent(&mut self, i: usize) -> Result<(), NsLabError> {
+        let config = self.agent_config(i);
+        self.lab.start_agent(i, &config)
+    }
+
+    /// `ferrite l2 -o json` of node `i`'s agent.
+    pub fn view(&self, i: usize) -> Result<Value, NsLabError> {
+        let out = self.lab.agent(i).cli(&["l2", "-o", "json"])?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| NsLabError::Other(format!("`ferrite l2 -o json` is not JSON: {e}")))
+    }
+
+    /// `ferrite l2` (the table) of node `i`'s agent.
+    pub fn view_table(&self, i: usize) -> Result<String, NsLabError> {
+        let out = self.lab.agent(i).cli(&["l2"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Index of the node called `name`.
+    #[must_use]
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.lab.nodes().iter().position(|n| n.name == name)
+    }
+
+    /// MAC of node `i`'s LAN interface.
+    pub fn mac(&self, i: usize) -> Result<Mac, NsLabError> {
+        self.lab.node(i).mac()
+    }
+
+    /// Nodes with a healthy agent (no fault in force).
+    #[must_use]
+    pub fn healthy(&self) -> Vec<usize> {
+        (0..self.lab.nodes().len())
+            .filter(|i| self.impaired[*i].is_none())
+            .collect()
+    }
+
+    /// The owner of `addr` if every healthy agent lists exactly the healthy nodes as members
+    /// and names the same owner, which says it announces the address on an interface.
+    pub fn agreed_owner(&self, addr: IpAddr) -> Result<usize, String> {
+        let healthy = self.healthy();
+        let names: BTreeSet<String> = healthy
+            .iter()
+            .map(|i| self.lab.node(*i).name.clone())
+            .collect();
+        let mut owner: Option<String> = None;
+        for &i in &healthy {
+            let v = self.view(i).map_err(|e| e.to_string())?;
+            let members: BTreeSet<String> = v["members"]
+                .as_array()
+                .map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            if members != names {
+                return Err(format!(
+                    "{} sees members {members:?}, not {names:?}",
+                    self.lab.node(i).name
+                ));
+            }
+            let Some(entry) = address_entry(&v, addr) else {
+                return Err(format!("{} does not list {addr}", self.lab.node(i).name));
+            };
+            let this = entry["owner"].as_str().map(str::to_owned);
+            match (&owner, this) {
+                (_, None) => {
+                    return Err(format!("{} sees no owner of {addr}", self.lab.node(i).name));
+                }
+                (None, Some(o)) => owner = Some(o),
+                (Some(a), Some(b)) if *a != b => {
+                    return Err(format!("owners disagree on {addr}: {a} vs {b}"));
+                }
+                _ => {}
+            }
+        }
+        let owner = owner.ok_or_else(|| "no healthy agent".to_owned())?;
+        let index = self
+            .node_index(&owner)
+            .ok_or_else(|| format!("owner {owner} is not a lab node"))?;
+        if !healthy.contains(&index) {
+            return Err(format!("owner {owner} is not healthy"));
+        }
+        let v = self.view(index).map_err(|e| e.to_string())?;
+        if address_entry(&v, addr).and_then(|e| e["interface"].as_str()).is_none() {
+            return Err(format!("{owner} owns {addr} but announces it on no interface"));
+        }
+        Ok(index)
+    }
+
+    /// Waits until [`L2Lab::agreed_owner`] holds; `Err` has the last reason it did not.
+    pub fn wait_owner(&self, addr: IpAddr, timeout: Duration) -> Result<usize, String> {
+        let mut last = Err("not checked".to_owned());
+        let _ = wait_until(timeout, Duration::from_millis(50), || {
+            last = self.agreed_owner(addr);
+            last.is_ok()
+        });
+        last.map_err(|e| format!("no agreed owner of {addr} within {timeout:?}: {e}"))
+    }
+
+    /// Breaks node `i` with `fault`.
+    pub fn fault(&mut self, i: usize, fault: Fault) -> Result<(), NsLabError> {
+        match fault {
+            Fault::Kill => self.lab.agent(i).signal(libc::SIGKILL)?,
+            Fault::Stop => self.lab.agent(i).signal(libc::SIGSTOP)?,
+            Fault::LinkDown => {
+                self.lab
+                    .node(i)
+                    .ns()
+                    .ip_run(["link", "set", LAN_IFNAME, "down"])?;
+            }
+        }
+        self.impaired[i] = Some(fault);
+        Ok(())
+    }
+
+    /// Undoes the fault on node `i`: a fresh agent after `kill -9`, `SIGCONT`, link up.
+    pub fn heal(&mut self, i: usize) -> Result<(), NsLabError> {
+        match self.impaired[i] {
+            None => return Ok(()),
+            Some(Fault::Kill) => self.restart_agent(i)?,
+            Some(Fault::Stop) => self.lab.agent(i).signal(libc::SIGCONT)?,
+            Some(Fault::LinkDown) => {
+                self.lab
+                    .node(i)
+                    .ns()
+                    .ip_run(["link", "set", LAN_IFNAME, "up"])?;
+                // Taking the link down administratively removed the routes through it.
+                self.lab.add_node_routes(i)?;
+            }
+        }
+        self.impaired[i] = None;
+        Ok(())
+    }
+
+    /// The MAC client `client`'s kernel has for `addr` (`ip neigh`), with its state.
+    pub fn client_neighbor(&self, client: usize, addr: IpAddr) -> Result<Option<String>, NsLabError> {
+        let out = self.lab.client(client).ns().ip_run([
+            "neigh",
+            "show",
+            &addr.to_string(),
+            "dev",
+            LAN_IFNAME,
+        ])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.lines().next().and_then(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let mac = words
+                .iter()
+                .position(|w| *w == "lladdr")
+                .and_then(|p| words.get(p + 1))?;
+            Some(format!("{mac} {}", words.last().unwrap_or(&"")))
+        }))
+    }
+
+    /// One failover trial on `addr` (IPv4) with TCP `port`: waits for an agreed owner, starts
+    /// the ARP poller (client2) and the request loop (client1), breaks the owner, waits for
+    /// the survivors to agree on a new owner, heals, waits for the steady state again.
+    pub fn trial(
+        &mut self,
+        addr: Ipv4Addr,
+        port: u16,
+        fault: Fault,
+        timing: &TrialTiming,
+    ) -> Result<Trial, String> {
+        let ip = IpAddr::V4(addr);
+        let owner = self.wait_owner(ip, timing.limit)?;
+        let old_mac = self.mac(owner).map_err(|e| e.to_string())?;
+        let old_owner = self.lab.node(owner).name.clone();
+        let poller = self.lab.client(1);
+        let watch = Watch::start(
+            poller.ns(),
+            LAN_IFNAME,
+            IpAddr::V4(poller.v4()),
+            ip,
+            timing.poll,
+        )
+        .map_err(|e| format!("ARP poller: {e}"))?;
+        let requests = RequestLoop::start(
+            self.lab.client(0).ns(),
+            SocketAddr::new(ip, port),
+            timing.request_interval,
+            timing.request_timeout,
+        )
+        .map_err(|e| format!("request loop: {e}"))?;
+        std::thread::sleep(timing.before);
+        let t_start = Instant::now() - timing.before;
+        let t0 = Instant::now();
+        self.fault(owner, fault).map_err(|e| e.to_string())?;
+        let new_owner = wait_until(timing.limit, Duration::from_millis(20), || {
+            self.agreed_owner(ip).is_ok_and(|o| o != owner)
+        })
+        .ok()
+        .and_then(|_| self.agreed_owner(ip).ok());
+        std::thread::sleep(timing.settle);
+        let client_neighbor = self.client_neighbor(0, ip).ok().flatten();
+        let t_heal = Instant::now();
+        let healed = self.heal(owner).map_err(|e| e.to_string());
+        let steady = healed.and_then(|()| self.wait_owner(ip, timing.limit));
+        std::thread::sleep(timing.settle);
+        let t_end = Instant::now();
+        let attempts = requests.stop()?;
+        let log = watch.stop().map_err(|e| format!("ARP poller: {e}"))?;
+        steady?;
+        let new_mac = match new_owner {
+            Some(i) => Some(self.mac(i).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(measure(
+            fault,
+            &old_owner,
+            new_owner.map(|i| self.lab.node(i).name.clone()),
+            (old_mac, new_mac),
+            &log,
+            &attempts,
+            (t_start, t0, t_heal, t_end),
+            client_neighbor,
+        ))
+    }
+}
+
+/// The entry of `addr` in a `ferrite l2 -o json` view.
+#[must_use]
+pub fn address_entry(view: &Value, addr: IpAddr) -> Option<&Value> {
+    view["addresses"].as_array()?.iter().find(|a| {
+        a["address"]
+            .as_str()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            == Some(addr)
+    })
+}
+
+/// `--l2-bind NODE_IP:7946 --l2-peers OTHER_IP:7946,...` for node `i` of `lab`.
+#[must_use]
+pub fn l2_args(lab: &NsLab, i: usize) -> Vec<String> {
+    let me = lab.node(i);
+    let peers: Vec<String> = lab
+        .nodes()
+        .iter()
+        .filter(|n| n.name != me.name)
+        .map(|n| format!("{}:{MEMBER_PORT}", n.v4()))
+        .collect();
+    vec![
+        "--l2-bind".into(),
+        format!("{}:{MEMBER_PORT}", me.v4()),
+        "--l2-peers".into(),
+        peers.join(","),
+    ]
+}
+
+#[expect(clippy::too_many_arguments, reason = "one pure computation over a trial's records")]
+fn measure(
+    fault: Fault,
+    old_owner: &str,
+    new_owner: Option<String>,
+    (old_mac, new_mac): (Mac, Option<Mac>),
+    log: &WatchLog,
+    attempts: &[Attempt],
+    (t_start, t0, t_heal, t_end): (Instant, Instant, Instant, Instant),
+    client_neighbor: Option<String>,
+) -> Trial {
+    let takeover = log.first(t0, |a| a.mac != old_mac && a.ip.is_ipv4());
+    let reply = log.first(t0, |a| {
+        a.kind == AnswerKind::Reply && a.eth_dst == log.mac && a.mac != old_mac
+    });
+    Trial {
+        fault,
+        old_owner: old_owner.to_owned(),
+        new_owner,
+        announce_ms: takeover.map(|s| ms_since(t0, s.at)),
+        reply_ms: reply.map(|s| ms_since(t0, s.at)),
+        takeover_by_new_owner: takeover.is_some_and(|s| Some(s.answer.mac) == new_mac),
+        old_last_reply_ms: log
+            .last(t0, t_heal, |a| a.kind == AnswerKind::Reply && a.mac == old_mac)
+            .map(|s| ms_since(t0, s.at)),
+        first_ok_ms: first_ok_after(attempts, t0).map(|a| ms_since(t0, a.end)),
+        outage_ms: longest_outage(attempts, t0, t_heal).map(|d| d.as_secs_f64() * 1e3),
+        failed_requests: failures(attempts, t0, t_heal),
+        double_answers: log.double_answered(t_start, t_heal),
+        unanswered_polls: log.unanswered(t_start, t_heal),
+        heal_double_answers: log.double_answered(t_heal, t_end),
+        heal_outage_ms: longest_outage(attempts, t_heal, t_end).map(|d| d.as_secs_f64() * 1e3),
+        client_neighbor,
+    }
+}
+
+/// Percentiles of a set of millisecond samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub n: usize,
+    pub median: f64,
+    pub p95: f64,
+    pub max: f64,
+    pub min: f64,
+}
+
+impl Distribution {
+    /// Nearest-rank percentiles; `None` without samples.
+    #[must_use]
+    pub fn of(samples: &[f64]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "small positive counts"
+            )]
+            let r = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            v[r - 1]
+        };
+        Some(Self {
+            n: v.len(),
+            median: rank(0.5),
+            p95: rank(0.95),
+            max: v[v.len() - 1],
+            min: v[0],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let d = Distribution::of(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
+        assert_eq!((d.n, d.min, d.median, d.max), (5, 1.0, 3.0, 5.0));
+        assert!((d.p95 - 5.0).abs() < f64::EPSILON);
+        let many: Vec<f64> = (1..=20).map(f64::from).collect();
+        let d = Distribution::of(&many).unwrap();
+        assert!((d.median - 10.0).abs() < f64::EPSILON);
+        assert!((d.p95 - 19.0).abs() < f64::EPSILON);
+        assert!(Distribution::of(&[]).is_none());
+    }
+
+    #[test]
+    fn faults_parse_and_print() {
+        assert_eq!("link-down".parse::<Fault>().unwrap(), Fault::LinkDown);
+        assert!("reboot".parse::<Fault>().is_err());
+        assert_eq!(Fault::Kill.to_string(), "kill -9");
+        assert_eq!(serde_json::to_string(&Fault::LinkDown).unwrap(), "\"link-down\"");
+    }
+
+    #[test]
+    fn views_are_searched_by_address() {
+        let v: Value = serde_json::json!({
+            "node": "node1", "members": ["node1"],
+            "addresses": [{"address": "fd00:50::200", "owner": "node3"}]
+        });
+        assert!(address_entry(&v, "fd00:50:0::200".parse().unwrap()).is_some());
+        assert!(address_entry(&v, "192.168.50.200".parse().unwrap()).is_none());
+    }
+}
