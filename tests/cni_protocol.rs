@@ -141,9 +141,9 @@ fn every_verb_in_every_version() {
         ferrite(node, &no_netns, &c).ok();
 
         // CHECK after DEL reports what is missing.
-        let stale = ferrite(node, &Env::attach("CHECK", "c0", &pod0, "eth0"), &with_prev);
-        stale.err(102);
-        table.push(row(version, "CHECK stale", code_of(&stale)));
+        let after_del = ferrite(node, &Env::attach("CHECK", "c0", &pod0, "eth0"), &with_prev);
+        after_del.err(102);
+        table.push(row(version, "CHECK stale", code_of(&after_del)));
         expected.push(row(version, "CHECK stale", 102));
     }
     eprintln!("version   verb        code\n{}", table.join("\n"));
@@ -152,6 +152,7 @@ fn every_verb_in_every_version() {
 
 /// Every invalid invocation answers its spec code and leaves the host as it was.
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn errors_have_the_spec_codes_and_create_nothing() {
     tools();
     let lab = NodeLab::new("cnie", 1);

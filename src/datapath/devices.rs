@@ -61,7 +61,7 @@ pub fn mac_address(name: &str) -> Result<[u8; 6], DatapathError> {
     }
     // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
     let rc = unsafe {
-        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCGIFHWADDR, &raw mut req)
+        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCGIFHWADDR as _, &raw mut req)
     };
     if rc != 0 {
         return Err(err(std::io::Error::last_os_error()));

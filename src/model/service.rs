@@ -86,9 +86,7 @@ pub enum SessionAffinity {
     #[default]
     None,
     /// `ClientIP` affinity with its timeout in seconds (Kubernetes default 10800).
-    ClientIp {
-        timeout_seconds: u32,
-    },
+    ClientIp { timeout_seconds: u32 },
 }
 
 /// `spec.type` of a Service.

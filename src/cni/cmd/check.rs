@@ -72,30 +72,7 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     }
 
     let net = Net::new()?;
-    let veth = host_ifname(a);
-    if let Some(host) = check_link(
-        &net,
-        net.host(),
-        &veth,
-        Some(conf.mtu),
-        "host end",
-        &mut problems,
-    )? {
-        for (v4, routes) in [
-            (true, net.routes(net.host(), true)?),
-            (false, net.routes(net.host(), false)?),
-        ] {
-            for (ip, _) in expected.iter().filter(|(ip, _)| ip.is_ipv4() == v4) {
-                let dst = IpNet::host(ip.addr());
-                if !routes
-                    .iter()
-                    .any(|r| r.dst == dst && r.oif == Some(host.index))
-                {
-                    problems.push(format!("the host has no route {dst} via {veth}"));
-                }
-            }
-        }
-    }
+    check_host(&net, &host_ifname(a), conf.mtu, &expected, &mut problems)?;
 
     let ns = NetnsFile::open(std::path::Path::new(&netns))?;
     let pod = net.enter(&ns)?;
@@ -123,6 +100,32 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     } else {
         Err(CniError::Check(problems))
     }
+}
+
+/// The host end: up, MTU, and a route to each pod address through it.
+fn check_host(
+    net: &Net,
+    veth: &str,
+    mtu: u32,
+    expected: &[(IpNet, Option<IpAddr>)],
+    problems: &mut Vec<String>,
+) -> Result<(), CniError> {
+    let Some(host) = check_link(net, net.host(), veth, Some(mtu), "host end", problems)? else {
+        return Ok(());
+    };
+    for v4 in [true, false] {
+        let routes = net.routes(net.host(), v4)?;
+        for (ip, _) in expected.iter().filter(|(ip, _)| ip.is_ipv4() == v4) {
+            let dst = IpNet::host(ip.addr());
+            if !routes
+                .iter()
+                .any(|r| r.dst == dst && r.oif == Some(host.index))
+            {
+                problems.push(format!("the host has no route {dst} via {veth}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_link(

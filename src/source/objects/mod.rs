@@ -87,13 +87,17 @@ impl Object {
                 snapshot.nodes.insert(node.name.clone(), *node);
             }
             Self::Namespace(_, namespace) => {
-                snapshot.namespaces.insert(namespace.name.clone(), *namespace);
+                snapshot
+                    .namespaces
+                    .insert(namespace.name.clone(), *namespace);
             }
             Self::Pod(pod) => {
                 snapshot.pods.insert(pod.name.clone(), *pod);
             }
             Self::NetworkPolicy(policy) => {
-                snapshot.network_policies.insert(policy.name.clone(), *policy);
+                snapshot
+                    .network_policies
+                    .insert(policy.name.clone(), *policy);
             }
             Self::L2Policy(_, policy) => {
                 snapshot.l2_policies.insert(policy.name.clone(), *policy);
@@ -157,10 +161,20 @@ pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, Ob
         }
         ("", "Node") => require_version(api_version, "Node", "v1")
             .and_then(|()| node::decode(value))
-            .map(|node| Decoded::Object(Object::Node(ServiceName::new("", node.name.clone()), Box::new(node)))),
+            .map(|node| {
+                Decoded::Object(Object::Node(
+                    ServiceName::new("", node.name.clone()),
+                    Box::new(node),
+                ))
+            }),
         ("", "Namespace") => require_version(api_version, "Namespace", "v1")
             .and_then(|()| cluster::namespace(value))
-            .map(|ns| Decoded::Object(Object::Namespace(ServiceName::new("", ns.name.clone()), Box::new(ns)))),
+            .map(|ns| {
+                Decoded::Object(Object::Namespace(
+                    ServiceName::new("", ns.name.clone()),
+                    Box::new(ns),
+                ))
+            }),
         ("", "Pod") => require_version(api_version, "Pod", "v1")
             .and_then(|()| cluster::pod(value))
             .map(|pod| Decoded::Object(Object::Pod(Box::new(pod)))),
@@ -188,7 +202,10 @@ pub fn decode(api_version: &str, kind: &str, value: Value) -> Result<Decoded, Ob
                 });
             }
             l2_policy::decode(value).map(|policy| {
-                Decoded::Object(Object::L2Policy(ServiceName::new("", policy.name.clone()), Box::new(policy)))
+                Decoded::Object(Object::L2Policy(
+                    ServiceName::new("", policy.name.clone()),
+                    Box::new(policy),
+                ))
             })
         }
         _ => Ok(Decoded::Ignored("kind not read by ferrite")),

@@ -109,10 +109,7 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         session_affinity,
         created_unix: metadata.created_unix()?,
         labels: ObjectMeta::string_map(metadata.labels.as_ref(), "metadata.labels")?,
-        annotations: ObjectMeta::string_map(
-            metadata.annotations.as_ref(),
-            "metadata.annotations",
-        )?,
+        annotations: ObjectMeta::string_map(metadata.annotations.as_ref(), "metadata.annotations")?,
         load_balancer_ip: nonempty(spec.load_balancer_ip.as_deref()),
         load_balancer_class: nonempty(spec.load_balancer_class.as_deref()),
         ip_family_policy: ip_family_policy(spec.ip_family_policy.as_deref())?,
@@ -125,7 +122,9 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
             .map(|p| port_number(p, "spec.healthCheckNodePort"))
             .transpose()?,
         source_ranges: north_south::source_ranges(
-            spec.load_balancer_source_ranges.as_deref().unwrap_or_default(),
+            spec.load_balancer_source_ranges
+                .as_deref()
+                .unwrap_or_default(),
         )?,
         internal_traffic_policy: traffic_policy(spec.internal_traffic_policy.as_deref())?,
     })
