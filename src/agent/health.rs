@@ -27,15 +27,25 @@ pub struct HealthServer {
 pub fn desired(snapshot: &Snapshot, node: &str) -> BTreeMap<u16, (ServiceName, usize)> {
     let mut out = BTreeMap::new();
     for svc in snapshot.services.values() {
-        let Some(port) = svc.health_check_node_port else { continue };
+        let Some(port) = svc.health_check_node_port else {
+            continue;
+        };
         if svc.service_type != ServiceType::LoadBalancer
             || svc.external_traffic_policy != TrafficPolicy::Local
         {
             continue;
         }
         let mut addrs = std::collections::BTreeSet::new();
-        for slice in snapshot.endpoint_slices.values().filter(|s| s.service == svc.name) {
-            for ep in slice.endpoints.iter().filter(|e| e.ready && e.node_name.as_deref() == Some(node)) {
+        for slice in snapshot
+            .endpoint_slices
+            .values()
+            .filter(|s| s.service == svc.name)
+        {
+            for ep in slice
+                .endpoints
+                .iter()
+                .filter(|e| e.ready && e.node_name.as_deref() == Some(node))
+            {
                 addrs.extend(ep.addresses.iter().copied());
             }
         }
@@ -48,7 +58,10 @@ impl HealthServer {
     /// Publishes the counts and opens/closes listeners to match.
     pub fn update(&mut self, wanted: BTreeMap<u16, (ServiceName, usize)>) {
         let ports: Vec<u16> = wanted.keys().copied().collect();
-        *self.counts.write().unwrap_or_else(std::sync::PoisonError::into_inner) = wanted;
+        *self
+            .counts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = wanted;
         self.listeners.retain(|port, task| {
             let keep = ports.contains(port);
             if !keep {
@@ -68,7 +81,8 @@ impl HealthServer {
             }) {
                 Ok(listener) => {
                     info!(port, "health-check port open");
-                    self.listeners.insert(port, tokio::spawn(serve(listener, port, counts)));
+                    self.listeners
+                        .insert(port, tokio::spawn(serve(listener, port, counts)));
                 }
                 Err(e) => warn!(port, error = %e, "cannot open health-check port"),
             }
@@ -78,11 +92,17 @@ impl HealthServer {
 
 async fn serve(listener: tokio::net::TcpListener, port: u16, counts: Counts) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let counts = counts.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |_req| {
-                let entry = counts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&port).cloned();
+                let entry = counts
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&port)
+                    .cloned();
                 async move { Ok::<_, Infallible>(response(entry)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -95,13 +115,20 @@ async fn serve(listener: tokio::net::TcpListener, port: u16, counts: Counts) {
 fn response(entry: Option<(ServiceName, usize)>) -> Response<Full<Bytes>> {
     let (code, body) = match entry {
         Some((name, n)) => (
-            if n > 0 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+            if n > 0 {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
             serde_json::json!({
                 "service": {"namespace": name.namespace, "name": name.name},
                 "localEndpoints": n,
             }),
         ),
-        None => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"localEndpoints": 0})),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"localEndpoints": 0}),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = code;

@@ -14,7 +14,7 @@ use crate::datapath::{DatapathConfig, L2Responder};
 use crate::l2::announce::{Multicast, announce};
 use crate::l2::eligibility::{Candidate, LocalInterface, candidates};
 use crate::l2::membership::{
-    Membership, MembershipConfig, MembershipHandle, MembershipView, MemberState, MemberView,
+    MemberState, MemberView, Membership, MembershipConfig, MembershipHandle, MembershipView,
     seeds_from_nodes,
 };
 use crate::l2::ownership::{AddrReq, assign};
@@ -25,7 +25,7 @@ const BURST: [Duration; 4] = [
     Duration::ZERO,
     Duration::from_millis(100),
     Duration::from_millis(300),
-    Duration::from_millis(1000),
+    Duration::from_secs(1),
 ];
 
 /// `--l2-bind`, `--l2-peers`, `--l2-reannounce-interval`.
@@ -75,7 +75,9 @@ fn local_interfaces() -> Vec<LocalInterface> {
     while !cur.is_null() {
         // SAFETY: a node of the list getifaddrs returned; ifa_name is NUL-terminated.
         let ifa = unsafe { &*cur };
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
         let flags = ifa.ifa_flags;
         let up = flags & (libc::IFF_UP as u32) != 0 && flags & (libc::IFF_RUNNING as u32) != 0;
         if name != "lo" {
@@ -85,11 +87,17 @@ fn local_interfaces() -> Vec<LocalInterface> {
     }
     // SAFETY: head came from getifaddrs.
     unsafe { libc::freeifaddrs(head) };
-    out.into_iter().map(|(name, up)| LocalInterface { name, up }).collect()
+    out.into_iter()
+        .map(|(name, up)| LocalInterface { name, up })
+        .collect()
 }
 
 impl L2Part {
-    pub fn open(dp: &DatapathConfig, node: &str, cfg: L2Config) -> Result<Self, crate::datapath::DatapathError> {
+    pub fn open(
+        dp: &DatapathConfig,
+        node: &str,
+        cfg: L2Config,
+    ) -> Result<Self, crate::datapath::DatapathError> {
         let responder = L2Responder::open(dp)?;
         let membership = match cfg.bind {
             Some(bind) => {
@@ -137,8 +145,12 @@ impl L2Part {
         for p in &problems {
             warn!(policy = %p.policy, problem = %p.message, "L2 announcement policy ignored");
         }
-        let wanted_ifaces: Vec<String> =
-            cands.iter().filter_map(|c| c.interface.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let wanted_ifaces: Vec<String> = cands
+            .iter()
+            .filter_map(|c| c.interface.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if let Err(e) = self.responder.attach(&wanted_ifaces) {
             warn!(error = %e, "attaching the L2 responder");
         }
@@ -147,11 +159,19 @@ impl L2Part {
                 && let Some(bind) = self.cfg.bind
             {
                 let seeds = seeds_from_nodes(&snapshot.nodes, &self.node, bind.ip(), bind.port());
-                if !seeds.is_empty() && let Err(e) = handle.set_seeds(seeds) {
+                if !seeds.is_empty()
+                    && let Err(e) = handle.set_seeds(seeds)
+                {
                     warn!(error = %e, "L2 membership seeds");
                 }
             }
-            handle.set_local_eligibility(cands.iter().filter(|c| c.eligible).map(|c| c.addr).collect());
+            handle.set_local_eligibility(
+                cands
+                    .iter()
+                    .filter(|c| c.eligible)
+                    .map(|c| c.addr)
+                    .collect(),
+            );
         }
         self.candidates = cands;
         self.last_interfaces = interfaces;
@@ -159,7 +179,11 @@ impl L2Part {
     }
 
     /// Interface state poll: a NIC going down must drop eligibility at once.
-    pub fn poll_interfaces(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
+    pub fn poll_interfaces(
+        &mut self,
+        snapshot: &Snapshot,
+        lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
+    ) {
         if let Err(e) = self.responder.heartbeat() {
             warn!(error = %e, "L2 responder heartbeat");
         }
@@ -176,7 +200,12 @@ impl L2Part {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 state: MemberState::Alive,
                 incarnation: 0,
-                eligible: self.candidates.iter().filter(|c| c.eligible).map(|c| c.addr).collect(),
+                eligible: self
+                    .candidates
+                    .iter()
+                    .filter(|c| c.eligible)
+                    .map(|c| c.addr)
+                    .collect(),
                 since_unix_ms: 0,
             }],
         }
@@ -186,7 +215,12 @@ impl L2Part {
     pub fn decide(&mut self) {
         let mut members = self.members();
         // This node's own eligibility is always current locally (the view may lag by a tick).
-        let mine: BTreeSet<IpAddr> = self.candidates.iter().filter(|c| c.eligible).map(|c| c.addr).collect();
+        let mine: BTreeSet<IpAddr> = self
+            .candidates
+            .iter()
+            .filter(|c| c.eligible)
+            .map(|c| c.addr)
+            .collect();
         if let Some(me) = members.iter_mut().find(|m| m.name == self.node.as_str()) {
             me.eligible.clone_from(&mine);
         }
@@ -198,20 +232,36 @@ impl L2Part {
                 continue;
             }
             let Some(iface) = &c.interface else { continue };
-            let (Some(mac), Some(ifindex)) = (self.responder.mac_of(iface), self.responder.ifindex_of(iface)) else {
+            let (Some(mac), Some(ifindex)) = (
+                self.responder.mac_of(iface),
+                self.responder.ifindex_of(iface),
+            ) else {
                 continue;
             };
             let since = self.owned.get(&c.addr).map_or(now, |o| o.since_unix_ms);
-            next.insert(c.addr, Owned { interface: iface.clone(), ifindex, mac, since_unix_ms: since });
+            next.insert(
+                c.addr,
+                Owned {
+                    interface: iface.clone(),
+                    ifindex,
+                    mac,
+                    since_unix_ms: since,
+                },
+            );
         }
-        let set: BTreeSet<(IpAddr, String)> = next.iter().map(|(ip, o)| (*ip, o.interface.clone())).collect();
+        let set: BTreeSet<(IpAddr, String)> = next
+            .iter()
+            .map(|(ip, o)| (*ip, o.interface.clone()))
+            .collect();
         if let Err(e) = self.responder.set_owned(&set) {
             warn!(error = %e, "updating the L2 responder map");
         }
         for (ip, o) in &self.owned {
             if !next.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "stopped announcing");
-                if let IpAddr::V6(v6) = ip && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6) {
+                if let IpAddr::V6(v6) = ip
+                    && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6)
+                {
                     warn!(error = %e, "leaving solicited-node group");
                 }
             }
@@ -219,7 +269,9 @@ impl L2Part {
         for (ip, o) in &next {
             if !self.owned.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "announcing");
-                if let IpAddr::V6(v6) = ip && let Err(e) = self.multicast.join(&o.interface, o.ifindex, *v6) {
+                if let IpAddr::V6(v6) = ip
+                    && let Err(e) = self.multicast.join(&o.interface, o.ifindex, *v6)
+                {
                     warn!(error = %e, "joining solicited-node group");
                 }
                 burst(o.interface.clone(), o.ifindex, o.mac, *ip);
@@ -242,7 +294,11 @@ impl L2Part {
         }
     }
 
-    fn publish(&mut self, owners: &BTreeMap<IpAddr, crate::l2::ownership::NodeName>, members: &[MemberView]) {
+    fn publish(
+        &mut self,
+        owners: &BTreeMap<IpAddr, crate::l2::ownership::NodeName>,
+        members: &[MemberView],
+    ) {
         self.view = L2View {
             node: self.node.clone(),
             members: members.iter().map(|m| m.name.to_string()).collect(),

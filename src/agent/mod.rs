@@ -61,6 +61,78 @@ pub enum AgentError {
     Signal(std::io::Error),
 }
 
+/// The API's initial state: datapath facts, nothing applied yet.
+fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
+    ApiState {
+        status: Status {
+            version: crate::VERSION.to_string(),
+            node_name: cfg.node_name.clone(),
+            source: cfg.source.to_string(),
+            datapath: DatapathStatus {
+                ready: true,
+                bpf_root: cfg.datapath.bpf_root.display().to_string(),
+                cgroup: cfg.datapath.cgroup.display().to_string(),
+                adopted,
+            },
+            last_apply: None,
+            source_errors: Vec::new(),
+        },
+        services: Vec::new(),
+        source_errors: None,
+        pools: api::PoolsView::default(),
+        l2: api::L2View::default(),
+    }
+}
+
+/// Starts the configured source feeding `tx`; returns its error handle.
+async fn start_source(
+    cfg: &AgentConfig,
+    tx: watch::Sender<Arc<Snapshot>>,
+) -> Result<crate::source::dir::ErrorHandle, AgentError> {
+    Ok(match &cfg.source {
+        SourceSpec::Dir(path) => {
+            let source = DirSource::new(path.clone());
+            let errors = source.error_handle();
+            tokio::spawn(source.run(tx, DIR_POLL));
+            errors
+        }
+        SourceSpec::Kube => {
+            crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, tx)
+                .await?
+                .errors
+        }
+    })
+}
+
+/// The north-south datapath when `--devices` is given.
+fn open_host(cfg: &AgentConfig) -> Result<Option<reconcile::HostPart>, AgentError> {
+    let Some(ns) = &cfg.north_south else {
+        return Ok(None);
+    };
+    let host = HostLb::open(&cfg.datapath, &ns.host)?;
+    let ext_state = host.maps.read_state().map_err(AgentError::ReadBack)?;
+    Ok(Some(reconcile::HostPart {
+        lb: host,
+        state: ext_state,
+        nodeport_range: ns.nodeport_range.clone(),
+        table_size: ns.host.table_size,
+        rows: ns.host.rows,
+        health: health::HealthServer::default(),
+    }))
+}
+
+/// Resolves on the next membership view change; never without membership.
+async fn view_change(view_rx: &mut Option<watch::Receiver<crate::l2::membership::MembershipView>>) {
+    match view_rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Runs until SIGINT/SIGTERM. The datapath stays in place when the agent exits.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let sock = SockLb::open(&cfg.datapath)?;
@@ -71,47 +143,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         adopted = sock.adopted,
         "datapath ready"
     );
-
-    let shared = Arc::new(RwLock::new(ApiState {
-        status: Status {
-            version: crate::VERSION.to_string(),
-            node_name: cfg.node_name.clone(),
-            source: cfg.source.to_string(),
-            datapath: DatapathStatus {
-                ready: true,
-                bpf_root: cfg.datapath.bpf_root.display().to_string(),
-                cgroup: cfg.datapath.cgroup.display().to_string(),
-                adopted: sock.adopted,
-            },
-            last_apply: None,
-            source_errors: Vec::new(),
-        },
-        services: Vec::new(),
-        source_errors: None,
-        pools: api::PoolsView::default(),
-        l2: api::L2View::default(),
-    }));
+    let shared = Arc::new(RwLock::new(initial_api_state(&cfg, sock.adopted)));
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
     if let Some(cni) = cfg.cni.clone() {
         crate::cni::install::run_in_agent(cni, rx.clone());
     }
-    let errors = match &cfg.source {
-        SourceSpec::Dir(path) => {
-            let source = DirSource::new(path.clone());
-            let errors = source.error_handle();
-            tokio::spawn(source.run(tx, DIR_POLL));
-            errors
-        }
-        SourceSpec::Kube => {
-            crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, tx).await?.errors
-        }
-    };
-
+    let errors = start_source(&cfg, tx).await?;
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();
     let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
-
     shared
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -125,21 +166,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             })
             .collect()
     }));
-    let host = match &cfg.north_south {
-        Some(ns) => {
-            let host = HostLb::open(&cfg.datapath, &ns.host)?;
-            let ext_state = host.maps.read_state().map_err(AgentError::ReadBack)?;
-            Some(reconcile::HostPart {
-                lb: host,
-                state: ext_state,
-                nodeport_range: ns.nodeport_range.clone(),
-                table_size: ns.host.table_size,
-                rows: ns.host.rows,
-                health: health::HealthServer::default(),
-            })
-        }
-        None => None,
-    };
+
+    let host = open_host(&cfg)?;
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir));
     match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
@@ -147,11 +175,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         Err(e) => error!(error = %e, "L2 announcements unavailable"),
     }
     let mut view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
-    let reannounce = reconciler.l2.as_ref().and_then(l2::L2Part::reannounce_interval);
+    let reannounce = reconciler
+        .l2
+        .as_ref()
+        .and_then(l2::L2Part::reannounce_interval);
     let mut iface_poll = tokio::time::interval(std::time::Duration::from_millis(100));
     iface_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut reannounce_tick =
-        tokio::time::interval(reannounce.unwrap_or(std::time::Duration::from_secs(3600)));
+        tokio::time::interval(reannounce.unwrap_or(std::time::Duration::from_hours(1)));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
     loop {
@@ -164,16 +195,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 let snapshot = rx.borrow_and_update().clone();
                 reconciler.reconcile(&snapshot);
             }
-            () = async {
-                match &mut view_rx {
-                    Some(rx) => {
-                        if rx.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            } => reconciler.l2_refresh(false),
+            () = view_change(&mut view_rx) => reconciler.l2_refresh(false),
             _ = iface_poll.tick() => reconciler.l2_refresh(true),
             _ = reannounce_tick.tick(), if reannounce.is_some() => {
                 if let Some(l2) = &reconciler.l2 {

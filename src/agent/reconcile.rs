@@ -9,11 +9,11 @@ use tracing::{debug, error, info};
 
 use super::health::{self, HealthServer};
 use crate::api::{ApplyReport, PoolsView, ServiceView, SharedState};
-use crate::lbipam::{self, IpamState};
 use crate::datapath::{DatapathError, HostLb, SockLb};
 use crate::lb::ext_plan::{ExtState, ext_plan};
 use crate::lb::external::{ExtFrontend, NodeView, external_frontends};
 use crate::lb::{self, Frontend, LbState};
+use crate::lbipam::{self, IpamState};
 use crate::model::{ServiceName, Snapshot};
 
 /// The north-south half, present with `--devices`.
@@ -26,9 +26,12 @@ pub struct HostPart {
     pub health: HealthServer,
 }
 
+type LbIps = BTreeMap<ServiceName, Vec<IpAddr>>;
+
 pub struct Reconciler {
     pub l2: Option<super::l2::L2Part>,
-    last: Option<(std::sync::Arc<Snapshot>, BTreeMap<ServiceName, Vec<IpAddr>>)>,
+    /// The last snapshot and its LB addresses (L2 re-decides from them between snapshots).
+    last: Option<(std::sync::Arc<Snapshot>, LbIps)>,
     sock: SockLb,
     state: LbState,
     host: Option<HostPart>,
@@ -72,13 +75,20 @@ impl Reconciler {
         frontends: &[Frontend],
         external: &[ExtFrontend],
     ) -> Result<usize, DatapathError> {
-        let extra: BTreeSet<SocketAddr> =
-            external.iter().flat_map(|f| f.backends.iter().copied()).collect();
+        let extra: BTreeSet<SocketAddr> = external
+            .iter()
+            .flat_map(|f| f.backends.iter().copied())
+            .collect();
         let plan = lb::plan_with(frontends, &extra, &self.state);
         self.sock.maps.apply_upserts(&plan, &mut self.state)?;
         let mut ops = plan.op_count();
         if let Some(host) = &mut self.host {
-            let ids: HashMap<_, _> = self.state.backends.iter().map(|(id, b)| (*b, *id)).collect();
+            let ids: HashMap<_, _> = self
+                .state
+                .backends
+                .iter()
+                .map(|(id, b)| (*b, *id))
+                .collect();
             let ext = ext_plan(external, &ids, &host.state, host.table_size, host.rows);
             ops += ext.op_count();
             host.lb.maps.apply(&ext, &mut host.state)?;
@@ -100,7 +110,10 @@ impl Reconciler {
         } else {
             l2.decide();
         }
-        self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner).l2 = l2.view().clone();
+        self.shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .l2 = l2.view().clone();
     }
 
     pub fn reconcile(&mut self, snapshot: &std::sync::Arc<Snapshot>) {
@@ -109,8 +122,12 @@ impl Reconciler {
         let frontends = lb::frontends_with(snapshot, &lb_ips);
         let external = match &mut self.host {
             Some(host) => {
-                host.health.update(health::desired(snapshot, &self.node_name));
-                let node = NodeView { node_name: &self.node_name, nodeport_range: host.nodeport_range.clone() };
+                host.health
+                    .update(health::desired(snapshot, &self.node_name));
+                let node = NodeView {
+                    node_name: &self.node_name,
+                    nodeport_range: host.nodeport_range.clone(),
+                };
                 external_frontends(snapshot, &lb_ips, &node)
             }
             None => Vec::new(),
@@ -123,8 +140,14 @@ impl Reconciler {
                 if ops == 0 {
                     debug!(generation = self.generation, "maps already up to date");
                 } else {
-                    info!(generation = self.generation, ops, frontends = frontends.len(),
-                          external = external.len(), duration_us = duration.as_micros(), "maps updated");
+                    info!(
+                        generation = self.generation,
+                        ops,
+                        frontends = frontends.len(),
+                        external = external.len(),
+                        duration_us = duration.as_micros(),
+                        "maps updated"
+                    );
                 }
                 (ops, None)
             }
@@ -150,7 +173,10 @@ impl Reconciler {
         if let Some(l2) = &mut self.l2 {
             l2.update(snapshot, &lb_ips);
         }
-        let mut guard = self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(l2) = &self.l2 {
             guard.l2 = l2.view().clone();
         }
@@ -176,7 +202,11 @@ fn view(fe: &Frontend) -> ServiceView {
 fn ext_view(fe: &ExtFrontend) -> ServiceView {
     let frontend = match fe.addr {
         Some(ip) => SocketAddr::new(ip, fe.port).to_string(),
-        None => format!("{}:{} (NodePort)", if fe.family_v4 { "0.0.0.0" } else { "[::]" }, fe.port),
+        None => format!(
+            "{}:{} (NodePort)",
+            if fe.family_v4 { "0.0.0.0" } else { "[::]" },
+            fe.port
+        ),
     };
     ServiceView {
         service: fe.service.to_string(),

@@ -89,8 +89,15 @@ pub fn run(cmd: AgentCmd) -> i32 {
             return 1;
         }
     };
-    let maglev_entries = cmd.max_external_tables.max(1).saturating_mul(cmd.maglev_table_size);
-    let datapath = DatapathConfig { bpf_root: cmd.bpf_root.clone(), cgroup, maglev_entries };
+    let maglev_entries = cmd
+        .max_external_tables
+        .max(1)
+        .saturating_mul(cmd.maglev_table_size);
+    let datapath = DatapathConfig {
+        bpf_root: cmd.bpf_root.clone(),
+        cgroup,
+        maglev_entries,
+    };
     if cmd.cleanup {
         let (removed, errors) = cleanup(&datapath);
         for p in &removed {
@@ -120,8 +127,8 @@ pub fn run(cmd: AgentCmd) -> i32 {
             return 2;
         }
     };
-    let cni = match crate::cni::install::InstallConfig::for_agent(
-        crate::cni::install::AgentCniOptions {
+    let cni =
+        match crate::cni::install::InstallConfig::for_agent(crate::cni::install::AgentCniOptions {
             kube_mode: matches!(cmd.source, SourceSpec::Kube),
             conf_dir: cmd.cni_conf_dir.clone(),
             bin_dir: cmd.cni_bin_dir.clone(),
@@ -129,14 +136,13 @@ pub fn run(cmd: AgentCmd) -> i32 {
             state_dir: cmd.state_dir.clone(),
             api_socket: cmd.api_socket.clone(),
             node_name: cmd.node_name.clone().unwrap_or_else(hostname),
-        },
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            error!(error = %e, "CNI options");
-            return 2;
-        }
-    };
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "CNI options");
+                return 2;
+            }
+        };
     let cfg = AgentConfig {
         source: cmd.source,
         node_name: cmd.node_name.unwrap_or_else(hostname),
@@ -146,7 +152,10 @@ pub fn run(cmd: AgentCmd) -> i32 {
         north_south,
         l2,
         state_dir: cmd.state_dir,
-        k8s_client: crate::source::kube::ClientOptions { qps: cmd.k8s_qps, burst: cmd.k8s_burst },
+        k8s_client: crate::source::kube::ClientOptions {
+            qps: cmd.k8s_qps,
+            burst: cmd.k8s_burst,
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -170,18 +179,32 @@ pub fn run(cmd: AgentCmd) -> i32 {
 /// `--devices`, `--nodeport-range`, `--maglev-table-size` → the north-south settings (none
 /// without devices).
 fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
-    let Some(devices) = &cmd.devices else { return Ok(None) };
-    let devices: Vec<String> =
-        devices.split(',').map(str::trim).filter(|d| !d.is_empty()).map(String::from).collect();
+    let Some(devices) = &cmd.devices else {
+        return Ok(None);
+    };
+    let devices: Vec<String> = devices
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(String::from)
+        .collect();
     if !crate::lb::maglev::is_prime(cmd.maglev_table_size) || cmd.maglev_table_size < 251 {
-        return Err(format!("--maglev-table-size {} must be a prime ≥ 251", cmd.maglev_table_size));
+        return Err(format!(
+            "--maglev-table-size {} must be a prime ≥ 251",
+            cmd.maglev_table_size
+        ));
     }
     let (lo, hi) = cmd
         .nodeport_range
         .split_once('-')
         .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
         .filter(|(a, b)| a <= b && *a > 0)
-        .ok_or_else(|| format!("--nodeport-range {:?} must look like 30000-32767", cmd.nodeport_range))?;
+        .ok_or_else(|| {
+            format!(
+                "--nodeport-range {:?} must look like 30000-32767",
+                cmd.nodeport_range
+            )
+        })?;
     Ok(Some(NorthSouth {
         host: HostConfig {
             devices,
@@ -201,7 +224,8 @@ fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
         .map(|b| {
             b.parse::<std::net::SocketAddr>()
                 .or_else(|_| {
-                    b.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, DEFAULT_PORT))
+                    b.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, DEFAULT_PORT))
                 })
                 .map_err(|_| format!("--l2-bind {b:?}: expected IP or IP:PORT"))
         })
@@ -213,6 +237,9 @@ fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
     Ok(crate::agent::L2Config {
         bind,
         peers,
-        reannounce: cmd.l2_reannounce_seconds.filter(|s| *s > 0).map(std::time::Duration::from_secs),
+        reannounce: cmd
+            .l2_reannounce_seconds
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs),
     })
 }

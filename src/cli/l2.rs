@@ -25,11 +25,15 @@ fn since(ms: Option<u64>) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    format!("{:.1}s ago", now.saturating_sub(ms) as f64 / 1000.0)
+    let ago = now.saturating_sub(ms);
+    format!("{}.{}s ago", ago / 1000, (ago % 1000) / 100)
 }
 
 pub fn run(cmd: &L2Cmd) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -64,10 +68,31 @@ pub fn run(cmd: &L2Cmd) -> i32 {
                 a.owner.clone().unwrap_or_else(|| "(none)".into()),
                 a.interface.clone().unwrap_or_else(|| "-".into()),
                 since(a.since_unix_ms),
-                format!("{}: {}", if a.eligible { "eligible" } else { "not eligible" }, a.reason),
+                format!(
+                    "{}: {}",
+                    if a.eligible {
+                        "eligible"
+                    } else {
+                        "not eligible"
+                    },
+                    a.reason
+                ),
             ]
         })
         .collect();
-    print!("{}", table(&["ADDRESS", "SERVICE", "OWNER", "INTERFACE", "SINCE", "THIS NODE"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "ADDRESS",
+                "SERVICE",
+                "OWNER",
+                "INTERFACE",
+                "SINCE",
+                "THIS NODE"
+            ],
+            &rows
+        )
+    );
     0
 }

@@ -1,9 +1,9 @@
 //! The command line (argh). `ferrite` is also the CNI plugin when `CNI_COMMAND` is set.
 
 mod agent;
+mod cni;
 mod l2;
 mod l2member;
-mod cni;
 mod manifests;
 mod output;
 mod pools;
@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> i32 {
                     serde_json::json!({"version": crate::VERSION, "arch": std::env::consts::ARCH})
                 ),
                 OutputFormat::Table => {
-                    println!("ferrite {} ({})", crate::VERSION, std::env::consts::ARCH)
+                    println!("ferrite {} ({})", crate::VERSION, std::env::consts::ARCH);
                 }
             }
             0

@@ -16,12 +16,20 @@ pub struct Device {
 /// Looks `name` up: its ifindex and first global IPv4/IPv6 addresses.
 pub fn device(name: &str) -> Result<Device, DatapathError> {
     let c = CString::new(name).map_err(|e| {
-        DatapathError::io("looking up device", name, std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        DatapathError::io(
+            "looking up device",
+            name,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        )
     })?;
     // SAFETY: valid C string.
     let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if ifindex == 0 {
-        return Err(DatapathError::io("looking up device", name, std::io::Error::last_os_error()));
+        return Err(DatapathError::io(
+            "looking up device",
+            name,
+            std::io::Error::last_os_error(),
+        ));
     }
     let (mut v4, mut v6) = (None, None);
     for (ifname, ip) in addresses().map_err(|e| DatapathError::io("getifaddrs for", name, e))? {
@@ -30,13 +38,20 @@ pub fn device(name: &str) -> Result<Device, DatapathError> {
         }
         match ip {
             IpAddr::V4(a) if v4.is_none() && !a.is_loopback() => v4 = Some(a),
-            IpAddr::V6(a) if v6.is_none() && !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 => {
+            IpAddr::V6(a)
+                if v6.is_none() && !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 =>
+            {
                 v6 = Some(a);
             }
             _ => {}
         }
     }
-    Ok(Device { name: name.to_string(), ifindex, v4, v6 })
+    Ok(Device {
+        name: name.to_string(),
+        ifindex,
+        v4,
+        v6,
+    })
 }
 
 /// The interface's hardware address (SIOCGIFHWADDR works in the caller's network namespace,
@@ -54,14 +69,21 @@ pub fn mac_address(name: &str) -> Result<[u8; 6], DatapathError> {
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
     if bytes.len() >= req.ifr_name.len() {
-        return Err(err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "name too long")));
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "name too long",
+        )));
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq.
     let rc = unsafe {
-        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCGIFHWADDR as _, &raw mut req)
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFHWADDR as _,
+            &raw mut req,
+        )
     };
     if rc != 0 {
         return Err(err(std::io::Error::last_os_error()));
@@ -70,7 +92,7 @@ pub fn mac_address(name: &str) -> Result<[u8; 6], DatapathError> {
     let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
     let mut mac = [0u8; 6];
     for (m, d) in mac.iter_mut().zip(data.iter()) {
-        *m = *d as u8;
+        *m = d.to_ne_bytes()[0];
     }
     Ok(mac)
 }
@@ -90,13 +112,22 @@ fn addresses() -> std::io::Result<Vec<(String, IpAddr)>> {
         if !ifa.ifa_addr.is_null() {
             // SAFETY: ifa_name is a NUL-terminated string; ifa_addr points at a sockaddr of the
             // family it declares.
-            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
+            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+                .to_string_lossy()
+                .into_owned();
             let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
             if family == libc::AF_INET {
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                out.push((name, IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()))));
+                // SAFETY: the family says it is a sockaddr_in; read unaligned to be safe.
+                let sin =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>()) };
+                out.push((
+                    name,
+                    IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())),
+                ));
             } else if family == libc::AF_INET6 {
-                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                // SAFETY: the family says it is a sockaddr_in6; read unaligned to be safe.
+                let sin6 =
+                    unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>()) };
                 out.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
             }
         }
@@ -113,7 +144,10 @@ mod tests {
     fn loopback_is_found_and_unknown_devices_fail() {
         let lo = super::device("lo").expect("lo exists");
         assert!(lo.ifindex > 0);
-        assert!(lo.v4.is_none(), "loopback addresses are never used for SNAT");
+        assert!(
+            lo.v4.is_none(),
+            "loopback addresses are never used for SNAT"
+        );
         assert!(super::device("no-such-dev0").is_err());
     }
 }

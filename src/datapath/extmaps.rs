@@ -2,15 +2,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{Array, HashMap, MapData, lpm_trie::{Key, LpmTrie}};
+use aya::maps::{
+    Array, HashMap, MapData,
+    lpm_trie::{Key, LpmTrie},
+};
 use ferrite_abi::{
-    CtKey, CtValue, DEV_HAS_V4, DEV_HAS_V6, DevInfo, ExtSvcValue, SRC_RANGE_PREFIX_BITS,
-    SrcRangeData, SvcKey, map_names,
+    DEV_HAS_V4, DEV_HAS_V6, DevInfo, ExtSvcValue, SRC_RANGE_PREFIX_BITS, SrcRangeData, SvcKey,
+    map_names,
 };
 
 use super::DatapathError;
-use super::maputil::{ignore_missing, map_err, take};
 use super::devices::Device;
+use super::maputil::{ignore_missing, map_err, take};
 use crate::lb::addr::ip_words;
 use crate::lb::ext_plan::{ExtPlan, ExtState, RangeKey, RowKey};
 
@@ -19,17 +22,18 @@ pub struct ExtMaps {
     maglev: Array<MapData, u32>,
     devices: HashMap<MapData, u32, DevInfo>,
     ranges: LpmTrie<MapData, SrcRangeData, u8>,
-    conntrack: HashMap<MapData, CtKey, CtValue>,
     table_size: u32,
 }
-
-
 
 fn range_key(r: &RangeKey) -> Key<SrcRangeData> {
     let (row, family, addr, len) = *r;
     Key::new(
         SRC_RANGE_PREFIX_BITS + u32::from(len),
-        SrcRangeData { ext_id: row, family: u32::from(family), addr },
+        SrcRangeData {
+            ext_id: row,
+            family: u32::from(family),
+            addr,
+        },
     )
 }
 
@@ -54,7 +58,6 @@ impl ExtMaps {
             maglev: take(ebpf, map_names::MAGLEV)?,
             devices: take(ebpf, map_names::DEVICES)?,
             ranges: take(ebpf, map_names::SOURCE_RANGES)?,
-            conntrack: take(ebpf, map_names::CONNTRACK)?,
             table_size,
         })
     }
@@ -71,14 +74,11 @@ impl ExtMaps {
                 info.v6 = ip_words(v6.into()).0;
                 info.flags |= DEV_HAS_V6;
             }
-            self.devices.insert(d.ifindex, info, 0).map_err(map_err(map_names::DEVICES))?;
+            self.devices
+                .insert(d.ifindex, info, 0)
+                .map_err(map_err(map_names::DEVICES))?;
         }
         Ok(())
-    }
-
-    /// Number of conntrack entries (for status and tests).
-    pub fn conntrack_entries(&self) -> usize {
-        self.conntrack.keys().filter(Result::is_ok).count()
     }
 
     /// What the maps hold: frontends, and for every row in use its backend set and ranges.
@@ -98,8 +98,12 @@ impl ExtMaps {
                 len,
             ));
         }
-        let rows: BTreeSet<u32> =
-            st.frontends.values().filter(|v| v.count > 0).map(|v| v.ext_id).collect();
+        let rows: BTreeSet<u32> = st
+            .frontends
+            .values()
+            .filter(|v| v.count > 0)
+            .map(|v| v.ext_id)
+            .collect();
         for row in rows {
             let mut backends = BTreeSet::new();
             for i in 0..self.table_size {
@@ -111,7 +115,11 @@ impl ExtMaps {
             }
             let key = RowKey {
                 backends: backends.into_iter().collect(),
-                ranges: ranges.remove(&row).unwrap_or_default().into_iter().collect(),
+                ranges: ranges
+                    .remove(&row)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             };
             st.rows.insert(row, key);
         }
@@ -123,23 +131,29 @@ impl ExtMaps {
         for (row, table) in &plan.write_rows {
             for (i, id) in table.iter().enumerate() {
                 let idx = row * self.table_size + u32::try_from(i).unwrap_or(u32::MAX);
-                self.maglev.set(idx, id, 0).map_err(map_err(map_names::MAGLEV))?;
+                self.maglev
+                    .set(idx, id, 0)
+                    .map_err(map_err(map_names::MAGLEV))?;
             }
         }
         for r in &plan.add_ranges {
-            self.ranges.insert(&range_key(r), 1, 0).map_err(map_err(map_names::SOURCE_RANGES))?;
+            self.ranges
+                .insert(&range_key(r), 1, 0)
+                .map_err(map_err(map_names::SOURCE_RANGES))?;
         }
         for (k, v) in &plan.upsert_frontends {
-            self.external.insert(k, v, 0).map_err(map_err(map_names::EXTERNAL))?;
+            self.external
+                .insert(k, v, 0)
+                .map_err(map_err(map_names::EXTERNAL))?;
         }
         for k in &plan.delete_frontends {
             ignore_missing(self.external.remove(k)).map_err(map_err(map_names::EXTERNAL))?;
         }
         for r in &plan.delete_ranges {
-            ignore_missing(self.ranges.remove(&range_key(r))).map_err(map_err(map_names::SOURCE_RANGES))?;
+            ignore_missing(self.ranges.remove(&range_key(r)))
+                .map_err(map_err(map_names::SOURCE_RANGES))?;
         }
         state.apply(plan);
         Ok(())
     }
 }
-

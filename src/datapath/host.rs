@@ -3,12 +3,12 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use aya::programs::{SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions, LinkOrder};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions};
 use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::map_names;
 use tracing::{info, warn};
 
-use super::devices::{Device, device};
+use super::devices::device;
 use super::{DatapathConfig, DatapathError, ExtMaps, HOST_OBJECT, ensure_bpffs, link};
 
 /// North-south settings from the command line.
@@ -23,7 +23,6 @@ pub struct HostConfig {
 
 pub struct HostLb {
     pub maps: ExtMaps,
-    pub devices: Vec<Device>,
     _ebpf: Ebpf,
 }
 
@@ -59,14 +58,24 @@ impl HostLb {
             .map_max_entries(map_names::MAGLEV, entries)
             .override_global("MAGLEV_M", &host.table_size, true)
             .load(HOST_OBJECT)
-            .map_err(|e| DatapathError::Load { pin_dir: maps_dir.clone(), source: Box::new(e) })?;
+            .map_err(|e| DatapathError::Load {
+                pin_dir: maps_dir.clone(),
+                source: Box::new(e),
+            })?;
         let mut maps = ExtMaps::take(&mut ebpf, host.table_size)?;
-        let devices = host.devices.iter().map(|d| device(d)).collect::<Result<Vec<_>, _>>()?;
+        let devices = host
+            .devices
+            .iter()
+            .map(|d| device(d))
+            .collect::<Result<Vec<_>, _>>()?;
         maps.set_devices(&devices)?;
 
         let mut wanted = Vec::new();
         for (name, attach, dir) in PROGRAMS {
-            let program_err = |source| DatapathError::Program { name, source: Box::new(source) };
+            let program_err = |source| DatapathError::Program {
+                name,
+                source: Box::new(source),
+            };
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::MissingProgram { name })?
@@ -75,11 +84,22 @@ impl HostLb {
             prog.load().map_err(program_err)?;
             for dev in &devices {
                 let pin = links_dir.join(format!("tcx_{}_{dir}", dev.name));
-                let fd = prog.fd().map_err(program_err)?.as_fd().try_clone_to_owned()
-                    .map_err(|e| DatapathError::Link { path: pin.clone(), source: e })?;
+                let fd = prog
+                    .fd()
+                    .map_err(program_err)?
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| DatapathError::Link {
+                        path: pin.clone(),
+                        source: e,
+                    })?;
                 if !link::adopt(name, fd.as_fd(), &pin)? {
                     let id = prog
-                        .attach_with_options(&dev.name, attach, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                        .attach_with_options(
+                            &dev.name,
+                            attach,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
                         .map_err(program_err)?;
                     let l = prog.take_link(id).map_err(program_err)?;
                     let fd_link = FdLink::try_from(l).map_err(|e| DatapathError::Link {
@@ -93,16 +113,21 @@ impl HostLb {
         }
         remove_stale_tcx(&links_dir, &wanted);
         info!(devices = ?host.devices, table_size = host.table_size, "north-south load balancer attached");
-        Ok(Self { maps, devices, _ebpf: ebpf })
+        Ok(Self { maps, _ebpf: ebpf })
     }
 }
 
 /// TCX links pinned for devices no longer configured are detached.
 fn remove_stale_tcx(dir: &Path, wanted: &[PathBuf]) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_tcx = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("tcx_"));
+        let is_tcx = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("tcx_"));
         if is_tcx && !wanted.contains(&path) {
             match std::fs::remove_file(&path) {
                 Ok(()) => info!(pin = %path.display(), "detached stale TC link"),

@@ -39,10 +39,16 @@ impl L2Responder {
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(map_names::MAGLEV, cfg.maglev_entries)
             .load(L2_OBJECT)
-            .map_err(|e| DatapathError::Load { pin_dir: maps_dir.clone(), source: Box::new(e) })?;
+            .map_err(|e| DatapathError::Load {
+                pin_dir: maps_dir.clone(),
+                source: Box::new(e),
+            })?;
         let addrs: HashMap<MapData, L2Key, L2Value> = take(&mut ebpf, map_names::L2_ADDRS)?;
         let live: aya::maps::Array<MapData, u64> = take(&mut ebpf, map_names::L2_LIVE)?;
-        let program_err = |source| DatapathError::Program { name: PROGRAM, source: Box::new(source) };
+        let program_err = |source| DatapathError::Program {
+            name: PROGRAM,
+            source: Box::new(source),
+        };
         let prog: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM)
             .ok_or(DatapathError::MissingProgram { name: PROGRAM })?
@@ -56,7 +62,14 @@ impl L2Responder {
                 current.insert((ip, k.ifindex));
             }
         }
-        let mut me = Self { addrs, live, current, interfaces: Vec::new(), ebpf, links_dir };
+        let mut me = Self {
+            addrs,
+            live,
+            current,
+            interfaces: Vec::new(),
+            ebpf,
+            links_dir,
+        };
         me.heartbeat()?;
         Ok(me)
     }
@@ -64,7 +77,10 @@ impl L2Responder {
     /// Attaches the responder to `names` (adopting pinned links), first in the TCX chain so it
     /// answers before anything else looks at the frame.
     pub fn attach(&mut self, names: &[String]) -> Result<(), DatapathError> {
-        let program_err = |source| DatapathError::Program { name: PROGRAM, source: Box::new(source) };
+        let program_err = |source| DatapathError::Program {
+            name: PROGRAM,
+            source: Box::new(source),
+        };
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(PROGRAM)
@@ -78,15 +94,28 @@ impl L2Responder {
             let dev = device(name)?;
             let mac = mac_address(name)?;
             let pin = self.links_dir.join(format!("l2_{name}"));
-            let fd = prog.fd().map_err(program_err)?.as_fd().try_clone_to_owned()
-                .map_err(|e| DatapathError::Link { path: pin.clone(), source: e })?;
+            let fd = prog
+                .fd()
+                .map_err(program_err)?
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| DatapathError::Link {
+                    path: pin.clone(),
+                    source: e,
+                })?;
             if !link::adopt(PROGRAM, fd.as_fd(), &pin)? {
                 let id = prog
-                    .attach_with_options(name, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
+                    .attach_with_options(
+                        name,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::first()),
+                    )
                     .map_err(program_err)?;
                 let l = prog.take_link(id).map_err(program_err)?;
-                let fd_link = FdLink::try_from(l)
-                    .map_err(|e| DatapathError::Link { path: pin.clone(), source: std::io::Error::other(e) })?;
+                let fd_link = FdLink::try_from(l).map_err(|e| DatapathError::Link {
+                    path: pin.clone(),
+                    source: std::io::Error::other(e),
+                })?;
                 link::pin_link(PROGRAM, fd_link, &pin)?;
             }
             info!(interface = %name, "L2 responder attached");
@@ -97,20 +126,30 @@ impl L2Responder {
 
     /// Tells the responder this agent is alive (call every 100 ms; see `L2_HEARTBEAT_GRACE_NS`).
     pub fn heartbeat(&mut self) -> Result<(), DatapathError> {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime fills the timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-        let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0);
+        let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(ts.tv_nsec).unwrap_or(0);
         self.live.set(0, ns, 0).map_err(map_err(map_names::L2_LIVE))
     }
 
     /// The MAC of an attached interface.
     pub fn mac_of(&self, name: &str) -> Option<[u8; 6]> {
-        self.interfaces.iter().find(|(d, _)| d.name == name).map(|(_, m)| *m)
+        self.interfaces
+            .iter()
+            .find(|(d, _)| d.name == name)
+            .map(|(_, m)| *m)
     }
 
     pub fn ifindex_of(&self, name: &str) -> Option<u32> {
-        self.interfaces.iter().find(|(d, _)| d.name == name).map(|(d, _)| d.ifindex)
+        self.interfaces
+            .iter()
+            .find(|(d, _)| d.name == name)
+            .map(|(d, _)| d.ifindex)
     }
 
     /// Makes the map answer exactly for `owned` (address, interface name): removals first, so a
@@ -124,13 +163,28 @@ impl L2Responder {
         }
         let key = |ip: IpAddr, ifindex: u32| {
             let (addr, family) = ip_words(ip);
-            L2Key { addr, ifindex, family, _pad: [0; 3] }
+            L2Key {
+                addr,
+                ifindex,
+                family,
+                _pad: [0; 3],
+            }
         };
-        for (ip, ifindex) in self.current.difference(&wanted).copied().collect::<Vec<_>>() {
-            ignore_missing(self.addrs.remove(&key(ip, ifindex))).map_err(map_err(map_names::L2_ADDRS))?;
+        for (ip, ifindex) in self
+            .current
+            .difference(&wanted)
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            ignore_missing(self.addrs.remove(&key(ip, ifindex)))
+                .map_err(map_err(map_names::L2_ADDRS))?;
             self.current.remove(&(ip, ifindex));
         }
-        for (ip, ifindex) in wanted.difference(&self.current.clone()).copied().collect::<Vec<_>>() {
+        for (ip, ifindex) in wanted
+            .difference(&self.current.clone())
+            .copied()
+            .collect::<Vec<_>>()
+        {
             let mac = self
                 .interfaces
                 .iter()

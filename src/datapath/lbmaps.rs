@@ -17,8 +17,6 @@ pub struct LbMaps {
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
 }
 
-
-
 impl LbMaps {
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DatapathError> {
         Ok(Self {
@@ -47,14 +45,8 @@ impl LbMaps {
         Ok(st)
     }
 
-    /// Writes `plan` in its safe order, mirroring every successful write into `state`. Stops at
-    /// the first failure (the next reconcile re-plans from `state`, so nothing is lost).
-    pub fn apply(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
-        self.apply_upserts(plan, state)?;
-        self.apply_deletes(plan, state)
-    }
-
-    /// The first half of [`Self::apply`]: backends, slots, frontends.
+    /// Writes the first half of a plan (backends, slots, frontends), mirroring every successful
+    /// write into `state`; stops at the first failure (the next reconcile re-plans from `state`).
     pub fn apply_upserts(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
         for (id, b) in &plan.upsert_backends {
             self.backends
@@ -77,7 +69,7 @@ impl LbMaps {
         Ok(())
     }
 
-    /// The second half of [`Self::apply`]: removals, then stale affinity entries.
+    /// The second half: removals, then stale affinity entries.
     pub fn apply_deletes(&mut self, plan: &Plan, state: &mut LbState) -> Result<(), DatapathError> {
         for k in &plan.delete_services {
             ignore_missing(self.services.remove(k)).map_err(map_err(map_names::SERVICES))?;
@@ -111,4 +103,3 @@ impl LbMaps {
         Ok(())
     }
 }
-

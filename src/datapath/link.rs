@@ -102,8 +102,10 @@ pub fn adopt(name: &'static str, prog: BorrowedFd<'_>, pin: &Path) -> Result<boo
 
 /// Pins a freshly created link so it outlives the agent.
 pub fn pin_link(name: &'static str, link: FdLink, pin: &Path) -> Result<(), DatapathError> {
-    link.pin(pin)
-        .map_err(|source| DatapathError::Pin { path: pin.into(), source: Box::new(source) })?;
+    link.pin(pin).map_err(|source| DatapathError::Pin {
+        path: pin.into(),
+        source: Box::new(source),
+    })?;
     info!(program = name, pin = %pin.display(), "attached and pinned");
     Ok(())
 }
@@ -115,16 +117,30 @@ pub fn attach_pinned(
     cgroup: BorrowedFd<'_>,
     pin: &Path,
 ) -> Result<bool, DatapathError> {
-    let program_err = |source| DatapathError::Program { name, source: Box::new(source) };
-    let fd = prog.fd().map_err(program_err)?.as_fd().try_clone_to_owned()
-        .map_err(|e| DatapathError::Link { path: pin.into(), source: e })?;
+    let program_err = |source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let fd = prog
+        .fd()
+        .map_err(program_err)?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DatapathError::Link {
+            path: pin.into(),
+            source: e,
+        })?;
     if adopt(name, fd.as_fd(), pin)? {
         return Ok(true);
     }
-    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(program_err)?;
+    let id = prog
+        .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(program_err)?;
     let link = prog.take_link(id).map_err(program_err)?;
-    let fd_link = FdLink::try_from(link)
-        .map_err(|e| DatapathError::Link { path: pin.into(), source: std::io::Error::other(e) })?;
+    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        path: pin.into(),
+        source: std::io::Error::other(e),
+    })?;
     pin_link(name, fd_link, pin)?;
     Ok(false)
 }

@@ -5,7 +5,10 @@ use aya::maps::MapError;
 use super::DatapathError;
 
 pub fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source: Box::new(source) }
+    move |source| DatapathError::Map {
+        name,
+        source: Box::new(source),
+    }
 }
 
 /// Takes map `name` out of the loaded object as the typed handle `T`.
@@ -13,7 +16,9 @@ pub fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
 ) -> Result<T, DatapathError> {
-    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap { name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::MissingMap { name })?;
     T::try_from(map).map_err(map_err(name))
 }
 

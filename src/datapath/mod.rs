@@ -16,7 +16,6 @@ mod sock;
 pub use bpffs::{cgroup2_root, ensure_bpffs};
 pub use error::DatapathError;
 pub use extmaps::ExtMaps;
-pub use devices::{Device, device, mac_address};
 pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
 pub use lbmaps::LbMaps;

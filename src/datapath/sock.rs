@@ -96,7 +96,10 @@ fn remove_stale_links(dir: &Path, wanted: &[PathBuf]) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_sock = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("cg"));
+        let is_sock = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("cg"));
         if is_sock && !wanted.contains(&path) {
             match std::fs::remove_file(&path) {
                 Ok(()) => info!(pin = %path.display(), "detached stale link"),

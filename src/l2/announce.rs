@@ -11,11 +11,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
     #[error("{op} on interface {ifname}: {source}")]
-    Io { op: &'static str, ifname: String, source: std::io::Error },
+    Io {
+        op: &'static str,
+        ifname: String,
+        source: std::io::Error,
+    },
 }
 
 fn io<'a>(op: &'static str, ifname: &'a str) -> impl Fn(std::io::Error) -> AnnounceError + 'a {
-    move |source| AnnounceError::Io { op, ifname: ifname.to_string(), source }
+    move |source| AnnounceError::Io {
+        op,
+        ifname: ifname.to_string(),
+        source,
+    }
 }
 
 const ETH_P_ARP: u16 = 0x0806;
@@ -78,7 +86,16 @@ pub fn unsolicited_na_frame(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
 /// The solicited-node multicast group of `ip` (ff02::1:ffXX:XXXX).
 pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
     let o = ip.octets();
-    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]))
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
 }
 
 /// Sends one announcement frame for `ip` out of `ifindex`.
@@ -90,7 +107,9 @@ pub fn announce(ifname: &str, ifindex: u32, mac: [u8; 6], ip: IpAddr) -> Result<
     // SAFETY: a new raw packet socket, owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(io("opening a packet socket", ifname)(std::io::Error::last_os_error()));
+        return Err(io("opening a packet socket", ifname)(
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fd was just returned by socket().
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -113,7 +132,9 @@ pub fn announce(ifname: &str, ifindex: u32, mac: [u8; 6], ip: IpAddr) -> Result<
         )
     };
     if rc < 0 {
-        return Err(io("sending an announcement", ifname)(std::io::Error::last_os_error()));
+        return Err(io("sending an announcement", ifname)(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -126,22 +147,40 @@ pub struct Multicast {
 }
 
 impl Multicast {
-    fn membership(&mut self, ifname: &str, ifindex: u32, group: Ipv6Addr, join: bool) -> Result<(), AnnounceError> {
-        if !self.sockets.contains_key(&ifindex) {
-            // SAFETY: a new UDP socket used only for memberships.
-            let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                return Err(io("opening a multicast socket", ifname)(std::io::Error::last_os_error()));
+    fn membership(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        group: Ipv6Addr,
+        join: bool,
+    ) -> Result<(), AnnounceError> {
+        let sock = match self.sockets.entry(ifindex) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                // SAFETY: a new UDP socket used only for memberships.
+                let fd = unsafe {
+                    libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+                };
+                if fd < 0 {
+                    return Err(io("opening a multicast socket", ifname)(
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                // SAFETY: fd was just returned by socket().
+                e.insert(unsafe { OwnedFd::from_raw_fd(fd) })
             }
-            // SAFETY: fd was just returned by socket().
-            self.sockets.insert(ifindex, unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let sock = &self.sockets[&ifindex];
+        };
         let mreq = libc::ipv6_mreq {
-            ipv6mr_multiaddr: libc::in6_addr { s6_addr: group.octets() },
+            ipv6mr_multiaddr: libc::in6_addr {
+                s6_addr: group.octets(),
+            },
             ipv6mr_interface: ifindex,
         };
-        let opt = if join { libc::IPV6_ADD_MEMBERSHIP } else { libc::IPV6_DROP_MEMBERSHIP };
+        let opt = if join {
+            libc::IPV6_ADD_MEMBERSHIP
+        } else {
+            libc::IPV6_DROP_MEMBERSHIP
+        };
         // SAFETY: mreq is a valid ipv6_mreq of the size passed.
         let rc = unsafe {
             libc::setsockopt(
@@ -153,7 +192,11 @@ impl Multicast {
             )
         };
         if rc != 0 {
-            let op = if join { "joining a solicited-node group" } else { "leaving a solicited-node group" };
+            let op = if join {
+                "joining a solicited-node group"
+            } else {
+                "leaving a solicited-node group"
+            };
             return Err(io(op, ifname)(std::io::Error::last_os_error()));
         }
         Ok(())

@@ -36,20 +36,28 @@ pub struct PolicyProblem {
     pub message: String,
 }
 
-fn selects(sel: Option<&LabelSelector>, labels: &BTreeMap<smol_str::SmolStr, smol_str::SmolStr>) -> bool {
+fn selects(
+    sel: Option<&LabelSelector>,
+    labels: &BTreeMap<smol_str::SmolStr, smol_str::SmolStr>,
+) -> bool {
     sel.is_none_or(|s| s.matches(|k| labels.get(k).map(smol_str::SmolStr::as_str)))
 }
 
 /// Synthetic labels Cilium adds so selectors can pick services by namespace/name.
 fn service_labels(svc: &Service) -> BTreeMap<smol_str::SmolStr, smol_str::SmolStr> {
     let mut l = svc.labels.clone();
-    l.insert("io.kubernetes.service.namespace".into(), svc.name.namespace.clone());
+    l.insert(
+        "io.kubernetes.service.namespace".into(),
+        svc.name.namespace.clone(),
+    );
     l.insert("io.kubernetes.service.name".into(), svc.name.name.clone());
     l
 }
 
 /// Compiled interface regexes of every policy; bad ones are reported and the policy is skipped.
-pub fn compile(policies: &BTreeMap<smol_str::SmolStr, L2Policy>) -> (Vec<(&L2Policy, Vec<Regex>)>, Vec<PolicyProblem>) {
+pub fn compile(
+    policies: &BTreeMap<smol_str::SmolStr, L2Policy>,
+) -> (Vec<(&L2Policy, Vec<Regex>)>, Vec<PolicyProblem>) {
     let mut ok = Vec::new();
     let mut problems = Vec::new();
     for p in policies.values() {
@@ -63,7 +71,10 @@ pub fn compile(policies: &BTreeMap<smol_str::SmolStr, L2Policy>) -> (Vec<(&L2Pol
             }
         }
         match bad {
-            Some(message) => problems.push(PolicyProblem { policy: p.name.to_string(), message }),
+            Some(message) => problems.push(PolicyProblem {
+                policy: p.name.to_string(),
+                message,
+            }),
             None => ok.push((p, res)),
         }
     }
@@ -84,7 +95,9 @@ pub fn candidates(
     for svc in snapshot.services.values() {
         let labels = service_labels(svc);
         let lb: &[IpAddr] = if svc.service_type == ServiceType::LoadBalancer {
-            lb_ips.get(&svc.name).map_or(&svc.status_ingress[..], Vec::as_slice)
+            lb_ips
+                .get(&svc.name)
+                .map_or(&svc.status_ingress[..], Vec::as_slice)
         } else {
             &[]
         };
@@ -103,14 +116,22 @@ pub fn candidates(
                 if out.get(&addr).is_some_and(|c| c.eligible) {
                     continue;
                 }
-                out.insert(addr, judge(addr, svc, policy, regexes, node, node_name, snapshot, interfaces));
+                out.insert(
+                    addr,
+                    judge(
+                        addr, svc, policy, regexes, node, node_name, snapshot, interfaces,
+                    ),
+                );
             }
         }
     }
     (out.into_values().collect(), problems)
 }
 
-#[expect(clippy::too_many_arguments, reason = "one pure decision over all its inputs")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one pure decision over all its inputs"
+)]
 fn judge(
     addr: IpAddr,
     svc: &Service,
@@ -129,25 +150,47 @@ fn judge(
         reason,
     };
     if !selects(policy.node_selector.as_ref(), &node.labels) {
-        return verdict(false, None, format!("policy {} does not select this node", policy.name));
+        return verdict(
+            false,
+            None,
+            format!("policy {} does not select this node", policy.name),
+        );
     }
     let matching: Vec<&LocalInterface> = interfaces
         .iter()
         .filter(|i| regexes.is_empty() || regexes.iter().any(|r| r.is_match(&i.name)))
         .collect();
     let Some(iface) = matching.iter().find(|i| i.up) else {
-        let why = if matching.is_empty() { "no interface matches" } else { "matching interfaces are down" };
+        let why = if matching.is_empty() {
+            "no interface matches"
+        } else {
+            "matching interfaces are down"
+        };
         return verdict(false, None, format!("policy {}: {why}", policy.name));
     };
     if svc.external_traffic_policy == TrafficPolicy::Local {
-        let local = snapshot.endpoint_slices.values().filter(|s| s.service == svc.name).any(|s| {
-            s.endpoints.iter().any(|e| e.ready && e.node_name.as_deref() == Some(node_name))
-        });
+        let local = snapshot
+            .endpoint_slices
+            .values()
+            .filter(|s| s.service == svc.name)
+            .any(|s| {
+                s.endpoints
+                    .iter()
+                    .any(|e| e.ready && e.node_name.as_deref() == Some(node_name))
+            });
         if !local {
-            return verdict(false, None, "externalTrafficPolicy Local and no ready endpoint here".into());
+            return verdict(
+                false,
+                None,
+                "externalTrafficPolicy Local and no ready endpoint here".into(),
+            );
         }
     }
-    verdict(true, Some(iface.name.clone()), format!("policy {} on {}", policy.name, iface.name))
+    verdict(
+        true,
+        Some(iface.name.clone()),
+        format!("policy {} on {}", policy.name, iface.name),
+    )
 }
 
 #[cfg(test)]

@@ -43,12 +43,22 @@ fn snap(etp: TrafficPolicy, interfaces: &[&str]) -> Snapshot {
 }
 
 fn ifs(list: &[(&str, bool)]) -> Vec<LocalInterface> {
-    list.iter().map(|(n, up)| LocalInterface { name: (*n).into(), up: *up }).collect()
+    list.iter()
+        .map(|(n, up)| LocalInterface {
+            name: (*n).into(),
+            up: *up,
+        })
+        .collect()
 }
 
 #[test]
 fn a_policy_selects_lb_ips_on_matching_up_interfaces() {
-    let (c, problems) = candidates(&snap(TrafficPolicy::Cluster, &["^eth[0-9]+"]), &BTreeMap::new(), "node1", &ifs(&[("lo", true), ("eth0", true)]));
+    let (c, problems) = candidates(
+        &snap(TrafficPolicy::Cluster, &["^eth[0-9]+"]),
+        &BTreeMap::new(),
+        "node1",
+        &ifs(&[("lo", true), ("eth0", true)]),
+    );
     assert!(problems.is_empty());
     assert_eq!(c.len(), 1, "externalIPs not selected by this policy");
     assert!(c[0].eligible);
@@ -61,7 +71,10 @@ fn down_or_missing_interfaces_make_a_node_ineligible() {
     let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", false)]));
     assert!(!c[0].eligible && c[0].reason.contains("down"), "{c:?}");
     let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("ens192", true)]));
-    assert!(!c[0].eligible && c[0].reason.contains("no interface"), "{c:?}");
+    assert!(
+        !c[0].eligible && c[0].reason.contains("no interface"),
+        "{c:?}"
+    );
 }
 
 #[test]

@@ -60,7 +60,12 @@ pub fn ext_key(fe: &ExtFrontend) -> SvcKey {
         Some(ip) => ip_words(ip),
         None => ([0; 4], if fe.family_v4 { FAMILY_V4 } else { FAMILY_V6 }),
     };
-    SvcKey { addr, port: fe.port.to_be(), proto: fe.protocol.number(), family }
+    SvcKey {
+        addr,
+        port: fe.port.to_be(),
+        proto: fe.protocol.number(),
+        family,
+    }
 }
 
 fn range_words(ranges: &[(IpAddr, u8)]) -> Vec<(u8, [u32; 4], u8)> {
@@ -85,7 +90,8 @@ pub fn ext_plan(
     max_rows: u32,
 ) -> ExtPlan {
     let mut out = ExtPlan::default();
-    let mut row_of: BTreeMap<RowKey, u32> = current.rows.iter().map(|(r, k)| (k.clone(), *r)).collect();
+    let mut row_of: BTreeMap<RowKey, u32> =
+        current.rows.iter().map(|(r, k)| (k.clone(), *r)).collect();
     let mut used_rows = BTreeSet::new();
     let mut wanted = BTreeSet::new();
     let mut free = (0..max_rows).filter(|r| !current.rows.contains_key(r));
@@ -95,7 +101,12 @@ pub fn ext_plan(
         if !wanted.insert(key) {
             continue;
         }
-        let backends: Vec<SocketAddr> = fe.backends.iter().copied().filter(|b| backend_ids.contains_key(&backend_of(*b))).collect();
+        let backends: Vec<SocketAddr> = fe
+            .backends
+            .iter()
+            .copied()
+            .filter(|b| backend_ids.contains_key(&backend_of(*b)))
+            .collect();
         let mut flags = 0;
         if fe.local_only {
             flags |= EXT_FLAG_LOCAL;
@@ -109,17 +120,29 @@ pub fn ext_plan(
         if !fe.source_ranges.is_empty() {
             flags |= EXT_FLAG_SOURCE_RANGES;
         }
-        let mut value = ExtSvcValue { ext_id: 0, count: 0, flags, _pad: 0 };
+        let mut value = ExtSvcValue {
+            ext_id: 0,
+            count: 0,
+            flags,
+            _pad: 0,
+        };
         if !backends.is_empty() && backends.len() < table_size as usize {
-            let ids: Vec<u32> = backends.iter().map(|b| backend_ids[&backend_of(*b)]).collect();
+            let ids: Vec<u32> = backends
+                .iter()
+                .map(|b| backend_ids[&backend_of(*b)])
+                .collect();
             let mut sorted = ids.clone();
             sorted.sort_unstable();
-            let row_key = RowKey { backends: sorted, ranges: range_words(&fe.source_ranges) };
+            let row_key = RowKey {
+                backends: sorted,
+                ranges: range_words(&fe.source_ranges),
+            };
             let row = if let Some(r) = row_of.get(&row_key) {
                 *r
             } else if let Some(r) = free.next() {
                 let table = maglev::table(&backends, table_size, maglev::SEED);
-                out.write_rows.push((r, table.iter().map(|i| ids[*i as usize]).collect()));
+                out.write_rows
+                    .push((r, table.iter().map(|i| ids[*i as usize]).collect()));
                 for (fam, w, len) in &row_key.ranges {
                     out.add_ranges.push((r, *fam, *w, *len));
                 }
@@ -137,7 +160,12 @@ pub fn ext_plan(
             out.upsert_frontends.push((key, value));
         }
     }
-    out.delete_frontends = current.frontends.keys().filter(|k| !wanted.contains(k)).copied().collect();
+    out.delete_frontends = current
+        .frontends
+        .keys()
+        .filter(|k| !wanted.contains(k))
+        .copied()
+        .collect();
     out.delete_frontends.sort_unstable();
     for (key, row) in &row_of {
         if !used_rows.contains(row) && current.rows.contains_key(row) {

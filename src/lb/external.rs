@@ -26,6 +26,10 @@ pub enum ExtKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent per-frontend switches the datapath reads as flags"
+)]
 pub struct ExtFrontend {
     pub service: ServiceName,
     pub port_name: SmolStr,
@@ -50,8 +54,13 @@ pub struct NodeView<'a> {
 }
 
 /// The LB addresses of a service: what LB IPAM allocated, else what its status already says.
-fn lb_addresses<'a>(svc: &'a Service, allocated: &'a BTreeMap<ServiceName, Vec<IpAddr>>) -> &'a [IpAddr] {
-    allocated.get(&svc.name).map_or(&svc.status_ingress[..], Vec::as_slice)
+fn lb_addresses<'a>(
+    svc: &'a Service,
+    allocated: &'a BTreeMap<ServiceName, Vec<IpAddr>>,
+) -> &'a [IpAddr] {
+    allocated
+        .get(&svc.name)
+        .map_or(&svc.status_ingress[..], Vec::as_slice)
 }
 
 pub fn external_frontends(
@@ -67,10 +76,16 @@ pub fn external_frontends(
         }
         let local_only = svc.external_traffic_policy == TrafficPolicy::Local;
         let svc_slices = slices.get(&svc.name).map_or(&[][..], Vec::as_slice);
-        let random = svc.annotations.get(LB_ALGORITHM_ANNOTATION).is_some_and(|v| v == "random");
+        let random = svc
+            .annotations
+            .get(LB_ALGORITHM_ANNOTATION)
+            .is_some_and(|v| v == "random");
         let client_affinity = matches!(svc.session_affinity, SessionAffinity::ClientIp { .. });
-        let lb_ips: &[IpAddr] =
-            if svc.service_type == ServiceType::LoadBalancer { lb_addresses(svc, allocated) } else { &[] };
+        let lb_ips: &[IpAddr] = if svc.service_type == ServiceType::LoadBalancer {
+            lb_addresses(svc, allocated)
+        } else {
+            &[]
+        };
         let families: Vec<bool> = {
             let mut f: Vec<bool> = svc.cluster_ips.iter().map(IpAddr::is_ipv4).collect();
             if f.is_empty() {
@@ -94,7 +109,12 @@ pub fn external_frontends(
                     local_only,
                     client_affinity,
                     random,
-                    source_ranges: svc.source_ranges.iter().filter(|(a, _)| a.is_ipv4() == v4).copied().collect(),
+                    source_ranges: svc
+                        .source_ranges
+                        .iter()
+                        .filter(|(a, _)| a.is_ipv4() == v4)
+                        .copied()
+                        .collect(),
                 });
             };
             for &ip in lb_ips {
@@ -103,8 +123,10 @@ pub fn external_frontends(
             for &ip in &svc.external_ips {
                 add(ExtKind::ExternalIp, Some(ip), ip.is_ipv4(), port.port);
             }
-            let wants_nodeport =
-                matches!(svc.service_type, ServiceType::NodePort | ServiceType::LoadBalancer);
+            let wants_nodeport = matches!(
+                svc.service_type,
+                ServiceType::NodePort | ServiceType::LoadBalancer
+            );
             if let (true, Some(np)) = (wants_nodeport, port.node_port) {
                 if node.nodeport_range.contains(&np) {
                     for &v4 in &families {

@@ -31,7 +31,11 @@ fn snapshot(etp: TrafficPolicy) -> Snapshot {
     let slice = EndpointSlice {
         name: ServiceName::new("default", "web-1"),
         service: name.clone(),
-        ports: vec![EndpointPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }],
+        ports: vec![EndpointPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 8080,
+        }],
         endpoints: vec![ep("10.244.1.2", "node1"), ep("10.244.2.2", "node2")],
     };
     let mut s = Snapshot::default();
@@ -41,14 +45,28 @@ fn snapshot(etp: TrafficPolicy) -> Snapshot {
 }
 
 fn node(name: &str) -> NodeView<'_> {
-    NodeView { node_name: name, nodeport_range: 30000..=32767 }
+    NodeView {
+        node_name: name,
+        nodeport_range: 30000..=32767,
+    }
 }
 
 #[test]
 fn load_balancer_external_ip_and_node_port_frontends() {
-    let fes = external_frontends(&snapshot(TrafficPolicy::Cluster), &BTreeMap::new(), &node("node1"));
+    let fes = external_frontends(
+        &snapshot(TrafficPolicy::Cluster),
+        &BTreeMap::new(),
+        &node("node1"),
+    );
     let kinds: Vec<ExtKind> = fes.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds, vec![ExtKind::LoadBalancer, ExtKind::ExternalIp, ExtKind::NodePort]);
+    assert_eq!(
+        kinds,
+        vec![
+            ExtKind::LoadBalancer,
+            ExtKind::ExternalIp,
+            ExtKind::NodePort
+        ]
+    );
     assert!(fes.iter().all(|f| f.backends.len() == 2));
     assert_eq!(fes[2].port, 30080);
     assert_eq!(fes[2].addr, None);
@@ -56,19 +74,36 @@ fn load_balancer_external_ip_and_node_port_frontends() {
 
 #[test]
 fn local_policy_keeps_only_this_nodes_endpoints() {
-    let fes = external_frontends(&snapshot(TrafficPolicy::Local), &BTreeMap::new(), &node("node2"));
-    assert!(fes.iter().all(|f| f.local_only && f.backends == vec!["10.244.2.2:8080".parse().unwrap()]));
-    let none = external_frontends(&snapshot(TrafficPolicy::Local), &BTreeMap::new(), &node("node3"));
+    let fes = external_frontends(
+        &snapshot(TrafficPolicy::Local),
+        &BTreeMap::new(),
+        &node("node2"),
+    );
+    assert!(
+        fes.iter()
+            .all(|f| f.local_only && f.backends == vec!["10.244.2.2:8080".parse().unwrap()])
+    );
+    let none = external_frontends(
+        &snapshot(TrafficPolicy::Local),
+        &BTreeMap::new(),
+        &node("node3"),
+    );
     assert!(none.iter().all(|f| f.backends.is_empty()));
 }
 
 #[test]
 fn allocated_addresses_win_over_status_and_node_port_range_applies() {
     let mut alloc = BTreeMap::new();
-    alloc.insert(ServiceName::new("default", "web"), vec!["192.168.1.210".parse().unwrap()]);
+    alloc.insert(
+        ServiceName::new("default", "web"),
+        vec!["192.168.1.210".parse().unwrap()],
+    );
     let fes = external_frontends(&snapshot(TrafficPolicy::Cluster), &alloc, &node("node1"));
     assert_eq!(fes[0].addr, Some("192.168.1.210".parse().unwrap()));
-    let narrow = NodeView { node_name: "node1", nodeport_range: 31000..=31999 };
+    let narrow = NodeView {
+        node_name: "node1",
+        nodeport_range: 31000..=31999,
+    };
     let fes = external_frontends(&snapshot(TrafficPolicy::Cluster), &alloc, &narrow);
     assert!(fes.iter().all(|f| f.kind != ExtKind::NodePort));
 }

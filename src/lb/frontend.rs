@@ -28,6 +28,7 @@ pub struct Frontend {
 
 /// Every frontend of every service, in a deterministic order. When two services claim the same
 /// address:port/protocol the first by namespace/name keeps it and the other is logged.
+#[cfg(test)]
 pub fn frontends(snapshot: &Snapshot) -> Vec<Frontend> {
     frontends_with(snapshot, &BTreeMap::new())
 }
@@ -65,7 +66,9 @@ pub fn frontends_with(
 }
 
 /// EndpointSlices grouped by the service they belong to.
-pub(super) fn slices_by_service(snapshot: &Snapshot) -> BTreeMap<&ServiceName, Vec<&EndpointSlice>> {
+pub(super) fn slices_by_service(
+    snapshot: &Snapshot,
+) -> BTreeMap<&ServiceName, Vec<&EndpointSlice>> {
     let mut by_service: BTreeMap<&ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in snapshot.endpoint_slices.values() {
         by_service.entry(&slice.service).or_default().push(slice);

@@ -12,7 +12,7 @@ pub fn is_prime(m: u32) -> bool {
     }
     let mut d = 2u32;
     while d.saturating_mul(d) <= m {
-        if m % d == 0 {
+        if m.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -43,11 +43,19 @@ fn hash(backend: &SocketAddr, salt: u64) -> u64 {
 pub fn table(backends: &[SocketAddr], m: u32, seed: u64) -> Vec<u32> {
     assert!(is_prime(m), "Maglev table size {m} is not prime");
     let n = backends.len();
-    assert!(n > 0 && n < m as usize, "Maglev needs 0 < backends < table size");
+    assert!(
+        n > 0 && n < m as usize,
+        "Maglev needs 0 < backends < table size"
+    );
     let m64 = u64::from(m);
     let perms: Vec<(u64, u64)> = backends
         .iter()
-        .map(|b| (hash(b, seed) % m64, hash(b, seed.rotate_left(17) ^ 0x5bd1_e995) % (m64 - 1) + 1))
+        .map(|b| {
+            (
+                hash(b, seed) % m64,
+                hash(b, seed.rotate_left(17) ^ 0x5bd1_e995) % (m64 - 1) + 1,
+            )
+        })
         .collect();
     let mut next = vec![0u64; n];
     let mut entry = vec![u32::MAX; m as usize];
@@ -75,8 +83,13 @@ mod tests {
     use super::*;
 
     fn backends(n: usize) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> =
-            (0..n).map(|i| format!("10.244.{}.{}:8080", i / 200, i % 200 + 2).parse().unwrap()).collect();
+        let mut v: Vec<SocketAddr> = (0..n)
+            .map(|i| {
+                format!("10.244.{}.{}:8080", i / 200, i % 200 + 2)
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
         v.sort();
         v
     }
@@ -97,7 +110,10 @@ mod tests {
         }
         let ideal = 16_381 / 7;
         for c in counts {
-            assert!(c.abs_diff(ideal) <= ideal / 50, "share {c} vs ideal {ideal}");
+            assert!(
+                c.abs_diff(ideal) <= ideal / 50,
+                "share {c} vs ideal {ideal}"
+            );
         }
     }
 
@@ -132,6 +148,10 @@ mod tests {
         shuffled.reverse();
         shuffled.sort();
         assert_eq!(table(&b, 251, SEED), table(&shuffled, 251, SEED));
-        assert_ne!(table(&b, 251, SEED), table(&b, 251, SEED ^ 1), "seed matters");
+        assert_ne!(
+            table(&b, 251, SEED),
+            table(&b, 251, SEED ^ 1),
+            "seed matters"
+        );
     }
 }

@@ -9,5 +9,7 @@ pub mod frontend;
 pub mod maglev;
 pub mod plan;
 
-pub use frontend::{Frontend, frontends, frontends_with};
-pub use plan::{LbState, Plan, plan, plan_with};
+#[cfg(test)]
+pub use frontend::frontends;
+pub use frontend::{Frontend, frontends_with};
+pub use plan::{LbState, Plan, plan_with};

@@ -33,6 +33,7 @@ pub struct Plan {
 }
 
 impl Plan {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.op_count() == 0 && self.stale_affinity.is_empty()
     }
@@ -85,6 +86,7 @@ impl IdAllocator {
 
 /// Computes the writes that turn `current` into `desired`. Ids of frontends and backends that
 /// stay are kept, so an unchanged model yields an empty plan (a restarted agent writes nothing).
+#[cfg(test)]
 pub fn plan(desired: &[Frontend], current: &LbState) -> Plan {
     plan_with(desired, &BTreeSet::new(), current)
 }

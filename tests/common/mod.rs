@@ -116,6 +116,8 @@ impl AgentLab {
             .arg(self.cgroup.path())
             .arg("--api-socket")
             .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.work.path().join("state"))
             .args(["--node-name", "test-node"])
             .env("FERRITE_LOG", "debug")
             .stdout(Stdio::null())

@@ -2,6 +2,7 @@
 //! side in one run, written to `results.md` and `results.json`.
 
 mod agent;
+mod l2;
 mod northsouth;
 mod results;
 mod services;
@@ -42,12 +43,15 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth (default both)
-    #[argh(option, default = "String::from(\"clusterip,northsouth\")")]
+    /// sections to run, comma-separated: clusterip, northsouth, l2 (default all)
+    #[argh(option, default = "String::from(\"clusterip,northsouth,l2\")")]
     sections: String,
     /// north-south: wrk connections (default 16)
     #[argh(option, default = "16")]
     wrk_connections: u32,
+    /// l2: failover trials per fault kind (kill -9, SIGSTOP, link down; default 8, --quick 2)
+    #[argh(option)]
+    l2_trials: Option<usize>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -111,23 +115,28 @@ fn parse_scales(text: &str) -> Result<Vec<usize>, String> {
 struct Sections {
     clusterip: bool,
     northsouth: bool,
+    l2: bool,
 }
 
 fn parse_sections(text: &str) -> Result<Sections, String> {
     let mut s = Sections {
         clusterip: false,
         northsouth: false,
+        l2: false,
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
             "clusterip" => s.clusterip = true,
             "northsouth" => s.northsouth = true,
+            "l2" => s.l2 = true,
             other => {
-                return Err(format!("unknown section {other:?} (clusterip, northsouth)"));
+                return Err(format!(
+                    "unknown section {other:?} (clusterip, northsouth, l2)"
+                ));
             }
         }
     }
-    if s.clusterip || s.northsouth {
+    if s.clusterip || s.northsouth || s.l2 {
         Ok(s)
     } else {
         Err("no section to run".into())
@@ -171,6 +180,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         programme: Vec::new(),
         memory: Vec::new(),
         northsouth: None,
+        l2: None,
         notes: Vec::new(),
     };
     if sections.clusterip {
@@ -203,6 +213,19 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         results.notes.extend(northsouth_notes());
         results.northsouth = Some(measured.into());
     }
+    if sections.l2 {
+        check_interrupted()?;
+        let l2_settings = l2::L2Settings {
+            trials_per_fault: args.l2_trials.unwrap_or(if args.quick { 2 } else { 8 }).max(1),
+            rate_run: Duration::from_millis(if args.quick { 500 } else { 2000 }),
+        };
+        let measured = l2::measure(&exe, ferrite.as_deref(), &l2_settings);
+        if let Err(e) = &measured {
+            progress(&format!("l2: {e}"));
+        }
+        results.notes.extend(l2::notes());
+        results.l2 = Some(measured.into());
+    }
 
     let md = results::markdown(&results);
     let json = serde_json::to_string_pretty(&results).expect("results serialize");
@@ -223,7 +246,11 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         || results
             .northsouth
             .as_ref()
-            .is_some_and(|ns| ns.value().is_none_or(northsouth::NorthSouth::incomplete));
+            .is_some_and(|ns| ns.value().is_none_or(northsouth::NorthSouth::incomplete))
+        || results
+            .l2
+            .as_ref()
+            .is_some_and(|l2| l2.value().is_none_or(l2::L2Bench::incomplete));
     Ok(if incomplete {
         ExitCode::from(2)
     } else {
@@ -549,9 +576,11 @@ mod tests {
             parse_sections("clusterip,northsouth").unwrap(),
             Sections {
                 clusterip: true,
-                northsouth: true
+                northsouth: true,
+                l2: false,
             }
         );
+        assert!(parse_sections("l2").unwrap().l2);
         assert!(!parse_sections("northsouth").unwrap().clusterip);
         assert!(parse_sections("").is_err());
         assert!(parse_sections("eastwest").is_err());

@@ -100,6 +100,9 @@ pub struct Results {
     /// North-south rows (`None` when the section was not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub northsouth: Option<Cell<super::northsouth::NorthSouth>>,
+    /// L2 announcement failover (`None` when the section was not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l2: Option<Cell<super::l2::L2Bench>>,
     pub notes: Vec<String>,
 }
 
@@ -256,6 +259,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(ns) = &r.northsouth {
         super::northsouth::markdown(ns, &mut out);
+    }
+    if let Some(l2) = &r.l2 {
+        super::l2::markdown(l2, &mut out);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");

@@ -1,0 +1,308 @@
+//! L2 announcement rows of `ferrite-lab bench`: failover time over many trials of three fault
+//! kinds (`kill -9` of the owner's agent, `SIGSTOP` of it, `ip link set eth0 down` in the
+//! owner node), and how many ARP / Neighbor Solicitation answers per second the eBPF responder
+//! gives next to the kernel answering for the node's own address. Published failover figures of
+//! other L2 announcers go in the same table as anchors.
+//!
+//! The lab is [`L2Lab`]: three nodes, each running `ferrite agent --devices eth0 --l2-bind
+//! NODE:7946 --l2-peers OTHERS`, one pod each, a `LoadBalancer` service with address
+//! 192.168.50.200 / fd00:50::200 on the LAN, two clients on the LAN resolving it on-link.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ferrite_lab::l2lab::{Distribution, Fault, L2Lab, LB_V4, LB_V6, POLICY_INTERFACES, Trial, TrialTiming};
+use ferrite_lab::l2raw::{AnswerRate, answer_rate};
+use ferrite_lab::manifest::l2_policy_yaml;
+use ferrite_lab::nslab::LAN_IFNAME;
+use ferrite_lab::{AgentConfig, NsService, SvcEndpoint};
+use serde::Serialize;
+
+use super::results::{Cell, cell, thousands_f};
+use super::{check_interrupted, progress};
+
+const PREFIX: &str = "flb";
+
+/// How much to measure.
+#[derive(Clone, Debug)]
+pub struct L2Settings {
+    /// Trials of each fault kind.
+    pub trials_per_fault: usize,
+    /// Length of each answers-per-second run.
+    pub rate_run: Duration,
+}
+
+/// Failover statistics of one fault kind (or all of them).
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverRow {
+    pub fault: String,
+    pub trials: usize,
+    /// Fault → first ARP reply from the new owner (ms).
+    pub reply_ms: Option<Distribution>,
+    /// Fault → first gratuitous ARP or reply from the new owner (ms).
+    pub announce_ms: Option<Distribution>,
+    /// Fault → the old owner's last ARP reply (ms).
+    pub old_last_reply_ms: Option<Distribution>,
+    /// Longest time without a successful request (ms).
+    pub outage_ms: Option<Distribution>,
+    pub failed_requests: usize,
+    /// Polls answered by two MACs before healing / while healing, summed over the trials.
+    pub double_answers: usize,
+    pub heal_double_answers: usize,
+    /// Trials with any double-answered poll while healing.
+    pub trials_with_heal_double_answers: usize,
+}
+
+/// Answers per second of one responder.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateRow {
+    pub responder: String,
+    pub request: String,
+    pub target: String,
+    pub rate: Cell<AnswerRate>,
+}
+
+/// Another L2 announcer's failover, as documented (not measured here).
+#[derive(Clone, Debug, Serialize)]
+pub struct Anchor {
+    pub system: String,
+    pub failover: String,
+    pub basis: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct L2Bench {
+    pub trials_per_fault: usize,
+    pub failover: Vec<FailoverRow>,
+    pub rates: Vec<RateRow>,
+    pub anchors: Vec<Anchor>,
+    /// Trials that could not be completed.
+    pub errors: Vec<String>,
+    pub trials: Vec<Trial>,
+}
+
+impl L2Bench {
+    /// Whether any measurement is missing.
+    pub fn incomplete(&self) -> bool {
+        !self.errors.is_empty() || self.rates.iter().any(|r| r.rate.is_not_run())
+    }
+}
+
+fn samples(trials: &[&Trial], f: impl Fn(&Trial) -> Option<f64>) -> Option<Distribution> {
+    let v: Vec<f64> = trials.iter().filter_map(|t| f(t)).collect();
+    Distribution::of(&v)
+}
+
+fn row(label: &str, trials: &[&Trial]) -> FailoverRow {
+    FailoverRow {
+        fault: label.to_owned(),
+        trials: trials.len(),
+        reply_ms: samples(trials, |t| t.reply_ms),
+        announce_ms: samples(trials, |t| t.announce_ms),
+        old_last_reply_ms: samples(trials, |t| t.old_last_reply_ms),
+        outage_ms: samples(trials, |t| t.outage_ms),
+        failed_requests: trials.iter().map(|t| t.failed_requests).sum(),
+        double_answers: trials.iter().map(|t| t.double_answers).sum(),
+        heal_double_answers: trials.iter().map(|t| t.heal_double_answers).sum(),
+        trials_with_heal_double_answers: trials.iter().filter(|t| t.heal_double_answers > 0).count(),
+    }
+}
+
+fn anchors() -> Vec<Anchor> {
+    vec![
+        Anchor {
+            system: "Cilium L2 announcements".into(),
+            failover: "10–20 s".into(),
+            basis: "a Kubernetes Lease per service: leaseDuration 15 s, renewDeadline 5 s, retryPeriod 2 s (defaults); a new node takes over once the lease expires".into(),
+        },
+        Anchor {
+            system: "MetalLB (L2 mode), kube-vip (ARP)".into(),
+            failover: "~3 s".into(),
+            basis: "memberlist failure detection (MetalLB) / leader-election leases (kube-vip), typical figures".into(),
+        },
+    ]
+}
+
+/// Builds the lab, runs the trials (faults interleaved) and the answer-rate runs.
+pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &L2Settings) -> Result<L2Bench, String> {
+    let ferrite = ferrite.map_err(Clone::clone)?;
+    progress("l2: building the LAN lab (3 nodes with agents, 2 clients)");
+    let mut base = AgentConfig::new(ferrite);
+    "info".clone_into(&mut base.log_level);
+    let mut lab = L2Lab::build(PREFIX, 3, 1, base, exe).map_err(|e| format!("L2 lab: {e}"))?;
+    let mut web = NsService::load_balancer("web", "10.96.0.10".parse().expect("valid"), IpAddr::V4(LB_V4), 30080);
+    web.namespace = "default".into();
+    web.lb_ips.push(IpAddr::V6(LB_V6));
+    web.endpoints = lab
+        .lab()
+        .nodes()
+        .iter()
+        .map(|n| SvcEndpoint::new(n.pod_v4(0), &n.name))
+        .collect();
+    lab.lab().write_manifest("web.yaml", &web.to_yaml()).map_err(|e| e.to_string())?;
+    lab.lab()
+        .write_manifest("l2-policy.yaml", &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
+        .map_err(|e| e.to_string())?;
+    lab.start_agents().map_err(|e| format!("starting agents: {e}"))?;
+    lab.wait_owner(IpAddr::V4(LB_V4), Duration::from_secs(20))?;
+
+    let timing = TrialTiming::default();
+    let mut trials = Vec::new();
+    let mut errors = Vec::new();
+    for round in 0..settings.trials_per_fault {
+        for fault in Fault::ALL {
+            check_interrupted()?;
+            match lab.trial(LB_V4, 80, fault, &timing) {
+                Ok(t) => {
+                    progress(&format!(
+                        "l2: trial {} {fault}: {} → {}: reply {} ms, outage {} ms, double answers {}/{}",
+                        round + 1,
+                        t.old_owner,
+                        t.new_owner.as_deref().unwrap_or("-"),
+                        t.reply_ms.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+                        t.outage_ms.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+                        t.double_answers,
+                        t.heal_double_answers
+                    ));
+                    trials.push(t);
+                }
+                Err(e) => {
+                    progress(&format!("l2: trial {} {fault} failed: {e}", round + 1));
+                    errors.push(format!("{fault}: {e}"));
+                    // Put the lab back together before the next trial.
+                    for i in 0..3 {
+                        let _ = lab.heal(i);
+                    }
+                }
+            }
+        }
+    }
+    let mut failover: Vec<FailoverRow> = Fault::ALL
+        .iter()
+        .map(|f| row(&f.to_string(), &trials.iter().filter(|t| t.fault == *f).collect::<Vec<_>>()))
+        .collect();
+    failover.push(row("all", &trials.iter().collect::<Vec<_>>()));
+
+    progress("l2: answers per second");
+    let owner4 = lab.wait_owner(IpAddr::V4(LB_V4), Duration::from_secs(20))?;
+    let owner6 = lab.wait_owner(IpAddr::V6(LB_V6), Duration::from_secs(20))?;
+    let client = lab.lab().client(0);
+    let plain = |owner: usize| (owner + 1) % 3;
+    let cases: [(&str, &str, IpAddr, IpAddr); 4] = [
+        ("ferrite eBPF responder", "ARP", IpAddr::V4(client.v4()), IpAddr::V4(LB_V4)),
+        ("kernel (the node's own address)", "ARP", IpAddr::V4(client.v4()), IpAddr::V4(lab.lab().node(plain(owner4)).v4())),
+        ("ferrite eBPF responder", "NS", IpAddr::V6(client.v6()), IpAddr::V6(LB_V6)),
+        ("kernel (the node's own address)", "NS", IpAddr::V6(client.v6()), IpAddr::V6(lab.lab().node(plain(owner6)).v6())),
+    ];
+    let mut rates = Vec::new();
+    for (responder, request, src, target) in cases {
+        check_interrupted()?;
+        let r = answer_rate(client.ns(), LAN_IFNAME, src, target, settings.rate_run).map_err(|e| e.to_string());
+        progress(&format!("l2: {responder} {request} {target}: {r:?}"));
+        rates.push(RateRow {
+            responder: responder.into(),
+            request: request.into(),
+            target: target.to_string(),
+            rate: r.into(),
+        });
+    }
+    Ok(L2Bench {
+        trials_per_fault: settings.trials_per_fault,
+        failover,
+        rates,
+        anchors: anchors(),
+        errors,
+        trials,
+    })
+}
+
+fn dist(d: Option<&Distribution>) -> String {
+    d.map_or_else(|| "–".into(), |d| format!("{:.0} / {:.0} / {:.0}", d.median, d.p95, d.max))
+}
+
+/// Renders the section as markdown.
+pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\n## L2 announcements: failover of a LoadBalancer IP\n");
+    let l2 = match l2 {
+        Cell::Value(v) => v,
+        Cell::NotRun { not_run } => {
+            let _ = writeln!(out, "not run: {not_run}");
+            return;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{} trial(s) per fault on the owner of 192.168.50.200; times in ms after the fault, median / p95 / max.\n",
+        l2.trials_per_fault
+    );
+    let _ = writeln!(
+        out,
+        "| fault | trials | failover: first ARP reply from the new owner | first announcement (gratuitous ARP) | old owner's last reply | longest request gap | double-answered polls (fault / healing) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in &l2.failover {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} / {} |",
+            r.fault,
+            r.trials,
+            dist(r.reply_ms.as_ref()),
+            dist(r.announce_ms.as_ref()),
+            dist(r.old_last_reply_ms.as_ref()),
+            dist(r.outage_ms.as_ref()),
+            r.double_answers,
+            r.heal_double_answers,
+        );
+    }
+    let _ = writeln!(out, "\nThe same figure next to other L2 announcers (theirs are documented defaults, not measured here):\n");
+    let _ = writeln!(out, "| system | failover | basis |");
+    let _ = writeln!(out, "|---|---:|---|");
+    if let Some(all) = l2.failover.iter().find(|r| r.fault == "all") {
+        let _ = writeln!(
+            out,
+            "| ferrite (this run, {} trials) | {} | SWIM membership over UDP (probe 100 ms, suspicion ≥ 300 ms), rendezvous hashing, eBPF ARP/NDP responder |",
+            all.trials,
+            all.reply_ms.map_or_else(
+                || "–".into(),
+                |d| format!("median {:.2} s, p95 {:.2} s, max {:.2} s", d.median / 1e3, d.p95 / 1e3, d.max / 1e3)
+            )
+        );
+    }
+    for a in &l2.anchors {
+        let _ = writeln!(out, "| {} | {} | {} |", a.system, a.failover, a.basis);
+    }
+    let _ = writeln!(out, "\nAnswers per second (one client thread sending requests as fast as it can):\n");
+    let _ = writeln!(out, "| responder | request | target | answers/s | answered |");
+    let _ = writeln!(out, "|---|---|---|---:|---:|");
+    for r in &l2.rates {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.responder,
+            r.request,
+            r.target,
+            cell(&r.rate, |a| thousands_f(a.rate)),
+            cell(&r.rate, |a| {
+                #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+                let pct = if a.requests == 0 { 0.0 } else { 100.0 * a.replies as f64 / a.requests as f64 };
+                format!("{pct:.1}%")
+            }),
+        );
+    }
+    if !l2.errors.is_empty() {
+        let _ = writeln!(out, "\nTrials that failed:\n");
+        for e in &l2.errors {
+            let _ = writeln!(out, "- {}", e.replace('\n', " "));
+        }
+    }
+}
+
+pub fn notes() -> Vec<String> {
+    vec![
+        "L2 lab: a LAN bridge with three node netns, each running `ferrite agent --devices eth0 --l2-bind NODE:7946 --l2-peers OTHERS` (one pod each) and an L2AnnouncementPolicy for `^eth[0-9]+`; a LoadBalancer service with 192.168.50.200 / fd00:50::200 (on the LAN subnet, so clients resolve it on-link) and a pod on every node as endpoints".into(),
+        "L2 trials: client2 sends an ARP request for the address every 20 ms and records every reply and gratuitous ARP; client1 opens a TCP connection every 20 ms (250 ms timeout). The owner is broken, the survivors must agree on a new owner, then it is healed (a fresh agent after kill -9, SIGCONT, link up) and must get the address back. Failover = fault → first ARP reply from the new owner's MAC; the longest request gap is short after kill -9 and SIGSTOP because the dead agent's pinned datapath keeps forwarding for clients that still have its MAC".into(),
+        "Answers per second: `ferrite-lab` sends ARP requests / Neighbor Solicitations from one thread through a packet socket and counts the replies addressed to it; the kernel rows ask a node for its own address".into(),
+    ]
+}
