@@ -9,7 +9,5 @@ pub mod frontend;
 pub mod maglev;
 pub mod plan;
 
-#[cfg(test)]
-pub use frontend::frontends;
 pub use frontend::{Frontend, frontends_with};
 pub use plan::{LbState, Plan, plan_with};

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::l2raw::{AnswerKind, Watch, WatchLog};
+use crate::manifest::{NsService, SvcEndpoint};
 use crate::nslab::{AgentConfig, LAN_IFNAME, NsLab, NsLabConfig, NsLabError};
 use crate::raw::Mac;
 use crate::timeline::{Attempt, RequestLoop, failures, first_ok_after, longest_outage};
@@ -129,10 +130,20 @@ pub struct Trial {
     pub unanswered_polls: usize,
     /// Polls answered by more than one MAC while healing and after.
     pub heal_double_answers: usize,
+    /// From the first to the last of those polls (ms): how long two nodes answered.
+    pub heal_double_answer_span_ms: Option<f64>,
     /// Longest time without a successful request while healing and after.
     pub heal_outage_ms: Option<f64>,
     /// The client's neighbor entry for the address just before healing.
     pub client_neighbor: Option<String>,
+    /// At the start, the client's neighbor entry named another MAC than the owner's (a
+    /// previous owner's): it was deleted so the trial starts clean.
+    pub stale_client_entry_before: Option<String>,
+    /// The owner after healing.
+    pub healed_owner: Option<String>,
+    /// The client's neighbor entry at the end, when it is not the healed owner's MAC (clients
+    /// left talking to a node that no longer announces the address).
+    pub client_not_following_after_heal: Option<String>,
 }
 
 fn ms_since(t0: Instant, t: Instant) -> f64 {
@@ -347,6 +358,43 @@ impl L2Lab {
         Ok(())
     }
 
+    /// Writes `svc` to `file` with the pods of every node but `exclude` as its endpoints and
+    /// waits until requests from client1 to its first LB IP (TCP `port`) reach exactly those
+    /// pods. Failover trials use this so that breaking the owner (`exclude`) leaves no dead
+    /// endpoint behind: then every failed request is the announcement's fault.
+    pub fn serve_without(&self, file: &str, svc: &NsService, exclude: usize, port: u16) -> Result<(), String> {
+        let mut svc = svc.clone();
+        svc.endpoints = self
+            .lab
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != exclude)
+            .flat_map(|(_, n)| (0..n.pods.pods().len()).map(move |p| SvcEndpoint::new(n.pod_v4(p), &n.name)))
+            .collect();
+        let want: BTreeSet<String> = self
+            .lab
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != exclude)
+            .flat_map(|(_, n)| (0..n.pods.pods().len()).map(move |p| n.pod_name(p)))
+            .collect();
+        self.lab.write_manifest(file, &svc.to_yaml()).map_err(|e| e.to_string())?;
+        let target = SocketAddr::new(*svc.lb_ips.first().ok_or("the service has no LB IP")?, port);
+        let mut last = None;
+        let reached = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            let got = self
+                .lab
+                .attempts(0, target, crate::probe::Proto::Tcp, 24, 500)
+                .map(|r| r.names.keys().cloned().collect::<BTreeSet<String>>());
+            let done = got.as_ref().is_ok_and(|g| *g == want);
+            last = Some(got.map_err(|e| e.to_string()));
+            done
+        });
+        reached.map(drop).map_err(|_| format!("requests to {target} never reached exactly {want:?}: {last:?}"))
+    }
+
     /// The MAC client `client`'s kernel has for `addr` (`ip neigh`), with its state.
     pub fn client_neighbor(&self, client: usize, addr: IpAddr) -> Result<Option<String>, NsLabError> {
         let out = self.lab.client(client).ns().ip_run([
@@ -380,6 +428,16 @@ impl L2Lab {
         let ip = IpAddr::V4(addr);
         let owner = self.wait_owner(ip, timing.limit)?;
         let old_mac = self.mac(owner).map_err(|e| e.to_string())?;
+        let stale_client_entry_before = self
+            .client_neighbor(0, ip)
+            .ok()
+            .flatten()
+            .filter(|n| !n.starts_with(&old_mac.to_string()));
+        if stale_client_entry_before.is_some() {
+            for c in self.lab.clients() {
+                let _ = c.ns().ip_run(["neigh", "del", &ip.to_string(), "dev", LAN_IFNAME]);
+            }
+        }
         let old_owner = self.lab.node(owner).name.clone();
         let poller = self.lab.client(1);
         let watch = Watch::start(
@@ -415,12 +473,18 @@ impl L2Lab {
         let t_end = Instant::now();
         let attempts = requests.stop()?;
         let log = watch.stop().map_err(|e| format!("ARP poller: {e}"))?;
-        steady?;
+        let healed_owner = steady?;
+        let healed_mac = self.mac(healed_owner).map_err(|e| e.to_string())?;
+        let client_not_following_after_heal = self
+            .client_neighbor(0, ip)
+            .ok()
+            .flatten()
+            .filter(|n| !n.starts_with(&healed_mac.to_string()));
         let new_mac = match new_owner {
             Some(i) => Some(self.mac(i).map_err(|e| e.to_string())?),
             None => None,
         };
-        Ok(measure(
+        let mut trial = measure(
             fault,
             &old_owner,
             new_owner.map(|i| self.lab.node(i).name.clone()),
@@ -429,7 +493,11 @@ impl L2Lab {
             &attempts,
             (t_start, t0, t_heal, t_end),
             client_neighbor,
-        ))
+        );
+        trial.stale_client_entry_before = stale_client_entry_before;
+        trial.healed_owner = Some(self.lab.node(healed_owner).name.clone());
+        trial.client_not_following_after_heal = client_not_following_after_heal;
+        Ok(trial)
     }
 }
 
@@ -493,8 +561,14 @@ fn measure(
         double_answers: log.double_answered(t_start, t_heal),
         unanswered_polls: log.unanswered(t_start, t_heal),
         heal_double_answers: log.double_answered(t_heal, t_end),
+        heal_double_answer_span_ms: log
+            .double_answered_span(t_heal, t_end)
+            .map(|d| d.as_secs_f64() * 1e3),
         heal_outage_ms: longest_outage(attempts, t_heal, t_end).map(|d| d.as_secs_f64() * 1e3),
         client_neighbor,
+        stale_client_entry_before: None,
+        healed_owner: None,
+        client_not_following_after_heal: None,
     }
 }
 

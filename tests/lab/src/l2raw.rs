@@ -570,6 +570,19 @@ impl WatchLog {
             .count()
     }
 
+    /// From the first to the last request sent in `[from, to)` that more than one MAC
+    /// answered (`None` when none was).
+    #[must_use]
+    pub fn double_answered_span(&self, from: Instant, to: Instant) -> Option<Duration> {
+        let times: Vec<Instant> = self
+            .replies_by_request()
+            .iter()
+            .filter(|(t, macs)| *t >= from && *t < to && macs.len() > 1)
+            .map(|(t, _)| *t)
+            .collect();
+        Some(*times.last()? - *times.first()?)
+    }
+
     /// Requests sent in `[from, to)` that nobody answered.
     #[must_use]
     pub fn unanswered(&self, from: Instant, to: Instant) -> usize {
@@ -757,11 +770,11 @@ pub fn answer_rate(
 pub enum Expect {
     /// A well-formed request for the announced address: must be answered (the controls).
     Answer,
-    /// Truncated, malformed, not a request, for another address, or addressed to another
-    /// host: must never be answered.
+    /// Truncated, malformed, not a request, for another address, addressed to another host
+    /// or tagged for another VLAN: must never be answered.
     Silent,
-    /// Legal or arguable (trailing bytes, extension headers, DAD probes, VLAN tags, odd
-    /// sender addresses): reported, not judged.
+    /// Legal or arguable (trailing bytes, extension headers, DAD probes, odd sender
+    /// addresses): reported, not judged.
     Either,
 }
 
@@ -988,7 +1001,8 @@ fn arp_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv4Addr, t: Ipv4Addr) {
     f.extend_from_slice(&7u16.to_be_bytes());
     f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
     f.extend_from_slice(&req(m).bytes());
-    c.push("arp-vlan-tagged", Either, f);
+    // Tagged for a VLAN this interface is not in: the address is not announced there.
+    c.push("arp-vlan-tagged", Silent, f);
 }
 
 #[expect(clippy::too_many_lines, reason = "a flat list of frames")]
@@ -1193,7 +1207,7 @@ fn nd_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv6Addr, t: Ipv6Addr) {
     f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
     let body = nd_message(ND_SOLICIT, 0, 0, t, &slla(m), (s, group));
     f.extend_from_slice(&h.packet(&body));
-    c.push("ns-vlan-tagged", Either, f);
+    c.push("ns-vlan-tagged", Silent, f);
 }
 
 /// How the announcer treated each frame of a [`catalog`] run.
@@ -1448,6 +1462,8 @@ mod tests {
             ],
         };
         assert_eq!(log.double_answered(t0, ms(100)), 1);
+        assert_eq!(log.double_answered_span(t0, ms(100)), Some(Duration::ZERO));
+        assert_eq!(log.double_answered_span(ms(30), ms(100)), None);
         assert_eq!(log.unanswered(t0, ms(100)), 1);
         assert_eq!(log.first(ms(2), |x| x.mac == b).unwrap().at, ms(22));
         assert_eq!(log.last(t0, ms(100), |x| x.mac == a).unwrap().at, ms(21));
