@@ -38,6 +38,10 @@ pub struct L2Config {
     pub reannounce: Option<Duration>,
 }
 
+/// Addresses this node owns right now, shared with announcement bursts so a burst stops the
+/// moment ownership moves.
+type OwnedNow = std::sync::Arc<std::sync::Mutex<BTreeSet<IpAddr>>>;
+
 struct Owned {
     interface: String,
     ifindex: u32,
@@ -55,6 +59,10 @@ pub struct L2Part {
     owned: BTreeMap<IpAddr, Owned>,
     last_interfaces: Vec<LocalInterface>,
     view: L2View,
+    owned_now: OwnedNow,
+    /// When the interface poll last ran: a long gap means this agent was frozen (SIGSTOP,
+    /// a stalled VM) and must announce what it owns again.
+    last_poll: std::time::Instant,
 }
 
 fn unix_ms() -> u64 {
@@ -123,6 +131,8 @@ impl L2Part {
             owned: BTreeMap::new(),
             last_interfaces: Vec::new(),
             view: L2View::default(),
+            owned_now: OwnedNow::default(),
+            last_poll: std::time::Instant::now(),
         })
     }
 
@@ -186,6 +196,23 @@ impl L2Part {
     ) {
         if let Err(e) = self.responder.heartbeat() {
             warn!(error = %e, "L2 responder heartbeat");
+        }
+        let gap = self.last_poll.elapsed();
+        self.last_poll = std::time::Instant::now();
+        if gap > Duration::from_secs(1) {
+            info!(
+                gap_ms = gap.as_millis(),
+                "resumed after a stall; announcing owned addresses again"
+            );
+            for (ip, o) in &self.owned {
+                burst(
+                    o.interface.clone(),
+                    o.ifindex,
+                    o.mac,
+                    *ip,
+                    self.owned_now.clone(),
+                );
+            }
         }
         if local_interfaces() != self.last_interfaces {
             self.update(snapshot, lb_ips);
@@ -274,9 +301,19 @@ impl L2Part {
                 {
                     warn!(error = %e, "joining solicited-node group");
                 }
-                burst(o.interface.clone(), o.ifindex, o.mac, *ip);
+                burst(
+                    o.interface.clone(),
+                    o.ifindex,
+                    o.mac,
+                    *ip,
+                    self.owned_now.clone(),
+                );
             }
         }
+        *self
+            .owned_now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next.keys().copied().collect();
         self.owned = next;
         self.publish(&owners, &members);
     }
@@ -324,10 +361,17 @@ impl L2Part {
 }
 
 /// Gratuitous ARP / unsolicited NA now and a few times after, off the reconcile path.
-fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr) {
+fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr, owned: OwnedNow) {
     tokio::spawn(async move {
         for delay in BURST {
             tokio::time::sleep(delay).await;
+            if !owned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&ip)
+            {
+                return;
+            }
             if let Err(e) = announce(&ifname, ifindex, mac, ip) {
                 warn!(error = %e, "announcing");
             }

@@ -11,6 +11,7 @@ use crate::TCX_NEXT;
 use crate::maps::{L2_ADDRS, L2_LIVE};
 
 const ETH_HLEN: usize = 14;
+const PACKET_OTHERHOST: u32 = 3;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ARP_REQUEST: u16 = 1;
@@ -48,6 +49,12 @@ fn bounce(ctx: &TcContext) -> i32 {
 #[inline(always)]
 pub fn respond(ctx: &mut TcContext) -> i32 {
     let Ok(proto) = ctx.load::<u16>(12) else { return TCX_NEXT };
+    // SAFETY: reading fields of the skb context.
+    let (pkt_type, vlan) = unsafe { ((*ctx.skb.skb).pkt_type, (*ctx.skb.skb).vlan_present) };
+    // Frames for another host's MAC, or on a VLAN this interface is not: never ours to answer.
+    if pkt_type == PACKET_OTHERHOST || vlan != 0 {
+        return TCX_NEXT;
+    }
     let answered = match u16::from_be(proto) {
         _ if !agent_alive() => None,
         ETH_P_ARP => arp(ctx),
@@ -117,6 +124,21 @@ fn ndp(ctx: &mut TcContext) -> Option<()> {
     let src: [u32; 4] = ctx.load(ETH_HLEN + 8).ok()?;
     if src == [0; 4] {
         return None; // duplicate address detection: not a resolution request
+    }
+    if src[0].to_ne_bytes()[0] == 0xff {
+        return None; // a multicast source is invalid (RFC 4861 7.1.1)
+    }
+    // The solicitation's own checksum must verify (pseudo-header + message sums to 0xffff).
+    let mut check = add_words(0, &src) + ND_LEN as u32 + u32::from(IPPROTO_ICMPV6);
+    let dst: [u32; 4] = ctx.load(ETH_HLEN + 24).ok()?;
+    check = add_words(check, &dst);
+    let mut j = 0;
+    while j < ND_LEN {
+        check += u32::from(u16::from_be_bytes([body[j], body[j + 1]]));
+        j += 2;
+    }
+    if fold(check) != 0 {
+        return None;
     }
     let target: [u32; 4] = ctx.load(icmp + 8).ok()?;
     let key = L2Key { addr: target, ifindex: ifindex(ctx), family: FAMILY_V6, _pad: [0; 3] };

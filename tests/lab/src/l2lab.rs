@@ -23,7 +23,7 @@ use crate::timeline::{Attempt, RequestLoop, failures, first_ok_after, longest_ou
 use crate::wait::wait_until;
 
 /// The `LoadBalancer` addresses of the lab's services, on the LAN subnet (192.168.50.0/24,
-/// fd00:50::/64) so clients resolve them on-link.
+/// `fd00:50::/64`) so clients resolve them on-link.
 pub const LB_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 200);
 pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x50, 0, 0, 0, 0, 0, 0x200);
 /// On the LAN, announced by nobody.
@@ -455,8 +455,8 @@ impl L2Lab {
             timing.request_timeout,
         )
         .map_err(|e| format!("request loop: {e}"))?;
+        let t_start = Instant::now();
         std::thread::sleep(timing.before);
-        let t_start = Instant::now() - timing.before;
         let t0 = Instant::now();
         self.fault(owner, fault).map_err(|e| e.to_string())?;
         let new_owner = wait_until(timing.limit, Duration::from_millis(20), || {

@@ -154,7 +154,7 @@ impl V6 {
     }
 }
 
-/// An ICMPv6 NS/NA body: type, code, checksum over the pseudo-header, flags, target, options.
+/// An `ICMPv6` NS/NA body: type, code, checksum over the pseudo-header, flags, target, options.
 fn nd_message(
     kind: u8,
     code: u8,
@@ -492,7 +492,7 @@ impl PacketSocket {
             return Ok(Some(Received {
                 at: Instant::now(),
                 bytes: buf,
-                outgoing: sll.sll_pkttype == libc::PACKET_OUTGOING as u8,
+                outgoing: sll.sll_pkttype == libc::PACKET_OUTGOING,
             }));
         }
     }
@@ -814,6 +814,9 @@ pub fn sender_mac(seq: u16, index: usize) -> Mac {
     Mac([0x02, 0x1b, s0, s1, i0, i1])
 }
 
+/// A named change to a well-formed ARP request.
+type ArpChange = (&'static str, fn(&mut Arp));
+
 struct Catalog {
     frames: Vec<L2Frame>,
     seq: u16,
@@ -867,7 +870,11 @@ fn next_v6(ip: Ipv6Addr) -> Ipv6Addr {
     Ipv6Addr::from(u128::from(ip).wrapping_add(1))
 }
 
-#[expect(clippy::too_many_lines, reason = "a flat list of frames")]
+#[expect(
+    clippy::many_single_char_names,
+    clippy::too_many_lines,
+    reason = "a flat list of frames reads best with short names for the fixed parts"
+)]
 fn arp_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv4Addr, t: Ipv4Addr) {
     use Expect::{Answer, Either, Silent};
     let req = |m: Mac| Arp::request(m, s, t);
@@ -900,7 +907,7 @@ fn arp_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv4Addr, t: Ipv4Addr) {
         );
     }
     // Wrong fixed fields.
-    let variants: [(&str, fn(&mut Arp)); 8] = [
+    let variants: [ArpChange; 8] = [
         ("arp-htype-6", |a| a.htype = 6),
         ("arp-ptype-ipv6", |a| a.ptype = 0x86dd),
         ("arp-hlen-8", |a| a.hlen = 8),
@@ -1005,7 +1012,11 @@ fn arp_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv4Addr, t: Ipv4Addr) {
     c.push("arp-vlan-tagged", Silent, f);
 }
 
-#[expect(clippy::too_many_lines, reason = "a flat list of frames")]
+#[expect(
+    clippy::many_single_char_names,
+    clippy::too_many_lines,
+    reason = "a flat list of frames reads best with short names for the fixed parts"
+)]
 fn nd_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv6Addr, t: Ipv6Addr) {
     use Expect::{Answer, Either, Silent};
     let (group, group_mac) = solicited_node(t);

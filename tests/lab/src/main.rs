@@ -2,6 +2,7 @@
 //! benchmark harness behind `make bench`.
 
 mod bench;
+mod demo;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +29,7 @@ enum Command {
     ConnectRate(ConnectRateArgs),
     Bench(bench::BenchArgs),
     Cleanup(CleanupArgs),
+    Demo(demo::DemoArgs),
     Garbage(GarbageArgs),
     HttpGet(HttpGetArgs),
 }
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client(&args),
         Command::ConnectRate(args) => connect_rate(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Demo(args) => demo::main(&args),
         Command::Garbage(args) => garbage(&args),
         Command::HttpGet(args) => http_get(&args),
         Command::Cleanup(args) => match ferrite_lab::cleanup_stale(&args.prefix) {

@@ -215,16 +215,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     }
     if sections.l2 {
         check_interrupted()?;
-        let l2_settings = l2::L2Settings {
-            trials_per_fault: args.l2_trials.unwrap_or(if args.quick { 2 } else { 8 }).max(1),
-            rate_run: Duration::from_millis(if args.quick { 500 } else { 2000 }),
-        };
-        let measured = l2::measure(&exe, ferrite.as_deref(), &l2_settings);
-        if let Err(e) = &measured {
-            progress(&format!("l2: {e}"));
-        }
-        results.notes.extend(l2::notes());
-        results.l2 = Some(measured.into());
+        l2_section(args, &exe, ferrite.as_deref(), &mut results);
     }
 
     let md = results::markdown(&results);
@@ -256,6 +247,23 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The L2 announcement section: failover trials and answers per second.
+fn l2_section(args: &BenchArgs, exe: &Path, ferrite: Result<&Path, &String>, results: &mut Results) {
+    let settings = l2::L2Settings {
+        trials_per_fault: args
+            .l2_trials
+            .unwrap_or(if args.quick { 2 } else { 8 })
+            .max(1),
+        rate_run: Duration::from_millis(if args.quick { 500 } else { 2000 }),
+    };
+    let measured = l2::measure(exe, ferrite, &settings);
+    if let Err(e) = &measured {
+        progress(&format!("l2: {e}"));
+    }
+    results.notes.extend(l2::notes());
+    results.l2 = Some(measured.into());
 }
 
 fn northsouth_notes() -> Vec<String> {
