@@ -23,12 +23,14 @@ use ferrite_lab::l2lab::{
     Fault, L2Lab, LB_V4, LB_V6, POLICY_INTERFACES, Trial, TrialTiming, UNOWNED_V4, UNOWNED_V6,
     address_entry,
 };
-use ferrite_lab::l2raw::{AnswerKind, ETH_P_ALL, L2Aim, PacketSocket, Watch, send_catalog, solicit};
+use ferrite_lab::l2raw::{
+    AnswerKind, ETH_P_ALL, L2Aim, PacketSocket, Watch, send_catalog, solicit,
+};
 use ferrite_lab::manifest::l2_policy_yaml;
 use ferrite_lab::nslab::LAN_IFNAME;
 use ferrite_lab::probe::Proto;
 use ferrite_lab::raw::Mac;
-use ferrite_lab::{AgentConfig, NsService, SvcEndpoint, wait_until};
+use ferrite_lab::{AgentConfig, Ns, NsService, SvcEndpoint, wait_until};
 
 /// What the tests assert on failover: far above the design target (about 1 s), so slow CI
 /// does not flake.
@@ -52,7 +54,10 @@ fn build(prefix: &str) -> L2Lab {
             .args(["-c", &format!("command -v {tool}")])
             .output()
             .is_ok_and(|o| o.status.success());
-        assert!(found, "{tool} not found: run `make setup` (apt-get install arping ndisc6)");
+        assert!(
+            found,
+            "{tool} not found: run `make setup` (apt-get install arping ndisc6)"
+        );
     }
     let mut base = AgentConfig::new(Path::new(FERRITE));
     "info".clone_into(&mut base.log_level);
@@ -81,7 +86,9 @@ fn web(lab: &L2Lab) -> NsService {
 /// The `web` service and the L2 policy, then the agents.
 fn start(prefix: &str) -> L2Lab {
     let mut lab = build(prefix);
-    lab.lab().write_manifest(WEB_FILE, &web(&lab).to_yaml()).unwrap();
+    lab.lab()
+        .write_manifest(WEB_FILE, &web(&lab).to_yaml())
+        .unwrap();
     lab.lab()
         .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
         .unwrap();
@@ -100,8 +107,16 @@ fn owner(lab: &L2Lab, addr: IpAddr) -> usize {
 /// from two different MACs.
 fn arping(lab: &L2Lab, client: usize, target: Ipv4Addr, count: u32) -> (Vec<String>, String) {
     let mut cmd = lab.lab().client(client).ns().command("arping").unwrap();
-    cmd.args(["-d", "-c", &count.to_string(), "-W", "0.2", "-i", LAN_IFNAME])
-        .arg(target.to_string());
+    cmd.args([
+        "-d",
+        "-c",
+        &count.to_string(),
+        "-W",
+        "0.2",
+        "-i",
+        LAN_IFNAME,
+    ])
+    .arg(target.to_string());
     let out = cmd.output().expect("running arping");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let macs = text
@@ -146,7 +161,10 @@ fn solicit_rounds(lab: &L2Lab, client: usize, target: IpAddr, rounds: usize) -> 
             for a in &answers {
                 assert!(a.well_formed, "ill-formed answer for {target}: {a:?}");
                 if target.is_ipv6() {
-                    assert!(a.override_flag, "a solicited NA for an announced address must override: {a:?}");
+                    assert!(
+                        a.override_flag,
+                        "a solicited NA for an announced address must override: {a:?}"
+                    );
                 }
             }
             answers.iter().map(|a| a.mac).collect()
@@ -166,12 +184,23 @@ fn assert_only_owner_answers(lab: &L2Lab, addr: IpAddr, owner: usize) {
     match addr {
         IpAddr::V4(v4) => {
             let (macs, text) = arping(lab, 0, v4, 3);
-            assert_eq!(macs, vec![want.clone(); 3], "arping {v4}: want 3 replies from {who} ({want})\n{text}");
-            assert!(text.contains("(0 extra)"), "arping saw extra replies:\n{text}");
+            assert_eq!(
+                macs,
+                vec![want.clone(); 3],
+                "arping {v4}: want 3 replies from {who} ({want})\n{text}"
+            );
+            assert!(
+                text.contains("(0 extra)"),
+                "arping saw extra replies:\n{text}"
+            );
         }
         IpAddr::V6(_) => {
             let (macs, text) = ndisc6(lab, 0, addr);
-            assert_eq!(macs, vec![want.clone()], "ndisc6 {addr}: want one answer from {who} ({want})\n{text}");
+            assert_eq!(
+                macs,
+                vec![want.clone()],
+                "ndisc6 {addr}: want one answer from {who} ({want})\n{text}"
+            );
         }
     }
     for (i, macs) in solicit_rounds(lab, 1, addr, 5).iter().enumerate() {
@@ -197,15 +226,24 @@ fn assert_nobody_answers(lab: &L2Lab, addr: IpAddr) {
     match addr {
         IpAddr::V4(v4) => {
             let (got, text) = arping(lab, 0, v4, 2);
-            assert!(got.is_empty(), "arping {v4} (announced by nobody) got replies ({macs}):\n{text}");
+            assert!(
+                got.is_empty(),
+                "arping {v4} (announced by nobody) got replies ({macs}):\n{text}"
+            );
         }
         IpAddr::V6(_) => {
             let (got, text) = ndisc6(lab, 0, addr);
-            assert!(got.is_empty(), "ndisc6 {addr} (announced by nobody) got answers ({macs}):\n{text}");
+            assert!(
+                got.is_empty(),
+                "ndisc6 {addr} (announced by nobody) got answers ({macs}):\n{text}"
+            );
         }
     }
     for got in solicit_rounds(lab, 1, addr, 3) {
-        assert!(got.is_empty(), "{addr} is announced by nobody, yet {got:?} answered ({macs})");
+        assert!(
+            got.is_empty(),
+            "{addr} is announced by nobody, yet {got:?} answered ({macs})"
+        );
     }
 }
 
@@ -238,10 +276,7 @@ fn assert_views(lab: &L2Lab, addr: IpAddr, owner: usize) {
 /// Cluster), the client resolving the address on-link.
 fn assert_served_by_all_nodes(lab: &L2Lab, addr: IpAddr) {
     let target = SocketAddr::new(addr, 80);
-    let r = lab
-        .lab()
-        .attempts(0, target, Proto::Tcp, 30, 1000)
-        .unwrap();
+    let r = lab.lab().attempts(0, target, Proto::Tcp, 30, 1000).unwrap();
     assert_eq!(r.ok, 30, "{r:?}{}", lab.lab().agent_logs(20));
     for node in lab.lab().nodes() {
         assert!(
@@ -268,7 +303,9 @@ fn the_elected_owner_alone_answers_arp_and_ndp_with_its_mac() {
     assert_served_by_all_nodes(&lab, IpAddr::V4(LB_V4));
     let neigh = lab.client_neighbor(0, IpAddr::V4(LB_V4)).unwrap();
     assert!(
-        neigh.as_deref().is_some_and(|n| n.starts_with(&mac_string(&lab, o4))),
+        neigh
+            .as_deref()
+            .is_some_and(|n| n.starts_with(&mac_string(&lab, o4))),
         "client's neighbor entry for {LB_V4}: {neigh:?}, owner MAC {}",
         mac_string(&lab, o4)
     );
@@ -281,7 +318,11 @@ fn the_elected_owner_alone_answers_arp_and_ndp_with_its_mac() {
                 .is_ok_and(|v| v["addresses"].as_array().is_some_and(Vec::is_empty))
         })
     });
-    assert!(gone.is_ok(), "addresses still listed without a policy{}", lab.lab().agent_logs(20));
+    assert!(
+        gone.is_ok(),
+        "addresses still listed without a policy{}",
+        lab.lab().agent_logs(20)
+    );
     assert_nobody_answers(&lab, IpAddr::V4(LB_V4));
     assert_nobody_answers(&lab, IpAddr::V6(LB_V6));
     // And with it back, the same owner announces again.
@@ -299,6 +340,85 @@ fn write_trials(trials: &[Trial]) {
     if let Err(e) = std::fs::write(&path, &json) {
         eprintln!("writing {}: {e}", path.display());
     }
+}
+
+/// What a failover trial got wrong, if anything.
+fn trial_problems(lab: &L2Lab, t: &Trial) -> Vec<String> {
+    let fault = t.fault;
+    let mut problems = Vec::new();
+    let bound = GENEROUS.as_secs_f64() * 1e3;
+    match &t.new_owner {
+        Some(n) if *n != t.old_owner => {}
+        other => problems.push(format!("{fault}: no new owner ({other:?})")),
+    }
+    if !t.takeover_by_new_owner {
+        problems.push(format!(
+            "{fault}: the first other MAC to claim {LB_V4} is not the new owner's"
+        ));
+    }
+    if !t.reply_ms.is_some_and(|ms| ms <= bound) {
+        problems.push(format!(
+            "{fault}: new owner's first ARP reply {:?} ms (bound {bound})",
+            t.reply_ms
+        ));
+    }
+    if !t.outage_ms.is_some_and(|ms| ms <= bound) {
+        problems.push(format!(
+            "{fault}: requests stopped for {:?} ms (bound {bound})",
+            t.outage_ms
+        ));
+    }
+    if !t.heal_outage_ms.is_some_and(|ms| ms <= bound) {
+        problems.push(format!(
+            "{fault}: after healing, requests stopped for {:?} ms",
+            t.heal_outage_ms
+        ));
+    }
+    if t.double_answers > 0 {
+        problems.push(format!(
+            "{fault}: {} ARP requests answered by two MACs",
+            t.double_answers
+        ));
+    }
+    // Healing may briefly leave two owners: a node back from isolation sees everyone
+    // dead until the next rejoin sync (1 s) merges the views. Bound that.
+    if t.heal_double_answer_span_ms
+        .is_some_and(|ms| ms > HEAL_OVERLAP_MS)
+    {
+        problems.push(format!(
+            "{fault}: two MACs answered for {:?} ms while healing ({} polls; bound {HEAL_OVERLAP_MS} ms)",
+            t.heal_double_answer_span_ms, t.heal_double_answers
+        ));
+    }
+    if let Some(entry) = &t.client_not_following_after_heal {
+        problems.push(format!(
+            "{fault}: after healing {:?} owns {LB_V4} again, but the client still sends to {entry} \
+             (the returning owner did not announce itself)",
+            t.healed_owner
+        ));
+    }
+    if fault == Fault::LinkDown && !t.first_ok_ms.is_some_and(|ms| ms <= bound) {
+        problems.push(format!(
+            "{fault}: first request after the fault answered at {:?} ms",
+            t.first_ok_ms
+        ));
+    }
+    let new_mac = t
+        .new_owner
+        .as_deref()
+        .and_then(|n| lab.node_index(n))
+        .map(|i| mac_string(lab, i));
+    if !t
+        .client_neighbor
+        .as_deref()
+        .is_some_and(|n| new_mac.as_deref().is_some_and(|m| n.starts_with(m)))
+    {
+        problems.push(format!(
+            "{fault}: the client's neighbor entry {:?} is not the new owner's MAC {new_mac:?}",
+            t.client_neighbor
+        ));
+    }
+    problems
 }
 
 #[test]
@@ -329,63 +449,16 @@ fn requests_survive_kill_stop_and_link_down_of_the_owner() {
             t.double_answers,
             t.heal_double_answers
         );
-        let bound = GENEROUS.as_secs_f64() * 1e3;
-        match &t.new_owner {
-            Some(n) if *n != t.old_owner => {}
-            other => problems.push(format!("{fault}: no new owner ({other:?})")),
-        }
-        if !t.takeover_by_new_owner {
-            problems.push(format!("{fault}: the first other MAC to claim {LB_V4} is not the new owner's"));
-        }
-        if !t.reply_ms.is_some_and(|ms| ms <= bound) {
-            problems.push(format!("{fault}: new owner's first ARP reply {:?} ms (bound {bound})", t.reply_ms));
-        }
-        if !t.outage_ms.is_some_and(|ms| ms <= bound) {
-            problems.push(format!("{fault}: requests stopped for {:?} ms (bound {bound})", t.outage_ms));
-        }
-        if !t.heal_outage_ms.is_some_and(|ms| ms <= bound) {
-            problems.push(format!("{fault}: after healing, requests stopped for {:?} ms", t.heal_outage_ms));
-        }
-        if t.double_answers > 0 {
-            problems.push(format!("{fault}: {} ARP requests answered by two MACs", t.double_answers));
-        }
-        // Healing may briefly leave two owners: a node back from isolation sees everyone
-        // dead until the next rejoin sync (1 s) merges the views. Bound that.
-        if t.heal_double_answer_span_ms.is_some_and(|ms| ms > HEAL_OVERLAP_MS) {
-            problems.push(format!(
-                "{fault}: two MACs answered for {:?} ms while healing ({} polls; bound {HEAL_OVERLAP_MS} ms)",
-                t.heal_double_answer_span_ms, t.heal_double_answers
-            ));
-        }
-        if let Some(entry) = &t.client_not_following_after_heal {
-            problems.push(format!(
-                "{fault}: after healing {:?} owns {LB_V4} again, but the client still sends to {entry} \
-                 (the returning owner did not announce itself)",
-                t.healed_owner
-            ));
-        }
-        if fault == Fault::LinkDown && !t.first_ok_ms.is_some_and(|ms| ms <= bound) {
-            problems.push(format!("{fault}: first request after the fault answered at {:?} ms", t.first_ok_ms));
-        }
-        let new_mac = t
-            .new_owner
-            .as_deref()
-            .and_then(|n| lab.node_index(n))
-            .map(|i| mac_string(&lab, i));
-        if !t
-            .client_neighbor
-            .as_deref()
-            .is_some_and(|n| new_mac.as_deref().is_some_and(|m| n.starts_with(m)))
-        {
-            problems.push(format!(
-                "{fault}: the client's neighbor entry {:?} is not the new owner's MAC {new_mac:?}",
-                t.client_neighbor
-            ));
-        }
+        problems.extend(trial_problems(&lab, &t));
         trials.push(t);
     }
     write_trials(&trials);
-    assert!(problems.is_empty(), "{}{}", problems.join("\n"), lab.lab().agent_logs(40));
+    assert!(
+        problems.is_empty(),
+        "{}{}",
+        problems.join("\n"),
+        lab.lab().agent_logs(40)
+    );
 }
 
 /// Three agents starting at once each see only themselves at first; once they agree, the last
@@ -394,12 +467,21 @@ fn requests_survive_kill_stop_and_link_down_of_the_owner() {
 #[test]
 fn starting_agents_leave_clients_with_the_owner() {
     let mut lab = build("l2s");
-    lab.lab().write_manifest(WEB_FILE, &web(&lab).to_yaml()).unwrap();
+    lab.lab()
+        .write_manifest(WEB_FILE, &web(&lab).to_yaml())
+        .unwrap();
     lab.lab()
         .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
         .unwrap();
     let (c_ns, c_v4) = (lab.lab().client(1).ns().clone(), lab.lab().client(1).v4());
-    let watch = Watch::start(&c_ns, LAN_IFNAME, IpAddr::V4(c_v4), IpAddr::V4(LB_V4), Duration::from_millis(20)).unwrap();
+    let watch = Watch::start(
+        &c_ns,
+        LAN_IFNAME,
+        IpAddr::V4(c_v4),
+        IpAddr::V4(LB_V4),
+        Duration::from_millis(20),
+    )
+    .unwrap();
     let t0 = Instant::now();
     if let Err(e) = lab.start_agents() {
         panic!("starting ferrite agents: {e}");
@@ -428,10 +510,17 @@ fn starting_agents_leave_clients_with_the_owner() {
         .rev()
         .find(|s| s.answer.kind == AnswerKind::Announcement)
         .expect("no announcement at all");
-    assert_eq!(last.answer.mac, owner_mac, "the last announcement came from a node that does not own {LB_V4}: {announcements:?} ({})", macs(&lab));
+    assert_eq!(
+        last.answer.mac,
+        owner_mac,
+        "the last announcement came from a node that does not own {LB_V4}: {announcements:?} ({})",
+        macs(&lab)
+    );
     let neigh = lab.client_neighbor(0, IpAddr::V4(LB_V4)).unwrap();
     assert!(
-        neigh.as_deref().is_some_and(|n| n.starts_with(&owner_mac.to_string())),
+        neigh
+            .as_deref()
+            .is_some_and(|n| n.starts_with(&owner_mac.to_string())),
         "client1 sends to {neigh:?}, not to the owner {owner_mac}; announcements {announcements:?} ({})",
         macs(&lab)
     );
@@ -440,29 +529,53 @@ fn starting_agents_leave_clients_with_the_owner() {
         "two MACs answered for {span:?} at startup"
     );
 
-    // A non-owner restarts: whatever it does while it joins, clients stay with the owner.
+    assert_restart_keeps_clients(&mut lab, o, &c_ns, c_v4);
+}
+
+/// Restarts the agent of a node that does not own `LB_V4` (the owner is `o`) while client2
+/// watches: client1 must still send to the owner afterwards.
+fn assert_restart_keeps_clients(lab: &mut L2Lab, o: usize, c_ns: &Ns, c_v4: Ipv4Addr) {
+    let owner_mac = lab.mac(o).unwrap();
     let other = (o + 1) % 3;
     let other_mac = lab.mac(other).unwrap();
-    let watch = Watch::start(&c_ns, LAN_IFNAME, IpAddr::V4(c_v4), IpAddr::V4(LB_V4), Duration::from_millis(20)).unwrap();
+    let watch = Watch::start(
+        c_ns,
+        LAN_IFNAME,
+        IpAddr::V4(c_v4),
+        IpAddr::V4(LB_V4),
+        Duration::from_millis(20),
+    )
+    .unwrap();
     let t1 = Instant::now();
     lab.restart_agent(other).unwrap();
-    assert_eq!(owner(&lab, IpAddr::V4(LB_V4)), o);
+    assert_eq!(owner(lab, IpAddr::V4(LB_V4)), o);
     std::thread::sleep(Duration::from_secs(2));
     let log = watch.stop().unwrap();
     let from_other: Vec<String> = log
         .answers
         .iter()
         .filter(|s| s.answer.mac == other_mac)
-        .map(|s| format!("{:.0} ms {:?}", (s.at - t1).as_secs_f64() * 1e3, s.answer.kind))
+        .map(|s| {
+            format!(
+                "{:.0} ms {:?}",
+                (s.at - t1).as_secs_f64() * 1e3,
+                s.answer.kind
+            )
+        })
         .collect();
-    eprintln!("restart of {}: its frames claiming {LB_V4}: {from_other:?}", lab.lab().node(other).name);
+    eprintln!(
+        "restart of {}: its frames claiming {LB_V4}: {from_other:?}",
+        lab.lab().node(other).name
+    );
     let neigh = lab.client_neighbor(0, IpAddr::V4(LB_V4)).unwrap();
     assert!(
-        neigh.as_deref().is_some_and(|n| n.starts_with(&owner_mac.to_string())),
+        neigh
+            .as_deref()
+            .is_some_and(|n| n.starts_with(&owner_mac.to_string())),
         "after {} (not the owner) restarted, client1 sends to {neigh:?} instead of the owner {owner_mac}: \
          the restarting agent claimed {LB_V4} with {from_other:?} ({})",
         lab.lab().node(other).name,
-        macs(&lab)
+        macs(lab)
     );
 }
 
@@ -473,25 +586,37 @@ fn external_traffic_policy_local_moves_the_address_to_nodes_with_endpoints() {
     let mut local = NsService::load_balancer("local", cluster_ip(11), IpAddr::V4(LOCAL_V4), 31080);
     local.local = true;
     local.endpoints = vec![SvcEndpoint::new(nodes[2].pod_v4(0), "node3")];
-    lab.lab().write_manifest("local.yaml", &local.to_yaml()).unwrap();
+    lab.lab()
+        .write_manifest("local.yaml", &local.to_yaml())
+        .unwrap();
     let addr = IpAddr::V4(LOCAL_V4);
+    // Only the node with a ready local endpoint is eligible, and it owns the address.
+    let settled = |want: usize| -> Result<(), String> {
+        let o = lab.agreed_owner(addr)?;
+        if o != want {
+            return Err(format!("owner is node{}", o + 1));
+        }
+        for i in 0..3 {
+            let v = lab.view(i).map_err(|e| e.to_string())?;
+            let e = address_entry(&v, addr).ok_or_else(|| format!("{addr} not in {v}"))?;
+            if e["eligible"].as_bool() != Some(i == want) {
+                return Err(format!("node{}: {v}", i + 1));
+            }
+        }
+        Ok(())
+    };
     let check = |want: usize| {
         let mut last = Err(String::new());
         let moved = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            last = lab.agreed_owner(addr);
-            last.as_ref().is_ok_and(|o| *o == want)
+            last = settled(want);
+            last.is_ok()
         });
         assert!(
             moved.is_ok(),
-            "node{} never became the agreed owner of {addr}: {last:?}{}",
+            "node{} never became the only eligible node and the owner of {addr}: {last:?}{}",
             want + 1,
             lab.lab().agent_logs(20)
         );
-        for i in 0..3 {
-            let v = lab.view(i).unwrap();
-            let e = address_entry(&v, addr).unwrap();
-            assert_eq!(e["eligible"].as_bool(), Some(i == want), "node{}: {v}", i + 1);
-        }
         let (macs, text) = arping(&lab, 0, LOCAL_V4, 3);
         assert_eq!(macs, vec![mac_string(&lab, want); 3], "{text}");
         // Only the local backend, with the client's own address.
@@ -500,7 +625,12 @@ fn external_traffic_policy_local_moves_the_address_to_nodes_with_endpoints() {
             .attempts(0, SocketAddr::new(addr, 80), Proto::Tcp, 10, 1000)
             .unwrap();
         let pod = format!("node{}-pod-1", want + 1);
-        assert_eq!(r.names.get(&pod), Some(&10), "{r:?}{}", lab.lab().agent_logs(20));
+        assert_eq!(
+            r.names.get(&pod),
+            Some(&10),
+            "{r:?}{}",
+            lab.lab().agent_logs(20)
+        );
         assert_eq!(
             r.all_peers_seen(),
             BTreeSet::from([lab.lab().client(0).v4().to_string().as_str()]),
@@ -510,7 +640,9 @@ fn external_traffic_policy_local_moves_the_address_to_nodes_with_endpoints() {
     check(2);
     // Move the endpoint to node2: node3 loses eligibility, node2 takes the address.
     local.endpoints = vec![SvcEndpoint::new(nodes[1].pod_v4(0), "node2")];
-    lab.lab().write_manifest("local.yaml", &local.to_yaml()).unwrap();
+    lab.lab()
+        .write_manifest("local.yaml", &local.to_yaml())
+        .unwrap();
     check(1);
 }
 
@@ -522,7 +654,11 @@ fn malformed_arp_and_ndp_frames_are_never_answered() {
         let o = owner(&lab, addr);
         let c = lab.lab().client(0);
         let aim = L2Aim {
-            src: if addr.is_ipv4() { IpAddr::V4(c.v4()) } else { IpAddr::V6(c.v6()) },
+            src: if addr.is_ipv4() {
+                IpAddr::V4(c.v4())
+            } else {
+                IpAddr::V6(c.v6())
+            },
             target: addr,
             owner_mac: lab.mac(o).unwrap(),
         };
@@ -533,7 +669,11 @@ fn malformed_arp_and_ndp_frames_are_never_answered() {
             r.either_answered()
         );
         assert!(r.failed.is_empty(), "sends failed: {:?}", r.failed);
-        assert_eq!(r.missing_answers(), Vec::<&str>::new(), "controls unanswered: {r:?}");
+        assert_eq!(
+            r.missing_answers(),
+            Vec::<&str>::new(),
+            "controls unanswered: {r:?}"
+        );
         report.push(format!(
             "{addr}: wrongly answered {:?}, ill-formed answers {:?}, stray answers {}",
             r.wrongly_answered(),
@@ -547,7 +687,12 @@ fn malformed_arp_and_ndp_frames_are_never_answered() {
     // Nothing crashed: every agent runs and agrees, and the owners still answer exactly once.
     let mut lab = lab;
     for i in 0..3 {
-        assert!(lab.lab_mut().agent_mut(i).running(), "agent on node{} exited{}", i + 1, lab.lab().agent_logs(40));
+        assert!(
+            lab.lab_mut().agent_mut(i).running(),
+            "agent on node{} exited{}",
+            i + 1,
+            lab.lab().agent_logs(40)
+        );
     }
     let o4 = owner(&lab, IpAddr::V4(LB_V4));
     let o6 = owner(&lab, IpAddr::V6(LB_V6));

@@ -54,7 +54,11 @@ fn step(text: &str) {
 
 fn indent(text: &str) {
     for line in text.lines() {
-        println!("  {line}");
+        if line.trim().is_empty() {
+            println!();
+        } else {
+            println!("  {line}");
+        }
     }
 }
 
@@ -177,7 +181,9 @@ fn run(ferrite: &Path) -> Result<(), String> {
     indent(&lab.view_table(0).map_err(|e| e.to_string())?);
     interrupted()?;
 
-    step(&format!("the client resolves {ip} on the LAN: one node answers"));
+    step(&format!(
+        "the client resolves {ip} on the LAN: one node answers"
+    ));
     let mut arping = lab
         .lab()
         .client(0)
@@ -246,7 +252,11 @@ fn run(ferrite: &Path) -> Result<(), String> {
     let ok: u64 = answered.values().sum();
     let mut by_pod = String::new();
     for (name, n) in &answered {
-        let _ = write!(by_pod, "{}{name} {n}", if by_pod.is_empty() { "" } else { ", " });
+        let _ = write!(
+            by_pod,
+            "{}{name} {n}",
+            if by_pod.is_empty() { "" } else { ", " }
+        );
     }
     println!(
         "  {} requests in {:.1} s, {ok} answered ({by_pod}), {} failed",
@@ -258,7 +268,9 @@ fn run(ferrite: &Path) -> Result<(), String> {
         || "none after the kill".to_owned(),
         |d| format!("{:.0} ms", d.as_secs_f64() * 1e3),
     );
-    println!("  longest gap between two answers after the kill: {gap}");
+    println!(
+        "  longest gap between two answers after the kill: {gap} (the pinned datapath outlives its agent)"
+    );
     if moved.is_err() {
         return Err(format!("no node took {ip} over within 10 s"));
     }
@@ -288,7 +300,9 @@ fn run(ferrite: &Path) -> Result<(), String> {
     indent(&lab.view_table(new_owner).map_err(|e| e.to_string())?);
     interrupted()?;
 
-    step(&format!("{old}'s agent starts again: it rejoins and takes {ip} back (highest rendezvous score)"));
+    step(&format!(
+        "{old}'s agent starts again: it rejoins and takes {ip} back (highest rendezvous score)"
+    ));
     let requests = RequestLoop::start(
         lab.lab().client(0).ns(),
         target,
@@ -309,9 +323,15 @@ fn run(ferrite: &Path) -> Result<(), String> {
         lab.lab().node(back).name,
         took.as_secs_f64(),
         attempts.len(),
-        longest_outage(&attempts, t1, end).map_or_else(|| "-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+        longest_outage(&attempts, t1, end).map_or_else(
+            || "-".into(),
+            |d| format!("{:.0} ms", d.as_secs_f64() * 1e3)
+        )
     );
-    println!("\n  $ ferrite l2             (on {})", lab.lab().node(back).name);
+    println!(
+        "\n  $ ferrite l2             (on {})",
+        lab.lab().node(back).name
+    );
     indent(&lab.view_table(back).map_err(|e| e.to_string())?);
 
     step("tearing the lab down (agents, pinned BPF objects, namespaces)");
@@ -324,9 +344,7 @@ fn allocated(lab: &L2Lab) -> Result<IpAddr, String> {
     let mut found = None;
     let _ = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
         found = lab.view(0).ok().and_then(|v| {
-            v["addresses"]
-                .as_array()?
-                .first()?["address"]
+            v["addresses"].as_array()?.first()?["address"]
                 .as_str()?
                 .parse::<IpAddr>()
                 .ok()
@@ -338,7 +356,10 @@ fn allocated(lab: &L2Lab) -> Result<IpAddr, String> {
     for i in 1..lab.lab().nodes().len() {
         let v = lab.view(i).map_err(|e| e.to_string())?;
         if address_entry(&v, ip).is_none() {
-            return Err(format!("node{} allocated another address than {ip}: {v}", i + 1));
+            return Err(format!(
+                "node{} allocated another address than {ip}: {v}",
+                i + 1
+            ));
         }
     }
     Ok(ip)

@@ -276,7 +276,11 @@ impl L2Lab {
             let v = self.view(i).map_err(|e| e.to_string())?;
             let members: BTreeSet<String> = v["members"]
                 .as_array()
-                .map(|m| m.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             if members != names {
                 return Err(format!(
@@ -307,8 +311,13 @@ impl L2Lab {
             return Err(format!("owner {owner} is not healthy"));
         }
         let v = self.view(index).map_err(|e| e.to_string())?;
-        if address_entry(&v, addr).and_then(|e| e["interface"].as_str()).is_none() {
-            return Err(format!("{owner} owns {addr} but announces it on no interface"));
+        if address_entry(&v, addr)
+            .and_then(|e| e["interface"].as_str())
+            .is_none()
+        {
+            return Err(format!(
+                "{owner} owns {addr} but announces it on no interface"
+            ));
         }
         Ok(index)
     }
@@ -362,7 +371,13 @@ impl L2Lab {
     /// waits until requests from client1 to its first LB IP (TCP `port`) reach exactly those
     /// pods. Failover trials use this so that breaking the owner (`exclude`) leaves no dead
     /// endpoint behind: then every failed request is the announcement's fault.
-    pub fn serve_without(&self, file: &str, svc: &NsService, exclude: usize, port: u16) -> Result<(), String> {
+    pub fn serve_without(
+        &self,
+        file: &str,
+        svc: &NsService,
+        exclude: usize,
+        port: u16,
+    ) -> Result<(), String> {
         let mut svc = svc.clone();
         svc.endpoints = self
             .lab
@@ -370,7 +385,9 @@ impl L2Lab {
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != exclude)
-            .flat_map(|(_, n)| (0..n.pods.pods().len()).map(move |p| SvcEndpoint::new(n.pod_v4(p), &n.name)))
+            .flat_map(|(_, n)| {
+                (0..n.pods.pods().len()).map(move |p| SvcEndpoint::new(n.pod_v4(p), &n.name))
+            })
             .collect();
         let want: BTreeSet<String> = self
             .lab
@@ -380,7 +397,9 @@ impl L2Lab {
             .filter(|(i, _)| *i != exclude)
             .flat_map(|(_, n)| (0..n.pods.pods().len()).map(move |p| n.pod_name(p)))
             .collect();
-        self.lab.write_manifest(file, &svc.to_yaml()).map_err(|e| e.to_string())?;
+        self.lab
+            .write_manifest(file, &svc.to_yaml())
+            .map_err(|e| e.to_string())?;
         let target = SocketAddr::new(*svc.lb_ips.first().ok_or("the service has no LB IP")?, port);
         let mut last = None;
         let reached = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
@@ -392,11 +411,17 @@ impl L2Lab {
             last = Some(got.map_err(|e| e.to_string()));
             done
         });
-        reached.map(drop).map_err(|_| format!("requests to {target} never reached exactly {want:?}: {last:?}"))
+        reached
+            .map(drop)
+            .map_err(|_| format!("requests to {target} never reached exactly {want:?}: {last:?}"))
     }
 
     /// The MAC client `client`'s kernel has for `addr` (`ip neigh`), with its state.
-    pub fn client_neighbor(&self, client: usize, addr: IpAddr) -> Result<Option<String>, NsLabError> {
+    pub fn client_neighbor(
+        &self,
+        client: usize,
+        addr: IpAddr,
+    ) -> Result<Option<String>, NsLabError> {
         let out = self.lab.client(client).ns().ip_run([
             "neigh",
             "show",
@@ -435,7 +460,9 @@ impl L2Lab {
             .filter(|n| !n.starts_with(&old_mac.to_string()));
         if stale_client_entry_before.is_some() {
             for c in self.lab.clients() {
-                let _ = c.ns().ip_run(["neigh", "del", &ip.to_string(), "dev", LAN_IFNAME]);
+                let _ = c
+                    .ns()
+                    .ip_run(["neigh", "del", &ip.to_string(), "dev", LAN_IFNAME]);
             }
         }
         let old_owner = self.lab.node(owner).name.clone();
@@ -504,12 +531,10 @@ impl L2Lab {
 /// The entry of `addr` in a `ferrite l2 -o json` view.
 #[must_use]
 pub fn address_entry(view: &Value, addr: IpAddr) -> Option<&Value> {
-    view["addresses"].as_array()?.iter().find(|a| {
-        a["address"]
-            .as_str()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-            == Some(addr)
-    })
+    view["addresses"]
+        .as_array()?
+        .iter()
+        .find(|a| a["address"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(addr))
 }
 
 /// `--l2-bind NODE_IP:7946 --l2-peers OTHER_IP:7946,...` for node `i` of `lab`.
@@ -530,7 +555,10 @@ pub fn l2_args(lab: &NsLab, i: usize) -> Vec<String> {
     ]
 }
 
-#[expect(clippy::too_many_arguments, reason = "one pure computation over a trial's records")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one pure computation over a trial's records"
+)]
 fn measure(
     fault: Fault,
     old_owner: &str,
@@ -553,7 +581,9 @@ fn measure(
         reply_ms: reply.map(|s| ms_since(t0, s.at)),
         takeover_by_new_owner: takeover.is_some_and(|s| Some(s.answer.mac) == new_mac),
         old_last_reply_ms: log
-            .last(t0, t_heal, |a| a.kind == AnswerKind::Reply && a.mac == old_mac)
+            .last(t0, t_heal, |a| {
+                a.kind == AnswerKind::Reply && a.mac == old_mac
+            })
             .map(|s| ms_since(t0, s.at)),
         first_ok_ms: first_ok_after(attempts, t0).map(|a| ms_since(t0, a.end)),
         outage_ms: longest_outage(attempts, t0, t_heal).map(|d| d.as_secs_f64() * 1e3),
@@ -632,7 +662,10 @@ mod tests {
         assert_eq!("link-down".parse::<Fault>().unwrap(), Fault::LinkDown);
         assert!("reboot".parse::<Fault>().is_err());
         assert_eq!(Fault::Kill.to_string(), "kill -9");
-        assert_eq!(serde_json::to_string(&Fault::LinkDown).unwrap(), "\"link-down\"");
+        assert_eq!(
+            serde_json::to_string(&Fault::LinkDown).unwrap(),
+            "\"link-down\""
+        );
     }
 
     #[test]

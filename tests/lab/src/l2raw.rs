@@ -94,7 +94,12 @@ impl Arp {
 /// A broadcast ARP request (42 bytes) for `target` from `mac`/`ip`.
 #[must_use]
 pub fn arp_request(mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    eth(BROADCAST, mac, ETH_P_ARP, &Arp::request(mac, ip, target).bytes())
+    eth(
+        BROADCAST,
+        mac,
+        ETH_P_ARP,
+        &Arp::request(mac, ip, target).bytes(),
+    )
 }
 
 /// The solicited-node multicast group of `ip` and its Ethernet address.
@@ -288,7 +293,10 @@ pub fn parse_answer(f: &[u8]) -> Option<Answer> {
             })
         }
         ETH_P_IPV6 => {
-            if f.len() < 14 + 40 + 24 || f[14] >> 4 != 6 || f[20] != PROTO_ICMPV6 || f[54] != ND_ADVERT
+            if f.len() < 14 + 40 + 24
+                || f[14] >> 4 != 6
+                || f[20] != PROTO_ICMPV6
+                || f[54] != ND_ADVERT
             {
                 return None;
             }
@@ -547,8 +555,11 @@ impl WatchLog {
     /// next request count for the previous one).
     #[must_use]
     pub fn replies_by_request(&self) -> Vec<(Instant, BTreeSet<Mac>)> {
-        let mut out: Vec<(Instant, BTreeSet<Mac>)> =
-            self.requests.iter().map(|t| (*t, BTreeSet::new())).collect();
+        let mut out: Vec<(Instant, BTreeSet<Mac>)> = self
+            .requests
+            .iter()
+            .map(|t| (*t, BTreeSet::new()))
+            .collect();
         for s in &self.answers {
             if s.answer.kind != AnswerKind::Reply || s.answer.eth_dst != self.mac {
                 continue;
@@ -600,7 +611,12 @@ impl WatchLog {
     }
 
     /// The last answer at or after `from` (and before `to`) that satisfies `pred`.
-    pub fn last(&self, from: Instant, to: Instant, pred: impl Fn(&Answer) -> bool) -> Option<&Seen> {
+    pub fn last(
+        &self,
+        from: Instant,
+        to: Instant,
+        pred: impl Fn(&Answer) -> bool,
+    ) -> Option<&Seen> {
         self.answers
             .iter()
             .rev()
@@ -656,7 +672,10 @@ impl Watch {
                         if let Some(a) = parse_answer(&r.bytes)
                             && a.ip == target
                         {
-                            log.answers.push(Seen { at: r.at, answer: a });
+                            log.answers.push(Seen {
+                                at: r.at,
+                                answer: a,
+                            });
                         }
                     }
                 }
@@ -706,7 +725,11 @@ pub fn answer_rate(
     target: IpAddr,
     duration: Duration,
 ) -> io::Result<AnswerRate> {
-    let proto = if target.is_ipv4() { ETH_P_ARP } else { ETH_P_IPV6 };
+    let proto = if target.is_ipv4() {
+        ETH_P_ARP
+    } else {
+        ETH_P_IPV6
+    };
     let tx = PacketSocket::open_in(ns, ifname, proto)?;
     let rx = PacketSocket::open_in(ns, ifname, proto)?;
     let replies = AtomicU64::new(0);
@@ -896,7 +919,11 @@ fn arp_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv4Addr, t: Ipv4Addr) {
 
     // Truncated.
     let m = c.mac();
-    c.push("arp-ethernet-header-only", Silent, eth(BROADCAST, m, ETH_P_ARP, &[]));
+    c.push(
+        "arp-ethernet-header-only",
+        Silent,
+        eth(BROADCAST, m, ETH_P_ARP, &[]),
+    );
     for cut in [8usize, 14, 24, 27] {
         let m = c.mac();
         let full = req(m).bytes();
@@ -990,14 +1017,24 @@ fn arp_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv4Addr, t: Ipv4Addr) {
     c.push_to(
         "arp-sender-hardware-broadcast",
         Either,
-        eth(BROADCAST, m, ETH_P_ARP, &Arp::request(BROADCAST, s, t).bytes()),
+        eth(
+            BROADCAST,
+            m,
+            ETH_P_ARP,
+            &Arp::request(BROADCAST, s, t).bytes(),
+        ),
         BROADCAST,
     );
     let m = c.mac();
     c.push_to(
         "arp-sender-hardware-zero",
         Either,
-        eth(BROADCAST, m, ETH_P_ARP, &Arp::request(Mac::default(), s, t).bytes()),
+        eth(
+            BROADCAST,
+            m,
+            ETH_P_ARP,
+            &Arp::request(Mac::default(), s, t).bytes(),
+        ),
         Mac::default(),
     );
     let m = c.mac();
@@ -1038,16 +1075,28 @@ fn nd_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv6Addr, t: Ipv6Addr) {
 
     // Truncated.
     let m = c.mac();
-    c.push("ns-ethernet-header-only", Silent, eth(group_mac, m, ETH_P_IPV6, &[]));
+    c.push(
+        "ns-ethernet-header-only",
+        Silent,
+        eth(group_mac, m, ETH_P_IPV6, &[]),
+    );
     let m = c.mac();
     let full = ns(m, h, 0, t, &slla(m));
     c.push("ns-ipv6-header-truncated", Silent, full[..14 + 20].to_vec());
     let m = c.mac();
     let full = ns(m, h, 0, t, &slla(m));
-    c.push("ns-icmp-truncated-16", Silent, full[..14 + 40 + 16].to_vec());
+    c.push(
+        "ns-icmp-truncated-16",
+        Silent,
+        full[..14 + 40 + 16].to_vec(),
+    );
     let m = c.mac();
     let full = ns(m, h, 0, t, &slla(m));
-    c.push("ns-option-truncated", Silent, full[..full.len() - 2].to_vec());
+    c.push(
+        "ns-option-truncated",
+        Silent,
+        full[..full.len() - 2].to_vec(),
+    );
     let m = c.mac();
     c.push(
         "ns-payload-length-past-frame",
@@ -1120,13 +1169,16 @@ fn nd_catalog(c: &mut Catalog, aim: &L2Aim, s: Ipv6Addr, t: Ipv6Addr) {
     let m = c.mac();
     c.push("ns-other-target", Silent, ns(m, h, 0, next_v6(t), &slla(m)));
     let m = c.mac();
-    c.push(
-        "ns-target-multicast",
-        Silent,
-        ns(m, h, 0, group, &slla(m)),
-    );
+    c.push("ns-target-multicast", Silent, ns(m, h, 0, group, &slla(m)));
     let m = c.mac();
-    let body = nd_message(ND_ADVERT, 0, 0x20, t, &ll_option(OPT_TARGET_LL, m), (s, group));
+    let body = nd_message(
+        ND_ADVERT,
+        0,
+        0x20,
+        t,
+        &ll_option(OPT_TARGET_LL, m),
+        (s, group),
+    );
     c.push(
         "na-for-target",
         Silent,
@@ -1303,7 +1355,9 @@ pub fn send_catalog(
                 }
                 // Matched by destination; a reply to a broadcast or zero sender address can
                 // only be matched by time (one frame is in flight at a time).
-                if a.eth_dst == frame.reply_to || a.eth_dst.0[0] & 1 == 1 || a.eth_dst == Mac::default()
+                if a.eth_dst == frame.reply_to
+                    || a.eth_dst.0[0] & 1 == 1
+                    || a.eth_dst == Mac::default()
                 {
                     *report.answered.entry(frame.kind.clone()).or_default() += 1;
                     if !a.well_formed {
@@ -1358,7 +1412,11 @@ mod tests {
     #[test]
     fn requests_are_well_formed() {
         let mac = Mac([2, 0, 0, 0, 0, 9]);
-        let f = arp_request(mac, "192.168.50.9".parse().unwrap(), "192.168.50.200".parse().unwrap());
+        let f = arp_request(
+            mac,
+            "192.168.50.9".parse().unwrap(),
+            "192.168.50.200".parse().unwrap(),
+        );
         assert_eq!(f.len(), 42);
         assert_eq!(&f[..6], &[0xff; 6]);
         assert_eq!(&f[12..22], &[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
@@ -1389,20 +1447,40 @@ mod tests {
     fn answers_parse() {
         let me = Mac([2, 0, 0, 0, 0, 9]);
         let owner = Mac([2, 0, 0, 0, 0, 3]);
-        let req = arp_request(me, "192.168.50.9".parse().unwrap(), "192.168.50.200".parse().unwrap());
+        let req = arp_request(
+            me,
+            "192.168.50.9".parse().unwrap(),
+            "192.168.50.200".parse().unwrap(),
+        );
         let a = parse_answer(&arp_reply(&req, owner)).unwrap();
         assert_eq!(a.kind, AnswerKind::Reply);
         assert_eq!(a.ip, "192.168.50.200".parse::<IpAddr>().unwrap());
         assert_eq!((a.mac, a.eth_dst), (owner, me));
         assert!(parse_answer(&req).is_none(), "a plain request is no answer");
-        let garp = arp_request(owner, "192.168.50.200".parse().unwrap(), "192.168.50.200".parse().unwrap());
+        let garp = arp_request(
+            owner,
+            "192.168.50.200".parse().unwrap(),
+            "192.168.50.200".parse().unwrap(),
+        );
         assert_eq!(parse_answer(&garp).unwrap().kind, AnswerKind::Announcement);
 
         // An unsolicited NA as ferrite's announcer builds it.
         let t: Ipv6Addr = "fd00:50::200".parse().unwrap();
         let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-        let body = nd_message(ND_ADVERT, 0, 0x20, t, &ll_option(OPT_TARGET_LL, owner), (t, all));
-        let na = eth(Mac([0x33, 0x33, 0, 0, 0, 1]), owner, ETH_P_IPV6, &V6::icmp(t, all).packet(&body));
+        let body = nd_message(
+            ND_ADVERT,
+            0,
+            0x20,
+            t,
+            &ll_option(OPT_TARGET_LL, owner),
+            (t, all),
+        );
+        let na = eth(
+            Mac([0x33, 0x33, 0, 0, 0, 1]),
+            owner,
+            ETH_P_IPV6,
+            &V6::icmp(t, all).packet(&body),
+        );
         let a = parse_answer(&na).unwrap();
         assert_eq!(a.kind, AnswerKind::Announcement);
         assert!(a.well_formed && a.override_flag);
@@ -1410,8 +1488,21 @@ mod tests {
         let mut bad = na.clone();
         bad[14 + 40 + 2] ^= 1;
         assert!(!parse_answer(&bad).unwrap().well_formed);
-        let solicited = nd_message(ND_ADVERT, 0, 0x60, t, &ll_option(OPT_TARGET_LL, owner), (t, t));
-        let a = parse_answer(&eth(me, owner, ETH_P_IPV6, &V6::icmp(t, t).packet(&solicited))).unwrap();
+        let solicited = nd_message(
+            ND_ADVERT,
+            0,
+            0x60,
+            t,
+            &ll_option(OPT_TARGET_LL, owner),
+            (t, t),
+        );
+        let a = parse_answer(&eth(
+            me,
+            owner,
+            ETH_P_IPV6,
+            &V6::icmp(t, t).packet(&solicited),
+        ))
+        .unwrap();
         assert_eq!(a.kind, AnswerKind::Reply);
     }
 
@@ -1422,9 +1513,16 @@ mod tests {
             let kinds: BTreeSet<_> = frames.iter().map(|f| &f.kind).collect();
             assert_eq!(kinds.len(), frames.len());
             let macs: BTreeSet<_> = frames.iter().map(|f| f.reply_to).collect();
-            assert!(macs.len() >= frames.len() - 2, "reply-to MACs mostly unique");
+            assert!(
+                macs.len() >= frames.len() - 2,
+                "reply-to MACs mostly unique"
+            );
             for e in [Expect::Answer, Expect::Silent, Expect::Either] {
-                assert!(frames.iter().any(|f| f.expect == e), "{e} in {:?}", aim.target);
+                assert!(
+                    frames.iter().any(|f| f.expect == e),
+                    "{e} in {:?}",
+                    aim.target
+                );
             }
             assert!(frames.iter().filter(|f| f.expect == Expect::Silent).count() >= 10);
             // Every frame's Ethernet source is a catalog MAC of this round.
@@ -1467,9 +1565,18 @@ mod tests {
             mac: me,
             requests: vec![ms(0), ms(20), ms(40)],
             answers: vec![
-                Seen { at: ms(1), answer: reply(a) },
-                Seen { at: ms(21), answer: reply(a) },
-                Seen { at: ms(22), answer: reply(b) },
+                Seen {
+                    at: ms(1),
+                    answer: reply(a),
+                },
+                Seen {
+                    at: ms(21),
+                    answer: reply(a),
+                },
+                Seen {
+                    at: ms(22),
+                    answer: reply(b),
+                },
             ],
         };
         assert_eq!(log.double_answered(t0, ms(100)), 1);

@@ -352,7 +352,10 @@ mod tests {
         assert!(pool.contains("  - cidr: 192.168.50.208/28\n"), "{pool}");
         let n = node_yaml("node1", "192.168.50.1".parse().unwrap(), &[("zone", "a")]);
         assert!(n.contains("    zone: \"a\"\n"), "{n}");
-        assert!(n.contains("  - type: InternalIP\n    address: 192.168.50.1\n"), "{n}");
+        assert!(
+            n.contains("  - type: InternalIP\n    address: 192.168.50.1\n"),
+            "{n}"
+        );
 
         let np = NsService::node_port("np", "10.96.0.11".parse().unwrap(), 31080);
         let y = np.to_yaml();

@@ -416,7 +416,10 @@ impl NodeAgent {
             Some(c) => c
                 .signal(signal)
                 .map_err(|e| NsLabError::Other(format!("agent on {}: {e}", self.node))),
-            None => Err(NsLabError::Other(format!("no agent process on {}", self.node))),
+            None => Err(NsLabError::Other(format!(
+                "no agent process on {}",
+                self.node
+            ))),
         }
     }
 

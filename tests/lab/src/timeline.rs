@@ -33,7 +33,9 @@ fn attempt(target: SocketAddr, timeout: Duration) -> Attempt {
     let start = Instant::now();
     let outcome = (|| -> io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&target, timeout)?;
-        let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1));
         stream.set_read_timeout(Some(left))?;
         let mut buf = Vec::with_capacity(64);
         let mut chunk = [0u8; 256];
@@ -133,7 +135,10 @@ pub fn first_ok_after(attempts: &[Attempt], t: Instant) -> Option<&Attempt> {
 pub fn longest_outage(attempts: &[Attempt], from: Instant, to: Instant) -> Option<Duration> {
     let mut prev = last_ok_before(attempts, from).map_or(from, |a| a.end);
     let mut longest = None::<Duration>;
-    for a in attempts.iter().filter(|a| a.ok() && a.end > from && a.end <= to) {
+    for a in attempts
+        .iter()
+        .filter(|a| a.ok() && a.end > from && a.end <= to)
+    {
         let gap = a.end - prev;
         longest = Some(longest.map_or(gap, |l| l.max(gap)));
         prev = a.end;
@@ -161,7 +166,11 @@ mod tests {
         let a = |s, e, ok: bool| Attempt {
             start: ms(s),
             end: ms(e),
-            outcome: if ok { Ok("pod".into()) } else { Err("timeout".into()) },
+            outcome: if ok {
+                Ok("pod".into())
+            } else {
+                Err("timeout".into())
+            },
         };
         let attempts = vec![
             a(0, 5, true),

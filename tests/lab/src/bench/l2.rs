@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ferrite_lab::l2lab::{Distribution, Fault, L2Lab, LB_V4, LB_V6, POLICY_INTERFACES, Trial, TrialTiming};
+use ferrite_lab::l2lab::{
+    Distribution, Fault, L2Lab, LB_V4, LB_V6, POLICY_INTERFACES, Trial, TrialTiming,
+};
 use ferrite_lab::l2raw::{AnswerRate, answer_rate};
 use ferrite_lab::manifest::l2_policy_yaml;
 use ferrite_lab::nslab::LAN_IFNAME;
@@ -105,7 +107,10 @@ fn row(label: &str, trials: &[&Trial]) -> FailoverRow {
         failed_requests: trials.iter().map(|t| t.failed_requests).sum(),
         double_answers: trials.iter().map(|t| t.double_answers).sum(),
         heal_double_answers: trials.iter().map(|t| t.heal_double_answers).sum(),
-        trials_with_heal_double_answers: trials.iter().filter(|t| t.heal_double_answers > 0).count(),
+        trials_with_heal_double_answers: trials
+            .iter()
+            .filter(|t| t.heal_double_answers > 0)
+            .count(),
     }
 }
 
@@ -125,13 +130,22 @@ fn anchors() -> Vec<Anchor> {
 }
 
 /// Builds the lab, runs the trials (faults interleaved) and the answer-rate runs.
-pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &L2Settings) -> Result<L2Bench, String> {
+pub fn measure(
+    exe: &Path,
+    ferrite: Result<&Path, &String>,
+    settings: &L2Settings,
+) -> Result<L2Bench, String> {
     let ferrite = ferrite.map_err(Clone::clone)?;
     progress("l2: building the LAN lab (3 nodes with agents, 2 clients)");
     let mut base = AgentConfig::new(ferrite);
     "info".clone_into(&mut base.log_level);
     let mut lab = L2Lab::build(PREFIX, 3, 1, base, exe).map_err(|e| format!("L2 lab: {e}"))?;
-    let mut web = NsService::load_balancer("web", "10.96.0.10".parse().expect("valid"), IpAddr::V4(LB_V4), 30080);
+    let mut web = NsService::load_balancer(
+        "web",
+        "10.96.0.10".parse().expect("valid"),
+        IpAddr::V4(LB_V4),
+        30080,
+    );
     web.namespace = "default".into();
     web.lb_ips.push(IpAddr::V6(LB_V6));
     web.endpoints = lab
@@ -140,16 +154,46 @@ pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &L2Setting
         .iter()
         .map(|n| SvcEndpoint::new(n.pod_v4(0), &n.name))
         .collect();
-    lab.lab().write_manifest("web.yaml", &web.to_yaml()).map_err(|e| e.to_string())?;
     lab.lab()
-        .write_manifest("l2-policy.yaml", &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
+        .write_manifest("web.yaml", &web.to_yaml())
         .map_err(|e| e.to_string())?;
-    lab.start_agents().map_err(|e| format!("starting agents: {e}"))?;
+    lab.lab()
+        .write_manifest(
+            "l2-policy.yaml",
+            &l2_policy_yaml("lan", &[POLICY_INTERFACES]),
+        )
+        .map_err(|e| e.to_string())?;
+    lab.start_agents()
+        .map_err(|e| format!("starting agents: {e}"))?;
     let first = lab.wait_owner(IpAddr::V4(LB_V4), Duration::from_secs(20))?;
     // Breaking the owner must not also take endpoints away (which would fail requests for
     // reasons unrelated to the announcement): serve from the other nodes' pods.
     lab.serve_without("web.yaml", &web, first, 80)?;
 
+    let (trials, errors) = run_trials(&mut lab, settings)?;
+    let mut failover: Vec<FailoverRow> = Fault::ALL
+        .iter()
+        .map(|f| {
+            row(
+                &f.to_string(),
+                &trials.iter().filter(|t| t.fault == *f).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    failover.push(row("all", &trials.iter().collect::<Vec<_>>()));
+    let rates = answer_rates(&lab, settings)?;
+    Ok(L2Bench {
+        trials_per_fault: settings.trials_per_fault,
+        failover,
+        rates,
+        anchors: anchors(),
+        errors,
+        trials,
+    })
+}
+
+/// The failover trials, fault kinds interleaved; failed trials come back as errors.
+fn run_trials(lab: &mut L2Lab, settings: &L2Settings) -> Result<(Vec<Trial>, Vec<String>), String> {
     let timing = TrialTiming::default();
     let mut trials = Vec::new();
     let mut errors = Vec::new();
@@ -164,7 +208,8 @@ pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &L2Setting
                         t.old_owner,
                         t.new_owner.as_deref().unwrap_or("-"),
                         t.reply_ms.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
-                        t.outage_ms.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+                        t.outage_ms
+                            .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
                         t.double_answers,
                         t.heal_double_answers
                     ));
@@ -181,27 +226,48 @@ pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &L2Setting
             }
         }
     }
-    let mut failover: Vec<FailoverRow> = Fault::ALL
-        .iter()
-        .map(|f| row(&f.to_string(), &trials.iter().filter(|t| t.fault == *f).collect::<Vec<_>>()))
-        .collect();
-    failover.push(row("all", &trials.iter().collect::<Vec<_>>()));
+    Ok((trials, errors))
+}
 
+/// ARP and NS answers per second: ferrite's responder for the LB IPs, the kernel of another
+/// node for that node's own addresses.
+fn answer_rates(lab: &L2Lab, settings: &L2Settings) -> Result<Vec<RateRow>, String> {
     progress("l2: answers per second");
     let owner4 = lab.wait_owner(IpAddr::V4(LB_V4), Duration::from_secs(20))?;
     let owner6 = lab.wait_owner(IpAddr::V6(LB_V6), Duration::from_secs(20))?;
     let client = lab.lab().client(0);
     let plain = |owner: usize| (owner + 1) % 3;
     let cases: [(&str, &str, IpAddr, IpAddr); 4] = [
-        ("ferrite eBPF responder", "ARP", IpAddr::V4(client.v4()), IpAddr::V4(LB_V4)),
-        ("kernel (the node's own address)", "ARP", IpAddr::V4(client.v4()), IpAddr::V4(lab.lab().node(plain(owner4)).v4())),
-        ("ferrite eBPF responder", "NS", IpAddr::V6(client.v6()), IpAddr::V6(LB_V6)),
-        ("kernel (the node's own address)", "NS", IpAddr::V6(client.v6()), IpAddr::V6(lab.lab().node(plain(owner6)).v6())),
+        (
+            "ferrite eBPF responder",
+            "ARP",
+            IpAddr::V4(client.v4()),
+            IpAddr::V4(LB_V4),
+        ),
+        (
+            "kernel (the node's own address)",
+            "ARP",
+            IpAddr::V4(client.v4()),
+            IpAddr::V4(lab.lab().node(plain(owner4)).v4()),
+        ),
+        (
+            "ferrite eBPF responder",
+            "NS",
+            IpAddr::V6(client.v6()),
+            IpAddr::V6(LB_V6),
+        ),
+        (
+            "kernel (the node's own address)",
+            "NS",
+            IpAddr::V6(client.v6()),
+            IpAddr::V6(lab.lab().node(plain(owner6)).v6()),
+        ),
     ];
     let mut rates = Vec::new();
     for (responder, request, src, target) in cases {
         check_interrupted()?;
-        let r = answer_rate(client.ns(), LAN_IFNAME, src, target, settings.rate_run).map_err(|e| e.to_string());
+        let r = answer_rate(client.ns(), LAN_IFNAME, src, target, settings.rate_run)
+            .map_err(|e| e.to_string());
         progress(&format!("l2: {responder} {request} {target}: {r:?}"));
         rates.push(RateRow {
             responder: responder.into(),
@@ -210,24 +276,23 @@ pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &L2Setting
             rate: r.into(),
         });
     }
-    Ok(L2Bench {
-        trials_per_fault: settings.trials_per_fault,
-        failover,
-        rates,
-        anchors: anchors(),
-        errors,
-        trials,
-    })
+    Ok(rates)
 }
 
 fn dist(d: Option<&Distribution>) -> String {
-    d.map_or_else(|| "–".into(), |d| format!("{:.0} / {:.0} / {:.0}", d.median, d.p95, d.max))
+    d.map_or_else(
+        || "–".into(),
+        |d| format!("{:.0} / {:.0} / {:.0}", d.median, d.p95, d.max),
+    )
 }
 
 /// Renders the section as markdown.
 pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
     use std::fmt::Write as _;
-    let _ = writeln!(out, "\n## L2 announcements: failover of a LoadBalancer IP\n");
+    let _ = writeln!(
+        out,
+        "\n## L2 announcements: failover of a LoadBalancer IP\n"
+    );
     let l2 = match l2 {
         Cell::Value(v) => v,
         Cell::NotRun { not_run } => {
@@ -259,7 +324,10 @@ pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
             r.heal_double_answers,
         );
     }
-    let _ = writeln!(out, "\nThe same figure next to other L2 announcers (theirs are documented defaults, not measured here):\n");
+    let _ = writeln!(
+        out,
+        "\nThe same figure next to other L2 announcers (theirs are documented defaults, not measured here):\n"
+    );
     let _ = writeln!(out, "| system | failover | basis |");
     let _ = writeln!(out, "|---|---:|---|");
     if let Some(all) = l2.failover.iter().find(|r| r.fault == "all") {
@@ -269,15 +337,26 @@ pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
             all.trials,
             all.reply_ms.map_or_else(
                 || "–".into(),
-                |d| format!("median {:.2} s, p95 {:.2} s, max {:.2} s", d.median / 1e3, d.p95 / 1e3, d.max / 1e3)
+                |d| format!(
+                    "median {:.2} s, p95 {:.2} s, max {:.2} s",
+                    d.median / 1e3,
+                    d.p95 / 1e3,
+                    d.max / 1e3
+                )
             )
         );
     }
     for a in &l2.anchors {
         let _ = writeln!(out, "| {} | {} | {} |", a.system, a.failover, a.basis);
     }
-    let _ = writeln!(out, "\nAnswers per second (one client thread sending requests as fast as it can):\n");
-    let _ = writeln!(out, "| responder | request | target | answers/s | answered |");
+    let _ = writeln!(
+        out,
+        "\nAnswers per second (one client thread sending requests as fast as it can):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| responder | request | target | answers/s | answered |"
+    );
     let _ = writeln!(out, "|---|---|---|---:|---:|");
     for r in &l2.rates {
         let _ = writeln!(
@@ -289,7 +368,11 @@ pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
             cell(&r.rate, |a| thousands_f(a.rate)),
             cell(&r.rate, |a| {
                 #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-                let pct = if a.requests == 0 { 0.0 } else { 100.0 * a.replies as f64 / a.requests as f64 };
+                let pct = if a.requests == 0 {
+                    0.0
+                } else {
+                    100.0 * a.replies as f64 / a.requests as f64
+                };
                 format!("{pct:.1}%")
             }),
         );
@@ -308,4 +391,76 @@ pub fn notes() -> Vec<String> {
         "L2 trials: client2 sends an ARP request for the address every 20 ms and records every reply and gratuitous ARP; client1 opens a TCP connection every 20 ms (250 ms timeout). The owner is broken, the survivors must agree on a new owner, then it is healed (a fresh agent after kill -9, SIGCONT, link up) and must get the address back. Failover = fault → first ARP reply from the new owner's MAC; the longest request gap is short after kill -9 and SIGSTOP because the dead agent's pinned datapath keeps forwarding for clients that still have its MAC".into(),
         "Answers per second: `ferrite-lab` sends ARP requests / Neighbor Solicitations from one thread through a packet socket and counts the replies addressed to it; the kernel rows ask a node for its own address".into(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(fault: Fault, reply: f64, heal_double: usize) -> Trial {
+        Trial {
+            fault,
+            old_owner: "node3".into(),
+            new_owner: Some("node2".into()),
+            announce_ms: Some(reply - 5.0),
+            reply_ms: Some(reply),
+            takeover_by_new_owner: true,
+            old_last_reply_ms: Some(300.0),
+            first_ok_ms: Some(10.0),
+            outage_ms: Some(20.0),
+            failed_requests: 0,
+            double_answers: 0,
+            unanswered_polls: 1,
+            heal_double_answers: heal_double,
+            heal_double_answer_span_ms: None,
+            heal_outage_ms: Some(20.0),
+            client_neighbor: None,
+            stale_client_entry_before: None,
+            healed_owner: Some("node3".into()),
+            client_not_following_after_heal: None,
+        }
+    }
+
+    #[test]
+    fn rows_and_markdown() {
+        let trials = [
+            trial(Fault::Kill, 400.0, 0),
+            trial(Fault::Kill, 500.0, 2),
+            trial(Fault::LinkDown, 450.0, 0),
+        ];
+        let all: Vec<&Trial> = trials.iter().collect();
+        let r = row("all", &all);
+        assert_eq!(r.trials, 3);
+        assert_eq!(r.heal_double_answers, 2);
+        assert_eq!(r.trials_with_heal_double_answers, 1);
+        assert!((r.reply_ms.unwrap().median - 450.0).abs() < f64::EPSILON);
+        let bench = L2Bench {
+            trials_per_fault: 1,
+            failover: vec![r],
+            rates: vec![RateRow {
+                responder: "ferrite eBPF responder".into(),
+                request: "ARP".into(),
+                target: "192.168.50.200".into(),
+                rate: Cell::Value(AnswerRate {
+                    requests: 100,
+                    replies: 99,
+                    seconds: 1.0,
+                    rate: 99.0,
+                }),
+            }],
+            anchors: anchors(),
+            errors: Vec::new(),
+            trials: trials.to_vec(),
+        };
+        assert!(!bench.incomplete());
+        let mut md = String::new();
+        markdown(&Cell::Value(bench), &mut md);
+        assert!(md.contains("| all | 3 | 450 / 500 / 500 |"), "{md}");
+        assert!(md.contains("median 0.45 s, p95 0.50 s, max 0.50 s"), "{md}");
+        assert!(md.contains("| Cilium L2 announcements | 10–20 s |"), "{md}");
+        assert!(
+            md.contains("| ferrite eBPF responder | ARP | 192.168.50.200 | 99 | 99.0% |"),
+            "{md}"
+        );
+    }
 }

@@ -250,7 +250,12 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
 }
 
 /// The L2 announcement section: failover trials and answers per second.
-fn l2_section(args: &BenchArgs, exe: &Path, ferrite: Result<&Path, &String>, results: &mut Results) {
+fn l2_section(
+    args: &BenchArgs,
+    exe: &Path,
+    ferrite: Result<&Path, &String>,
+    results: &mut Results,
+) {
     let settings = l2::L2Settings {
         trials_per_fault: args
             .l2_trials
