@@ -143,6 +143,9 @@ mod tests {
         assert_eq!(offset_of!(SrcRangeData, ext_id), 0);
         assert_eq!(offset_of!(SrcRangeData, family), 4);
         assert_eq!(offset_of!(SrcRangeData, addr), 8);
-        assert_eq!(SRC_RANGE_PREFIX_BITS as usize, 8 * offset_of!(SrcRangeData, addr));
+        assert_eq!(
+            SRC_RANGE_PREFIX_BITS as usize,
+            8 * offset_of!(SrcRangeData, addr)
+        );
     }
 }

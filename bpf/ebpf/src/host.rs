@@ -9,7 +9,9 @@ use ferrite_ebpf::nat_lb::{Outcome, egress, forward, ingress, parse};
 
 #[classifier]
 pub fn fe_host_ingress(mut ctx: TcContext) -> i32 {
-    let Some(p) = parse(&ctx) else { return TCX_NEXT };
+    let Some(p) = parse(&ctx) else {
+        return TCX_NEXT;
+    };
     match ingress(&mut ctx, &p) {
         Outcome::Pass => TCX_NEXT,
         Outcome::Drop => aya_ebpf::bindings::TC_ACT_SHOT as i32,

@@ -2,9 +2,7 @@
 //! into replies in place and sent back out of the interface they came in on. Anything that is
 //! not a well-formed request for an announced address passes untouched.
 
-use aya_ebpf::{
-    helpers::generated::bpf_redirect, programs::TcContext,
-};
+use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
 use ferrite_abi::{FAMILY_V4, FAMILY_V6, L2_HEARTBEAT_GRACE_NS, L2Key};
 
 use crate::TCX_NEXT;
@@ -33,7 +31,9 @@ fn ifindex(ctx: &TcContext) -> u32 {
 /// Whether the agent is alive (fresh heartbeat).
 #[inline(always)]
 fn agent_alive() -> bool {
-    let Some(beat) = L2_LIVE.get(0) else { return false };
+    let Some(beat) = L2_LIVE.get(0) else {
+        return false;
+    };
     // SAFETY: plain helper call.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     now.wrapping_sub(*beat) <= L2_HEARTBEAT_GRACE_NS
@@ -48,7 +48,9 @@ fn bounce(ctx: &TcContext) -> i32 {
 /// The entry point's verdict for a frame: a reply was sent, or pass it on.
 #[inline(always)]
 pub fn respond(ctx: &mut TcContext) -> i32 {
-    let Ok(proto) = ctx.load::<u16>(12) else { return TCX_NEXT };
+    let Ok(proto) = ctx.load::<u16>(12) else {
+        return TCX_NEXT;
+    };
     // SAFETY: reading fields of the skb context.
     let (pkt_type, vlan) = unsafe { ((*ctx.skb.skb).pkt_type, (*ctx.skb.skb).vlan_present) };
     // Frames for another host's MAC, or on a VLAN this interface is not: never ours to answer.
@@ -77,7 +79,12 @@ fn arp(ctx: &mut TcContext) -> Option<()> {
     let sha: [u8; 6] = ctx.load(ETH_HLEN + 8).ok()?;
     let spa: u32 = ctx.load(ETH_HLEN + 14).ok()?;
     let tpa: u32 = ctx.load(ETH_HLEN + 24).ok()?;
-    let key = L2Key { addr: [tpa, 0, 0, 0], ifindex: ifindex(ctx), family: FAMILY_V4, _pad: [0; 3] };
+    let key = L2Key {
+        addr: [tpa, 0, 0, 0],
+        ifindex: ifindex(ctx),
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
     // SAFETY: lookup in a hash map of plain structs.
     let mac = unsafe { L2_ADDRS.get(&key) }?.mac;
     ctx.store(0, &sha, 0).ok()?;
@@ -102,7 +109,8 @@ fn add_words(sum: u32, words: &[u32; 4]) -> u32 {
     let mut s = sum;
     for w in words {
         let b = w.to_ne_bytes();
-        s += u32::from(u16::from_be_bytes([b[0], b[1]])) + u32::from(u16::from_be_bytes([b[2], b[3]]));
+        s += u32::from(u16::from_be_bytes([b[0], b[1]]))
+            + u32::from(u16::from_be_bytes([b[2], b[3]]));
     }
     s
 }
@@ -118,7 +126,11 @@ fn ndp(ctx: &mut TcContext) -> Option<()> {
     }
     let icmp = ETH_HLEN + 40;
     let body: [u8; ND_LEN] = ctx.load(icmp).ok()?;
-    if body[0] != ND_NEIGHBOR_SOLICIT || body[1] != 0 || body[24] != ND_OPT_SOURCE_LL || body[25] != 1 {
+    if body[0] != ND_NEIGHBOR_SOLICIT
+        || body[1] != 0
+        || body[24] != ND_OPT_SOURCE_LL
+        || body[25] != 1
+    {
         return None;
     }
     let src: [u32; 4] = ctx.load(ETH_HLEN + 8).ok()?;
@@ -141,7 +153,12 @@ fn ndp(ctx: &mut TcContext) -> Option<()> {
         return None;
     }
     let target: [u32; 4] = ctx.load(icmp + 8).ok()?;
-    let key = L2Key { addr: target, ifindex: ifindex(ctx), family: FAMILY_V6, _pad: [0; 3] };
+    let key = L2Key {
+        addr: target,
+        ifindex: ifindex(ctx),
+        family: FAMILY_V6,
+        _pad: [0; 3],
+    };
     // SAFETY: lookup in a hash map of plain structs.
     let mac = unsafe { L2_ADDRS.get(&key) }?.mac;
     let mut peer_mac = [0u8; 6];
@@ -156,7 +173,8 @@ fn ndp(ctx: &mut TcContext) -> Option<()> {
     na[25] = 1;
     na[26..32].copy_from_slice(&mac);
     // Checksum over the pseudo-header (src, dst, length, next header) and the message.
-    let mut sum = add_words(add_words(0, &target), &src) + ND_LEN as u32 + u32::from(IPPROTO_ICMPV6);
+    let mut sum =
+        add_words(add_words(0, &target), &src) + ND_LEN as u32 + u32::from(IPPROTO_ICMPV6);
     let mut i = 0;
     while i < ND_LEN {
         sum += u32::from(u16::from_be_bytes([na[i], na[i + 1]]));

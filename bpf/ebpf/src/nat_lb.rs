@@ -17,7 +17,8 @@ use aya_ebpf::{
 use ferrite_abi::{
     CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, EXT_FLAG_CLIENT_AFFINITY,
     EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue, FAMILY_V4, FAMILY_V6,
-    PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData, SvcKey,
+    PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
+    SvcKey,
 };
 
 use crate::maps::{BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, SOURCE_RANGES};
@@ -115,28 +116,56 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     if key.sport == 0 || key.dport == 0 {
         return None;
     }
-    Some(Packet { key, l4_off, csum_off, tcp_flags })
+    Some(Packet {
+        key,
+        l4_off,
+        csum_off,
+        tcp_flags,
+    })
 }
 
 #[inline(always)]
 fn l4_flags(p: &Packet) -> u64 {
-    let mangled = if p.key.proto == PROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 };
+    let mangled = if p.key.proto == PROTO_UDP {
+        u64::from(BPF_F_MARK_MANGLED_0)
+    } else {
+        0
+    };
     u64::from(BPF_F_PSEUDO_HDR) | mangled | 4
 }
 
 /// Rewrites one address (source when `src`) and fixes the L3 and L4 checksums.
 #[inline(always)]
-fn set_addr(ctx: &mut TcContext, p: &Packet, src: bool, old: &[u32; 4], new: &[u32; 4]) -> Option<()> {
+fn set_addr(
+    ctx: &mut TcContext,
+    p: &Packet,
+    src: bool,
+    old: &[u32; 4],
+    new: &[u32; 4],
+) -> Option<()> {
     if p.key.family == FAMILY_V4 {
         let off = ETH_HLEN + if src { 12 } else { 16 };
         ctx.store(off, &new[0], 0).ok()?;
-        ctx.l3_csum_replace(ETH_HLEN + 10, u64::from(old[0]), u64::from(new[0]), 4).ok()?;
-        ctx.l4_csum_replace(p.csum_off, u64::from(old[0]), u64::from(new[0]), l4_flags(p)).ok()?;
+        ctx.l3_csum_replace(ETH_HLEN + 10, u64::from(old[0]), u64::from(new[0]), 4)
+            .ok()?;
+        ctx.l4_csum_replace(
+            p.csum_off,
+            u64::from(old[0]),
+            u64::from(new[0]),
+            l4_flags(p),
+        )
+        .ok()?;
     } else {
         let off = ETH_HLEN + if src { 8 } else { 24 };
         ctx.store(off, new, 0).ok()?;
         for i in 0..4 {
-            ctx.l4_csum_replace(p.csum_off, u64::from(old[i]), u64::from(new[i]), l4_flags(p)).ok()?;
+            ctx.l4_csum_replace(
+                p.csum_off,
+                u64::from(old[i]),
+                u64::from(new[i]),
+                l4_flags(p),
+            )
+            .ok()?;
         }
     }
     Some(())
@@ -146,8 +175,13 @@ fn set_addr(ctx: &mut TcContext, p: &Packet, src: bool, old: &[u32; 4], new: &[u
 fn set_port(ctx: &mut TcContext, p: &Packet, src: bool, old: u16, new: u16) -> Option<()> {
     let off = p.l4_off + if src { 0 } else { 2 };
     ctx.store(off, &new, 0).ok()?;
-    let mangled = if p.key.proto == PROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 };
-    ctx.l4_csum_replace(p.csum_off, u64::from(old), u64::from(new), mangled | 2).ok()?;
+    let mangled = if p.key.proto == PROTO_UDP {
+        u64::from(BPF_F_MARK_MANGLED_0)
+    } else {
+        0
+    };
+    ctx.l4_csum_replace(p.csum_off, u64::from(old), u64::from(new), mangled | 2)
+        .ok()?;
     Some(())
 }
 
@@ -237,17 +271,31 @@ fn flow_hash(k: &CtKey, client_only: bool) -> u32 {
 /// receiving device's addresses.
 #[inline(always)]
 fn frontend(ctx: &TcContext, k: &CtKey) -> Option<&'static ExtSvcValue> {
-    let key = SvcKey { addr: k.daddr, port: k.dport, proto: k.proto, family: k.family };
+    let key = SvcKey {
+        addr: k.daddr,
+        port: k.dport,
+        proto: k.proto,
+        family: k.family,
+    };
     // SAFETY: lookups in hash maps of plain structs.
     if let Some(v) = unsafe { EXTERNAL.get(&key) } {
         return Some(v);
     }
     let dev = unsafe { DEVICES.get(&ifindex(ctx)) }?;
-    let mine = if k.family == FAMILY_V4 { dev.v4 == k.daddr[0] } else { dev.v6 == k.daddr };
+    let mine = if k.family == FAMILY_V4 {
+        dev.v4 == k.daddr[0]
+    } else {
+        dev.v6 == k.daddr
+    };
     if !mine {
         return None;
     }
-    let any = SvcKey { addr: [0; 4], port: k.dport, proto: k.proto, family: k.family };
+    let any = SvcKey {
+        addr: [0; 4],
+        port: k.dport,
+        proto: k.proto,
+        family: k.family,
+    };
     unsafe { EXTERNAL.get(&any) }
 }
 
@@ -259,7 +307,11 @@ fn source_allowed(svc: &ExtSvcValue, k: &CtKey) -> bool {
     let bits = if k.family == FAMILY_V4 { 32 } else { 128 };
     let key = Key::new(
         SRC_RANGE_PREFIX_BITS + bits,
-        SrcRangeData { ext_id: svc.ext_id, family: u32::from(k.family), addr: k.saddr },
+        SrcRangeData {
+            ext_id: svc.ext_id,
+            family: u32::from(k.family),
+            addr: k.saddr,
+        },
     );
     SOURCE_RANGES.get(&key).is_some()
 }
@@ -289,7 +341,9 @@ pub fn ingress(ctx: &mut TcContext, p: &Packet) -> Outcome {
             None => Outcome::Drop,
         };
     }
-    let Some(svc) = frontend(ctx, &p.key) else { return Outcome::Pass };
+    let Some(svc) = frontend(ctx, &p.key) else {
+        return Outcome::Pass;
+    };
     if !source_allowed(svc, &p.key) || svc.count == 0 {
         return Outcome::Drop;
     }
@@ -352,7 +406,11 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, svc: &ExtSvcValue) -> Option<CtValu
     if snat {
         // SAFETY: lookup in a hash map of plain structs.
         let dev = unsafe { DEVICES.get(&ifindex(ctx)) }?;
-        let node = if k.family == FAMILY_V4 { [dev.v4, 0, 0, 0] } else { dev.v6 };
+        let node = if k.family == FAMILY_V4 {
+            [dev.v4, 0, 0, 0]
+        } else {
+            dev.v6
+        };
         let span = u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1;
         let base = flow_hash(k, false);
         let mut chosen = None;
@@ -361,7 +419,10 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, svc: &ExtSvcValue) -> Option<CtValu
             rev_key.daddr = node;
             rev_key.dport = port.to_be();
             rev.flags = CT_REWRITE_SRC | CT_REWRITE_DST | CT_REPLY;
-            if CONNTRACK.insert(&rev_key, &rev, u64::from(BPF_NOEXIST)).is_ok() {
+            if CONNTRACK
+                .insert(&rev_key, &rev, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
                 chosen = Some(port.to_be());
                 break;
             }
