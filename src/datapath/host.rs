@@ -1,9 +1,8 @@
 //! The north-south load balancer: TC (TCX) programs on the node's external devices.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::map_names;
 use tracing::{info, warn};
@@ -84,30 +83,7 @@ impl HostLb {
             prog.load().map_err(program_err)?;
             for dev in &devices {
                 let pin = links_dir.join(format!("tcx_{}_{dir}", dev.name));
-                let fd = prog
-                    .fd()
-                    .map_err(program_err)?
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| DatapathError::Link {
-                        path: pin.clone(),
-                        source: e,
-                    })?;
-                if !link::adopt(name, fd.as_fd(), &pin)? {
-                    let id = prog
-                        .attach_with_options(
-                            &dev.name,
-                            attach,
-                            TcAttachOptions::TcxOrder(LinkOrder::default()),
-                        )
-                        .map_err(program_err)?;
-                    let l = prog.take_link(id).map_err(program_err)?;
-                    let fd_link = FdLink::try_from(l).map_err(|e| DatapathError::Link {
-                        path: pin.clone(),
-                        source: std::io::Error::other(e),
-                    })?;
-                    link::pin_link(name, fd_link, &pin)?;
-                }
+                link::attach_tcx_pinned(name, prog, &dev.name, attach, LinkOrder::default(), &pin)?;
                 wanted.push(pin);
             }
         }

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 
 use aya::maps::{HashMap, MapData};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, links::FdLink, tc::TcAttachOptions};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::{L2Key, L2Value, map_names};
 use tracing::info;
@@ -94,30 +93,14 @@ impl L2Responder {
             let dev = device(name)?;
             let mac = mac_address(name)?;
             let pin = self.links_dir.join(format!("l2_{name}"));
-            let fd = prog
-                .fd()
-                .map_err(program_err)?
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| DatapathError::Link {
-                    path: pin.clone(),
-                    source: e,
-                })?;
-            if !link::adopt(PROGRAM, fd.as_fd(), &pin)? {
-                let id = prog
-                    .attach_with_options(
-                        name,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::TcxOrder(LinkOrder::first()),
-                    )
-                    .map_err(program_err)?;
-                let l = prog.take_link(id).map_err(program_err)?;
-                let fd_link = FdLink::try_from(l).map_err(|e| DatapathError::Link {
-                    path: pin.clone(),
-                    source: std::io::Error::other(e),
-                })?;
-                link::pin_link(PROGRAM, fd_link, &pin)?;
-            }
+            link::attach_tcx_pinned(
+                PROGRAM,
+                prog,
+                name,
+                TcAttachType::Ingress,
+                LinkOrder::first(),
+                &pin,
+            )?;
             info!(interface = %name, "L2 responder attached");
             self.interfaces.push((dev, mac));
         }

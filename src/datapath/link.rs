@@ -6,7 +6,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, links::FdLink,
+    tc::TcAttachOptions,
+};
 use tracing::{debug, info, warn};
 
 use super::DatapathError;
@@ -135,6 +138,44 @@ pub fn attach_pinned(
     }
     let id = prog
         .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(program_err)?;
+    let link = prog.take_link(id).map_err(program_err)?;
+    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        path: pin.into(),
+        source: std::io::Error::other(e),
+    })?;
+    pin_link(name, fd_link, pin)?;
+    Ok(false)
+}
+
+/// [`adopt`] or attach a TC classifier to `ifname` through TCX at `order`. Returns true when
+/// adopted.
+pub fn attach_tcx_pinned(
+    name: &'static str,
+    prog: &mut SchedClassifier,
+    ifname: &str,
+    attach: TcAttachType,
+    order: LinkOrder,
+    pin: &Path,
+) -> Result<bool, DatapathError> {
+    let program_err = |source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let fd = prog
+        .fd()
+        .map_err(program_err)?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DatapathError::Link {
+            path: pin.into(),
+            source: e,
+        })?;
+    if adopt(name, fd.as_fd(), pin)? {
+        return Ok(true);
+    }
+    let id = prog
+        .attach_with_options(ifname, attach, TcAttachOptions::TcxOrder(order))
         .map_err(program_err)?;
     let link = prog.take_link(id).map_err(program_err)?;
     let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
