@@ -258,10 +258,8 @@ fn port_rules(t: &mut Tables, pc: &PortChains<'_>, node: &str, cluster_cidr: Cid
     }
 }
 
-/// The nat and filter tables kube-proxy (iptables mode, `--cluster-cidr cluster_cidr`,
-/// masquerade bit 0x4000) writes on node `node` for `services`.
-#[must_use]
-pub fn iptables_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) -> String {
+/// The rules of every service port, in kube-proxy's order.
+fn tables(services: &[NsService], node: &str, cluster_cidr: Cidr) -> Tables {
     let mut t = Tables::default();
     for s in services {
         for port in &s.ports {
@@ -274,8 +272,32 @@ pub fn iptables_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) ->
             port_rules(&mut t, &pc, node, cluster_cidr);
         }
     }
-    let cluster_cidr = cluster_cidr.network();
-    let mut out = String::with_capacity(4096);
+    t
+}
+
+/// The nat and filter tables kube-proxy (iptables mode, `--cluster-cidr cluster_cidr`,
+/// masquerade bit 0x4000) writes on node `node` for `services`.
+#[must_use]
+pub fn iptables_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) -> String {
+    debug_assert!(!cluster_cidr.is_ipv6());
+    let t = tables(services, node, cluster_cidr);
+    let mut out = String::with_capacity(4096 + t.nat.len() * 160);
+    write_filter(&t, &mut out);
+    write_nat(&t, &mut out);
+    out
+}
+
+/// Only the nat table of [`iptables_rules`]: what `ClusterIP` traffic from a pod meets (the
+/// filter table's rules only act on `NodePort`/`LoadBalancer` and endpoint-less services).
+#[must_use]
+pub fn nat_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) -> String {
+    let t = tables(services, node, cluster_cidr);
+    let mut out = String::with_capacity(1024 + t.nat.len() * 160);
+    write_nat(&t, &mut out);
+    out
+}
+
+fn write_filter(t: &Tables, out: &mut String) {
     out.push_str("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
     for chain in [
         "KUBE-EXTERNAL-SERVICES",
@@ -308,7 +330,11 @@ pub fn iptables_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) ->
         out.push_str(rule);
         out.push('\n');
     }
-    out.push_str("COMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
+    out.push_str("COMMIT\n");
+}
+
+fn write_nat(t: &Tables, out: &mut String) {
+    out.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
     for chain in [
         "KUBE-MARK-MASQ",
         "KUBE-NODEPORTS",
@@ -346,8 +372,6 @@ pub fn iptables_rules(services: &[NsService], node: &str, cluster_cidr: Cidr) ->
         out,
         "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\nCOMMIT\n"
     );
-    debug_assert!(!cluster_cidr.is_ipv6());
-    out
 }
 
 /// Number of rules (`-A` lines) in an `iptables-restore` text.
@@ -420,6 +444,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn nat_rules_are_the_nat_half() {
+        let mut s = service();
+        s.ports.truncate(1);
+        s.ports[0].node_port = None;
+        s.lb_ips.clear();
+        "ClusterIP".clone_into(&mut s.service_type);
+        let all = iptables_rules(&[s.clone()], "node1", cidr());
+        let nat = nat_rules(&[s], "node1", cidr());
+        assert!(nat.starts_with("*nat\n"), "{nat}");
+        assert_eq!(nat.matches("COMMIT\n").count(), 1);
+        assert!(all.ends_with(&format!("COMMIT\n{nat}")), "{all}");
+        // A ClusterIP-only port: 7 fixed + nodeports jump + 1 portal + 1 masq + 2 jumps + 2×2 SEP.
+        assert_eq!(rule_count(&nat), 8 + 8);
+        assert!(!nat.contains("KUBE-EXT-"));
     }
 
     #[test]

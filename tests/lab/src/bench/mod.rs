@@ -2,6 +2,7 @@
 //! side in one run, written to `results.md` and `results.json`.
 
 mod agent;
+mod cni;
 mod l2;
 mod northsouth;
 mod results;
@@ -43,8 +44,8 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth, l2 (default all)
-    #[argh(option, default = "String::from(\"clusterip,northsouth,l2\")")]
+    /// sections to run, comma-separated: clusterip, northsouth, l2, cni (default all)
+    #[argh(option, default = "String::from(\"clusterip,northsouth,l2,cni\")")]
     sections: String,
     /// north-south: wrk connections (default 16)
     #[argh(option, default = "16")]
@@ -52,6 +53,9 @@ pub struct BenchArgs {
     /// l2: failover trials per fault kind (kill -9, SIGSTOP, link down; default 8, --quick 2)
     #[argh(option)]
     l2_trials: Option<usize>,
+    /// cni: ADD+DEL cycles per plugin set and row (default 200, --quick 20)
+    #[argh(option)]
+    cni_cycles: Option<usize>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -112,10 +116,12 @@ fn parse_scales(text: &str) -> Result<Vec<usize>, String> {
 
 /// Which parts of the benchmark to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(clippy::struct_excessive_bools, reason = "one switch per section")]
 struct Sections {
     clusterip: bool,
     northsouth: bool,
     l2: bool,
+    cni: bool,
 }
 
 fn parse_sections(text: &str) -> Result<Sections, String> {
@@ -123,26 +129,29 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
         clusterip: false,
         northsouth: false,
         l2: false,
+        cni: false,
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
             "clusterip" => s.clusterip = true,
             "northsouth" => s.northsouth = true,
             "l2" => s.l2 = true,
+            "cni" => s.cni = true,
             other => {
                 return Err(format!(
-                    "unknown section {other:?} (clusterip, northsouth, l2)"
+                    "unknown section {other:?} (clusterip, northsouth, l2, cni)"
                 ));
             }
         }
     }
-    if s.clusterip || s.northsouth || s.l2 {
+    if s.clusterip || s.northsouth || s.l2 || s.cni {
         Ok(s)
     } else {
         Err("no section to run".into())
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one block per section, in order")]
 fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -181,6 +190,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         memory: Vec::new(),
         northsouth: None,
         l2: None,
+        cni: None,
         notes: Vec::new(),
     };
     if sections.clusterip {
@@ -217,6 +227,10 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         check_interrupted()?;
         l2_section(args, &exe, ferrite.as_deref(), &mut results);
     }
+    if sections.cni {
+        check_interrupted()?;
+        cni::section(args, ferrite.as_deref(), &mut results)?;
+    }
 
     let md = results::markdown(&results);
     let json = serde_json::to_string_pretty(&results).expect("results serialize");
@@ -241,7 +255,11 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         || results
             .l2
             .as_ref()
-            .is_some_and(|l2| l2.value().is_none_or(l2::L2Bench::incomplete));
+            .is_some_and(|l2| l2.value().is_none_or(l2::L2Bench::incomplete))
+        || results
+            .cni
+            .as_ref()
+            .is_some_and(|c| c.value().is_none_or(cni::CniBench::incomplete));
     Ok(if incomplete {
         ExitCode::from(2)
     } else {
@@ -591,9 +609,12 @@ mod tests {
                 clusterip: true,
                 northsouth: true,
                 l2: false,
+                cni: false,
             }
         );
         assert!(parse_sections("l2").unwrap().l2);
+        assert!(parse_sections("cni").unwrap().cni);
+        assert!(!parse_sections("cni").unwrap().clusterip);
         assert!(!parse_sections("northsouth").unwrap().clusterip);
         assert!(parse_sections("").is_err());
         assert!(parse_sections("eastwest").is_err());

@@ -103,6 +103,9 @@ pub struct Results {
     /// L2 announcement failover (`None` when the section was not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l2: Option<Cell<super::l2::L2Bench>>,
+    /// CNI ADD/DEL latency (`None` when the section was not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni: Option<Cell<super::cni::CniBench>>,
     pub notes: Vec<String>,
 }
 
@@ -262,6 +265,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(l2) = &r.l2 {
         super::l2::markdown(l2, &mut out);
+    }
+    if let Some(cni) = &r.cni {
+        super::cni::markdown(cni, &mut out);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");

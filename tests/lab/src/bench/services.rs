@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use ferrite_lab::Cidr;
+use ferrite_lab::kubeproxy;
+use ferrite_lab::{Cidr, NsService, Protocol, SvcEndpoint, SvcPort};
 
 /// Service `ClusterIPs` come from here, starting at `.10` (`.1` is the API server's).
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -15,6 +16,8 @@ pub const SERVICE_PORT: u16 = 80;
 pub const TARGET_PORT: u16 = 8080;
 pub const NAMESPACE: &str = "default";
 const PORT_NAME: &str = "http";
+/// The node kube-proxy runs on in the baseline (the client pod's; no endpoint is on it).
+const KUBE_PROXY_NODE: &str = "client";
 
 /// One `ClusterIP` service with one TCP port and its ready endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,126 +80,54 @@ pub fn to_yaml(services: &[Service]) -> String {
     out
 }
 
-/// A kube-proxy style chain name: `PREFIX` + 16 base32 characters of a hash of `key`.
-/// (kube-proxy hashes with SHA-256; the shape and length are what matter for the kernel.)
-fn chain_name(prefix: &str, key: &str) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let fnv = |seed: u64| {
-        key.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+/// The services as [`ferrite_lab::kubeproxy`] sees them: `ClusterIP` only, one TCP port, ready
+/// endpoints (none of them local to the node, which does not matter without external access).
+fn as_kube_proxy_services(services: &[Service]) -> Vec<NsService> {
+    services
+        .iter()
+        .map(|s| NsService {
+            name: s.name.clone(),
+            namespace: NAMESPACE.to_owned(),
+            service_type: "ClusterIP".to_owned(),
+            cluster_ip: s.cluster_ip,
+            ports: vec![SvcPort::new(
+                PORT_NAME,
+                Protocol::Tcp,
+                s.port,
+                s.target_port,
+            )],
+            lb_ips: Vec::new(),
+            external_ips: Vec::new(),
+            local: false,
+            health_check_node_port: None,
+            source_ranges: Vec::new(),
+            affinity_seconds: None,
+            algorithm: None,
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|&ep| SvcEndpoint::new(ep, KUBE_PROXY_NODE))
+                .collect(),
         })
-    };
-    let bits =
-        (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x8422_2325_cbf2_9ce4));
-    let mut name = String::from(prefix);
-    for i in 0..16 {
-        let index = usize::try_from((bits >> (i * 5)) & 31).expect("5 bits");
-        name.push(char::from(ALPHABET[index]));
-    }
-    name
-}
-
-/// kube-proxy's probability for endpoint `i` of `n`: `1/(n-i)` with 10 decimals.
-fn probability(i: usize, n: usize) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "endpoint counts are tiny")]
-    let p = 1.0 / (n - i) as f64;
-    format!("{p:.10}")
+        .collect()
 }
 
 /// The nat table, in `iptables-restore` format, that kube-proxy (iptables mode) writes for
-/// `services`: `KUBE-SERVICES` with one rule per `ClusterIP` in order (the last service is the
-/// worst case for a linear walk), `KUBE-SVC-*` with masquerade marking and random-probability
-/// jumps, `KUBE-SEP-*` with hairpin marking and DNAT, and the postrouting masquerade.
+/// `services` ([`kubeproxy::nat_rules`]): `KUBE-SERVICES` with one rule per `ClusterIP` in
+/// order (the last service is the worst case for a linear walk), `KUBE-SVC-*` with masquerade
+/// marking and random-probability jumps, `KUBE-SEP-*` with hairpin marking and DNAT, and the
+/// postrouting masquerade.
 #[must_use]
 pub fn nat_table(services: &[Service]) -> String {
-    let chains: Vec<(String, Vec<String>)> = services
-        .iter()
-        .map(|s| {
-            let port_name = format!("{NAMESPACE}/{}:{PORT_NAME}", s.name);
-            let svc = chain_name("KUBE-SVC-", &format!("{port_name}tcp"));
-            let seps = s
-                .endpoints
-                .iter()
-                .map(|ep| {
-                    chain_name(
-                        "KUBE-SEP-",
-                        &format!("{port_name}tcp{ep}:{}", s.target_port),
-                    )
-                })
-                .collect();
-            (svc, seps)
-        })
-        .collect();
-
-    let mut out = String::with_capacity(services.len() * 1500);
-    out.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
-    out.push_str(":KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n");
-    for (svc, seps) in &chains {
-        let _ = writeln!(out, ":{svc} - [0:0]");
-        for sep in seps {
-            let _ = writeln!(out, ":{sep} - [0:0]");
-        }
-    }
-    out.push_str(
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
-         -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
-         -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
-         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
-         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
-         -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n\
-         -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n",
-    );
-    for (s, (svc, _)) in services.iter().zip(&chains) {
-        let _ = writeln!(
-            out,
-            "-A KUBE-SERVICES -m comment --comment \"{NAMESPACE}/{}:{PORT_NAME} cluster IP\" -m tcp -p tcp -d {}/32 --dport {} -j {svc}",
-            s.name, s.cluster_ip, s.port
-        );
-    }
-    for (s, (svc, seps)) in services.iter().zip(&chains) {
-        let port_name = format!("{NAMESPACE}/{}:{PORT_NAME}", s.name);
-        let _ = writeln!(
-            out,
-            "-A {svc} -m comment --comment \"{port_name} cluster IP\" -m tcp -p tcp -d {}/32 --dport {} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ",
-            s.cluster_ip, s.port
-        );
-        let n = seps.len();
-        for (i, (ep, sep)) in s.endpoints.iter().zip(seps).enumerate() {
-            let comment = format!(
-                "-m comment --comment \"{port_name} -> {ep}:{}\"",
-                s.target_port
-            );
-            if i + 1 < n {
-                let _ = writeln!(
-                    out,
-                    "-A {svc} {comment} -m statistic --mode random --probability {} -j {sep}",
-                    probability(i, n)
-                );
-            } else {
-                let _ = writeln!(out, "-A {svc} {comment} -j {sep}");
-            }
-        }
-        for (ep, sep) in s.endpoints.iter().zip(seps) {
-            let _ = writeln!(
-                out,
-                "-A {sep} -m comment --comment {port_name} -s {ep}/32 -j KUBE-MARK-MASQ\n\
-                 -A {sep} -m comment --comment {port_name} -m tcp -p tcp -j DNAT --to-destination {ep}:{}",
-                s.target_port
-            );
-        }
-    }
-    out.push_str(
-        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n\
-         COMMIT\n",
-    );
-    out
+    let cluster_cidr: Cidr = CLUSTER_CIDR.parse().expect("valid constant");
+    kubeproxy::nat_rules(
+        &as_kube_proxy_services(services),
+        KUBE_PROXY_NODE,
+        cluster_cidr,
+    )
 }
 
-/// Number of rules (`-A` lines) in an `iptables-restore` text.
-#[must_use]
-pub fn rule_count(table: &str) -> usize {
-    table.lines().filter(|l| l.starts_with("-A ")).count()
-}
+pub use kubeproxy::rule_count;
 
 #[cfg(test)]
 mod tests {
@@ -255,8 +186,11 @@ mod tests {
             .filter(|l| l.starts_with("-A KUBE-SERVICES -m comment --comment \"default/"))
             .collect();
         assert!(svc_rules[2].contains("-d 10.96.0.12/32"));
-        let chain = chain_name("KUBE-SVC-", "default/svc-00000:httptcp");
-        assert_eq!(chain.len(), "KUBE-SVC-".len() + 16);
-        assert_ne!(chain, chain_name("KUBE-SVC-", "default/svc-00001:httptcp"));
+        let chain = kubeproxy::chain_name("KUBE-SVC-", "default/svc-00000:httptcp");
+        assert!(table.contains(&format!(
+            "-d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j {chain}\n"
+        )));
+        assert!(table.contains(&format!("-A {chain} ! -s {CLUSTER_CIDR} ")));
+        assert!(!table.contains("*filter"));
     }
 }
