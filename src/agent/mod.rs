@@ -3,6 +3,7 @@
 mod health;
 mod l2;
 mod reconcile;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -39,6 +40,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Rate limit of the Kubernetes API client (`--k8s-qps`, `--k8s-burst`).
     pub k8s_client: crate::source::kube::ClientOptions,
+    /// Duration of the status-writer Lease (kube source; hidden `--status-lease-seconds`).
+    pub status_lease: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +76,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
                 bpf_root: cfg.datapath.bpf_root.display().to_string(),
                 cgroup: cfg.datapath.cgroup.display().to_string(),
                 adopted,
+                ingress: Vec::new(),
             },
             last_apply: None,
             source_errors: Vec::new(),
@@ -84,22 +88,25 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
     }
 }
 
-/// Starts the configured source feeding `tx`; returns its error handle.
+/// Starts the configured source feeding `tx`; returns its error handle and, with the kube
+/// source, the feed of the LB IPAM status writer (see [`status`]).
 async fn start_source(
     cfg: &AgentConfig,
     tx: watch::Sender<Arc<Snapshot>>,
-) -> Result<crate::source::dir::ErrorHandle, AgentError> {
+) -> Result<(crate::source::dir::ErrorHandle, Option<status::ReportFeed>), AgentError> {
     Ok(match &cfg.source {
         SourceSpec::Dir(path) => {
             let source = DirSource::new(path.clone());
             let errors = source.error_handle();
             tokio::spawn(source.run(tx, DIR_POLL));
-            errors
+            (errors, None)
         }
         SourceSpec::Kube => {
-            crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, tx)
-                .await?
-                .errors
+            let timing = crate::source::kube::lease::LeaseTiming::with_duration(cfg.status_lease);
+            let running =
+                crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, timing, tx).await?;
+            let feed = status::spawn(running.status_writer, running.leading);
+            (running.errors, Some(feed))
         }
     })
 }
@@ -149,7 +156,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     if let Some(cni) = cfg.cni.clone() {
         crate::cni::install::run_in_agent(cni, rx.clone());
     }
-    let errors = start_source(&cfg, tx).await?;
+    let (errors, status_feed) = start_source(&cfg, tx).await?;
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();
     let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
@@ -168,8 +175,25 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }));
 
     let host = open_host(&cfg)?;
+    if let Some(h) = &host {
+        shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .status
+            .datapath
+            .ingress = h
+            .lb
+            .ingress
+            .iter()
+            .map(|(device, hook)| api::DeviceIngress {
+                device: device.clone(),
+                hook: hook.as_str().to_string(),
+            })
+            .collect();
+    }
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
-        .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir));
+        .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))
+        .with_status_feed(status_feed);
     match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
         Ok(part) => reconciler.l2 = Some(part),
         Err(e) => error!(error = %e, "L2 announcements unavailable"),

@@ -40,6 +40,8 @@ pub struct Reconciler {
     generation: u64,
     /// LB IPAM: allocates LoadBalancer addresses on every reconcile.
     lbipam: IpamState,
+    /// Where every allocation goes for the status writer (kube source only).
+    status_feed: Option<super::status::ReportFeed>,
 }
 
 impl Reconciler {
@@ -60,7 +62,15 @@ impl Reconciler {
             shared,
             generation: 0,
             lbipam: IpamState::in_memory(),
+            status_feed: None,
         }
+    }
+
+    /// Publishes every allocation (with its snapshot) on `feed` for the status writer.
+    #[must_use]
+    pub fn with_status_feed(mut self, feed: Option<super::status::ReportFeed>) -> Self {
+        self.status_feed = feed;
+        self
     }
 
     /// Uses `lbipam` (e.g. one persisted in the state dir) instead of in-memory state.
@@ -119,6 +129,12 @@ impl Reconciler {
     pub fn reconcile(&mut self, snapshot: &std::sync::Arc<Snapshot>) {
         let started = Instant::now();
         let lb_ips = lbipam::lb_ips(self.lbipam.reconcile(snapshot));
+        if let Some(feed) = &self.status_feed {
+            feed.send_replace(Some(std::sync::Arc::new(super::status::Report {
+                allocation: self.lbipam.last().clone(),
+                snapshot: snapshot.clone(),
+            })));
+        }
         let frontends = lb::frontends_with(snapshot, &lb_ips);
         let external = match &mut self.host {
             Some(host) => {

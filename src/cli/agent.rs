@@ -65,6 +65,16 @@ pub struct AgentCmd {
     /// re-announce owned addresses every N seconds (gratuitous ARP / unsolicited NA)
     #[argh(option)]
     pub l2_reannounce_seconds: Option<u64>,
+    /// after a start, a link-up or a freeze, claim no new L2 address until membership has
+    /// synced with a peer, or for at most this many ms when no peer answers (default 1000)
+    #[argh(option, default = "1000")]
+    pub l2_claim_hold_ms: u64,
+    /// run the north-south ingress translation in XDP: off (the default, TC only: native XDP
+    /// takes the NIC's single XDP slot from other users and some drivers reset the link on
+    /// attach, so it is opt-in), auto (native, else generic, else TC), native or generic (else
+    /// TC); a failed attach logs one warning and keeps TC
+    #[argh(option, default = "crate::datapath::XdpMode::Off")]
+    pub xdp: crate::datapath::XdpMode,
     /// remove every pinned map and link under --bpf-root, then exit
     #[argh(switch)]
     pub cleanup: bool,
@@ -74,6 +84,9 @@ pub struct AgentCmd {
     /// kubernetes API requests allowed in a burst above --k8s-qps
     #[argh(option, default = "100")]
     pub k8s_burst: u32,
+    /// duration of the status-writer Lease in seconds (tests shorten it; default 15)
+    #[argh(option, default = "15", hidden_help)]
+    pub status_lease_seconds: u16,
 }
 
 fn hostname() -> String {
@@ -156,6 +169,7 @@ pub fn run(cmd: AgentCmd) -> i32 {
             qps: cmd.k8s_qps,
             burst: cmd.k8s_burst,
         },
+        status_lease: std::time::Duration::from_secs(cmd.status_lease_seconds.into()),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -210,12 +224,13 @@ fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
             devices,
             table_size: cmd.maglev_table_size,
             rows: cmd.max_external_tables.max(1),
+            xdp: cmd.xdp,
         },
         nodeport_range: lo..=hi,
     }))
 }
 
-/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-seconds`.
+/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-seconds`, `--l2-claim-hold-ms`.
 fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
     use crate::l2::membership::{DEFAULT_PORT, parse_peers};
     let bind = cmd
@@ -241,5 +256,6 @@ fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
             .l2_reannounce_seconds
             .filter(|s| *s > 0)
             .map(std::time::Duration::from_secs),
+        claim_hold: std::time::Duration::from_millis(cmd.l2_claim_hold_ms),
     })
 }

@@ -23,11 +23,13 @@
 //!   are never reshuffled by a failover.
 //!
 //! The status writer and the Lease come with the Kubernetes source (`source::kube`); this module
-//! only produces the values to write.
+//! only produces the values to write and plans the writes ([`report`]); the agent's status task
+//! (`agent::status`) applies them while it holds the Lease.
 
 mod allocate;
 mod pools;
 mod ranges;
+pub mod report;
 mod request;
 mod state;
 mod store;

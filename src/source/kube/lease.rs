@@ -35,6 +35,19 @@ impl Default for LeaseTiming {
     }
 }
 
+impl LeaseTiming {
+    /// client-go's proportions (15 s / 10 s / 2 s) for another lease duration (whole seconds,
+    /// at least one: the Lease records seconds).
+    pub fn with_duration(duration: Duration) -> Self {
+        let duration = duration.max(Duration::from_secs(1));
+        Self {
+            duration,
+            renew_deadline: duration * 2 / 3,
+            retry: duration * 2 / 15,
+        }
+    }
+}
+
 /// One candidate for one lease.
 pub struct LeaderElector {
     api: Api<Lease>,

@@ -67,10 +67,6 @@ pub struct KubeOptions {
 }
 
 /// A started kube source: its errors, and the status-writing side for the agent's reporters.
-#[allow(
-    dead_code,
-    reason = "status_writer and leading are for the agent's status reporters (LB IPAM, L2)"
-)]
 pub struct Running {
     pub errors: ErrorHandle,
     /// Status writes under ferrite's field manager.
@@ -79,18 +75,19 @@ pub struct Running {
     pub leading: channel::Receiver<bool>,
 }
 
-/// Connects with the default Lease settings and runs the source on the current runtime, feeding
-/// `tx` until every receiver is gone.
+/// Connects and runs the source on the current runtime, feeding `tx` until every receiver is
+/// gone. `lease_timing` is [`lease::LeaseTiming::default`] unless a test shortens it.
 pub async fn spawn(
     node_name: &str,
     client: ClientOptions,
+    lease_timing: lease::LeaseTiming,
     tx: channel::Sender<Arc<Snapshot>>,
 ) -> Result<Running, KubeError> {
     let source = KubeSource::connect(KubeOptions {
         node_name: node_name.to_owned(),
         client,
         lease_namespace: None,
-        lease_timing: lease::LeaseTiming::default(),
+        lease_timing,
     })
     .await?;
     info!(origin = %source.origin(), "kube source connected");
@@ -141,19 +138,11 @@ impl KubeSource {
     }
 
     /// A status writer with ferrite's field manager, for the agent's status reports.
-    #[allow(
-        dead_code,
-        reason = "API for the agent's status reporters (LB IPAM, L2), wired by the agent"
-    )]
     pub fn status_writer(&self) -> StatusWriter {
         StatusWriter::new(self.client.clone(), FIELD_MANAGER)
     }
 
     /// Whether this node holds the status Lease (only the holder should write status).
-    #[allow(
-        dead_code,
-        reason = "API for the agent's status reporters (LB IPAM, L2), wired by the agent"
-    )]
     pub fn leadership(&self) -> channel::Receiver<bool> {
         self.leading_tx.subscribe()
     }

@@ -1,9 +1,9 @@
 //! The kube source against the fake API server (`tests/fakeapi`), without root: watchers →
 //! snapshot, errors, validity conditions, status writes and leader election.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use ferrite_fakeapi::{FakeApi, Fault};
+use ferrite_fakeapi::{FakeApi, Fault, Sandbox};
 use kube::Client;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -15,23 +15,6 @@ use super::{
 use crate::model::Snapshot;
 
 const CRDS: &str = include_str!("../../../k3s-addon/crds.yaml");
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ferrite-kube-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -143,8 +126,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn the_first_snapshot_holds_every_kind_and_changes_follow() {
-    let dir = Dir::new("snapshot");
-    let api = FakeApi::start(&dir.0).expect("fake API");
+    let api = Sandbox::start("kube-snapshot").expect("fake API");
     api.load_yaml(CRDS).expect("CRDs");
     api.load_yaml(CLUSTER).expect("objects");
     runtime().block_on(async {
@@ -183,8 +165,7 @@ fn the_first_snapshot_holds_every_kind_and_changes_follow() {
 
 #[test]
 fn missing_crds_do_not_hold_back_the_snapshot_and_are_reported() {
-    let dir = Dir::new("nocrd");
-    let api = FakeApi::start(&dir.0).expect("fake API");
+    let api = Sandbox::start("kube-nocrd").expect("fake API");
     runtime().block_on(async {
         let source = KubeSource::with_client(client(&api).await, ConfigOrigin::InCluster, options());
         let errors = source.error_handle();
@@ -211,8 +192,7 @@ fn missing_crds_do_not_hold_back_the_snapshot_and_are_reported() {
 
 #[test]
 fn a_failing_required_kind_holds_back_the_first_snapshot() {
-    let dir = Dir::new("required");
-    let api = FakeApi::start(&dir.0).expect("fake API");
+    let api = Sandbox::start("kube-required").expect("fake API");
     api.load_yaml(CLUSTER).expect("objects");
     api.fail_next(Fault {
         method: Some("GET".into()),
@@ -232,8 +212,7 @@ fn a_failing_required_kind_holds_back_the_first_snapshot() {
 
 #[test]
 fn invalid_objects_are_reported_and_marked_by_the_lease_holder() {
-    let dir = Dir::new("invalid");
-    let api = FakeApi::start(&dir.0).expect("fake API");
+    let api = Sandbox::start("kube-invalid").expect("fake API");
     api.load_yaml(CRDS).expect("CRDs");
     api.load_yaml(CLUSTER).expect("objects");
     api.load_yaml(
@@ -290,8 +269,7 @@ fn invalid_objects_are_reported_and_marked_by_the_lease_holder() {
 
 #[test]
 fn status_writes_retry_conflicts_and_give_up_on_missing_objects() {
-    let dir = Dir::new("status");
-    let api = FakeApi::start(&dir.0).expect("fake API");
+    let api = Sandbox::start("kube-status").expect("fake API");
     api.load_yaml(CRDS).expect("CRDs");
     api.load_yaml(CLUSTER).expect("objects");
     runtime().block_on(async {
@@ -305,7 +283,7 @@ fn status_writes_retry_conflicts_and_give_up_on_missing_objects() {
         let status = json!({"conditions": [{"type": "ferrite.dev/IPsAvailable", "status": "True",
             "reason": "Counted", "message": "16", "lastTransitionTime": "2024-01-01T00:00:00Z"}]});
         writer
-            .apply_pool_status("lan", status)
+            .apply_pool_status("lan", Some(status))
             .await
             .expect("applied after retries");
         let pool = api
@@ -333,7 +311,7 @@ fn status_writes_retry_conflicts_and_give_up_on_missing_objects() {
             .apply_service_status(
                 "test",
                 "web",
-                json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.240"}]}}),
+                Some(json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.240"}]}})),
             )
             .await
             .expect("service status");
@@ -362,8 +340,7 @@ fn status_writes_retry_conflicts_and_give_up_on_missing_objects() {
 
 #[test]
 fn one_candidate_leads_and_another_takes_over_when_it_stops_renewing() {
-    let dir = Dir::new("lease");
-    let api = FakeApi::start(&dir.0).expect("fake API");
+    let api = Sandbox::start("kube-lease").expect("fake API");
     runtime().block_on(async {
         let c = client(&api).await;
         let mut a = LeaderElector::new(c.clone(), "kube-system", "l", "a", fast_lease());
@@ -408,4 +385,23 @@ fn one_candidate_leads_and_another_takes_over_when_it_stops_renewing() {
             .count();
         assert_eq!(leaders, 1);
     });
+}
+
+#[test]
+fn lease_timing_keeps_client_go_proportions_and_the_defaults() {
+    let default = LeaseTiming::default();
+    let scaled = LeaseTiming::with_duration(Duration::from_secs(15));
+    assert_eq!(
+        (scaled.duration, scaled.renew_deadline, scaled.retry),
+        (default.duration, default.renew_deadline, default.retry),
+        "--status-lease-seconds 15 (the default) is the default timing"
+    );
+    let short = LeaseTiming::with_duration(Duration::from_secs(3));
+    assert_eq!(short.renew_deadline, Duration::from_secs(2));
+    assert_eq!(short.retry, Duration::from_millis(400));
+    assert_eq!(
+        LeaseTiming::with_duration(Duration::ZERO).duration,
+        Duration::from_secs(1),
+        "a Lease records whole seconds"
+    );
 }

@@ -15,8 +15,10 @@
 mod error;
 mod fields;
 mod ownership;
+mod rbac;
 mod resources;
 mod rules;
+mod sandbox;
 mod selector;
 mod server;
 mod store;
@@ -37,6 +39,8 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 
 pub use error::ApiError;
+pub use rbac::{Decision, Grant, PolicyRule, RbacError, Rules};
+pub use sandbox::Sandbox;
 pub use server::{Fault, RequestRecord};
 
 use server::Shared;
@@ -75,6 +79,8 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Objects present from the start (multi-document YAML).
     pub objects_yaml: String,
+    /// Enforce RBAC with these grants (every client gets them); `None` allows everything.
+    pub rbac: Option<Rules>,
 }
 
 impl Default for Options {
@@ -83,6 +89,7 @@ impl Default for Options {
             token: "fakeapi-token".into(),
             bookmark_interval: Duration::from_secs(1),
             objects_yaml: String::new(),
+            rbac: None,
         }
     }
 }
@@ -122,8 +129,10 @@ impl FakeApi {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
             token: options.token.clone(),
+            clients: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            rbac: options.rbac.clone().map(rbac::Rbac::new),
         });
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = runtime
@@ -202,6 +211,29 @@ impl FakeApi {
 
     pub fn token(&self) -> &str {
         &self.shared.token
+    }
+
+    /// Writes `kubeconfig-NAME` next to [`kubeconfig`](Self::kubeconfig) with a token of its
+    /// own, so that the requests of each client (e.g. of several agents) can be told apart in
+    /// [`requests`](Self::requests) by [`RequestRecord::client`].
+    pub fn client_kubeconfig(&self, name: &str) -> Result<PathBuf, FakeApiError> {
+        let token = format!("{}-{name}", self.shared.token);
+        let path = self.kubeconfig.with_file_name(format!("kubeconfig-{name}"));
+        tls::write_kubeconfig(&path, &self.url(), &self.ca_pem, &token).map_err(|source| {
+            FakeApiError::Kubeconfig {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let mut clients = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !clients.iter().any(|(t, _)| *t == token) {
+            clients.push((token, name.to_owned()));
+        }
+        Ok(path)
     }
 
     pub fn is_running(&self) -> bool {
@@ -283,6 +315,15 @@ impl FakeApi {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(fault);
+    }
+
+    /// Every RBAC decision so far (empty unless [`Options::rbac`] was given).
+    pub fn rbac_decisions(&self) -> Vec<Decision> {
+        self.shared
+            .rbac
+            .as_ref()
+            .map(rbac::Rbac::decisions)
+            .unwrap_or_default()
     }
 
     /// Every request served so far.

@@ -53,19 +53,44 @@ pub struct RequestRecord {
     pub query: String,
     pub content_type: String,
     pub status: u16,
+    /// Who sent it: the name given to [`crate::FakeApi::client_kubeconfig`], empty for the
+    /// default token (and for unauthenticated requests).
+    pub client: String,
 }
 
 /// State shared by every connection.
 pub struct Shared {
     pub store: Mutex<Store>,
     pub token: String,
+    /// Named clients: (token, name).
+    pub clients: Mutex<Vec<(String, String)>>,
     pub faults: Mutex<Vec<Fault>>,
     pub requests: Mutex<Vec<RequestRecord>>,
+    pub rbac: Option<crate::rbac::Rbac>,
 }
 
 impl Shared {
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client a bearer token belongs to: `Some("")` for the default token, `Some(name)` for
+    /// a named client, `None` when the token is unknown.
+    fn client_of<B>(&self, req: &Request<B>) -> Option<String> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))?;
+        if token == self.token {
+            return Some(String::new());
+        }
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(t, _)| t == token)
+            .map(|(_, name)| name.clone())
     }
 }
 
@@ -134,6 +159,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let client = shared.client_of(&req).unwrap_or_default();
     let response = route(req, shared, &method, &path, &query, &content_type).await;
     shared
         .requests
@@ -145,6 +171,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
             query,
             content_type,
             status: response.status().as_u16(),
+            client,
         });
     response
 }
@@ -157,12 +184,7 @@ async fn route(
     query: &str,
     content_type: &str,
 ) -> Response<Body> {
-    let authorized = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.strip_prefix("Bearer ") == Some(shared.token.as_str()));
-    if !authorized {
+    if shared.client_of(&req).is_none() {
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
     if let Some(code) = take_fault(shared, method, path) {
@@ -191,6 +213,11 @@ async fn route(
     let Ok(target) = parse_path(path) else {
         return error_response(&ApiError::no_resource());
     };
+    if let Some(rbac) = &shared.rbac
+        && let Err(e) = rbac.authorize(method.as_str(), &target, query)
+    {
+        return error_response(&e);
+    }
     if !shared.store().served(target.resource) {
         return error_response(&ApiError::no_resource());
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferrite_fakeapi::{FakeApi, Fault};
+use ferrite_fakeapi::{FakeApi, Fault, Sandbox};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -16,23 +16,6 @@ use kube::{
     core::{ApiResource, DynamicObject, GroupVersionKind},
 };
 use serde_json::{Value, json};
-
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("fakeapi-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -64,8 +47,7 @@ fn service(name: &str, ip: &str) -> Value {
 
 #[test]
 fn requests_need_the_token_and_lists_omit_type_meta_for_built_in_kinds() {
-    let dir = Dir::new("auth");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("auth").expect("start");
     api.load_yaml(SERVICE).expect("load");
     runtime().block_on(async {
         let bad = client_for(&api, Some("wrong")).await;
@@ -113,8 +95,7 @@ fn http_get(path: &str) -> http::Request<Vec<u8>> {
 
 #[test]
 fn watch_resumes_from_a_version_and_stale_versions_get_410_as_an_error_event() {
-    let dir = Dir::new("watch");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("watch").expect("start");
     api.put(service("a", "10.96.0.1")).expect("a");
     runtime().block_on(async {
         let services: Api<Service> = Api::namespaced(client_for(&api, None).await, "test");
@@ -156,12 +137,11 @@ fn watch_resumes_from_a_version_and_stale_versions_get_410_as_an_error_event() {
 
 #[test]
 fn bookmarks_carry_the_current_version_and_expiry_sends_410() {
-    let dir = Dir::new("bookmark");
     let options = ferrite_fakeapi::Options {
         bookmark_interval: Duration::from_millis(100),
         ..Default::default()
     };
-    let api = FakeApi::start_with(&dir.0, &options).expect("start");
+    let api = Sandbox::start_with("bookmark", &options).expect("start");
     api.put(service("a", "10.96.0.1")).expect("a");
     runtime().block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);
@@ -189,8 +169,7 @@ fn bookmarks_carry_the_current_version_and_expiry_sends_410() {
 
 #[test]
 fn field_selector_watches_see_objects_enter_and_leave() {
-    let dir = Dir::new("fields");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("fields").expect("start");
     let pod = |node: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "test"},
                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}})
@@ -215,8 +194,7 @@ fn field_selector_watches_see_objects_enter_and_leave() {
 
 #[test]
 fn lists_page_with_limit_and_continue() {
-    let dir = Dir::new("pages");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("pages").expect("start");
     for i in 0..5 {
         api.put(service(&format!("s{i}"), &format!("10.96.0.{}", i + 1)))
             .expect("put");
@@ -240,8 +218,7 @@ fn lists_page_with_limit_and_continue() {
 
 #[test]
 fn leases_use_optimistic_concurrency() {
-    let dir = Dir::new("lease");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("lease").expect("start");
     runtime().block_on(async {
         let leases: Api<Lease> = Api::namespaced(client_for(&api, None).await, "kube-system");
         let mut lease: Lease = serde_json::from_value(json!({
@@ -294,8 +271,7 @@ metadata:\n  name: loadbalancerippools.ferrite.dev\nspec:\n  group: ferrite.dev\
 
 #[test]
 fn custom_resources_are_served_only_with_their_crd() {
-    let dir = Dir::new("crd");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("crd").expect("start");
     runtime().block_on(async {
         let pools: Api<DynamicObject> =
             Api::all_with(client_for(&api, None).await, &pool_resource());
@@ -318,8 +294,7 @@ fn custom_resources_are_served_only_with_their_crd() {
 
 #[test]
 fn server_side_apply_owns_fields_per_manager_and_status_is_a_subresource() {
-    let dir = Dir::new("apply");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("apply").expect("start");
     api.load_yaml(POOL_CRD).expect("crd");
     api.put(
         json!({"apiVersion": "ferrite.dev/v1alpha1", "kind": "LoadBalancerIPPool",
@@ -397,8 +372,7 @@ fn server_side_apply_owns_fields_per_manager_and_status_is_a_subresource() {
 
 #[test]
 fn injected_faults_fail_the_next_matching_requests() {
-    let dir = Dir::new("faults");
-    let mut api = FakeApi::start(&dir.0).expect("start");
+    let mut api = Sandbox::start("faults").expect("start");
     api.fail_next(Fault {
         method: Some("GET".into()),
         path_contains: "/services".into(),
@@ -439,8 +413,7 @@ fn injected_faults_fail_the_next_matching_requests() {
 
 #[test]
 fn runtime_watcher_relists_after_expiry_and_sees_every_change() {
-    let dir = Dir::new("watcher");
-    let api = FakeApi::start(&dir.0).expect("start");
+    let api = Sandbox::start("watcher").expect("start");
     api.put(service("a", "10.96.0.1")).expect("a");
     runtime().block_on(async {
         let services: Api<Service> = Api::all(client_for(&api, None).await);

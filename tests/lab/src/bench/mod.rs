@@ -3,6 +3,7 @@
 
 mod agent;
 mod cni;
+mod kube;
 mod l2;
 mod northsouth;
 mod results;
@@ -44,8 +45,8 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth, l2, cni (default all)
-    #[argh(option, default = "String::from(\"clusterip,northsouth,l2,cni\")")]
+    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube (default all)
+    #[argh(option, default = "String::from(\"clusterip,northsouth,l2,cni,kube\")")]
     sections: String,
     /// north-south: wrk connections (default 16)
     #[argh(option, default = "16")]
@@ -122,6 +123,7 @@ struct Sections {
     northsouth: bool,
     l2: bool,
     cni: bool,
+    kube: bool,
 }
 
 fn parse_sections(text: &str) -> Result<Sections, String> {
@@ -130,6 +132,7 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
         northsouth: false,
         l2: false,
         cni: false,
+        kube: false,
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
@@ -137,14 +140,15 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
             "northsouth" => s.northsouth = true,
             "l2" => s.l2 = true,
             "cni" => s.cni = true,
+            "kube" => s.kube = true,
             other => {
                 return Err(format!(
-                    "unknown section {other:?} (clusterip, northsouth, l2, cni)"
+                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube)"
                 ));
             }
         }
     }
-    if s.clusterip || s.northsouth || s.l2 || s.cni {
+    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube {
         Ok(s)
     } else {
         Err("no section to run".into())
@@ -191,6 +195,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         northsouth: None,
         l2: None,
         cni: None,
+        kube: None,
         notes: Vec::new(),
     };
     if sections.clusterip {
@@ -231,6 +236,10 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         check_interrupted()?;
         cni::section(args, ferrite.as_deref(), &mut results)?;
     }
+    if sections.kube {
+        check_interrupted()?;
+        results.kube = Some(kube::section(args.quick, ferrite.as_deref(), &work));
+    }
 
     let md = results::markdown(&results);
     let json = serde_json::to_string_pretty(&results).expect("results serialize");
@@ -259,7 +268,11 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         || results
             .cni
             .as_ref()
-            .is_some_and(|c| c.value().is_none_or(cni::CniBench::incomplete));
+            .is_some_and(|c| c.value().is_none_or(cni::CniBench::incomplete))
+        || results
+            .kube
+            .as_ref()
+            .is_some_and(|k| k.value().is_none_or(kube::KubeBench::incomplete));
     Ok(if incomplete {
         ExitCode::from(2)
     } else {
@@ -610,8 +623,10 @@ mod tests {
                 northsouth: true,
                 l2: false,
                 cni: false,
+                kube: false,
             }
         );
+        assert!(parse_sections("kube").unwrap().kube);
         assert!(parse_sections("l2").unwrap().l2);
         assert!(parse_sections("cni").unwrap().cni);
         assert!(!parse_sections("cni").unwrap().clusterip);

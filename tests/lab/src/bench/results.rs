@@ -106,6 +106,9 @@ pub struct Results {
     /// CNI ADD/DEL latency (`None` when the section was not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cni: Option<Cell<super::cni::CniBench>>,
+    /// The Kubernetes source against the fake API server (`None` when not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube: Option<Cell<super::kube::KubeBench>>,
     pub notes: Vec<String>,
 }
 
@@ -268,6 +271,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(cni) = &r.cni {
         super::cni::markdown(cni, &mut out);
+    }
+    if let Some(kube) = &r.kube {
+        super::kube::markdown(kube, &mut out);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");

@@ -1,0 +1,317 @@
+//! The k3s addon: RBAC and the DaemonSet that runs the agent on every node, as JSON values (the
+//! CLI prints them as YAML).
+//!
+//! The RBAC rules are exactly the requests the agent makes (see [`CLUSTER_RULES`] and
+//! [`LEASE_RULES`]); `tests/kube_rbac.rs` runs the real agent against a fake API server that
+//! enforces them and checks that nothing is denied and that every granted verb is used.
+
+use serde_json::{Value, json};
+
+use crate::source::kube::STATUS_LEASE;
+
+/// The name of every object of the addon (ServiceAccount, roles, bindings, DaemonSet).
+pub const NAME: &str = "ferrite";
+/// The namespace the agent runs in (and keeps its Lease in) unless `--namespace` says otherwise.
+pub const DEFAULT_NAMESPACE: &str = "kube-system";
+/// The image repository; the default tag is the crate version.
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/ferrite-net/ferrite";
+
+/// k3s's paths on every node (see `src/cni/install.rs`).
+const K3S_CNI_CONF_DIR: &str = crate::cni::install::K3S_CONF_DIR;
+const K3S_CNI_BIN_DIR: &str = crate::cni::install::K3S_BIN_DIR;
+/// `data/current` is a symlink into `data/`: the whole directory is mounted so it resolves.
+const K3S_DATA_DIR: &str = "/var/lib/rancher/k3s/data";
+/// Where the host's cgroup2 root is mounted in the container (the container's own
+/// `/sys/fs/cgroup` is its cgroup namespace, not the root the socket load balancer needs).
+const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
+const RUN_DIR: &str = "/run/ferrite";
+const STATE_DIR: &str = "/var/lib/ferrite";
+const BPF_ROOT: &str = "/sys/fs/bpf";
+
+/// One RBAC rule: API group, resources (`plural` or `plural/subresource`), verbs.
+pub struct Rule {
+    pub group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+}
+
+/// What the agent does cluster-wide:
+/// - list/watch of every watched kind (`source/kube/watch.rs::kinds`; pods only with the
+///   `spec.nodeName` field selector, which RBAC cannot express, so pods are list/watch
+///   cluster-wide as for every CNI agent);
+/// - `get` of services and pools and server-side apply (`patch`) of their `/status` (the LB IPAM
+///   status writer, `agent/status.rs`), and apply of `/status` of L2 policies and services
+///   (validity conditions, `source/kube/conditions.rs`).
+pub const CLUSTER_RULES: &[Rule] = &[
+    Rule {
+        group: "",
+        resources: &["services"],
+        verbs: &["get", "list", "watch"],
+    },
+    Rule {
+        group: "",
+        resources: &["services/status"],
+        verbs: &["patch"],
+    },
+    Rule {
+        group: "",
+        resources: &["nodes", "namespaces", "pods"],
+        verbs: &["list", "watch"],
+    },
+    Rule {
+        group: "discovery.k8s.io",
+        resources: &["endpointslices"],
+        verbs: &["list", "watch"],
+    },
+    Rule {
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["list", "watch"],
+    },
+    Rule {
+        group: "ferrite.dev",
+        resources: &["loadbalancerippools"],
+        verbs: &["get", "list", "watch"],
+    },
+    Rule {
+        group: "ferrite.dev",
+        resources: &["l2announcementpolicies"],
+        verbs: &["list", "watch"],
+    },
+    Rule {
+        group: "ferrite.dev",
+        resources: &[
+            "loadbalancerippools/status",
+            "l2announcementpolicies/status",
+        ],
+        verbs: &["patch"],
+    },
+];
+
+/// The status-writer Lease (`source/kube/lease.rs`) lives in the agent's own namespace
+/// (`config::own_namespace`): a namespaced Role. `create` cannot be limited to a name (the name
+/// is not known to the authorizer before the object exists); `get`/`update` are.
+pub const LEASE_RULES: &[(Rule, bool)] = &[
+    (
+        Rule {
+            group: "coordination.k8s.io",
+            resources: &["leases"],
+            verbs: &["create"],
+        },
+        false,
+    ),
+    (
+        Rule {
+            group: "coordination.k8s.io",
+            resources: &["leases"],
+            verbs: &["get", "update"],
+        },
+        true,
+    ),
+];
+
+/// What the generators take from the command line.
+#[derive(Clone, Debug)]
+pub struct AddonOptions {
+    pub namespace: String,
+    pub image: String,
+    /// `host:port` of the API server for the agent, instead of the `kubernetes` ClusterIP (needed
+    /// when k3s runs without kube-proxy: the ClusterIP only works once ferrite programs it).
+    pub api_server: Option<(String, String)>,
+}
+
+impl Default for AddonOptions {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            image: default_image(),
+            api_server: None,
+        }
+    }
+}
+
+/// `ghcr.io/ferrite-net/ferrite:<crate version>`.
+pub fn default_image() -> String {
+    format!("{IMAGE_REPOSITORY}:{}", crate::VERSION)
+}
+
+fn labels() -> Value {
+    json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": NAME})
+}
+
+fn rule_value(rule: &Rule, names: &[&str]) -> Value {
+    let mut value = json!({
+        "apiGroups": [rule.group],
+        "resources": rule.resources,
+        "verbs": rule.verbs,
+    });
+    if !names.is_empty() {
+        value["resourceNames"] = json!(names);
+    }
+    value
+}
+
+/// ServiceAccount, ClusterRole + ClusterRoleBinding, Role + RoleBinding (the Lease).
+pub fn rbac(namespace: &str) -> Vec<Value> {
+    let subject = json!([{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}]);
+    let cluster_rules: Vec<Value> = CLUSTER_RULES.iter().map(|r| rule_value(r, &[])).collect();
+    let lease_rules: Vec<Value> = LEASE_RULES
+        .iter()
+        .map(|(r, named)| rule_value(r, if *named { &[STATUS_LEASE] } else { &[] }))
+        .collect();
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": NAME, "namespace": namespace, "labels": labels()},
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": NAME, "labels": labels()},
+            "rules": cluster_rules,
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": NAME, "labels": labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+            "subjects": subject,
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": NAME, "namespace": namespace, "labels": labels()},
+            "rules": lease_rules,
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": NAME, "namespace": namespace, "labels": labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+            "subjects": subject,
+        }),
+    ]
+}
+
+fn host_path(name: &str, path: &str, kind: &str) -> Value {
+    json!({"name": name, "hostPath": {"path": path, "type": kind}})
+}
+
+/// The agent's command line in the pod.
+fn agent_args() -> Vec<String> {
+    [
+        "agent",
+        "--source",
+        "kube",
+        "--node-name",
+        "$(NODE_NAME)",
+        "--cni-conf-dir",
+        K3S_CNI_CONF_DIR,
+        "--cni-bin-dir",
+        K3S_CNI_BIN_DIR,
+        "--bpf-root",
+        "/sys/fs/bpf/ferrite",
+        "--cgroup",
+        HOST_CGROUP,
+        "--api-socket",
+        crate::api::DEFAULT_SOCKET,
+        "--state-dir",
+        STATE_DIR,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `ferrite status` answers only when the agent's API (a unix socket) does; the pod has no HTTP
+/// port to probe.
+fn probe(period: u32, failures: u32) -> Value {
+    json!({
+        "exec": {"command": ["ferrite", "status", "--api-socket", crate::api::DEFAULT_SOCKET]},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    })
+}
+
+/// The DaemonSet: one agent per node, host network, before the node is Ready.
+pub fn daemonset(options: &AddonOptions) -> Value {
+    let mut env = vec![
+        json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+        json!({"name": "FERRITE_LOG", "value": "info"}),
+    ];
+    if let Some((host, port)) = &options.api_server {
+        env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}));
+        env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": port}));
+    }
+    let mut liveness = probe(10, 6);
+    liveness["initialDelaySeconds"] = json!(10);
+    let container = json!({
+        "name": NAME,
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["ferrite"],
+        "args": agent_args(),
+        "env": env,
+        // Capabilities instead of `privileged`: BPF + PERFMON load and pin programs and maps,
+        // NET_ADMIN attaches them (cgroup, tc, XDP) and configures links, NET_RAW sends ARP/NDP,
+        // SYS_ADMIN covers kernels older than 5.8 (no CAP_BPF) and bpffs pinning, SYS_RESOURCE
+        // lifts RLIMIT_MEMLOCK on kernels before 5.11. The runtime's default seccomp profile
+        // refuses bpf() without CAP_SYS_ADMIN on older containerd, hence Unconfined.
+        // allowPrivilegeEscalation must be true: the API server rejects `false` together with
+        // an added SYS_ADMIN.
+        "securityContext": {
+            "privileged": false,
+            "runAsUser": 0,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": true,
+            "capabilities": {
+                "add": ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "BPF", "PERFMON", "SYS_RESOURCE"],
+                "drop": ["ALL"],
+            },
+            "seccompProfile": {"type": "Unconfined"},
+        },
+        "readinessProbe": probe(5, 3),
+        "livenessProbe": liveness,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        "volumeMounts": [
+            {"name": "bpf", "mountPath": BPF_ROOT, "mountPropagation": "HostToContainer"},
+            {"name": "cgroup", "mountPath": HOST_CGROUP},
+            {"name": "cni-conf", "mountPath": K3S_CNI_CONF_DIR},
+            {"name": "k3s-data", "mountPath": K3S_DATA_DIR},
+            {"name": "run", "mountPath": RUN_DIR},
+            {"name": "state", "mountPath": STATE_DIR},
+        ],
+    });
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": NAME, "namespace": options.namespace, "labels": labels()},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels()},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "hostNetwork": true,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "priorityClassName": "system-node-critical",
+                    // The CNI: nodes stay NotReady (and tainted) until it runs.
+                    "tolerations": [{"operator": "Exists"}],
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [
+                        host_path("bpf", BPF_ROOT, "DirectoryOrCreate"),
+                        host_path("cgroup", "/sys/fs/cgroup", "Directory"),
+                        host_path("cni-conf", K3S_CNI_CONF_DIR, "DirectoryOrCreate"),
+                        host_path("k3s-data", K3S_DATA_DIR, "DirectoryOrCreate"),
+                        host_path("run", RUN_DIR, "DirectoryOrCreate"),
+                        host_path("state", STATE_DIR, "DirectoryOrCreate"),
+                    ],
+                },
+            },
+        },
+    })
+}

@@ -1,0 +1,181 @@
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::ServiceAccount,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use super::{AddonOptions, addon, all_yaml, options};
+
+fn parse(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).expect("every document parses"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// Through the typed k8s-openapi struct and back: any field the API does not know (a typo) is
+/// dropped on the way, so the round trip changes the value.
+fn round_trips<T: DeserializeOwned + Serialize>(value: &Value) {
+    let typed: T = serde_json::from_value(value.clone()).expect("typed");
+    let back = serde_json::to_value(&typed).expect("serialize");
+    assert_eq!(&back, value, "fields the API does not know");
+}
+
+#[test]
+fn every_document_parses_and_is_a_known_kubernetes_object() {
+    let docs = parse(&all_yaml(&AddonOptions::default()).expect("all"));
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "DaemonSet"
+        ]
+    );
+    for doc in &docs {
+        assert!(
+            doc["apiVersion"].as_str().is_some_and(|s| !s.is_empty()),
+            "{doc}"
+        );
+        assert!(
+            doc.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty()),
+            "{doc}"
+        );
+        match doc["kind"].as_str().unwrap_or_default() {
+            "CustomResourceDefinition" => round_trips::<CustomResourceDefinition>(doc),
+            "ServiceAccount" => round_trips::<ServiceAccount>(doc),
+            "ClusterRole" => round_trips::<ClusterRole>(doc),
+            "ClusterRoleBinding" => round_trips::<ClusterRoleBinding>(doc),
+            "Role" => round_trips::<Role>(doc),
+            "RoleBinding" => round_trips::<RoleBinding>(doc),
+            "DaemonSet" => round_trips::<DaemonSet>(doc),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn the_daemonset_runs_the_kube_agent_on_every_node_with_k3s_paths() {
+    let opts = options("net", "example/ferrite:dev", Some("10.0.0.1:6443")).expect("options");
+    let ds = addon::daemonset(&opts);
+    assert_eq!(ds["metadata"]["namespace"], "net");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(
+        pod["tolerations"],
+        serde_json::json!([{"operator": "Exists"}])
+    );
+    assert_eq!(pod["serviceAccountName"], addon::NAME);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "example/ferrite:dev");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+    assert_eq!(args[0], "agent");
+    assert_eq!(after("--source"), Some("kube"));
+    assert_eq!(after("--node-name"), Some("$(NODE_NAME)"));
+    assert_eq!(
+        after("--cni-conf-dir"),
+        Some(crate::cni::install::K3S_CONF_DIR)
+    );
+    assert_eq!(
+        after("--cni-bin-dir"),
+        Some(crate::cni::install::K3S_BIN_DIR)
+    );
+    // Every path the agent is given is on a host mount.
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for flag in [
+        "--cni-conf-dir",
+        "--cni-bin-dir",
+        "--bpf-root",
+        "--cgroup",
+        "--api-socket",
+        "--state-dir",
+    ] {
+        let path = after(flag).expect(flag);
+        assert!(
+            mounts
+                .iter()
+                .any(|m| std::path::Path::new(path).starts_with(m)),
+            "{flag} {path} is not under a host mount: {mounts:?}"
+        );
+    }
+    let env = container["env"].as_array().expect("env");
+    assert!(
+        env.iter().any(|e| e["name"] == "NODE_NAME"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName")
+    );
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "KUBERNETES_SERVICE_HOST" && e["value"] == "10.0.0.1")
+    );
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "KUBERNETES_SERVICE_PORT" && e["value"] == "6443")
+    );
+    assert_eq!(
+        ds["spec"]["updateStrategy"],
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}})
+    );
+}
+
+#[test]
+fn the_default_image_is_the_crate_version_and_api_server_needs_a_port() {
+    assert_eq!(
+        AddonOptions::default().image,
+        format!("ghcr.io/ferrite-net/ferrite:{}", crate::VERSION)
+    );
+    assert!(options("ns", "i", Some("10.0.0.1")).is_err());
+    assert!(options("ns", "i", Some(":6443")).is_err());
+    let v6 = options("ns", "i", Some("[fd00::1]:6443")).expect("IPv6");
+    assert_eq!(v6.api_server, Some(("fd00::1".into(), "6443".into())));
+}
+
+#[test]
+fn the_lease_is_granted_only_in_the_agents_namespace() {
+    let docs = addon::rbac("net");
+    let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
+    assert_eq!(role["metadata"]["namespace"], "net");
+    let cluster = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("ClusterRole");
+    let groups: Vec<&str> = cluster["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| r["apiGroups"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!groups.contains(&"coordination.k8s.io"), "{groups:?}");
+    for binding in docs
+        .iter()
+        .filter(|d| d["kind"].as_str().is_some_and(|k| k.ends_with("Binding")))
+    {
+        assert_eq!(binding["subjects"][0]["namespace"], "net");
+        assert_eq!(binding["subjects"][0]["name"], addon::NAME);
+    }
+}
