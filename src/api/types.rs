@@ -19,6 +19,16 @@ pub struct DatapathStatus {
     pub cgroup: String,
     /// The pinned links were adopted from a previous agent.
     pub adopted: bool,
+    /// Where each external device's north-south ingress translation runs.
+    #[serde(default)]
+    pub ingress: Vec<DeviceIngress>,
+}
+
+/// One external device and its ingress hook: "xdp-native", "xdp-generic" or "tc".
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceIngress {
+    pub device: String,
+    pub hook: String,
 }
 
 /// The last reconcile of the load balancer maps.

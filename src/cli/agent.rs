@@ -70,9 +70,10 @@ pub struct AgentCmd {
     #[argh(option, default = "1000")]
     pub l2_claim_hold_ms: u64,
     /// run the north-south ingress translation in XDP: off (the default, TC only: native XDP
-    /// takes the NIC's single XDP slot from other users and some drivers reset the link on
-    /// attach, so it is opt-in), auto (native, else generic, else TC), native or generic (else
-    /// TC); a failed attach logs one warning and keeps TC
+    /// takes the NIC's single XDP slot from other users, some drivers reset the link on attach,
+    /// and on veth it turns GSO off on the peer, which cost ~5x throughput in the bench), auto
+    /// (native, else generic, else TC), native or generic (else TC); a failed attach logs one
+    /// warning and keeps TC
     #[argh(option, default = "crate::datapath::XdpMode::Off")]
     pub xdp: crate::datapath::XdpMode,
     /// remove every pinned map and link under --bpf-root, then exit

@@ -1,14 +1,16 @@
 //! The north-south load balancer: TC (TCX) programs on the node's external devices.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::map_names;
 use tracing::{info, warn};
 
-use super::devices::device;
-use super::{DatapathConfig, DatapathError, ExtMaps, HOST_OBJECT, ensure_bpffs, link};
+use super::devices::{Device, device};
+use super::xdp::{IngressHook, XdpMode};
+use super::{DatapathConfig, DatapathError, ExtMaps, HOST_OBJECT, XDP_OBJECT, ensure_bpffs, link};
 
 /// North-south settings from the command line.
 #[derive(Clone, Debug)]
@@ -18,17 +20,21 @@ pub struct HostConfig {
     pub table_size: u32,
     /// Maglev rows: distinct backend sets of external frontends.
     pub rows: u32,
+    /// Where the ingress translation runs (`--xdp`).
+    pub xdp: XdpMode,
 }
 
 pub struct HostLb {
     pub maps: ExtMaps,
+    /// The hook each device's ingress translation runs in, in `--devices` order.
+    pub ingress: Vec<(String, IngressHook)>,
     _ebpf: Ebpf,
+    _xdp: Option<Ebpf>,
 }
 
-const PROGRAMS: [(&str, TcAttachType, &str); 2] = [
-    ("fe_host_ingress", TcAttachType::Ingress, "ingress"),
-    ("fe_host_egress", TcAttachType::Egress, "egress"),
-];
+const INGRESS: &str = "fe_host_ingress";
+const EGRESS: &str = "fe_host_egress";
+const XDP_INGRESS: &str = "fe_xdp_ingress";
 
 /// A pinned Maglev array of another size (a changed `--maglev-table-size`) cannot be reused.
 fn drop_mismatched_maglev(maps_dir: &Path, entries: u32) {
@@ -43,6 +49,31 @@ fn drop_mismatched_maglev(maps_dir: &Path, entries: u32) {
     }
 }
 
+fn loader<'a>(maps_dir: &'a Path, entries: u32, table_size: &'a u32) -> EbpfLoader<'a> {
+    let mut l = EbpfLoader::new();
+    l.default_map_pin_directory(maps_dir)
+        .map_max_entries(map_names::MAGLEV, entries)
+        .override_global("MAGLEV_M", table_size, true);
+    l
+}
+
+fn load_tc<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let program_err = |source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    };
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { name })?
+        .try_into()
+        .map_err(program_err)?;
+    prog.load().map_err(program_err)?;
+    Ok(prog)
+}
+
 impl HostLb {
     pub fn open(cfg: &DatapathConfig, host: &HostConfig) -> Result<Self, DatapathError> {
         ensure_bpffs(&cfg.bpf_root)?;
@@ -52,10 +83,7 @@ impl HostLb {
         }
         let entries = cfg.maglev_entries;
         drop_mismatched_maglev(&maps_dir, entries);
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps_dir)
-            .map_max_entries(map_names::MAGLEV, entries)
-            .override_global("MAGLEV_M", &host.table_size, true)
+        let mut ebpf = loader(&maps_dir, entries, &host.table_size)
             .load(HOST_OBJECT)
             .map_err(|e| DatapathError::Load {
                 pin_dir: maps_dir.clone(),
@@ -70,43 +98,226 @@ impl HostLb {
         maps.set_devices(&devices)?;
 
         let mut wanted = Vec::new();
-        for (name, attach, dir) in PROGRAMS {
-            let program_err = |source| DatapathError::Program {
-                name,
-                source: Box::new(source),
-            };
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::MissingProgram { name })?
-                .try_into()
-                .map_err(program_err)?;
-            prog.load().map_err(program_err)?;
-            for dev in &devices {
-                let pin = links_dir.join(format!("tcx_{}_{dir}", dev.name));
-                link::attach_tcx_pinned(name, prog, &dev.name, attach, LinkOrder::default(), &pin)?;
-                wanted.push(pin);
-            }
+        let egress = load_tc(&mut ebpf, EGRESS)?;
+        for dev in &devices {
+            let pin = links_dir.join(format!("tcx_{}_egress", dev.name));
+            link::attach_tcx_pinned(
+                EGRESS,
+                egress,
+                &dev.name,
+                TcAttachType::Egress,
+                LinkOrder::default(),
+                &pin,
+            )?;
+            wanted.push(pin);
         }
-        remove_stale_tcx(&links_dir, &wanted);
-        info!(devices = ?host.devices, table_size = host.table_size, "north-south load balancer attached");
-        Ok(Self { maps, _ebpf: ebpf })
+        load_tc(&mut ebpf, INGRESS)?;
+        let mut xdp = if host.xdp == XdpMode::Off {
+            None
+        } else {
+            match XdpPart::load(&maps_dir, entries, host.table_size) {
+                Ok(part) => Some(part),
+                Err(e) => {
+                    warn!(error = %e, mode = %host.xdp, "XDP program unavailable; ingress stays on TC");
+                    None
+                }
+            }
+        };
+        let mut ingress = Vec::new();
+        for dev in &devices {
+            let hook = attach_ingress(&mut ebpf, xdp.as_mut(), host.xdp, dev, &links_dir)?;
+            wanted.push(links_dir.join(hook.pin_name(&dev.name)));
+            ingress.push((dev.name.clone(), hook));
+        }
+        remove_stale(&links_dir, &wanted);
+        info!(devices = ?host.devices, table_size = host.table_size,
+              ingress = ?ingress.iter().map(|(d, h)| format!("{d}:{h}")).collect::<Vec<_>>(),
+              "north-south load balancer attached");
+        Ok(Self {
+            maps,
+            ingress,
+            _ebpf: ebpf,
+            _xdp: xdp.map(|x| x.ebpf),
+        })
     }
 }
 
-/// TCX links pinned for devices no longer configured are detached.
-fn remove_stale_tcx(dir: &Path, wanted: &[PathBuf]) {
+/// The XDP object: its program loaded, its device map.
+struct XdpPart {
+    ebpf: Ebpf,
+    devs: aya::maps::HashMap<aya::maps::MapData, u32, ferrite_abi::XdpDev>,
+}
+
+impl XdpPart {
+    fn load(maps_dir: &Path, entries: u32, table_size: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = loader(maps_dir, entries, &table_size)
+            .load(XDP_OBJECT)
+            .map_err(|e| DatapathError::Load {
+                pin_dir: maps_dir.to_owned(),
+                source: Box::new(e),
+            })?;
+        let name = XDP_INGRESS;
+        let program_err = |source| DatapathError::Program {
+            name,
+            source: Box::new(source),
+        };
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram { name })?
+            .try_into()
+            .map_err(program_err)?;
+        prog.load().map_err(program_err)?;
+        let map_err = |source| DatapathError::Map {
+            name: map_names::XDP_DEVS,
+            source: Box::new(source),
+        };
+        let devs = ebpf
+            .take_map(map_names::XDP_DEVS)
+            .ok_or(DatapathError::MissingMap {
+                name: map_names::XDP_DEVS,
+            })?
+            .try_into()
+            .map_err(map_err)?;
+        Ok(Self { ebpf, devs })
+    }
+
+    /// Describes `dev` to the program, then attaches (or adopts) the XDP link in `hook`'s mode.
+    fn attach(&mut self, dev: &Device, hook: IngressHook, pin: &Path) -> Result<(), String> {
+        let mac = super::devices::mac_address(&dev.name).map_err(|e| e.to_string())?;
+        let mut flags = 0;
+        if hook == IngressHook::XdpGeneric {
+            flags |= ferrite_abi::XDP_DEV_GENERIC;
+        } else if super::xdp::driver(&dev.name).is_ok_and(|d| super::xdp::native_tx_capable(&d)) {
+            flags |= ferrite_abi::XDP_DEV_TX;
+        }
+        self.devs
+            .insert(dev.ifindex, ferrite_abi::XdpDev { mac, flags }, 0)
+            .map_err(|e| format!("writing {}: {e}", map_names::XDP_DEVS))?;
+        // Translated packets XDP cannot send itself go up the stack, SNATed ones with this
+        // node's address as their source: IPv4 drops those as martians unless accept_local.
+        let sysctl = format!("/proc/sys/net/ipv4/conf/{}/accept_local", dev.name);
+        if !std::fs::read_to_string(&sysctl).is_ok_and(|v| v.trim() == "1") {
+            std::fs::write(&sysctl, "1").map_err(|e| format!("setting {sysctl}: {e}"))?;
+            info!(device = %dev.name, "accept_local=1: XDP hands SNATed packets to the stack");
+        }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_INGRESS)
+            .and_then(|p| p.try_into().ok())
+            .ok_or("XDP program missing")?;
+        let fd = prog
+            .fd()
+            .map_err(|e| e.to_string())?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?;
+        if link::adopt(XDP_INGRESS, fd.as_fd(), pin).map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        let link = super::xdp::link_create(fd.as_fd(), dev.ifindex, hook)
+            .map_err(|e| format!("attaching in {hook} mode: {e}"))?;
+        super::xdp::obj_pin(link.as_fd(), pin)
+            .map_err(|e| format!("pinning {}: {e}", pin.display()))?;
+        info!(program = XDP_INGRESS, device = %dev.name, mode = %hook, pin = %pin.display(), "attached and pinned");
+        Ok(())
+    }
+}
+
+/// Adopts or attaches the TC ingress translator of `dev`.
+fn attach_tc_ingress(ebpf: &mut Ebpf, dev: &Device, links_dir: &Path) -> Result<(), DatapathError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(INGRESS)
+        .ok_or(DatapathError::MissingProgram { name: INGRESS })?
+        .try_into()
+        .map_err(|source| DatapathError::Program {
+            name: INGRESS,
+            source: Box::new(source),
+        })?;
+    link::attach_tcx_pinned(
+        INGRESS,
+        prog,
+        &dev.name,
+        TcAttachType::Ingress,
+        LinkOrder::default(),
+        &links_dir.join(IngressHook::Tc.pin_name(&dev.name)),
+    )?;
+    Ok(())
+}
+
+/// Puts `dev`'s ingress translation on the first hook of the `mode` plan that works; TC is the
+/// last resort (one warn line says why XDP was not used). The other hooks' pins are removed only
+/// once the chosen one is in place, so there is always exactly one translator, never none.
+fn attach_ingress(
+    ebpf: &mut Ebpf,
+    mut xdp: Option<&mut XdpPart>,
+    mode: XdpMode,
+    dev: &Device,
+    links_dir: &Path,
+) -> Result<IngressHook, DatapathError> {
+    let mut failures = Vec::new();
+    let mut chosen = IngressHook::Tc;
+    for &hook in super::xdp::plan(mode) {
+        if hook == IngressHook::Tc {
+            break;
+        }
+        let Some(part) = xdp.as_deref_mut() else {
+            failures.push(format!("{hook}: the XDP program did not load"));
+            continue;
+        };
+        // Native and generic XDP cannot share a device: bridge a mode switch with TC.
+        let other = if hook == IngressHook::XdpNative {
+            IngressHook::XdpGeneric
+        } else {
+            IngressHook::XdpNative
+        };
+        let other_pin = links_dir.join(other.pin_name(&dev.name));
+        if other_pin.exists() {
+            attach_tc_ingress(ebpf, dev, links_dir)?;
+            std::fs::remove_file(&other_pin)
+                .map_err(|e| DatapathError::io("removing", &other_pin, e))?;
+            info!(device = %dev.name, from = %other, to = %hook, "switching XDP mode through TC");
+        }
+        match part.attach(dev, hook, &links_dir.join(hook.pin_name(&dev.name))) {
+            Ok(()) => {
+                chosen = hook;
+                break;
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    if chosen == IngressHook::Tc {
+        if !failures.is_empty() {
+            warn!(device = %dev.name, requested = %mode, reasons = %failures.join("; "),
+                  "XDP attach failed; ingress translation stays on TC");
+        }
+        attach_tc_ingress(ebpf, dev, links_dir)?;
+    }
+    for name in super::xdp::other_pins(&dev.name, chosen) {
+        let pin = links_dir.join(name);
+        match std::fs::remove_file(&pin) {
+            Ok(()) => info!(pin = %pin.display(), device = %dev.name, now = %chosen,
+                            "detached the previous ingress hook"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DatapathError::io("removing", &pin, e)),
+        }
+    }
+    Ok(chosen)
+}
+
+/// TC and XDP links pinned for devices no longer configured are detached.
+fn remove_stale(dir: &Path, wanted: &[PathBuf]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_tcx = path
+        let ours = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("tcx_"));
-        if is_tcx && !wanted.contains(&path) {
+            .is_some_and(|n| n.starts_with("tcx_") || n.starts_with("xdp_"));
+        if ours && !wanted.contains(&path) {
             match std::fs::remove_file(&path) {
-                Ok(()) => info!(pin = %path.display(), "detached stale TC link"),
+                Ok(()) => info!(pin = %path.display(), "detached stale link"),
                 Err(e) => warn!(pin = %path.display(), error = %e, "cannot remove stale TC link"),
             }
         }

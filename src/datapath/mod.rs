@@ -12,6 +12,9 @@ mod lbmaps;
 mod link;
 mod maputil;
 mod sock;
+mod xdp;
+#[cfg(test)]
+mod xdp_equiv;
 
 pub use bpffs::{cgroup2_root, ensure_bpffs};
 pub use error::DatapathError;
@@ -20,6 +23,7 @@ pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
 pub use lbmaps::LbMaps;
 pub use sock::{SockLb, cleanup};
+pub use xdp::XdpMode;
 
 use std::path::PathBuf;
 
@@ -48,6 +52,10 @@ impl DatapathConfig {
 /// The compiled eBPF object of the host-device (TC) attach point.
 pub(crate) static HOST_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-host"));
+
+/// The compiled eBPF object of the optional XDP attach point (north-south ingress).
+pub(crate) static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-xdp"));
 
 /// The compiled eBPF object of the L2 responder attach point.
 pub(crate) static L2_OBJECT: &[u8] =

@@ -8,6 +8,7 @@
 
 mod l2;
 mod nat;
+mod xdp;
 
 pub use l2::{L2_HEARTBEAT_GRACE_NS, L2Key, L2Value};
 mod sock;
@@ -17,6 +18,7 @@ pub use nat::{
     EXT_FLAG_CLIENT_AFFINITY, EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue,
     SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
 };
+pub use xdp::{XDP_DEV_GENERIC, XDP_DEV_TX, XdpDev};
 pub use sock::{
     AffinityKey, AffinityValue, Backend, RevNatKey, RevNatValue, SlotKey, SvcKey, SvcValue,
 };
@@ -37,6 +39,7 @@ pub mod map_names {
     pub const CONNTRACK: &str = "fe_ct_v1";
     pub const DEVICES: &str = "fe_dev_v1";
     pub const SOURCE_RANGES: &str = "fe_srcrng_v1";
+    pub const XDP_DEVS: &str = "fe_xdpdev_v1";
     pub const L2_ADDRS: &str = "fe_l2addr_v1";
     pub const L2_LIVE: &str = "fe_l2live_v1";
 }
@@ -54,6 +57,7 @@ pub mod map_sizes {
     pub const CONNTRACK: u32 = 262_144;
     pub const DEVICES: u32 = 64;
     pub const SOURCE_RANGES: u32 = 16_384;
+    pub const XDP_DEVS: u32 = 64;
     pub const L2_ADDRS: u32 = 4_096;
 }
 

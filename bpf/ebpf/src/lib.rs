@@ -2,9 +2,11 @@
 //! Entry points live in one file per attach point (`sock.rs`, …).
 #![no_std]
 
+pub mod l2_ndp;
 pub mod l2_resp;
 pub mod maps;
 pub mod nat_lb;
+pub mod pkt;
 pub mod sock_lb;
 
 /// TCX verdict "not mine": run the next program on the hook (or, if last, pass the packet).

@@ -49,6 +49,10 @@ pub static DEVICES: HashMap<u32, DevInfo> = HashMap::pinned(map_sizes::DEVICES, 
 #[map(name = "fe_srcrng_v1")]
 pub static SOURCE_RANGES: LpmTrie<SrcRangeData, u8> = LpmTrie::pinned(map_sizes::SOURCE_RANGES, 1);
 
+/// Devices with the XDP ingress program: their MAC and how translated packets may leave.
+#[map(name = "fe_xdpdev_v1")]
+pub static XDP_DEVS: HashMap<u32, ferrite_abi::XdpDev> = HashMap::pinned(map_sizes::XDP_DEVS, 0);
+
 // ---- L2 announcements ----
 
 use ferrite_abi::{L2Key, L2Value};

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_fib_lookup,
     },
     helpers::{
         bpf_get_prandom_u32,
-        generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
+        generated::{bpf_redirect, bpf_redirect_neigh},
     },
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -22,6 +22,7 @@ use ferrite_abi::{
 };
 
 use crate::maps::{BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, SOURCE_RANGES};
+use crate::pkt::PacketCtx;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -30,7 +31,6 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
-const PACKET_HOST: u32 = 0;
 
 /// Maglev table size; userspace overrides it at load (`--maglev-table-size`).
 #[unsafe(no_mangle)]
@@ -47,15 +47,15 @@ pub struct Packet {
 /// Parses the headers; `None` (pass untouched) for anything that is not a well-formed first
 /// fragment of TCP or UDP over IPv4/IPv6. Every read is bounds-checked by the helper.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Option<Packet> {
-    let proto_be: u16 = ctx.load(12).ok()?;
+pub fn parse<C: PacketCtx>(ctx: &C) -> Option<Packet> {
+    let proto_be: u16 = ctx.load(12)?;
     let mut key = CtKey::default();
     let l4_off;
     // End of the IP packet as its header declares it; must fit in the frame.
     let ip_end;
     match u16::from_be(proto_be) {
         ETH_P_IP => {
-            let vihl: u8 = ctx.load(ETH_HLEN).ok()?;
+            let vihl: u8 = ctx.load(ETH_HLEN)?;
             if vihl >> 4 != 4 {
                 return None;
             }
@@ -63,45 +63,45 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
             if ihl < 20 {
                 return None;
             }
-            let frag: u16 = ctx.load(ETH_HLEN + 6).ok()?;
+            let frag: u16 = ctx.load(ETH_HLEN + 6)?;
             // More-fragments or a non-zero offset: no (whole) L4 header to translate.
             if u16::from_be(frag) & 0x3fff != 0 {
                 return None;
             }
-            key.proto = ctx.load(ETH_HLEN + 9).ok()?;
-            key.saddr[0] = ctx.load(ETH_HLEN + 12).ok()?;
-            key.daddr[0] = ctx.load(ETH_HLEN + 16).ok()?;
+            key.proto = ctx.load(ETH_HLEN + 9)?;
+            key.saddr[0] = ctx.load(ETH_HLEN + 12)?;
+            key.daddr[0] = ctx.load(ETH_HLEN + 16)?;
             key.family = FAMILY_V4;
             l4_off = ETH_HLEN + ihl;
-            let tot_len: u16 = ctx.load(ETH_HLEN + 2).ok()?;
+            let tot_len: u16 = ctx.load(ETH_HLEN + 2)?;
             ip_end = ETH_HLEN + usize::from(u16::from_be(tot_len));
         }
         ETH_P_IPV6 => {
-            key.proto = ctx.load(ETH_HLEN + 6).ok()?;
-            key.saddr = ctx.load(ETH_HLEN + 8).ok()?;
-            key.daddr = ctx.load(ETH_HLEN + 24).ok()?;
+            key.proto = ctx.load(ETH_HLEN + 6)?;
+            key.saddr = ctx.load(ETH_HLEN + 8)?;
+            key.daddr = ctx.load(ETH_HLEN + 24)?;
             key.family = FAMILY_V6;
             l4_off = ETH_HLEN + 40;
-            let payload: u16 = ctx.load(ETH_HLEN + 4).ok()?;
+            let payload: u16 = ctx.load(ETH_HLEN + 4)?;
             ip_end = l4_off + usize::from(u16::from_be(payload));
         }
         _ => return None,
     }
-    if ip_end > ctx.len() as usize {
+    if ip_end > ctx.frame_len() {
         return None;
     }
     // The L4 header must be whole and consistent with the IP length (never translate, and never
     // create state for, a packet the receiver would discard as malformed).
     let (csum_off, tcp_flags) = match key.proto {
         PROTO_TCP => {
-            let doff = usize::from(ctx.load::<u8>(l4_off + 12).ok()? >> 4) * 4;
+            let doff = usize::from(ctx.load::<u8>(l4_off + 12)? >> 4) * 4;
             if doff < 20 || l4_off + doff > ip_end {
                 return None;
             }
-            (l4_off + 16, ctx.load::<u8>(l4_off + 13).ok()?)
+            (l4_off + 16, ctx.load::<u8>(l4_off + 13)?)
         }
         PROTO_UDP => {
-            let len = usize::from(u16::from_be(ctx.load::<u16>(l4_off + 4).ok()?));
+            let len = usize::from(u16::from_be(ctx.load::<u16>(l4_off + 4)?));
             if len < 8 || l4_off + len != ip_end {
                 return None;
             }
@@ -110,9 +110,9 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
         _ => return None,
     };
     // The checksum field must be inside the packet too (a truncated L4 header is passed).
-    let _: u16 = ctx.load(csum_off).ok()?;
-    key.sport = ctx.load(l4_off).ok()?;
-    key.dport = ctx.load(l4_off + 2).ok()?;
+    let _: u16 = ctx.load(csum_off)?;
+    key.sport = ctx.load(l4_off)?;
+    key.dport = ctx.load(l4_off + 2)?;
     if key.sport == 0 || key.dport == 0 {
         return None;
     }
@@ -124,70 +124,48 @@ pub fn parse(ctx: &TcContext) -> Option<Packet> {
     })
 }
 
-#[inline(always)]
-fn l4_flags(p: &Packet) -> u64 {
-    let mangled = if p.key.proto == PROTO_UDP {
-        u64::from(BPF_F_MARK_MANGLED_0)
-    } else {
-        0
-    };
-    u64::from(BPF_F_PSEUDO_HDR) | mangled | 4
-}
-
 /// Rewrites one address (source when `src`) and fixes the L3 and L4 checksums.
 #[inline(always)]
-fn set_addr(
-    ctx: &mut TcContext,
+fn set_addr<C: PacketCtx>(
+    ctx: &mut C,
     p: &Packet,
     src: bool,
     old: &[u32; 4],
     new: &[u32; 4],
 ) -> Option<()> {
+    let udp = p.key.proto == PROTO_UDP;
     if p.key.family == FAMILY_V4 {
         let off = ETH_HLEN + if src { 12 } else { 16 };
-        ctx.store(off, &new[0], 0).ok()?;
-        ctx.l3_csum_replace(ETH_HLEN + 10, u64::from(old[0]), u64::from(new[0]), 4)
-            .ok()?;
-        ctx.l4_csum_replace(
-            p.csum_off,
-            u64::from(old[0]),
-            u64::from(new[0]),
-            l4_flags(p),
-        )
-        .ok()?;
+        ctx.store(off, &new[0])?;
+        ctx.l3_csum_replace4(ETH_HLEN + 10, old[0], new[0])?;
+        ctx.l4_csum_replace(p.csum_off, old[0], new[0], 4, true, udp)?;
     } else {
         let off = ETH_HLEN + if src { 8 } else { 24 };
-        ctx.store(off, new, 0).ok()?;
+        ctx.store(off, new)?;
         for i in 0..4 {
-            ctx.l4_csum_replace(
-                p.csum_off,
-                u64::from(old[i]),
-                u64::from(new[i]),
-                l4_flags(p),
-            )
-            .ok()?;
+            ctx.l4_csum_replace(p.csum_off, old[i], new[i], 4, true, udp)?;
         }
     }
     Some(())
 }
 
 #[inline(always)]
-fn set_port(ctx: &mut TcContext, p: &Packet, src: bool, old: u16, new: u16) -> Option<()> {
+fn set_port<C: PacketCtx>(ctx: &mut C, p: &Packet, src: bool, old: u16, new: u16) -> Option<()> {
     let off = p.l4_off + if src { 0 } else { 2 };
-    ctx.store(off, &new, 0).ok()?;
-    let mangled = if p.key.proto == PROTO_UDP {
-        u64::from(BPF_F_MARK_MANGLED_0)
-    } else {
-        0
-    };
-    ctx.l4_csum_replace(p.csum_off, u64::from(old), u64::from(new), mangled | 2)
-        .ok()?;
-    Some(())
+    ctx.store(off, &new)?;
+    ctx.l4_csum_replace(
+        p.csum_off,
+        u32::from(old),
+        u32::from(new),
+        2,
+        false,
+        p.key.proto == PROTO_UDP,
+    )
 }
 
 /// Applies a conntrack rewrite to the packet.
 #[inline(always)]
-pub fn rewrite(ctx: &mut TcContext, p: &Packet, ct: &CtValue) -> Option<()> {
+pub fn rewrite<C: PacketCtx>(ctx: &mut C, p: &Packet, ct: &CtValue) -> Option<()> {
     if ct.flags & CT_REWRITE_SRC != 0 {
         set_addr(ctx, p, true, &p.key.saddr, &ct.new_saddr)?;
         set_port(ctx, p, true, p.key.sport, ct.new_sport)?;
@@ -199,18 +177,17 @@ pub fn rewrite(ctx: &mut TcContext, p: &Packet, ct: &CtValue) -> Option<()> {
     Some(())
 }
 
-#[inline(always)]
-fn ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: reading a field of the skb context.
-    unsafe { (*ctx.skb.skb).ifindex }
-}
-
 /// FIB lookup for `daddr` from `saddr` as if forwarded from the receiving device.
 #[inline(always)]
-fn fib(ctx: &TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> (i64, bpf_fib_lookup) {
+pub fn fib<C: PacketCtx>(
+    ctx: &C,
+    family: u8,
+    saddr: &[u32; 4],
+    daddr: &[u32; 4],
+) -> (i64, bpf_fib_lookup) {
     // SAFETY: an all-zero bpf_fib_lookup is valid input.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.ifindex = ifindex(ctx);
+    params.ifindex = ctx.ifindex();
     if family == FAMILY_V4 {
         params.family = AF_INET;
         params.__bindgen_anon_3.ipv4_src = saddr[0];
@@ -220,15 +197,7 @@ fn fib(ctx: &TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> (i64,
         params.__bindgen_anon_3.ipv6_src = *saddr;
         params.__bindgen_anon_4.ipv6_dst = *daddr;
     }
-    // SAFETY: params is a valid, writable bpf_fib_lookup of the size passed.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.skb.skb.cast(),
-            &raw mut params,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let rc = ctx.fib(&mut params);
     (rc, params)
 }
 
@@ -238,7 +207,7 @@ fn fib(ctx: &TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> (i64,
 pub fn forward(ctx: &mut TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> i32 {
     let (rc, params) = fib(ctx, family, saddr, daddr);
     if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        if ctx.store(0, &params.dmac, 0).is_err() || ctx.store(6, &params.smac, 0).is_err() {
+        if ctx.store(0, &params.dmac).is_none() || ctx.store(6, &params.smac).is_none() {
             return TC_ACT_SHOT as i32;
         }
         // SAFETY: plain helper call.
@@ -270,7 +239,7 @@ fn flow_hash(k: &CtKey, client_only: bool) -> u32 {
 /// The frontend a packet is addressed to: exact (LB IP, externalIP) or a NodePort on one of the
 /// receiving device's addresses.
 #[inline(always)]
-fn frontend(ctx: &TcContext, k: &CtKey) -> Option<&'static ExtSvcValue> {
+fn frontend<C: PacketCtx>(ctx: &C, k: &CtKey) -> Option<&'static ExtSvcValue> {
     let key = SvcKey {
         addr: k.daddr,
         port: k.dport,
@@ -281,7 +250,7 @@ fn frontend(ctx: &TcContext, k: &CtKey) -> Option<&'static ExtSvcValue> {
     if let Some(v) = unsafe { EXTERNAL.get(&key) } {
         return Some(v);
     }
-    let dev = unsafe { DEVICES.get(&ifindex(ctx)) }?;
+    let dev = unsafe { DEVICES.get(&ctx.ifindex()) }?;
     let mine = if k.family == FAMILY_V4 {
         dev.v4 == k.daddr[0]
     } else {
@@ -327,10 +296,9 @@ pub enum Outcome {
 
 /// Ingress: an established flow (either direction) or a new connection to a frontend.
 #[inline(always)]
-pub fn ingress(ctx: &mut TcContext, p: &Packet) -> Outcome {
+pub fn ingress<C: PacketCtx>(ctx: &mut C, p: &Packet) -> Outcome {
     // Frames for another host's MAC (flooded by a switch, promiscuous mode): not ours to take.
-    // SAFETY: reading a field of the skb context.
-    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
+    if !ctx.for_this_host() {
         return Outcome::Pass;
     }
     // SAFETY: lookup in an LRU hash of plain structs.
@@ -358,7 +326,7 @@ pub fn ingress(ctx: &mut TcContext, p: &Packet) -> Outcome {
 }
 
 #[inline(always)]
-fn new_flow(ctx: &mut TcContext, p: &Packet, svc: &ExtSvcValue) -> Option<CtValue> {
+fn new_flow<C: PacketCtx>(ctx: &mut C, p: &Packet, svc: &ExtSvcValue) -> Option<CtValue> {
     // SAFETY: reading a global the loader may have overridden.
     let m = unsafe { core::ptr::read_volatile(&raw const MAGLEV_M) };
     let h = if svc.flags & EXT_FLAG_RANDOM != 0 {
@@ -378,7 +346,7 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, svc: &ExtSvcValue) -> Option<CtValu
     let snat = svc.flags & EXT_FLAG_LOCAL == 0 && {
         let (rc, params) = fib(ctx, k.family, &k.saddr, &backend.addr);
         (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
-            && params.ifindex == ifindex(ctx)
+            && params.ifindex == ctx.ifindex()
     };
     let mut fwd = CtValue {
         new_saddr: k.saddr,
@@ -405,7 +373,7 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, svc: &ExtSvcValue) -> Option<CtValu
     };
     if snat {
         // SAFETY: lookup in a hash map of plain structs.
-        let dev = unsafe { DEVICES.get(&ifindex(ctx)) }?;
+        let dev = unsafe { DEVICES.get(&ctx.ifindex()) }?;
         let node = if k.family == FAMILY_V4 {
             [dev.v4, 0, 0, 0]
         } else {

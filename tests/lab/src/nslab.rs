@@ -15,26 +15,20 @@
 //! address it saw. [`NodeAgent`] runs a real `ferrite agent` inside a node's netns on the
 //! lab's shared `dir:` folder, with its own BPF root, cgroup, API socket and state dir.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::addr::Cidr;
-use crate::cgroup::{Cgroup, CgroupError};
-use crate::child::Child;
+use crate::cgroup::CgroupError;
 use crate::cmd::{self, CommandError};
 use crate::http::{self, HttpResponse};
-use crate::lab::{LabError, Lan, LanPort, Pod, PodNet, PodNetConfig};
-use crate::netns::{Netns, NetnsError, Ns};
+use crate::lab::{LabError, Lan, PodNet, PodNetConfig};
+use crate::netns::{Netns, NetnsError};
 use crate::probe::{Limit, ProbeConfig, Proto, probe};
-use crate::raw::Mac;
 use crate::report::ClientReport;
 use crate::veth::Route;
 use crate::wait::wait_until;
@@ -113,116 +107,6 @@ impl Default for NsLabConfig {
     }
 }
 
-fn v4_of(c: &Cidr) -> Ipv4Addr {
-    match c.addr() {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => unreachable!("an IPv4 LAN address"),
-    }
-}
-
-fn v6_of(c: &Cidr) -> Ipv6Addr {
-    match c.addr() {
-        IpAddr::V6(v6) => v6,
-        IpAddr::V4(_) => unreachable!("an IPv6 LAN address"),
-    }
-}
-
-/// A machine on the LAN that is not a node (a client outside the cluster).
-#[derive(Debug)]
-pub struct LanHost {
-    pub name: String,
-    pub port: LanPort,
-    pub netns: Netns,
-}
-
-impl LanHost {
-    #[must_use]
-    pub fn v4(&self) -> Ipv4Addr {
-        v4_of(&self.port.v4)
-    }
-
-    #[must_use]
-    pub fn v6(&self) -> Ipv6Addr {
-        v6_of(&self.port.v6)
-    }
-
-    #[must_use]
-    pub fn ns(&self) -> &Ns {
-        self.netns.ns()
-    }
-
-    /// MAC of its LAN interface.
-    pub fn mac(&self) -> Result<Mac, NsLabError> {
-        mac_of(&self.port)
-    }
-}
-
-fn mac_of(port: &LanPort) -> Result<Mac, NsLabError> {
-    port.iface().mac()?.parse().map_err(NsLabError::Other)
-}
-
-/// A node: its netns with `eth0` on the LAN, its pods, and the servers running in them.
-/// Fields drop in order: servers, then pods, then the LAN port and the netns.
-#[derive(Debug)]
-pub struct Node {
-    /// `node1`, `node2`, ... (what `EndpointSlice`s name in `nodeName`).
-    pub name: String,
-    pub servers: Vec<Child>,
-    pub pods: PodNet,
-    pub port: LanPort,
-    pub netns: Netns,
-}
-
-impl Node {
-    #[must_use]
-    pub fn v4(&self) -> Ipv4Addr {
-        v4_of(&self.port.v4)
-    }
-
-    #[must_use]
-    pub fn v6(&self) -> Ipv6Addr {
-        v6_of(&self.port.v6)
-    }
-
-    #[must_use]
-    pub fn ns(&self) -> &Ns {
-        self.netns.ns()
-    }
-
-    /// MAC of its LAN interface.
-    pub fn mac(&self) -> Result<Mac, NsLabError> {
-        mac_of(&self.port)
-    }
-
-    /// Its pod IPv4 subnet (`10.244.K.0/24` for node K).
-    #[must_use]
-    pub fn pod_cidr_v4(&self) -> Cidr {
-        self.pods.config().v4.network()
-    }
-
-    #[must_use]
-    pub fn pod(&self, i: usize) -> &Pod {
-        &self.pods.pods()[i]
-    }
-
-    #[must_use]
-    pub fn pod_v4(&self, i: usize) -> Ipv4Addr {
-        self.pod(i).v4
-    }
-
-    /// `node1-pod-1` for the first pod of node1: the name its servers answer with.
-    #[must_use]
-    pub fn pod_name(&self, i: usize) -> String {
-        format!("{}-pod-{}", self.name, i + 1)
-    }
-
-    /// `NODE_IP:port` on the LAN.
-    #[must_use]
-    pub fn at(&self, port: u16) -> SocketAddr {
-        SocketAddr::from((self.v4(), port))
-    }
-}
-
 /// A unique scratch directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct WorkDir(PathBuf);
@@ -256,249 +140,14 @@ impl Drop for WorkDir {
     }
 }
 
-/// Mounts bpffs at [`BPFFS`] unless it is there.
-pub fn ensure_bpffs() -> Result<(), NsLabError> {
-    let mounts = fs::read_to_string("/proc/mounts").map_err(io_err("read /proc/mounts"))?;
-    let mounted = mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        f.nth(1) == Some(BPFFS) && f.next() == Some("bpf")
-    });
-    if !mounted {
-        cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
-    }
-    Ok(())
-}
+mod agent;
+mod hosts;
+mod inspect;
+mod servers;
 
-/// How to run agents.
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    pub ferrite: PathBuf,
-    /// Appended to the command line (e.g. `--maglev-table-size 251`).
-    pub extra_args: Vec<String>,
-    /// `FERRITE_LOG`.
-    pub log_level: String,
-    /// How long the first apply may take.
-    pub ready_timeout: Duration,
-}
-
-impl AgentConfig {
-    #[must_use]
-    pub fn new(ferrite: &Path) -> Self {
-        Self {
-            ferrite: ferrite.to_owned(),
-            extra_args: Vec::new(),
-            log_level: "debug".into(),
-            ready_timeout: Duration::from_secs(20),
-        }
-    }
-}
-
-/// `ferrite agent` running inside a node's netns. On drop: SIGTERM (SIGKILL after 3 s),
-/// `ferrite agent --cleanup` in the same netns, and the BPF root removed.
-#[derive(Debug)]
-pub struct NodeAgent {
-    child: Option<Child>,
-    node: String,
-    ns: Ns,
-    ferrite: PathBuf,
-    pub socket: PathBuf,
-    pub bpf_root: PathBuf,
-    pub state_dir: PathBuf,
-    pub log: PathBuf,
-    cgroup: Cgroup,
-}
-
-impl NodeAgent {
-    /// Starts the agent for `node` on the `dir:` folder `manifests`, files under `work`, and
-    /// waits until it answers `status` with a first apply.
-    pub fn start(
-        config: &AgentConfig,
-        node: &Node,
-        manifests: &Path,
-        work: &Path,
-        prefix: &str,
-    ) -> Result<Self, NsLabError> {
-        ensure_bpffs()?;
-        let cgroup = Cgroup::new(prefix)?;
-        let label = cgroup
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("agent")
-            .to_owned();
-        let bpf_root = Path::new(BPFFS).join(&label);
-        let _ = fs::remove_dir_all(&bpf_root);
-        let dir = work.join(&node.name);
-        let state_dir = dir.join("state");
-        fs::create_dir_all(&state_dir)
-            .map_err(io_err(format!("create {}", state_dir.display())))?;
-        let socket = dir.join("ferrite.sock");
-        let log = dir.join("agent.log");
-        let out = fs::File::create(&log).map_err(io_err(format!("create {}", log.display())))?;
-        let err = out.try_clone().map_err(io_err("dup log"))?;
-        let mut command = Command::new(&config.ferrite);
-        command
-            .arg("agent")
-            .arg("--source")
-            .arg(format!("dir:{}", manifests.display()))
-            .args(["--node-name", &node.name, "--devices", LAN_IFNAME])
-            .arg("--bpf-root")
-            .arg(&bpf_root)
-            .arg("--cgroup")
-            .arg(cgroup.path())
-            .arg("--api-socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state_dir)
-            // Never install a CNI plugin into the host's directories from a lab.
-            .args(["--cni-conf-dir", "none"])
-            .args(&config.extra_args)
-            .env("FERRITE_LOG", &config.log_level)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = node.ns().spawn(&mut command)?;
-        let mut agent = Self {
-            child: Some(child),
-            node: node.name.clone(),
-            ns: node.ns().clone(),
-            ferrite: config.ferrite.clone(),
-            socket,
-            bpf_root,
-            state_dir,
-            log,
-            cgroup,
-        };
-        let mut exited = None;
-        let ready = wait_until(config.ready_timeout, Duration::from_millis(50), || {
-            if let Some(c) = agent.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                exited = Some(status);
-                return true;
-            }
-            agent
-                .status()
-                .is_ok_and(|s| s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1)
-        });
-        if let Some(status) = exited {
-            return Err(NsLabError::Other(format!(
-                "ferrite agent on {} exited ({status}); log:\n{}",
-                agent.node,
-                agent.log_tail(40)
-            )));
-        }
-        if ready.is_err() {
-            return Err(NsLabError::Other(format!(
-                "ferrite agent on {} did not report a first apply within {:?}; log:\n{}",
-                agent.node,
-                config.ready_timeout,
-                agent.log_tail(40)
-            )));
-        }
-        Ok(agent)
-    }
-
-    #[must_use]
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    /// The agent's process id, while it runs.
-    #[must_use]
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGKILL`, ...) to the agent process.
-    pub fn signal(&self, signal: i32) -> Result<(), NsLabError> {
-        match &self.child {
-            Some(c) => c
-                .signal(signal)
-                .map_err(|e| NsLabError::Other(format!("agent on {}: {e}", self.node))),
-            None => Err(NsLabError::Other(format!(
-                "no agent process on {}",
-                self.node
-            ))),
-        }
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// `ferrite ARGS --api-socket SOCK`.
-    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output, NsLabError> {
-        Ok(cmd::run(
-            Command::new(&self.ferrite)
-                .args(args)
-                .arg("--api-socket")
-                .arg(&self.socket),
-        )?)
-    }
-
-    /// `ferrite status -o json`.
-    pub fn status(&self) -> Result<Value, NsLabError> {
-        let out = self.cli(&["status", "-o", "json"])?;
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| NsLabError::Other(format!("status is not JSON: {e}")))
-    }
-
-    /// `ferrite services -o json`.
-    pub fn services(&self) -> Result<Value, NsLabError> {
-        let out = self.cli(&["services", "-o", "json"])?;
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| NsLabError::Other(format!("services is not JSON: {e}")))
-    }
-
-    /// A pinned map of this agent: `<bpf-root>/maps/NAME`.
-    #[must_use]
-    pub fn map_path(&self, name: &str) -> PathBuf {
-        self.bpf_root.join("maps").join(name)
-    }
-
-    /// The last `lines` lines of its log.
-    #[must_use]
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// The cgroup handed to `--cgroup` (nothing runs in it).
-    #[must_use]
-    pub fn cgroup(&self) -> &Cgroup {
-        &self.cgroup
-    }
-}
-
-impl Drop for NodeAgent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // A test may have frozen it (SIGSTOP): SIGTERM would wait for a SIGCONT.
-            let _ = c.signal(libc::SIGCONT);
-            let _ = c.stop(Duration::from_secs(3));
-        }
-        let mut cleanup = Command::new(&self.ferrite);
-        cleanup
-            .args(["agent", "--cleanup", "--node-name", &self.node])
-            .args(["--devices", LAN_IFNAME])
-            .arg("--bpf-root")
-            .arg(&self.bpf_root)
-            .arg("--cgroup")
-            .arg(self.cgroup.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Err(e) = self.ns.exec(&mut cleanup) {
-            crate::report_drop_failure(&format!("agent on {}", self.node), &e);
-        }
-        let _ = fs::remove_dir_all(&self.bpf_root);
-        let _ = fs::remove_file(&self.socket);
-    }
-}
+pub use agent::{AgentConfig, NodeAgent, ensure_bpffs};
+pub use hosts::{LanHost, Node};
+pub use inspect::{local_endpoints, map_entries};
 
 /// The lab. Fields drop in order: agents first, then nodes (servers, pods), clients, the LAN.
 #[derive(Debug)]
@@ -593,72 +242,6 @@ impl NsLab {
         };
         lab.start_servers()?;
         Ok(lab)
-    }
-
-    fn start_servers(&mut self) -> Result<(), NsLabError> {
-        for node in &mut self.nodes {
-            let mut servers = Vec::new();
-            for (i, pod) in node.pods.pods().iter().enumerate() {
-                let mut command = Command::new(&self.lab_bin);
-                command
-                    .args(["serve", "--echo-peer", "--name"])
-                    .arg(format!("{}-pod-{}", node.name, i + 1))
-                    .args(["--tcp", &format!("0.0.0.0:{POD_TCP}")])
-                    .args(["--tcp", &format!("[::]:{POD_TCP}")])
-                    .args(["--udp", &format!("0.0.0.0:{POD_UDP}")])
-                    .args(["--udp", &format!("[::]:{POD_UDP}")])
-                    .args(["--http", &format!("0.0.0.0:{POD_HTTP}")])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null());
-                servers.push(pod.netns.spawn(&mut command)?);
-                if self.config.iperf3 {
-                    let mut iperf = Command::new("iperf3");
-                    iperf
-                        .args(["-s", "-p", &POD_IPERF.to_string()])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null());
-                    servers.push(pod.netns.spawn(&mut iperf)?);
-                }
-            }
-            node.servers = servers;
-        }
-        for node in &self.nodes {
-            for (i, pod) in node.pods.pods().iter().enumerate() {
-                let target = SocketAddr::from((pod.v4, POD_TCP));
-                let mut cfg = ProbeConfig::new(target, Proto::Tcp, Limit::Count(1));
-                cfg.timeout = Duration::from_millis(300);
-                let up = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-                    node.ns().run(|| probe(&cfg)).is_ok_and(|r| r.ok == 1)
-                });
-                if up.is_err() {
-                    return Err(NsLabError::Other(format!(
-                        "{} ({target}) never answered its node",
-                        node.pod_name(i)
-                    )));
-                }
-                if self.config.iperf3 {
-                    let iperf = SocketAddr::from((pod.v4, POD_IPERF));
-                    let up = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-                        node.ns()
-                            .run(|| {
-                                std::net::TcpStream::connect_timeout(
-                                    &iperf,
-                                    Duration::from_millis(300),
-                                )
-                            })
-                            .is_ok_and(|r| r.is_ok())
-                    });
-                    if up.is_err() {
-                        return Err(NsLabError::Other(format!(
-                            "iperf3 in {} ({iperf}) never answered",
-                            node.pod_name(i)
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     #[must_use]
@@ -797,6 +380,16 @@ impl NsLab {
             .unwrap_or_else(|| panic!("no agent on {name}"))
     }
 
+    /// Restarts node `i`'s agent with `config`, keeping its pinned datapath (see
+    /// [`NodeAgent::restart`]).
+    pub fn restart_agent_keeping_datapath(
+        &mut self,
+        i: usize,
+        config: &AgentConfig,
+    ) -> Result<(), NsLabError> {
+        self.agent_mut(i).restart(config)
+    }
+
     /// Stops the agent on node `i` (and cleans up its datapath).
     pub fn stop_agent(&mut self, i: usize) {
         self.agents[i] = None;
@@ -810,7 +403,7 @@ impl NsLab {
             let _ = write!(
                 out,
                 "\n--- agent on {} ({}) ---\n{}\n",
-                agent.node,
+                agent.node(),
                 agent.log.display(),
                 agent.log_tail(lines)
             );
@@ -905,84 +498,9 @@ impl NsLab {
     }
 }
 
-/// Entries of a pinned BPF map (`bpftool -j map dump pinned PATH`): the JSON of each key →
-/// the JSON of its value (`formatted` when bpftool has BTF for it). Keys compare exactly, so
-/// two dumps can be diffed whatever the map's layout.
-pub fn map_entries(pinned: &Path) -> Result<BTreeMap<String, String>, NsLabError> {
-    let out = cmd::run(
-        Command::new("bpftool")
-            .args(["-j", "map", "dump", "pinned"])
-            .arg(pinned),
-    )?;
-    let dump: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| NsLabError::Other(format!("bpftool output is not JSON: {e}")))?;
-    let Value::Array(items) = dump else {
-        return Err(NsLabError::Other(format!(
-            "bpftool dump of {} is not a list",
-            pinned.display()
-        )));
-    };
-    let mut entries = BTreeMap::new();
-    for item in items {
-        let show = item.get("formatted").unwrap_or(&item);
-        let value = show
-            .get("value")
-            .or_else(|| show.get("values"))
-            .map(Value::to_string)
-            .unwrap_or_default();
-        let key = show
-            .get("key")
-            .or_else(|| item.get("key"))
-            .map_or_else(|| item.to_string(), Value::to_string);
-        entries.insert(key, value);
-    }
-    Ok(entries)
-}
-
-/// The local endpoint count a health-check node port reports: kube-proxy's JSON
-/// (`{"service": {...}, "localEndpoints": N, ...}`, the key anywhere in the document), or a
-/// body that is just a number.
-#[must_use]
-pub fn local_endpoints(body: &str) -> Option<u64> {
-    fn find(v: &Value) -> Option<u64> {
-        match v {
-            Value::Object(map) => map
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("localEndpoints") || *k == "local_endpoints")
-                .and_then(|(_, v)| v.as_u64())
-                .or_else(|| map.values().find_map(find)),
-            Value::Array(items) => items.iter().find_map(find),
-            _ => None,
-        }
-    }
-    match serde_json::from_str::<Value>(body.trim()) {
-        Ok(Value::Number(n)) => n.as_u64(),
-        Ok(v) => find(&v),
-        Err(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn health_check_bodies() {
-        assert_eq!(
-            local_endpoints(
-                r#"{"service": {"namespace": "test", "name": "local"}, "localEndpoints": 2, "serviceProxyHealthy": true}"#
-            ),
-            Some(2)
-        );
-        assert_eq!(local_endpoints(r#"{"local_endpoints": 0}"#), Some(0));
-        assert_eq!(
-            local_endpoints(r#"{"status": {"localEndpoints": 1}}"#),
-            Some(1)
-        );
-        assert_eq!(local_endpoints("3\n"), Some(3));
-        assert_eq!(local_endpoints("ok"), None);
-        assert_eq!(local_endpoints(r#"{"healthy": true}"#), None);
-    }
 
     #[test]
     fn default_shape() {

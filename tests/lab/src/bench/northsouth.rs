@@ -5,6 +5,8 @@
 //! - direct to a pod behind ferrite's node (ferrite's TC programs see the packets but no
 //!   service matches): what the datapath costs unrelated traffic;
 //! - through ferrite's `LoadBalancer` IP and `NodePort` on node1 (`ferrite agent --devices eth0`);
+//! - the same through node4, whose agent runs the ingress translation in native XDP
+//!   (`--xdp native` on the lab's veth), its own service and pod: XDP next to TC, same run;
 //! - through the same `LoadBalancer` IP and `NodePort` shapes on node2, served by the iptables
 //!   rules kube-proxy writes (`KUBE-SERVICES`/`KUBE-NODEPORTS` → `KUBE-EXT` → `KUBE-SVC` →
 //!   `KUBE-SEP`, masquerade, conntrack).
@@ -15,28 +17,37 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use ferrite_lab::nslab::{CLUSTER_CIDR, POD_HTTP, POD_IPERF};
 use ferrite_lab::{
-    AgentConfig, Child, Cidr, NsLab, NsLabConfig, NsService, Protocol, Route, SvcEndpoint, SvcPort,
+    AgentConfig, Cidr, NsLab, NsLabConfig, NsService, Protocol, Route, SvcEndpoint, SvcPort,
     kubeproxy,
 };
 use serde::Serialize;
 
-use super::results::{Cell, Rate, cell, median, ratio, thousands, thousands_f, times};
+use super::results::{Cell, Rate, median, ratio};
 use super::{check_interrupted, progress};
+
+mod report;
+mod tools;
+
+pub use report::markdown;
+pub use tools::tools_missing;
+use tools::{check_path, iperf3, wrk};
 
 const PREFIX: &str = "flb";
 const FERRITE_LB: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 10);
 const IPTABLES_LB: Ipv4Addr = Ipv4Addr::new(172, 30, 1, 10);
 const NODE_PORT_HTTP: u16 = 30080;
 const NODE_PORT_IPERF: u16 = 30201;
+const XDP_LB: Ipv4Addr = Ipv4Addr::new(172, 30, 2, 10);
+const XDP_NODE_PORT_HTTP: u16 = 30081;
+const XDP_NODE_PORT_IPERF: u16 = 30202;
 /// Node indexes in the lab.
 const FERRITE_NODE: usize = 0;
 const IPTABLES_NODE: usize = 1;
 const PLAIN_NODE: usize = 2;
+const XDP_NODE: usize = 3;
 
 /// How long and how hard to measure.
 #[derive(Clone, Debug)]
@@ -78,6 +89,8 @@ pub struct NsVersus {
 pub struct NorthSouth {
     pub rows: Vec<NsRow>,
     pub ferrite_vs_iptables: Vec<NsVersus>,
+    /// ferrite with XDP over ferrite with TC, per frontend kind.
+    pub xdp_vs_tc: Vec<NsVersus>,
     pub seconds: u32,
     pub runs: usize,
     pub wrk_connections: u32,
@@ -116,168 +129,36 @@ fn bench_service(
     lb: Ipv4Addr,
     endpoint: SvcEndpoint,
 ) -> NsService {
-    let mut s = NsService::load_balancer(name, cluster_ip, IpAddr::V4(lb), NODE_PORT_HTTP);
+    with_node_ports(
+        name,
+        cluster_ip,
+        lb,
+        endpoint,
+        (NODE_PORT_HTTP, NODE_PORT_IPERF),
+    )
+}
+
+fn with_node_ports(
+    name: &str,
+    cluster_ip: Ipv4Addr,
+    lb: Ipv4Addr,
+    endpoint: SvcEndpoint,
+    (http, iperf): (u16, u16),
+) -> NsService {
+    let mut s = NsService::load_balancer(name, cluster_ip, IpAddr::V4(lb), http);
     s.namespace = "default".into();
     s.ports = vec![
-        SvcPort::new("http", Protocol::Tcp, 80, POD_HTTP).node_port(NODE_PORT_HTTP),
-        SvcPort::new("iperf", Protocol::Tcp, POD_IPERF, POD_IPERF).node_port(NODE_PORT_IPERF),
+        SvcPort::new("http", Protocol::Tcp, 80, POD_HTTP).node_port(http),
+        SvcPort::new("iperf", Protocol::Tcp, POD_IPERF, POD_IPERF).node_port(iperf),
     ];
     s.endpoints = vec![endpoint];
     s
 }
 
-/// `iperf3 -c` from the client: receiver-side bits per second.
-fn iperf3(lab: &NsLab, target: SocketAddr, seconds: u32) -> Result<f64, String> {
-    let mut last = String::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let mut cmd = lab
-            .client(0)
-            .ns()
-            .command("iperf3")
-            .map_err(|e| e.to_string())?;
-        cmd.args([
-            "-c",
-            &target.ip().to_string(),
-            "-p",
-            &target.port().to_string(),
-        ])
-        .args(["-t", &seconds.to_string(), "-J"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let child = Child::spawn(&mut cmd).map_err(|e| e.to_string())?;
-        let out = child
-            .output_within(Duration::from_secs(u64::from(seconds) + 20))
-            .map_err(|e| e.to_string())?;
-        match parse_iperf3(&out.stdout) {
-            Ok(bps) => return Ok(bps),
-            // "the server is busy running a test": the previous run is still closing.
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-fn parse_iperf3(json: &[u8]) -> Result<f64, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| format!("iperf3 -J output: {e}"))?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(format!("iperf3: {err}"));
-    }
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .ok_or_else(|| "iperf3 -J output has no end.sum_received.bits_per_second".to_owned())
-}
-
-/// One wrk run: (requests/s, p99 µs, errors).
-fn wrk(lab: &NsLab, target: SocketAddr, s: &NsSettings) -> Result<(f64, f64, u64), String> {
-    let mut cmd = lab
-        .client(0)
-        .ns()
-        .command("wrk")
-        .map_err(|e| e.to_string())?;
-    cmd.args([
-        "-t",
-        &s.wrk_threads.to_string(),
-        "-c",
-        &s.wrk_connections.to_string(),
-    ])
-    .args(["-d", &format!("{}s", s.seconds), "--latency"])
-    .arg(format!("http://{target}/"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let child = Child::spawn(&mut cmd).map_err(|e| e.to_string())?;
-    let out = child
-        .output_within(Duration::from_secs(u64::from(s.seconds) + 20))
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "wrk failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    parse_wrk(&text)
-}
-
-/// `123.45us` / `1.20ms` / `2.00s` → µs.
-fn duration_us(text: &str) -> Option<f64> {
-    let (num, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| text.split_at(i))?;
-    let n: f64 = num.parse().ok()?;
-    match unit {
-        "us" => Some(n),
-        "ms" => Some(n * 1e3),
-        "s" => Some(n * 1e6),
-        "m" => Some(n * 60e6),
-        _ => None,
-    }
-}
-
-fn parse_wrk(text: &str) -> Result<(f64, f64, u64), String> {
-    let mut rps = None;
-    let mut p99 = None;
-    let mut errors = 0u64;
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", n] => rps = n.parse::<f64>().ok(),
-            ["99%", d] => p99 = duration_us(d),
-            ["Socket", "errors:", rest @ ..] => {
-                errors += rest
-                    .iter()
-                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
-                    .sum::<u64>();
-            }
-            ["Non-2xx", "or", "3xx", "responses:", n] => {
-                errors += n.parse::<u64>().unwrap_or(0);
-            }
-            _ => {}
-        }
-    }
-    match (rps, p99) {
-        (Some(r), Some(p)) => Ok((r, p, errors)),
-        _ => Err(format!("unexpected wrk output: {}", text.trim())),
-    }
-}
-
-/// Checks a path with one HTTP request: 200 from the expected backend.
-fn check_path(lab: &NsLab, target: SocketAddr, backend: &str) -> Result<(), String> {
-    let mut last = String::new();
-    let ok =
-        ferrite_lab::wait_until(
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-            || match lab.http_get(0, target, "/") {
-                Ok(Ok(r)) if r.status == 200 && r.body.starts_with(backend) => true,
-                Ok(Ok(r)) => {
-                    last = format!("HTTP {} {:?}", r.status, r.body.trim());
-                    false
-                }
-                Ok(Err(e)) => {
-                    last = e.to_string();
-                    false
-                }
-                Err(e) => {
-                    last = e.to_string();
-                    false
-                }
-            },
-        );
-    ok.map(drop)
-        .map_err(|_| format!("{target} did not answer from {backend}: {last}"))
-}
-
 fn lab_config() -> NsLabConfig {
     NsLabConfig {
         prefix: PREFIX.into(),
-        nodes: 3,
+        nodes: 4,
         pods_per_node: 1,
         clients: 1,
         iperf3: true,
@@ -292,7 +173,7 @@ pub fn measure(
     ferrite: Result<&Path, &String>,
     settings: &NsSettings,
 ) -> Result<NorthSouth, String> {
-    progress("north-south: building the LAN lab (3 nodes, a client)");
+    progress("north-south: building the LAN lab (4 nodes, a client)");
     let mut lab = NsLab::build(lab_config(), exe).map_err(|e| format!("north-south lab: {e}"))?;
     // LB IPs of the iptables node are routed via node2.
     let ipt_lb_range: Cidr = "172.30.1.0/24".parse().expect("valid");
@@ -328,22 +209,58 @@ pub fn measure(
             &lab.node(FERRITE_NODE).name,
         ),
     );
+    // node4's own service (other node ports: every agent reads the same folder).
+    let xdp_service = with_node_ports(
+        "bench-xdp",
+        Ipv4Addr::new(10, 96, 0, 11),
+        XDP_LB,
+        SvcEndpoint::new(lab.node(XDP_NODE).pod_v4(0), &lab.node(XDP_NODE).name),
+        (XDP_NODE_PORT_HTTP, XDP_NODE_PORT_IPERF),
+    );
+    let xdp_lb_range: Cidr = "172.30.2.0/24".parse().expect("valid");
+    Route::via(xdp_lb_range, IpAddr::V4(lab.node(XDP_NODE).v4()))
+        .add(lab.client(0).ns())
+        .map_err(|e| e.to_string())?;
     let fer_ready = ferrite.map_err(Clone::clone).and_then(|path| {
-        lab.write_manifest("bench.yaml", &fer_service.to_yaml())
-            .map_err(|e| e.to_string())?;
+        lab.write_manifest(
+            "bench.yaml",
+            &(fer_service.to_yaml() + &xdp_service.to_yaml()),
+        )
+        .map_err(|e| e.to_string())?;
         let mut config = AgentConfig::new(path);
         config.log_level = "info".into();
         lab.start_agent(FERRITE_NODE, &config)
             .map_err(|e| format!("agent: {e}"))
     });
+    let xdp_ready = ferrite.map_err(Clone::clone).and_then(|path| {
+        let mut config = AgentConfig::new(path);
+        config.log_level = "info".into();
+        config.extra_args = vec!["--xdp".into(), "native".into()];
+        lab.start_agent(XDP_NODE, &config)
+            .map_err(|e| format!("agent: {e}"))?;
+        let status = lab.agent(XDP_NODE).status().map_err(|e| e.to_string())?;
+        let hook = &status["datapath"]["ingress"][0]["hook"];
+        if hook == "xdp-native" {
+            Ok(())
+        } else {
+            Err(format!(
+                "--xdp native did not attach in native mode: {hook}"
+            ))
+        }
+    });
 
-    let mut paths = paths(&lab, &fer_ready, &ipt_ready);
+    let mut paths = paths(&lab, &fer_ready, &ipt_ready, &xdp_ready);
     let load_before = loadavg();
     run_rounds(&lab, &mut paths, settings)?;
     let load_after = loadavg();
-    if let Some(agent) = lab_agent_exited(&mut lab, &fer_ready) {
-        for p in paths.iter_mut().filter(|p| p.label.contains("ferrite")) {
-            p.failed = Some(agent.clone());
+    for (node, ready, tag) in [
+        (FERRITE_NODE, &fer_ready, "ferrite "),
+        (XDP_NODE, &xdp_ready, "ferrite+XDP"),
+    ] {
+        if let Some(agent) = lab_agent_exited(&mut lab, node, ready) {
+            for p in paths.iter_mut().filter(|p| p.label.starts_with(tag)) {
+                p.failed = Some(agent.clone());
+            }
         }
     }
     drop(lab);
@@ -357,9 +274,11 @@ fn paths(
     lab: &NsLab,
     fer_ready: &Result<(), String>,
     ipt_ready: &Result<(), String>,
+    xdp_ready: &Result<(), String>,
 ) -> Vec<Path_> {
     let pod = |node: usize| lab.node(node).pod_name(0);
     let (fer_pod, ipt_pod, plain_pod) = (pod(FERRITE_NODE), pod(IPTABLES_NODE), pod(PLAIN_NODE));
+    let xdp_pod = pod(XDP_NODE);
     let n = |i: usize| lab.node(i);
     let at = |ip: Ipv4Addr, port: u16| SocketAddr::from((ip, port));
     vec![
@@ -390,6 +309,20 @@ fn paths(
             at(n(FERRITE_NODE).v4(), NODE_PORT_IPERF),
             fer_ready.clone(),
             &fer_pod,
+        ),
+        (
+            "ferrite+XDP LoadBalancer IP (native, veth)",
+            at(XDP_LB, 80),
+            at(XDP_LB, POD_IPERF),
+            xdp_ready.clone(),
+            &xdp_pod,
+        ),
+        (
+            "ferrite+XDP NodePort (native, veth)",
+            at(n(XDP_NODE).v4(), XDP_NODE_PORT_HTTP),
+            at(n(XDP_NODE).v4(), XDP_NODE_PORT_IPERF),
+            xdp_ready.clone(),
+            &xdp_pod,
         ),
         (
             "iptables LoadBalancer IP (kube-proxy rules)",
@@ -477,11 +410,11 @@ fn run_rounds(lab: &NsLab, paths: &mut [Path_], settings: &NsSettings) -> Result
     Ok(())
 }
 
-fn lab_agent_exited(lab: &mut NsLab, ready: &Result<(), String>) -> Option<String> {
+fn lab_agent_exited(lab: &mut NsLab, node: usize, ready: &Result<(), String>) -> Option<String> {
     if ready.is_err() {
         return None;
     }
-    let agent = lab.agent_mut(FERRITE_NODE);
+    let agent = lab.agent_mut(node);
     (!agent.running()).then(|| {
         format!(
             "the agent exited during the run: {}",
@@ -554,9 +487,18 @@ fn summarise(paths: Vec<Path_>, settings: &NsSettings, rules: usize) -> NorthSou
         ),
         versus("NodePort", "ferrite NodePort", "iptables NodePort"),
     ];
+    let xdp_vs_tc = vec![
+        versus(
+            "LoadBalancer IP",
+            "ferrite+XDP LoadBalancer IP",
+            "ferrite LoadBalancer IP",
+        ),
+        versus("NodePort", "ferrite+XDP NodePort", "ferrite NodePort"),
+    ];
     NorthSouth {
         rows,
         ferrite_vs_iptables,
+        xdp_vs_tc,
         seconds: settings.seconds,
         runs: settings.runs,
         wrk_connections: settings.wrk_connections,
@@ -576,119 +518,9 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-/// Renders the section as markdown.
-pub fn markdown(ns: &Cell<NorthSouth>, out: &mut String) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "\n## North-south: client outside the cluster → backend pod\n"
-    );
-    let ns = match ns {
-        Cell::Value(ns) => ns,
-        Cell::NotRun { not_run } => {
-            let _ = writeln!(out, "not run: {not_run}");
-            return;
-        }
-    };
-    let _ = writeln!(
-        out,
-        "iperf3 (one TCP stream, {} s) and wrk (HTTP/1.1 keep-alive, {} thread(s), {} connections, {} s); median of {} run(s); load average {} before, {} after.\n",
-        ns.seconds,
-        ns.wrk_threads,
-        ns.wrk_connections,
-        ns.seconds,
-        ns.runs,
-        ns.loadavg[0],
-        ns.loadavg[1]
-    );
-    let _ = writeln!(
-        out,
-        "| path | Gbit/s | ×direct | requests/s | ×direct | p99 latency (µs) |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    let gbps = |r: &Rate| {
-        let mut s = format!("{:.2}", r.median);
-        if r.errors > 0 {
-            let _ = write!(s, " ({} errors)", r.errors);
-        }
-        s
-    };
-    let rps = |r: &Rate| {
-        let mut s = thousands_f(r.median);
-        if r.errors > 0 {
-            let _ = write!(s, " ({} errors)", thousands(&r.errors));
-        }
-        s
-    };
-    for row in &ns.rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
-            row.path,
-            cell(&row.gbps, gbps),
-            times(row.gbps_vs_direct),
-            cell(&row.rps, rps),
-            times(row.rps_vs_direct),
-            cell(&row.p99_us, |v| format!("{v:.0}")),
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nferrite over iptables ({} kube-proxy rules on the iptables node):\n",
-        ns.iptables_rules
-    );
-    let _ = writeln!(out, "| frontend | Gbit/s | requests/s |");
-    let _ = writeln!(out, "|---|---:|---:|");
-    for v in &ns.ferrite_vs_iptables {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            v.frontend,
-            times(v.gbps),
-            times(v.rps)
-        );
-    }
-}
-
-/// Whether the tools are installed (a missing one turns the section into "not run").
-pub fn tools_missing() -> Option<String> {
-    let missing: Vec<&str> = ["iperf3", "wrk"]
-        .into_iter()
-        .filter(|tool| {
-            Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_err()
-        })
-        .collect();
-    (!missing.is_empty()).then(|| format!("apt-get install {}", missing.join(" ")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wrk_output_parses() {
-        let text = "Running 3s test @ http://172.30.0.10:80/\n  1 threads and 16 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   312.00us  100.00us   2.10ms   90.00%\n    Req/Sec    45.10k     2.00k   50.00k    70.00%\n  Latency Distribution\n     50%  300.00us\n     75%  350.00us\n     90%  400.00us\n     99%    1.20ms\n  135300 requests in 3.00s, 10.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:  45100.50\nTransfer/sec:      3.33MB\n";
-        let (rps, p99, errors) = parse_wrk(text).unwrap();
-        assert!((rps - 45100.5).abs() < 1e-9);
-        assert!((p99 - 1200.0).abs() < 1e-9);
-        assert_eq!(errors, 7);
-        assert!(parse_wrk("garbage").is_err());
-        assert_eq!(duration_us("2.00s"), Some(2e6));
-        assert_eq!(duration_us("12us"), Some(12.0));
-    }
-
-    #[test]
-    fn iperf3_json_parses() {
-        let ok = br#"{"start":{},"end":{"sum_sent":{"bits_per_second":9.5e9},"sum_received":{"bits_per_second":9.4e9}}}"#;
-        assert!((parse_iperf3(ok).unwrap() - 9.4e9).abs() < 1.0);
-        let busy = br#"{"start":{},"error":"the server is busy running a test. try again later"}"#;
-        assert!(parse_iperf3(busy).unwrap_err().contains("busy"));
-    }
 
     #[test]
     fn ratios_against_direct_and_iptables() {
@@ -712,6 +544,7 @@ mod tests {
                 path("iptables LoadBalancer IP (kube-proxy rules)", 7.0, 30_000.0),
                 path("ferrite NodePort", 9.5, 38_000.0),
                 broken,
+                path("ferrite+XDP LoadBalancer IP (native, veth)", 9.8, 41_000.0),
             ],
             &NsSettings {
                 seconds: 1,
@@ -729,5 +562,8 @@ mod tests {
         assert_eq!(ns.ferrite_vs_iptables[1].gbps, None);
         assert!(ns.rows[4].gbps.is_not_run());
         assert!(ns.incomplete());
+        assert!(close(ns.xdp_vs_tc[0].gbps, 1.0));
+        assert!(close(ns.xdp_vs_tc[0].rps, 41.0 / 39.0));
+        assert_eq!(ns.xdp_vs_tc[1].gbps, None, "no XDP NodePort row");
     }
 }
