@@ -17,6 +17,30 @@ pub struct StatusCmd {
     /// the agent's API socket
     #[argh(option, default = "super::default_api_socket()")]
     pub api_socket: PathBuf,
+    /// exit 1 unless the datapath is ready and the source's first snapshot is applied without
+    /// error (a readiness probe); prints one line saying why
+    #[argh(switch)]
+    pub check: bool,
+}
+
+/// Ready = the datapath is in place and the source's first snapshot reached the maps without error.
+fn readiness(st: &Status) -> Result<String, String> {
+    if !st.datapath.ready {
+        return Err("the datapath is not ready".into());
+    }
+    let Some(apply) = &st.last_apply else {
+        return Err(format!(
+            "no snapshot from the source ({}) applied yet",
+            st.source
+        ));
+    };
+    if let Some(error) = &apply.error {
+        return Err(format!("the last apply failed: {error}"));
+    }
+    Ok(format!(
+        "ready: generation {}, {} services",
+        apply.generation, apply.services
+    ))
 }
 
 /// List service frontends and their backends as programmed in the datapath.
@@ -64,6 +88,18 @@ pub fn status(cmd: &StatusCmd) -> i32 {
             return 1;
         }
     };
+    if cmd.check {
+        return match readiness(&st) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(why) => {
+                println!("not ready: {why}");
+                1
+            }
+        };
+    }
     if cmd.output == OutputFormat::Json {
         return print_json(&st);
     }
@@ -90,6 +126,9 @@ pub fn status(cmd: &StatusCmd) -> i32 {
             ),
         ],
     ];
+    for i in &st.datapath.ingress {
+        rows.push(vec![format!("ingress {}", i.device), i.hook.clone()]);
+    }
     if let Some(a) = &st.last_apply {
         rows.push(vec![
             "last apply".into(),
@@ -161,4 +200,49 @@ pub fn services(cmd: &ServicesCmd) -> i32 {
         )
     );
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readiness;
+    use crate::api::{ApplyReport, DatapathStatus, Status};
+
+    fn status(ready: bool, apply: Option<ApplyReport>) -> Status {
+        Status {
+            version: "0".into(),
+            node_name: "n".into(),
+            source: "kube".into(),
+            datapath: DatapathStatus {
+                ready,
+                ..DatapathStatus::default()
+            },
+            last_apply: apply,
+            source_errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ready_only_after_a_clean_first_apply() {
+        assert!(readiness(&status(false, None)).is_err());
+        let waiting = readiness(&status(true, None)).unwrap_err();
+        assert!(waiting.contains("no snapshot"), "{waiting}");
+        let applied = ApplyReport {
+            generation: 1,
+            services: 3,
+            ..ApplyReport::default()
+        };
+        assert_eq!(
+            readiness(&status(true, Some(applied.clone()))).unwrap(),
+            "ready: generation 1, 3 services"
+        );
+        let failed = ApplyReport {
+            error: Some("map full".into()),
+            ..applied
+        };
+        assert!(
+            readiness(&status(true, Some(failed)))
+                .unwrap_err()
+                .contains("map full")
+        );
+    }
 }

@@ -223,11 +223,20 @@ fn agent_args() -> Vec<String> {
     .to_vec()
 }
 
-/// `ferrite status` answers only when the agent's API (a unix socket) does; the pod has no HTTP
-/// port to probe.
-fn probe(period: u32, failures: u32) -> Value {
+/// The agent's API is a unix socket (the pod has no HTTP port to probe): liveness = `ferrite
+/// status` answers; readiness adds `--check` (datapath in place, first snapshot applied).
+fn probe(period: u32, failures: u32, check: bool) -> Value {
+    let mut command = vec![
+        "ferrite",
+        "status",
+        "--api-socket",
+        crate::api::DEFAULT_SOCKET,
+    ];
+    if check {
+        command.push("--check");
+    }
     json!({
-        "exec": {"command": ["ferrite", "status", "--api-socket", crate::api::DEFAULT_SOCKET]},
+        "exec": {"command": command},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -244,7 +253,7 @@ pub fn daemonset(options: &AddonOptions) -> Value {
         env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}));
         env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": port}));
     }
-    let mut liveness = probe(10, 6);
+    let mut liveness = probe(10, 6, false);
     liveness["initialDelaySeconds"] = json!(10);
     let container = json!({
         "name": NAME,
@@ -271,7 +280,7 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             },
             "seccompProfile": {"type": "Unconfined"},
         },
-        "readinessProbe": probe(5, 3),
+        "readinessProbe": probe(5, 3, true),
         "livenessProbe": liveness,
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
         "volumeMounts": [
