@@ -304,8 +304,8 @@ fn l2_section(
 
 fn northsouth_notes() -> Vec<String> {
     vec![
-        "North-south lab: a LAN bridge with three node netns (eth0 on the LAN, one backend pod each running `ferrite-lab serve --http` and `iperf3 -s`) and a client netns; node1 runs `ferrite agent --devices eth0`, node2 holds kube-proxy's iptables rules (nat + filter, one `iptables-restore`), node3 is a plain router".into(),
-        "North-south services: one LoadBalancer service per load balancer (80 → 8081 HTTP, 5201 → 5201 iperf3, NodePorts 30080 and 30201), externalTrafficPolicy Cluster, the pod on the same node as its only endpoint; the client routes 172.30.0.0/24 via node1 and 172.30.1.0/24 via node2 (the LB IPs)".into(),
+        "North-south lab: a LAN bridge with four node netns (eth0 on the LAN, one backend pod each running `ferrite-lab serve --http` and `iperf3 -s`) and a client netns; node1 runs `ferrite agent --devices eth0` (TC ingress), node2 holds kube-proxy's iptables rules (nat + filter, one `iptables-restore`), node3 is a plain router, node4 runs `ferrite agent --devices eth0 --xdp native`".into(),
+        "North-south services: one LoadBalancer service per load balancer (80 → 8081 HTTP, 5201 → 5201 iperf3, NodePorts 30080 and 30201), externalTrafficPolicy Cluster, the pod on the same node as its only endpoint; the client routes 172.30.0.0/24 via node1, 172.30.1.0/24 via node2 and 172.30.2.0/24 via node4 (the LB IPs)".into(),
         "×direct compares with `direct to pod (plain node)`: the same pod one routed hop away through a node without any load balancer".into(),
     ]
 }
