@@ -13,6 +13,8 @@ use crate::api::{L2AddressView, L2View};
 use crate::datapath::{DatapathConfig, L2Responder};
 use crate::l2::announce::{Multicast, announce};
 use crate::l2::eligibility::{Candidate, LocalInterface, candidates};
+use crate::l2::heartbeat::{self, Progress};
+use crate::l2::hold::{ClaimHold, Claims, SETTLE, refuted_since};
 use crate::l2::membership::{
     MemberState, MemberView, Membership, MembershipConfig, MembershipHandle, MembershipView,
     seeds_from_nodes,
@@ -28,14 +30,28 @@ const BURST: [Duration; 4] = [
     Duration::from_secs(1),
 ];
 
-/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-interval`.
-#[derive(Clone, Debug, Default)]
+/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-seconds`, `--l2-claim-hold-ms`.
+#[derive(Clone, Debug)]
 pub struct L2Config {
     /// Membership address (this node's address on the LAN, UDP port). Without it the node
     /// decides alone (single-node mode).
     pub bind: Option<SocketAddr>,
     pub peers: Vec<SocketAddr>,
     pub reannounce: Option<Duration>,
+    /// After a start, a link-up or a freeze, the longest wait for a membership sync before
+    /// claiming by this node's own view (see [`crate::l2::hold`]).
+    pub claim_hold: Duration,
+}
+
+impl Default for L2Config {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            peers: Vec::new(),
+            reannounce: None,
+            claim_hold: crate::l2::hold::DEFAULT_HOLD_DOWN,
+        }
+    }
 }
 
 /// Addresses this node owns right now, shared with announcement bursts so a burst stops the
@@ -63,6 +79,22 @@ pub struct L2Part {
     /// When the interface poll last ran: a long gap means this agent was frozen (SIGSTOP,
     /// a stalled VM) and must announce what it owns again.
     last_poll: std::time::Instant,
+    /// The main loop's progress, which keeps the heartbeat thread writing.
+    progress: std::sync::Arc<Progress>,
+    stop_heartbeat: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Freezes the heartbeat thread reported that this part has handled.
+    freezes_seen: u64,
+    /// No new claims after a start, link-up or freeze until membership synced.
+    hold: ClaimHold,
+    /// The view's `refutations` last seen.
+    refutations_seen: u64,
+}
+
+impl Drop for L2Part {
+    fn drop(&mut self) {
+        self.stop_heartbeat
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -106,7 +138,20 @@ impl L2Part {
         node: &str,
         cfg: L2Config,
     ) -> Result<Self, crate::datapath::DatapathError> {
-        let responder = L2Responder::open(dp)?;
+        let mut responder = L2Responder::open(dp)?;
+        // A previous run's claims stay pinned: answering from them before this run has heard
+        // the others would double-answer with whoever took over meanwhile.
+        responder.set_owned(&BTreeSet::new())?;
+        let progress = Progress::new();
+        let stop_heartbeat = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(mut live) = responder.take_heartbeat() {
+            let spawned = heartbeat::spawn(progress.clone(), stop_heartbeat.clone(), move |now| {
+                live.write(now).map_err(|e| e.to_string())
+            });
+            if let Err(e) = spawned {
+                warn!(error = %e, "starting the L2 heartbeat thread; the responder stays silent");
+            }
+        }
         let membership = match cfg.bind {
             Some(bind) => {
                 let mut m = MembershipConfig::new(node, bind);
@@ -121,9 +166,18 @@ impl L2Part {
             }
             None => None,
         };
+        let mut hold = ClaimHold::new(cfg.claim_hold, SETTLE);
+        if membership.is_some() {
+            hold.hold(std::time::Instant::now(), 0, false);
+        }
         Ok(Self {
             responder,
             multicast: Multicast::default(),
+            progress,
+            stop_heartbeat,
+            freezes_seen: 0,
+            hold,
+            refutations_seen: 0,
             membership,
             node: node.to_string(),
             cfg,
@@ -136,11 +190,35 @@ impl L2Part {
         })
     }
 
-    /// Keeps the responder answering (also before the first snapshot).
+    /// The main loop made progress: the heartbeat thread keeps the responder answering (also
+    /// before the first snapshot).
     pub fn heartbeat(&mut self) {
-        if let Err(e) = self.responder.heartbeat() {
-            warn!(error = %e, "L2 responder heartbeat");
+        self.progress.bump();
+    }
+
+    /// The view's full-state exchange count (0 without membership).
+    fn syncs(&self) -> u64 {
+        self.membership
+            .as_ref()
+            .map_or(0, |(_, rx)| rx.borrow().syncs)
+    }
+
+    /// Holds new claims (and with `drop_existing` the current ones) until membership synced
+    /// with a peer, and asks for that sync now. No-op without membership.
+    fn hold_claims(&mut self, drop_existing: bool, why: &'static str) {
+        let Some((handle, _)) = &self.membership else {
+            return;
+        };
+        if let Err(e) = handle.resync() {
+            warn!(error = %e, "L2 membership resync");
         }
+        info!(
+            why,
+            drop_existing, "holding L2 claims until membership has synced"
+        );
+        let syncs = self.syncs();
+        self.hold
+            .hold(std::time::Instant::now(), syncs, drop_existing);
     }
 
     /// A receiver of membership view changes, for the agent loop (none without membership).
@@ -150,11 +228,17 @@ impl L2Part {
 
     /// New model: recompute eligibility, advertise it, re-decide ownership.
     pub fn update(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
+        self.progress.bump();
         let interfaces = local_interfaces();
         let (cands, problems) = candidates(snapshot, lb_ips, &self.node, &interfaces);
         for p in &problems {
             warn!(policy = %p.policy, problem = %p.message, "L2 announcement policy ignored");
         }
+        // An announcing interface that was down or absent before (at start: all of them).
+        let came_up = cands
+            .iter()
+            .filter_map(|c| c.interface.as_deref())
+            .any(|name| !self.last_interfaces.iter().any(|l| l.name == name && l.up));
         let wanted_ifaces: Vec<String> = cands
             .iter()
             .filter_map(|c| c.interface.clone())
@@ -185,6 +269,10 @@ impl L2Part {
         }
         self.candidates = cands;
         self.last_interfaces = interfaces;
+        if came_up {
+            // After the eligibility above: the sync carries it.
+            self.hold_claims(false, "interface up");
+        }
         self.decide();
     }
 
@@ -194,28 +282,44 @@ impl L2Part {
         snapshot: &Snapshot,
         lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
     ) {
-        if let Err(e) = self.responder.heartbeat() {
-            warn!(error = %e, "L2 responder heartbeat");
-        }
         let gap = self.last_poll.elapsed();
         self.last_poll = std::time::Instant::now();
-        if gap > Duration::from_secs(1) {
+        let freezes = self.progress.freezes();
+        let froze = freezes != self.freezes_seen;
+        self.freezes_seen = freezes;
+        if froze && self.membership.is_some() {
+            // The responder went silent and the others may have taken over: drop the claims
+            // until the views agree again (re-claiming announces them).
+            info!(gap_ms = gap.as_millis(), "resumed after a freeze");
+            self.hold_claims(true, "resumed after a freeze");
+            self.decide();
+        } else if froze || gap > Duration::from_secs(1) {
             info!(
                 gap_ms = gap.as_millis(),
                 "resumed after a stall; announcing owned addresses again"
             );
-            for (ip, o) in &self.owned {
-                burst(
-                    o.interface.clone(),
-                    o.ifindex,
-                    o.mac,
-                    *ip,
-                    self.owned_now.clone(),
-                );
-            }
+            self.burst_owned();
         }
         if local_interfaces() != self.last_interfaces {
             self.update(snapshot, lb_ips);
+        } else if self.hold.is_held() {
+            self.decide();
+        }
+        // Last: after a freeze the heartbeat thread waits for progress made after the claims
+        // were dropped.
+        self.progress.bump();
+    }
+
+    /// Announces every owned address again (bursts).
+    fn burst_owned(&self) {
+        for (ip, o) in &self.owned {
+            burst(
+                o.interface.clone(),
+                o.ifindex,
+                o.mac,
+                *ip,
+                self.owned_now.clone(),
+            );
         }
     }
 
@@ -253,9 +357,23 @@ impl L2Part {
         }
         let owners = assign(&AddrReq::from_candidates(&self.candidates), &members);
         let now = unix_ms();
+        let syncs = self.syncs();
+        let claims = self.hold.check(std::time::Instant::now(), syncs);
+        let refuted = self.membership.as_ref().is_some_and(|(_, rx)| {
+            let r = rx.borrow().refutations;
+            refuted_since(&mut self.refutations_seen, r)
+        });
         let mut next: BTreeMap<IpAddr, Owned> = BTreeMap::new();
         for c in &self.candidates {
             if owners.get(&c.addr).map(smol_str::SmolStr::as_str) != Some(self.node.as_str()) {
+                continue;
+            }
+            let allowed = match claims {
+                Claims::All => true,
+                Claims::KeepOnly => self.owned.contains_key(&c.addr),
+                Claims::None => false,
+            };
+            if !allowed {
                 continue;
             }
             let Some(iface) = &c.interface else { continue };
@@ -314,8 +432,26 @@ impl L2Part {
             .owned_now
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next.keys().copied().collect();
+        if refuted {
+            self.reannounce_kept(&next);
+        }
         self.owned = next;
         self.publish(&owners, &members);
+    }
+
+    /// After refuting a suspicion or death claim: peers may have moved this node's addresses
+    /// briefly, so it announces those it kept again (gained ones got their burst already).
+    fn reannounce_kept(&self, next: &BTreeMap<IpAddr, Owned>) {
+        for (ip, o) in next.iter().filter(|(ip, _)| self.owned.contains_key(*ip)) {
+            info!(address = %ip, "refuted a claim about this node; announcing again");
+            burst(
+                o.interface.clone(),
+                o.ifindex,
+                o.mac,
+                *ip,
+                self.owned_now.clone(),
+            );
+        }
     }
 
     /// The optional periodic re-announcement of everything this node owns.

@@ -17,9 +17,22 @@ use crate::lb::addr::ip_words;
 
 const PROGRAM: &str = "fe_l2_ingress";
 
+/// The responder's heartbeat map, written by its own thread (see [`crate::l2::heartbeat`]).
+pub struct LiveBeat(aya::maps::Array<MapData, u64>);
+
+impl LiveBeat {
+    /// Records `now_ns` (CLOCK_MONOTONIC, `bpf_ktime_get_ns`'s clock) as the agent's last sign
+    /// of life.
+    pub fn write(&mut self, now_ns: u64) -> Result<(), DatapathError> {
+        self.0
+            .set(0, now_ns, 0)
+            .map_err(map_err(map_names::L2_LIVE))
+    }
+}
+
 pub struct L2Responder {
     addrs: HashMap<MapData, L2Key, L2Value>,
-    live: aya::maps::Array<MapData, u64>,
+    live: Option<LiveBeat>,
     /// What the map holds: (address, ifindex).
     current: BTreeSet<(IpAddr, u32)>,
     interfaces: Vec<(Device, [u8; 6])>,
@@ -61,16 +74,14 @@ impl L2Responder {
                 current.insert((ip, k.ifindex));
             }
         }
-        let mut me = Self {
+        Ok(Self {
             addrs,
-            live,
+            live: Some(LiveBeat(live)),
             current,
             interfaces: Vec::new(),
             ebpf,
             links_dir,
-        };
-        me.heartbeat()?;
-        Ok(me)
+        })
     }
 
     /// Attaches the responder to `names` (adopting pinned links), first in the TCX chain so it
@@ -107,17 +118,10 @@ impl L2Responder {
         Ok(())
     }
 
-    /// Tells the responder this agent is alive (call every 100 ms; see `L2_HEARTBEAT_GRACE_NS`).
-    pub fn heartbeat(&mut self) -> Result<(), DatapathError> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime fills the timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-        let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
-            + u64::try_from(ts.tv_nsec).unwrap_or(0);
-        self.live.set(0, ns, 0).map_err(map_err(map_names::L2_LIVE))
+    /// The heartbeat map, for the heartbeat thread (once). The responder answers nothing
+    /// until it is written.
+    pub fn take_heartbeat(&mut self) -> Option<LiveBeat> {
+        self.live.take()
     }
 
     /// The MAC of an attached interface.

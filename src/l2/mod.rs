@@ -12,3 +12,5 @@ pub mod ownership;
 // Announcing (lead): gratuitous ARP / unsolicited NA, and which addresses this node may announce.
 pub mod announce;
 pub mod eligibility;
+pub mod heartbeat;
+pub mod hold;

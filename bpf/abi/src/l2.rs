@@ -1,9 +1,10 @@
 //! The L2 responder's map: addresses this node announces, per interface.
 
 /// The responder answers only while the agent's heartbeat (CLOCK_MONOTONIC ns in the one-entry
-/// `fe_l2live_v1` array, refreshed every 100 ms) is at most this old: a killed or frozen agent
-/// stops claiming its addresses at once, while the rest of the datapath keeps running.
-pub const L2_HEARTBEAT_GRACE_NS: u64 = 400_000_000;
+/// `fe_l2live_v1` array, refreshed every 50 ms by the agent's heartbeat thread) is at most this
+/// old: a killed or frozen agent stops claiming its addresses within 250 ms, before the other
+/// nodes declare it dead (≈0.5 s), while the rest of the datapath keeps running.
+pub const L2_HEARTBEAT_GRACE_NS: u64 = 250_000_000;
 
 /// Key: an announced address on one interface.
 #[repr(C)]

@@ -29,6 +29,7 @@ pub struct Membership;
 
 enum Command {
     Seeds(Vec<SocketAddr>),
+    Resync,
     Leave(oneshot::Sender<()>),
 }
 
@@ -46,6 +47,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Seeds(s) => f.debug_tuple("Seeds").field(s).finish(),
+            Self::Resync => f.write_str("Resync"),
             Self::Leave(_) => f.write_str("Leave"),
         }
     }
@@ -135,6 +137,14 @@ impl MembershipHandle {
             .map_err(|_| MembershipError::Stopped)
     }
 
+    /// A full-state exchange with every seed and known member now (after a link-up): the
+    /// view's `syncs` grows as they answer.
+    pub fn resync(&self) -> Result<(), MembershipError> {
+        self.commands
+            .send(Command::Resync)
+            .map_err(|_| MembershipError::Stopped)
+    }
+
     /// The bound address (with the port the kernel chose for port 0).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
@@ -211,6 +221,14 @@ async fn run(
             }
             command = commands.recv() => match command {
                 Some(Command::Seeds(seeds)) => swim.set_seeds(seeds),
+                Some(Command::Resync) => {
+                    // The eligibility sent with the link-up goes out with the sync.
+                    if eligibility.has_changed().unwrap_or(false) {
+                        let set = eligibility.borrow_and_update().clone();
+                        swim.set_eligible(Instant::now(), set);
+                    }
+                    swim.resync();
+                }
                 Some(Command::Leave(done)) => {
                     swim.leave(Instant::now());
                     leaving = Some(done);

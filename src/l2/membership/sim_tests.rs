@@ -382,6 +382,9 @@ fn frozen_member_is_declared_dead_then_refutes_when_it_wakes() {
             .iter()
             .any(|(t, o, e)| *t >= cont && *o == 2 && matches!(e, Event::Refuted { .. }))
     );
+    // The agent re-announces when this grows (peers may have moved its addresses).
+    assert!(sim.nodes[2].as_ref().unwrap().view().refutations > 0);
+    assert_eq!(sim.nodes[0].as_ref().unwrap().view().refutations, 0);
     // The frozen node's own stale probe does not make it accuse a healthy peer.
     let accused = sim.log.iter().any(|(t, o, e)| {
         *t >= cont
@@ -444,6 +447,45 @@ fn partition_both_sides_own_everything_then_heal_to_one_owner() {
             && matches!(e, Event::Member { name, to: MemberState::Dead, .. } if name != "n0")
     });
     assert_eq!(flaps.count(), 0);
+}
+
+/// After its link comes back, a node's resync merges the views within a round trip: by the time
+/// its view counts the sync the answering peer sees it alive, and within the agent's settle
+/// time (50 ms) everyone agrees on the owners.
+#[test]
+fn a_resync_after_a_heal_merges_before_the_returning_node_claims() {
+    let mut sim = Sim::new(3, &Timing::default(), 11);
+    sim.run_for(ms(600));
+    sim.cut_between(&[0], &[1, 2]);
+    sim.run_for(ms(2000));
+    assert!(sim.all_see(&[1, 2], 0, |s| s == MemberState::Dead));
+    sim.cut.clear();
+    let view = |sim: &Sim, i: usize| sim.nodes[i].as_ref().unwrap().view();
+    let before = view(&sim, 0).syncs;
+    sim.nodes[0].as_mut().unwrap().resync();
+    sim.flush(0);
+    let start = sim.now;
+    while view(&sim, 0).syncs == before {
+        assert!(
+            sim.now.saturating_sub(start) < ms(20),
+            "no sync within a round trip"
+        );
+        sim.run_for(Duration::from_micros(100));
+    }
+    assert!(
+        [1, 2]
+            .iter()
+            .any(|&i| sim.all_see(&[i], 0, |s| s == MemberState::Alive))
+    );
+    let reqs = [AddrReq::new(
+        "192.168.1.240".parse().unwrap(),
+        ServiceName::default(),
+    )];
+    let owners = |sim: &Sim, i: usize| assign(&reqs, &view(sim, i).members);
+    sim.run_for(ms(5));
+    assert!(sim.all_see(&[1, 2], 0, |s| s == MemberState::Alive));
+    assert_eq!(owners(&sim, 0), owners(&sim, 1));
+    assert_eq!(owners(&sim, 1), owners(&sim, 2));
 }
 
 #[test]

@@ -130,6 +130,10 @@ pub struct Swim {
     events: Vec<Event>,
     changed: bool,
     clock: (Instant, u64),
+    /// Full-state messages received from peers (see [`MembershipView::syncs`]).
+    syncs: u64,
+    /// Times this node refuted a suspicion or death claim (see [`MembershipView::refutations`]).
+    refutations: u64,
 }
 
 impl Swim {
@@ -165,6 +169,8 @@ impl Swim {
             events: Vec::new(),
             changed: true,
             clock: (now, unix_ms),
+            syncs: 0,
+            refutations: 0,
         };
         let own = swim.own_record();
         swim.gossip.push(own, now);
@@ -194,6 +200,25 @@ impl Swim {
 
     pub fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
         self.seeds = seeds;
+    }
+
+    /// A full-state exchange with every seed and every known member, now (not at the next
+    /// rejoin interval): after this node's link comes back up, views merge within a round trip
+    /// and [`MembershipView::syncs`] grows as the answers arrive.
+    pub fn resync(&mut self) {
+        if self.left {
+            return;
+        }
+        let mut targets: Vec<SocketAddr> = Vec::new();
+        let known = self.table.iter().map(|(_, m)| m.addr);
+        for addr in self.seeds.iter().copied().chain(known) {
+            if addr != self.me.addr && !targets.contains(&addr) {
+                targets.push(addr);
+            }
+        }
+        for to in targets {
+            self.push_sync(to, true);
+        }
     }
 
     /// New local eligibility: a new incarnation carrying it goes to every live member at once.
@@ -286,6 +311,8 @@ impl Swim {
         MembershipView {
             local: self.me.name.clone(),
             members,
+            syncs: self.syncs,
+            refutations: self.refutations,
         }
     }
 
@@ -372,6 +399,24 @@ impl Swim {
         for record in &packet.records {
             self.merge(now, src, record, from_sync);
         }
+        // The first part of a peer's full state starts with its own record. When it shows this
+        // node live too, both sides now share one view (a request is answered with ours right
+        // below). When it still holds this node dead (it learns the refutation only now), ask
+        // for its state again and count that answer instead.
+        let full = from_sync
+            && packet
+                .records
+                .first()
+                .is_some_and(|r| r.name == packet.from);
+        let buried = packet
+            .records
+            .iter()
+            .any(|r| r.name == self.me.name && !r.state.is_live());
+        let ask_again = full && buried;
+        if full && !buried {
+            self.syncs += 1;
+            self.changed = true;
+        }
         match packet.msg {
             Msg::Ping { seq, target } => {
                 // A ping for another name: an old member's address, now someone else's.
@@ -409,8 +454,8 @@ impl Swim {
                 self.push(now, target_addr, ping, Vec::new());
             }
             Msg::Sync { reply } => {
-                if reply {
-                    self.push_sync(src, false);
+                if reply || ask_again {
+                    self.push_sync(src, ask_again);
                 }
             }
             Msg::Gossip => {}
@@ -503,6 +548,7 @@ impl Swim {
         }
         self.me.incarnation = record.incarnation + 1;
         self.changed = true;
+        self.refutations += 1;
         self.events.push(Event::Refuted {
             claim: record.state,
             accused_by: record.from.clone(),

@@ -91,6 +91,13 @@ pub struct MembershipView {
     /// This node's member name.
     pub local: NodeName,
     pub members: Vec<MemberView>,
+    /// Full-state exchanges completed with peers since start (a peer's whole table received,
+    /// ours sent to it). The agent holds new claims after a link-up or start until this grows:
+    /// then its rendezvous view is the one the others use.
+    pub syncs: u64,
+    /// Suspicion or death claims about this node it refuted since start. Peers may have moved
+    /// its addresses meanwhile: the agent announces what it owns again when this grows.
+    pub refutations: u64,
 }
 
 impl MembershipView {

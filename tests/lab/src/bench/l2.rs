@@ -48,6 +48,9 @@ pub struct FailoverRow {
     pub old_last_reply_ms: Option<Distribution>,
     /// Longest time without a successful request (ms).
     pub outage_ms: Option<Distribution>,
+    /// Longest time without a successful request while the fault heals and after (ms): the
+    /// returning node holds its claims until membership synced, the interim owner serves.
+    pub heal_outage_ms: Option<Distribution>,
     pub failed_requests: usize,
     /// Polls answered by two MACs before healing / while healing, summed over the trials.
     pub double_answers: usize,
@@ -104,6 +107,7 @@ fn row(label: &str, trials: &[&Trial]) -> FailoverRow {
         announce_ms: samples(trials, |t| t.announce_ms),
         old_last_reply_ms: samples(trials, |t| t.old_last_reply_ms),
         outage_ms: samples(trials, |t| t.outage_ms),
+        heal_outage_ms: samples(trials, |t| t.heal_outage_ms),
         failed_requests: trials.iter().map(|t| t.failed_requests).sum(),
         double_answers: trials.iter().map(|t| t.double_answers).sum(),
         heal_double_answers: trials.iter().map(|t| t.heal_double_answers).sum(),
@@ -307,19 +311,20 @@ pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
     );
     let _ = writeln!(
         out,
-        "| fault | trials | failover: first ARP reply from the new owner | first announcement (gratuitous ARP) | old owner's last reply | longest request gap | double-answered polls (fault / healing) |"
+        "| fault | trials | failover: first ARP reply from the new owner | first announcement (gratuitous ARP) | old owner's last reply | longest request gap | longest request gap while healing | double-answered polls (fault / healing) |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &l2.failover {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             r.fault,
             r.trials,
             dist(r.reply_ms.as_ref()),
             dist(r.announce_ms.as_ref()),
             dist(r.old_last_reply_ms.as_ref()),
             dist(r.outage_ms.as_ref()),
+            dist(r.heal_outage_ms.as_ref()),
             r.double_answers,
             r.heal_double_answers,
         );
@@ -456,6 +461,10 @@ mod tests {
         let mut md = String::new();
         markdown(&Cell::Value(bench), &mut md);
         assert!(md.contains("| all | 3 | 450 / 500 / 500 |"), "{md}");
+        assert!(
+            md.contains("| 20 / 20 / 20 | 20 / 20 / 20 | 0 / 2 |"),
+            "{md}"
+        );
         assert!(md.contains("median 0.45 s, p95 0.50 s, max 0.50 s"), "{md}");
         assert!(md.contains("| Cilium L2 announcements | 10–20 s |"), "{md}");
         assert!(

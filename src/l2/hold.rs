@@ -1,0 +1,180 @@
+//! When this node may claim addresses: the claim hold after a start, a link-up or a freeze.
+//!
+//! A node coming back (agent start, announcing link up again, resumed after SIGSTOP) sees its
+//! peers as dead or stale: claiming at once by its own view would answer next to the interim
+//! owner until the views merge (120–580 ms measured before this hold). So after such an event
+//! it claims nothing new until either
+//! - membership completed a full-state exchange with a peer *after* the event (the view's
+//!   `syncs` grew: the peer has our record and we have its table, so both apply rendezvous
+//!   hashing to the same view and the interim owner releases as we claim), plus a short
+//!   `settle` for the peer's agent to apply its release, or
+//! - the hold-down (`--l2-claim-hold-ms`, default 1 s) passed with no peer answering (a node
+//!   alone, or every other node down): then its own view is all there is.
+//!
+//! Addresses still held are kept (a link flap on an interface this node does not announce on
+//! must not cost the others anything), except after a freeze, where the responder went silent
+//! and the others may already have taken them: those are dropped until the sync too.
+
+use std::time::{Duration, Instant};
+
+/// Default `--l2-claim-hold-ms`.
+pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(1);
+/// After the sync, how long the interim owner's agent gets to apply its release.
+pub const SETTLE: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    since: Instant,
+    /// `syncs` of the view when the hold started.
+    syncs_at: u64,
+    /// When a newer sync was first seen.
+    synced: Option<Instant>,
+    /// Claims held before the event are dropped too (after a freeze).
+    drop_existing: bool,
+}
+
+/// What [`ClaimHold::check`] allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claims {
+    /// Claim whatever the view assigns to this node.
+    All,
+    /// Keep what is claimed now, claim nothing new.
+    KeepOnly,
+    /// Claim nothing at all.
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClaimHold {
+    hold_down: Duration,
+    settle: Duration,
+    held: Option<Held>,
+}
+
+impl ClaimHold {
+    #[must_use]
+    pub fn new(hold_down: Duration, settle: Duration) -> Self {
+        Self {
+            hold_down,
+            settle,
+            held: None,
+        }
+    }
+
+    /// A start, a link-up or a freeze at `now`, with the view's current `syncs`. Holding again
+    /// while held restarts the hold (a second flap needs its own sync).
+    pub fn hold(&mut self, now: Instant, syncs: u64, drop_existing: bool) {
+        let drop_existing = drop_existing || self.held.as_ref().is_some_and(|h| h.drop_existing);
+        self.held = Some(Held {
+            since: now,
+            syncs_at: syncs,
+            synced: None,
+            drop_existing,
+        });
+    }
+
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// What may be claimed at `now`, given the view's `syncs`; ends the hold when it is over.
+    pub fn check(&mut self, now: Instant, syncs: u64) -> Claims {
+        let Some(h) = self.held.as_mut() else {
+            return Claims::All;
+        };
+        if h.synced.is_none() && syncs > h.syncs_at {
+            h.synced = Some(now);
+        }
+        let settled = h
+            .synced
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.settle);
+        let expired = now.saturating_duration_since(h.since) >= self.hold_down;
+        if settled || expired {
+            self.held = None;
+            return Claims::All;
+        }
+        if h.drop_existing {
+            Claims::None
+        } else {
+            Claims::KeepOnly
+        }
+    }
+}
+
+/// Whether this node refuted a claim about itself since `seen` (the view's `refutations`):
+/// peers may have moved its addresses meanwhile, so it announces what it owns again.
+#[must_use]
+pub fn refuted_since(seen: &mut u64, refutations: u64) -> bool {
+    let grew = refutations > *seen;
+    *seen = refutations;
+    grew
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn without_a_hold_everything_is_claimed() {
+        let mut h = ClaimHold::new(ms(1000), ms(50));
+        assert_eq!(h.check(Instant::now(), 0), Claims::All);
+    }
+
+    #[test]
+    fn a_sync_after_the_event_ends_the_hold_after_the_settle() {
+        let t0 = Instant::now();
+        let mut h = ClaimHold::new(ms(1000), ms(50));
+        h.hold(t0, 7, false);
+        // Syncs from before the event do not count.
+        assert_eq!(h.check(t0 + ms(10), 7), Claims::KeepOnly);
+        assert_eq!(h.check(t0 + ms(30), 8), Claims::KeepOnly);
+        assert_eq!(h.check(t0 + ms(60), 8), Claims::KeepOnly);
+        assert_eq!(h.check(t0 + ms(80), 8), Claims::All);
+        assert!(!h.is_held());
+    }
+
+    #[test]
+    fn with_no_peer_answering_the_hold_down_ends_it() {
+        let t0 = Instant::now();
+        let mut h = ClaimHold::new(ms(1000), ms(50));
+        h.hold(t0, 0, false);
+        assert_eq!(h.check(t0 + ms(999), 0), Claims::KeepOnly);
+        assert_eq!(h.check(t0 + ms(1000), 0), Claims::All);
+    }
+
+    #[test]
+    fn after_a_freeze_existing_claims_are_dropped_until_the_sync() {
+        let t0 = Instant::now();
+        let mut h = ClaimHold::new(ms(1000), ms(0));
+        h.hold(t0, 3, true);
+        assert_eq!(h.check(t0 + ms(5), 3), Claims::None);
+        // A link flap during that hold keeps dropping.
+        h.hold(t0 + ms(10), 3, false);
+        assert_eq!(h.check(t0 + ms(20), 3), Claims::None);
+        assert_eq!(h.check(t0 + ms(30), 4), Claims::All);
+    }
+
+    #[test]
+    fn a_new_event_restarts_the_hold() {
+        let t0 = Instant::now();
+        let mut h = ClaimHold::new(ms(1000), ms(0));
+        h.hold(t0, 0, false);
+        h.hold(t0 + ms(900), 0, false);
+        assert_eq!(h.check(t0 + ms(1500), 0), Claims::KeepOnly);
+        assert_eq!(h.check(t0 + ms(1900), 0), Claims::All);
+    }
+
+    #[test]
+    fn refutations_trigger_one_reannouncement_each_time_they_grow() {
+        let mut seen = 0;
+        assert!(!refuted_since(&mut seen, 0));
+        assert!(refuted_since(&mut seen, 1));
+        assert!(!refuted_since(&mut seen, 1));
+        assert!(refuted_since(&mut seen, 3));
+    }
+}
