@@ -1,11 +1,12 @@
 //! The north-south section as markdown, with the note on whether XDP changed anything.
 
+use std::fmt::Write as _;
+
 use super::super::results::{Cell, Rate, cell, thousands, thousands_f, times};
 use super::{NorthSouth, NsVersus};
 
 /// Renders the section as markdown.
 pub fn markdown(ns: &Cell<NorthSouth>, out: &mut String) {
-    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "\n## North-south: client outside the cluster → backend pod\n"
@@ -59,37 +60,19 @@ pub fn markdown(ns: &Cell<NorthSouth>, out: &mut String) {
             cell(&row.p99_us, |v| format!("{v:.0}")),
         );
     }
-    let _ = writeln!(
+    versus_table(
         out,
-        "\nferrite over iptables ({} kube-proxy rules on the iptables node):\n",
-        ns.iptables_rules
+        &format!(
+            "ferrite over iptables ({} kube-proxy rules on the iptables node)",
+            ns.iptables_rules
+        ),
+        &ns.ferrite_vs_iptables,
     );
-    let _ = writeln!(out, "| frontend | Gbit/s | requests/s |");
-    let _ = writeln!(out, "|---|---:|---:|");
-    for v in &ns.ferrite_vs_iptables {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            v.frontend,
-            times(v.gbps),
-            times(v.rps)
-        );
-    }
-    let _ = writeln!(
+    versus_table(
         out,
-        "\nferrite with the ingress translation in native XDP (node4) over ferrite with TC (node1):\n"
+        "ferrite with the ingress translation in native XDP (node4) over ferrite with TC (node1)",
+        &ns.xdp_vs_tc,
     );
-    let _ = writeln!(out, "| frontend | Gbit/s | requests/s |");
-    let _ = writeln!(out, "|---|---:|---:|");
-    for v in &ns.xdp_vs_tc {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            v.frontend,
-            times(v.gbps),
-            times(v.rps)
-        );
-    }
     let _ = writeln!(out, "\n{}", xdp_note(&ns.xdp_vs_tc));
 }
 
@@ -98,6 +81,22 @@ const NOISE: f64 = 0.05;
 
 /// Whether XDP changed the numbers, in one sentence.
 #[must_use]
+/// A titled table of throughput and request-rate ratios, one row per frontend.
+fn versus_table(out: &mut String, title: &str, rows: &[NsVersus]) {
+    let _ = writeln!(out, "\n{title}:\n");
+    let _ = writeln!(out, "| frontend | Gbit/s | requests/s |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    for v in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            v.frontend,
+            times(v.gbps),
+            times(v.rps)
+        );
+    }
+}
+
 pub fn xdp_note(xdp_vs_tc: &[NsVersus]) -> String {
     let ratios: Vec<(String, f64)> = xdp_vs_tc
         .iter()
