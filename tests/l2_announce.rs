@@ -8,285 +8,42 @@
 //! runs the ≥ 20-trial distribution. Trials are printed and written to
 //! `$CARGO_TARGET_TMPDIR/l2_announce_failover.json`.
 //!
+//! The lab, the `web` service and what clients hear are in `l2_common/mod.rs`.
+//!
 //! Run as root: `cargo test --test l2_announce -- --nocapture`.
 
 mod common;
+mod l2_common;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FERRITE, lab_bin, require_root};
 use ferrite_lab::l2lab::{
     Fault, L2Lab, LB_V4, LB_V6, POLICY_INTERFACES, Trial, TrialTiming, UNOWNED_V4, UNOWNED_V6,
     address_entry,
 };
-use ferrite_lab::l2raw::{
-    AnswerKind, ETH_P_ALL, L2Aim, PacketSocket, Watch, send_catalog, solicit,
-};
+use ferrite_lab::l2raw::{AnswerKind, L2Aim, Watch, send_catalog};
 use ferrite_lab::manifest::l2_policy_yaml;
 use ferrite_lab::nslab::LAN_IFNAME;
 use ferrite_lab::probe::Proto;
-use ferrite_lab::raw::Mac;
-use ferrite_lab::{AgentConfig, Ns, NsService, SvcEndpoint, wait_until};
+use ferrite_lab::{Ns, NsService, SvcEndpoint, wait_until};
+use l2_common::{
+    GENEROUS, POLICY_FILE, WEB_FILE, arping, assert_nobody_answers, assert_only_owner_answers,
+    assert_served_by_all_nodes, assert_views, build, cluster_ip, mac_string, macs, owner, start,
+    web,
+};
+use serde_json::Value;
 
-/// What the tests assert on failover: far above the design target (about 1 s), so slow CI
-/// does not flake.
-const GENEROUS: Duration = Duration::from_secs(5);
 /// Longest time without a successful request while a fault heals: a node coming back holds
 /// its claims until membership synced (a round trip, or the 1 s hold-down), while the interim
 /// owner keeps serving; nothing may stop for longer.
 const HEAL_GAP_MS: f64 = 1000.0;
-const WEB_FILE: &str = "web.yaml";
-const POLICY_FILE: &str = "l2-policy.yaml";
 /// The externalTrafficPolicy Local service's address.
 const LOCAL_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 210);
-
-fn cluster_ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 96, 0, last)
-}
-
-fn build(prefix: &str) -> L2Lab {
-    require_root();
-    for tool in ["arping", "ndisc6"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "{tool} not found: run `make setup` (apt-get install arping ndisc6)"
-        );
-    }
-    let mut base = AgentConfig::new(Path::new(FERRITE));
-    "info".clone_into(&mut base.log_level);
-    L2Lab::build(prefix, 3, 1, base, &lab_bin())
-        .unwrap_or_else(|e| panic!("building the L2 lab: {e}"))
-}
-
-/// Every pod of every node as an endpoint.
-fn all_endpoints(lab: &L2Lab) -> Vec<SvcEndpoint> {
-    lab.lab()
-        .nodes()
-        .iter()
-        .flat_map(|n| (0..n.pods.pods().len()).map(move |i| SvcEndpoint::new(n.pod_v4(i), &n.name)))
-        .collect()
-}
-
-/// The `web` service: LB IPs 192.168.50.200 and fd00:50::200, externalTrafficPolicy Cluster,
-/// every pod.
-fn web(lab: &L2Lab) -> NsService {
-    let mut web = NsService::load_balancer("web", cluster_ip(10), IpAddr::V4(LB_V4), 30080);
-    web.lb_ips.push(IpAddr::V6(LB_V6));
-    web.endpoints = all_endpoints(lab);
-    web
-}
-
-/// The `web` service and the L2 policy, then the agents.
-fn start(prefix: &str) -> L2Lab {
-    let mut lab = build(prefix);
-    lab.lab()
-        .write_manifest(WEB_FILE, &web(&lab).to_yaml())
-        .unwrap();
-    lab.lab()
-        .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
-        .unwrap();
-    if let Err(e) = lab.start_agents() {
-        panic!("starting ferrite agents: {e}");
-    }
-    lab
-}
-
-fn owner(lab: &L2Lab, addr: IpAddr) -> usize {
-    lab.wait_owner(addr, Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}{}", lab.lab().agent_logs(30)))
-}
-
-/// `arping -d` from client `client`: the MACs of the replies, and whether arping saw replies
-/// from two different MACs.
-fn arping(lab: &L2Lab, client: usize, target: Ipv4Addr, count: u32) -> (Vec<String>, String) {
-    let mut cmd = lab.lab().client(client).ns().command("arping").unwrap();
-    cmd.args([
-        "-d",
-        "-c",
-        &count.to_string(),
-        "-W",
-        "0.2",
-        "-i",
-        LAN_IFNAME,
-    ])
-    .arg(target.to_string());
-    let out = cmd.output().expect("running arping");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let macs = text
-        .lines()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once(" bytes from ")?;
-            Some(rest.split_whitespace().next()?.to_ascii_lowercase())
-        })
-        .collect();
-    (macs, text)
-}
-
-/// `ndisc6 -m` from client `client`: every link-layer address that answered.
-fn ndisc6(lab: &L2Lab, client: usize, target: IpAddr) -> (Vec<String>, String) {
-    let mut cmd = lab.lab().client(client).ns().command("ndisc6").unwrap();
-    cmd.args(["-m", "-n", "-r", "2", "-w", "400"])
-        .arg(target.to_string())
-        .arg(LAN_IFNAME);
-    let out = cmd.output().expect("running ndisc6");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let macs = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("Target link-layer address: "))
-        .map(|m| m.trim().to_ascii_lowercase())
-        .collect();
-    (macs, text)
-}
-
-/// Replies to `rounds` requests from client `client`, each collected for 300 ms: the MACs of
-/// each request's replies.
-fn solicit_rounds(lab: &L2Lab, client: usize, target: IpAddr, rounds: usize) -> Vec<Vec<Mac>> {
-    let c = lab.lab().client(client);
-    let sock = PacketSocket::open_in(c.ns(), LAN_IFNAME, ETH_P_ALL).unwrap();
-    let src = if target.is_ipv4() {
-        IpAddr::V4(c.v4())
-    } else {
-        IpAddr::V6(c.v6())
-    };
-    (0..rounds)
-        .map(|_| {
-            let answers = solicit(&sock, src, target, Duration::from_millis(300)).unwrap();
-            for a in &answers {
-                assert!(a.well_formed, "ill-formed answer for {target}: {a:?}");
-                if target.is_ipv6() {
-                    assert!(
-                        a.override_flag,
-                        "a solicited NA for an announced address must override: {a:?}"
-                    );
-                }
-            }
-            answers.iter().map(|a| a.mac).collect()
-        })
-        .collect()
-}
-
-fn mac_string(lab: &L2Lab, node: usize) -> String {
-    lab.mac(node).unwrap().to_string()
-}
-
-/// Exactly one answer per request, from `owner`'s eth0 MAC: through arping/ndisc6 and through
-/// raw requests that collect every reply.
-fn assert_only_owner_answers(lab: &L2Lab, addr: IpAddr, owner: usize) {
-    let want = mac_string(lab, owner);
-    let who = &lab.lab().node(owner).name;
-    match addr {
-        IpAddr::V4(v4) => {
-            let (macs, text) = arping(lab, 0, v4, 3);
-            assert_eq!(
-                macs,
-                vec![want.clone(); 3],
-                "arping {v4}: want 3 replies from {who} ({want})\n{text}"
-            );
-            assert!(
-                text.contains("(0 extra)"),
-                "arping saw extra replies:\n{text}"
-            );
-        }
-        IpAddr::V6(_) => {
-            let (macs, text) = ndisc6(lab, 0, addr);
-            assert_eq!(
-                macs,
-                vec![want.clone()],
-                "ndisc6 {addr}: want one answer from {who} ({want})\n{text}"
-            );
-        }
-    }
-    for (i, macs) in solicit_rounds(lab, 1, addr, 5).iter().enumerate() {
-        assert_eq!(
-            macs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            vec![want.clone()],
-            "request {i} for {addr}: want exactly one reply, from {who}{}",
-            lab.lab().agent_logs(20)
-        );
-    }
-}
-
-/// Node names and MACs, for messages.
-fn macs(lab: &L2Lab) -> String {
-    (0..lab.lab().nodes().len())
-        .map(|i| format!("{}={}", lab.lab().node(i).name, mac_string(lab, i)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn assert_nobody_answers(lab: &L2Lab, addr: IpAddr) {
-    let macs = macs(lab);
-    match addr {
-        IpAddr::V4(v4) => {
-            let (got, text) = arping(lab, 0, v4, 2);
-            assert!(
-                got.is_empty(),
-                "arping {v4} (announced by nobody) got replies ({macs}):\n{text}"
-            );
-        }
-        IpAddr::V6(_) => {
-            let (got, text) = ndisc6(lab, 0, addr);
-            assert!(
-                got.is_empty(),
-                "ndisc6 {addr} (announced by nobody) got answers ({macs}):\n{text}"
-            );
-        }
-    }
-    for got in solicit_rounds(lab, 1, addr, 3) {
-        assert!(
-            got.is_empty(),
-            "{addr} is announced by nobody, yet {got:?} answered ({macs})"
-        );
-    }
-}
-
-/// The owner's entry says which interface; the others name the same owner and no interface.
-fn assert_views(lab: &L2Lab, addr: IpAddr, owner: usize) {
-    let owner_name = lab.lab().node(owner).name.clone();
-    for i in 0..lab.lab().nodes().len() {
-        let v = lab.view(i).unwrap();
-        let e = address_entry(&v, addr).unwrap_or_else(|| panic!("{addr} missing from {v}"));
-        assert_eq!(e["owner"].as_str(), Some(owner_name.as_str()), "{v}");
-        assert_eq!(e["service"].as_str(), Some("test/web"), "{v}");
-        if i == owner {
-            assert_eq!(e["interface"].as_str(), Some(LAN_IFNAME), "{v}");
-            assert!(e["since_unix_ms"].as_u64().is_some(), "{v}");
-        } else {
-            assert!(e["interface"].is_null(), "{v}");
-        }
-        assert_eq!(e["eligible"].as_bool(), Some(true), "{v}");
-        let members: BTreeSet<&str> = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|m| m.as_str())
-            .collect();
-        assert_eq!(members, BTreeSet::from(["node1", "node2", "node3"]), "{v}");
-    }
-}
-
-/// Requests through `addr:80` answered by backends on every node (externalTrafficPolicy
-/// Cluster), the client resolving the address on-link.
-fn assert_served_by_all_nodes(lab: &L2Lab, addr: IpAddr) {
-    let target = SocketAddr::new(addr, 80);
-    let r = lab.lab().attempts(0, target, Proto::Tcp, 30, 1000).unwrap();
-    assert_eq!(r.ok, 30, "{r:?}{}", lab.lab().agent_logs(20));
-    for node in lab.lab().nodes() {
-        assert!(
-            !r.names_starting_with(&format!("{}-", node.name)).is_empty(),
-            "no backend on {} answered through {target}: {r:?}",
-            node.name
-        );
-    }
-}
+/// Tools the clients use.
+const TOOLS: &[&str] = &["arping", "ndisc6"];
 
 #[test]
 fn the_elected_owner_alone_answers_arp_and_ndp_with_its_mac() {
@@ -465,7 +222,7 @@ fn requests_survive_kill_stop_and_link_down_of_the_owner() {
 /// a node that does not own the address restarts its agent.
 #[test]
 fn starting_agents_leave_clients_with_the_owner() {
-    let mut lab = build("l2s");
+    let mut lab = build("l2s", TOOLS);
     lab.lab()
         .write_manifest(WEB_FILE, &web(&lab).to_yaml())
         .unwrap();
@@ -705,4 +462,90 @@ fn malformed_arp_and_ndp_frames_are_never_answered() {
         .filter(|l| !l.contains("wrongly answered [], ill-formed answers {}"))
         .collect();
     assert!(bad.is_empty(), "{}", report.join("\n"));
+}
+
+/// The claim hold of node `i`'s view, when its `ferrite l2 -o json` shows one.
+fn claim_hold(lab: &L2Lab, i: usize) -> (Value, Option<Value>) {
+    let v = lab.view(i).unwrap_or_default();
+    let hold = v.get("claim_hold").cloned();
+    (v, hold)
+}
+
+/// An agent started while its peers are down cannot know whether one of them owns an address
+/// meanwhile: it claims nothing, and `ferrite l2` says so (why, since when, until what) and
+/// marks the addresses it would own as held. Once the peers start and membership synced, the
+/// hold is gone and the owner announces.
+#[test]
+fn the_view_shows_the_claim_hold_until_membership_synced() {
+    let mut lab = build("l2h", TOOLS);
+    lab.lab()
+        .write_manifest(WEB_FILE, &web(&lab).to_yaml())
+        .unwrap();
+    lab.lab()
+        .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
+        .unwrap();
+    // A hold-down far beyond the test: only a sync with a peer can end this hold.
+    let mut config = lab.agent_config(0);
+    config
+        .extra_args
+        .extend(["--l2-claim-hold-ms".to_string(), "600000".to_string()]);
+    lab.lab_mut()
+        .start_agent(0, &config)
+        .unwrap_or_else(|e| panic!("starting node1's agent: {e}"));
+    let mut last = Value::Null;
+    // Polled until the first snapshot is in the view (the hold starts with the agent).
+    let shown = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let (v, hold) = claim_hold(&lab, 0);
+        last = v;
+        hold.is_some() && address_entry(&last, IpAddr::V4(LB_V4)).is_some()
+    });
+    assert!(
+        shown.is_ok(),
+        "node1 alone shows no claim hold: {last}{}",
+        lab.lab().agent_logs(20)
+    );
+    let hold = &last["claim_hold"];
+    assert_eq!(hold["reason"].as_str(), Some("start"), "{last}");
+    let since = hold["since_unix_ms"].as_u64().unwrap();
+    let deadline = hold["deadline_unix_ms"].as_u64().unwrap();
+    assert_eq!(deadline - since, 600_000, "{last}");
+    assert!(hold.get("synced_unix_ms").is_none(), "no peer yet: {last}");
+    assert_eq!(hold["drop_existing"].as_bool(), Some(false), "{last}");
+    for addr in [IpAddr::V4(LB_V4), IpAddr::V6(LB_V6)] {
+        let e = address_entry(&last, addr).unwrap();
+        assert_eq!(e["owner"].as_str(), Some("node1"), "{last}");
+        assert_eq!(e["claim_held"].as_bool(), Some(true), "{last}");
+        assert!(e["interface"].is_null(), "held, so not announced: {last}");
+    }
+    let table = lab.view_table(0).unwrap();
+    assert!(
+        table.contains("new claims held (start, ")
+            && table.contains("until a membership sync with a peer")
+            && table.contains("owner, claim held"),
+        "{table}"
+    );
+    assert_nobody_answers(&lab, IpAddr::V4(LB_V4));
+
+    for i in 1..3 {
+        let config = lab.agent_config(i);
+        lab.lab_mut()
+            .start_agent(i, &config)
+            .unwrap_or_else(|e| panic!("starting node{}'s agent: {e}", i + 1));
+    }
+    let gone = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+        let (v, hold) = claim_hold(&lab, 0);
+        let marked = v["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e.get("claim_held").is_some()));
+        last = v;
+        hold.is_none() && !marked && last["members"].as_array().is_some_and(|m| m.len() == 3)
+    });
+    assert!(
+        gone.is_ok(),
+        "node1's hold did not end after its peers started: {last}{}",
+        lab.lab().agent_logs(30)
+    );
+    let o = owner(&lab, IpAddr::V4(LB_V4));
+    assert_views(&lab, IpAddr::V4(LB_V4), o);
+    assert_only_owner_answers(&lab, IpAddr::V4(LB_V4), o);
 }

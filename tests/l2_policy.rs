@@ -7,73 +7,22 @@
 //! Run as root: `cargo test --test l2_policy -- --nocapture`.
 
 mod common;
+mod l2_common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FERRITE, lab_bin, require_root};
 use ferrite_lab::l2lab::{Fault, L2Lab, LB_V4, LB_V6, POLICY_INTERFACES, address_entry};
 use ferrite_lab::l2raw::{AnswerKind, ETH_P_ALL, PacketSocket, Watch, solicit};
 use ferrite_lab::manifest::{l2_policy_yaml, node_yaml};
 use ferrite_lab::nslab::LAN_IFNAME;
 use ferrite_lab::raw::Mac;
-use ferrite_lab::{AgentConfig, NsService, SvcEndpoint, wait_until};
+use ferrite_lab::wait_until;
+use l2_common::{GENEROUS, build, ndisc6, web};
 
-/// The failover bound `l2_announce.rs` asserts for IPv4 (design target about 1 s).
-const GENEROUS: Duration = Duration::from_secs(5);
-
-fn build(prefix: &str) -> L2Lab {
-    require_root();
-    let found = Command::new("sh")
-        .args(["-c", "command -v ndisc6"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "ndisc6 not found: run `make setup` (apt-get install ndisc6)"
-    );
-    let mut base = AgentConfig::new(Path::new(FERRITE));
-    "info".clone_into(&mut base.log_level);
-    L2Lab::build(prefix, 3, 1, base, &lab_bin())
-        .unwrap_or_else(|e| panic!("building the L2 lab: {e}"))
-}
-
-/// `web`: LB IPs 192.168.50.200 and fd00:50::200, every pod.
-fn web(lab: &L2Lab) -> NsService {
-    let mut web = NsService::load_balancer(
-        "web",
-        "10.96.0.10".parse().unwrap(),
-        IpAddr::V4(LB_V4),
-        30080,
-    );
-    web.lb_ips.push(IpAddr::V6(LB_V6));
-    web.endpoints = lab
-        .lab()
-        .nodes()
-        .iter()
-        .flat_map(|n| (0..n.pods.pods().len()).map(move |i| SvcEndpoint::new(n.pod_v4(i), &n.name)))
-        .collect();
-    web
-}
-
-/// `ndisc6 -m` from client1: the link-layer addresses that answered.
-fn ndisc6(lab: &L2Lab, target: IpAddr) -> (Vec<String>, String) {
-    let mut cmd = lab.lab().client(0).ns().command("ndisc6").unwrap();
-    cmd.args(["-m", "-n", "-r", "2", "-w", "400"])
-        .arg(target.to_string())
-        .arg(LAN_IFNAME);
-    let out = cmd.output().expect("running ndisc6");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let macs = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("Target link-layer address: "))
-        .map(|m| m.trim().to_ascii_lowercase())
-        .collect();
-    (macs, text)
-}
+/// `ndisc6` is all these tests need besides the lab.
+const TOOLS: &[&str] = &["ndisc6"];
 
 /// `ndisc6` hears only `owner`'s MAC, and each of a few raw solicitations (every reply
 /// addressed to the client collected for 300 ms) draws exactly one solicited, well-formed NA
@@ -81,7 +30,7 @@ fn ndisc6(lab: &L2Lab, target: IpAddr) -> (Vec<String>, String) {
 /// such as the owner's announcement burst, so it cannot count answers by itself.)
 fn assert_ndisc6_owner(lab: &L2Lab, owner: usize) {
     let want = lab.mac(owner).unwrap();
-    let (macs, text) = ndisc6(lab, IpAddr::V6(LB_V6));
+    let (macs, text) = ndisc6(lab, 0, IpAddr::V6(LB_V6));
     let distinct: BTreeSet<String> = macs.into_iter().collect();
     assert_eq!(
         distinct,
@@ -110,7 +59,7 @@ fn assert_ndisc6_owner(lab: &L2Lab, owner: usize) {
 
 #[test]
 fn node_selector_limits_the_announcers_and_the_view_says_why() {
-    let mut lab = build("l2n");
+    let mut lab = build("l2n", TOOLS);
     lab.lab()
         .write_manifest("web.yaml", &web(&lab).to_yaml())
         .unwrap();
@@ -180,7 +129,7 @@ fn node_selector_limits_the_announcers_and_the_view_says_why() {
 
 #[test]
 fn ipv6_owner_alone_answers_and_fails_over_on_kill() {
-    let mut lab = build("l26");
+    let mut lab = build("l26", TOOLS);
     lab.lab()
         .write_manifest("web.yaml", &web(&lab).to_yaml())
         .unwrap();

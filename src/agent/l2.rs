@@ -9,17 +9,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::api::{L2AddressView, L2View};
+use crate::api::L2View;
 use crate::datapath::{DatapathConfig, L2Responder};
 use crate::l2::announce::{Multicast, announce};
 use crate::l2::eligibility::{Candidate, LocalInterface, candidates};
 use crate::l2::heartbeat::{self, Progress};
-use crate::l2::hold::{ClaimHold, Claims, SETTLE, refuted_since};
+use crate::l2::hold::{ClaimHold, Claims, HoldReason, SETTLE, refuted_since};
 use crate::l2::membership::{
     MemberState, MemberView, Membership, MembershipConfig, MembershipHandle, MembershipView,
     seeds_from_nodes,
 };
 use crate::l2::ownership::{AddrReq, assign};
+use crate::l2::view::{self, Claimed, Clock, ViewInput};
 use crate::model::{ServiceName, Snapshot};
 
 /// Delays of the announcement burst after gaining an address (the first goes out at once).
@@ -86,6 +87,8 @@ pub struct L2Part {
     freezes_seen: u64,
     /// No new claims after a start, link-up or freeze until membership synced.
     hold: ClaimHold,
+    /// Whether [`L2Part::update`] ran once (the interfaces coming up then are the start).
+    updated: bool,
     /// The view's `refutations` last seen.
     refutations_seen: u64,
 }
@@ -168,7 +171,7 @@ impl L2Part {
         };
         let mut hold = ClaimHold::new(cfg.claim_hold, SETTLE);
         if membership.is_some() {
-            hold.hold(std::time::Instant::now(), 0, false);
+            hold.hold(std::time::Instant::now(), 0, false, HoldReason::Start);
         }
         Ok(Self {
             responder,
@@ -177,6 +180,7 @@ impl L2Part {
             stop_heartbeat,
             freezes_seen: 0,
             hold,
+            updated: false,
             refutations_seen: 0,
             membership,
             node: node.to_string(),
@@ -205,7 +209,7 @@ impl L2Part {
 
     /// Holds new claims (and with `drop_existing` the current ones) until membership synced
     /// with a peer, and asks for that sync now. No-op without membership.
-    fn hold_claims(&mut self, drop_existing: bool, why: &'static str) {
+    fn hold_claims(&mut self, drop_existing: bool, reason: HoldReason) {
         let Some((handle, _)) = &self.membership else {
             return;
         };
@@ -213,12 +217,12 @@ impl L2Part {
             warn!(error = %e, "L2 membership resync");
         }
         info!(
-            why,
+            why = %reason,
             drop_existing, "holding L2 claims until membership has synced"
         );
         let syncs = self.syncs();
         self.hold
-            .hold(std::time::Instant::now(), syncs, drop_existing);
+            .hold(std::time::Instant::now(), syncs, drop_existing, reason);
     }
 
     /// A receiver of membership view changes, for the agent loop (none without membership).
@@ -234,11 +238,15 @@ impl L2Part {
         for p in &problems {
             warn!(policy = %p.policy, problem = %p.message, "L2 announcement policy ignored");
         }
-        // An announcing interface that was down or absent before (at start: all of them).
-        let came_up = cands
+        // Announcing interfaces that were down or absent before (at start: all of them).
+        let came_up: Vec<String> = cands
             .iter()
             .filter_map(|c| c.interface.as_deref())
-            .any(|name| !self.last_interfaces.iter().any(|l| l.name == name && l.up));
+            .filter(|name| !self.last_interfaces.iter().any(|l| l.name == *name && l.up))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         let wanted_ifaces: Vec<String> = cands
             .iter()
             .filter_map(|c| c.interface.clone())
@@ -269,10 +277,16 @@ impl L2Part {
         }
         self.candidates = cands;
         self.last_interfaces = interfaces;
-        if came_up {
+        if !came_up.is_empty() {
             // After the eligibility above: the sync carries it.
-            self.hold_claims(false, "interface up");
+            let reason = if self.updated {
+                HoldReason::LinkUp(came_up)
+            } else {
+                HoldReason::Start
+            };
+            self.hold_claims(false, reason);
         }
+        self.updated = true;
         self.decide();
     }
 
@@ -291,7 +305,7 @@ impl L2Part {
             // The responder went silent and the others may have taken over: drop the claims
             // until the views agree again (re-claiming announces them).
             info!(gap_ms = gap.as_millis(), "resumed after a freeze");
-            self.hold_claims(true, "resumed after a freeze");
+            self.hold_claims(true, HoldReason::Freeze);
             self.decide();
         } else if froze || gap > Duration::from_secs(1) {
             info!(
@@ -472,23 +486,28 @@ impl L2Part {
         owners: &BTreeMap<IpAddr, crate::l2::ownership::NodeName>,
         members: &[MemberView],
     ) {
-        self.view = L2View {
-            node: self.node.clone(),
-            members: members.iter().map(|m| m.name.to_string()).collect(),
-            addresses: self
-                .candidates
-                .iter()
-                .map(|c| L2AddressView {
-                    address: c.addr.to_string(),
-                    service: c.service.to_string(),
-                    owner: owners.get(&c.addr).map(ToString::to_string),
-                    interface: self.owned.get(&c.addr).map(|o| o.interface.clone()),
-                    since_unix_ms: self.owned.get(&c.addr).map(|o| o.since_unix_ms),
-                    eligible: c.eligible,
-                    reason: c.reason.clone(),
-                })
-                .collect(),
-        };
+        let claimed: BTreeMap<IpAddr, Claimed<'_>> = self
+            .owned
+            .iter()
+            .map(|(ip, o)| {
+                let c = Claimed {
+                    interface: &o.interface,
+                    since_unix_ms: o.since_unix_ms,
+                };
+                (*ip, c)
+            })
+            .collect();
+        let hold = self.hold.status();
+        let v = view::build(&ViewInput {
+            node: &self.node,
+            members,
+            candidates: &self.candidates,
+            owners,
+            claimed: &claimed,
+            hold: hold.as_ref(),
+            clock: Clock::now(),
+        });
+        self.view = v;
     }
 
     pub fn view(&self) -> &L2View {

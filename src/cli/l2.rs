@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use super::output::{OutputFormat, table};
-use crate::api::{L2View, client};
+use crate::api::{L2AddressView, L2View, client};
 
 /// Show L2 announcements: each address, its owner, the interface, since when, and why this
 /// node is or is not eligible.
@@ -20,13 +20,64 @@ pub struct L2Cmd {
     pub api_socket: PathBuf,
 }
 
-fn since(ms: Option<u64>) -> String {
-    let Some(ms) = ms else { return "-".into() };
-    let now = std::time::SystemTime::now()
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let ago = now.saturating_sub(ms);
-    format!("{}.{}s ago", ago / 1000, (ago % 1000) / 100)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `1.2s` for 1234 ms.
+fn secs(ms: u64) -> String {
+    format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+}
+
+fn since(ms: Option<u64>, now: u64) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    format!("{} ago", secs(now.saturating_sub(ms)))
+}
+
+/// The claim hold line of the table (none without a hold): why, since when, until what.
+fn hold_line(view: &L2View, now: u64) -> Option<String> {
+    let h = view.claim_hold.as_ref()?;
+    let why = match h.reason.as_str() {
+        "link-up" => format!("link-up on {}", h.interfaces.join(", ")),
+        "freeze" => "resumed after a freeze".into(),
+        other => other.to_string(),
+    };
+    let until = match (h.synced_unix_ms, h.settled_unix_ms) {
+        (Some(synced), Some(settled)) => format!(
+            "synced with a peer {} ago, claiming in {}",
+            secs(now.saturating_sub(synced)),
+            secs(settled.saturating_sub(now))
+        ),
+        _ => format!(
+            "until a membership sync with a peer, or the hold-down in {}",
+            secs(h.deadline_unix_ms.saturating_sub(now))
+        ),
+    };
+    let what = if h.drop_existing {
+        "no addresses claimed"
+    } else {
+        "new claims held"
+    };
+    Some(format!(
+        "{what} ({why}, {} ago): {until}",
+        secs(now.saturating_sub(h.since_unix_ms))
+    ))
+}
+
+/// The THIS NODE column of an address.
+fn this_node(a: &L2AddressView) -> String {
+    let eligible = if a.eligible {
+        "eligible"
+    } else {
+        "not eligible"
+    };
+    if a.claim_held {
+        format!("{eligible}: {}; owner, claim held", a.reason)
+    } else {
+        format!("{eligible}: {}", a.reason)
+    }
 }
 
 pub fn run(cmd: &L2Cmd) -> i32 {
@@ -57,7 +108,11 @@ pub fn run(cmd: &L2Cmd) -> i32 {
         }
         return 0;
     }
+    let now = now_unix_ms();
     println!("node {}; members: {}", view.node, view.members.join(", "));
+    if let Some(line) = hold_line(&view, now) {
+        println!("{line}");
+    }
     let rows: Vec<Vec<String>> = view
         .addresses
         .iter()
@@ -67,16 +122,8 @@ pub fn run(cmd: &L2Cmd) -> i32 {
                 a.service.clone(),
                 a.owner.clone().unwrap_or_else(|| "(none)".into()),
                 a.interface.clone().unwrap_or_else(|| "-".into()),
-                since(a.since_unix_ms),
-                format!(
-                    "{}: {}",
-                    if a.eligible {
-                        "eligible"
-                    } else {
-                        "not eligible"
-                    },
-                    a.reason
-                ),
+                since(a.since_unix_ms, now),
+                this_node(a),
             ]
         })
         .collect();
@@ -95,4 +142,74 @@ pub fn run(cmd: &L2Cmd) -> i32 {
         )
     );
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(json: serde_json::Value) -> L2View {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn address(claim_held: bool) -> serde_json::Value {
+        let mut a = serde_json::json!({
+            "address": "192.0.2.200", "service": "test/web", "owner": "node1",
+            "interface": null, "since_unix_ms": null, "eligible": true,
+            "reason": "policy lan on eth0"
+        });
+        if claim_held {
+            a["claim_held"] = true.into();
+        }
+        a
+    }
+
+    #[test]
+    fn a_view_without_the_new_fields_still_reads_and_shows_no_hold() {
+        let v = view(serde_json::json!({
+            "node": "node1", "members": ["node1"], "addresses": [address(false)]
+        }));
+        assert_eq!(hold_line(&v, 5_000), None);
+        assert!(!v.addresses[0].claim_held);
+        assert_eq!(this_node(&v.addresses[0]), "eligible: policy lan on eth0");
+    }
+
+    #[test]
+    fn the_hold_says_why_since_when_and_until_what() {
+        let mut json = serde_json::json!({
+            "node": "node1", "members": ["node1"], "addresses": [address(true)],
+            "claim_hold": {
+                "reason": "link-up", "interfaces": ["eth0", "eth1"],
+                "since_unix_ms": 10_000, "deadline_unix_ms": 11_000, "drop_existing": false
+            }
+        });
+        assert_eq!(
+            hold_line(&view(json.clone()), 10_300).as_deref(),
+            Some(
+                "new claims held (link-up on eth0, eth1, 0.3s ago): until a membership sync \
+                 with a peer, or the hold-down in 0.7s"
+            )
+        );
+        assert_eq!(
+            this_node(&view(json.clone()).addresses[0]),
+            "eligible: policy lan on eth0; owner, claim held"
+        );
+        json["claim_hold"]["reason"] = "freeze".into();
+        json["claim_hold"]["drop_existing"] = true.into();
+        json["claim_hold"]["synced_unix_ms"] = 10_400.into();
+        json["claim_hold"]["settled_unix_ms"] = 10_450.into();
+        assert_eq!(
+            hold_line(&view(json.clone()), 10_420).as_deref(),
+            Some(
+                "no addresses claimed (resumed after a freeze, 0.4s ago): synced with a peer \
+                 0.0s ago, claiming in 0.0s"
+            )
+        );
+        json["claim_hold"]["reason"] = "start".into();
+        assert!(
+            hold_line(&view(json), 10_420)
+                .unwrap()
+                .starts_with("no addresses claimed (start, 0.4s ago)")
+        );
+    }
 }

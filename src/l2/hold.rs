@@ -22,8 +22,44 @@ pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(1);
 /// After the sync, how long the interim owner's agent gets to apply its release.
 pub const SETTLE: Duration = Duration::from_millis(50);
 
+/// Why claims are held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldReason {
+    /// The agent started.
+    Start,
+    /// These announcing interfaces came up.
+    LinkUp(Vec<String>),
+    /// The agent resumed after a freeze (`SIGSTOP`, a stalled VM).
+    Freeze,
+}
+
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Start => f.write_str("start"),
+            Self::LinkUp(ifaces) => write!(f, "link-up on {}", ifaces.join(", ")),
+            Self::Freeze => f.write_str("resumed after a freeze"),
+        }
+    }
+}
+
+/// A hold in progress, as the `/v1/l2` view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldStatus {
+    pub reason: HoldReason,
+    pub since: Instant,
+    /// The hold-down: the hold ends then at the latest, synced or not.
+    pub deadline: Instant,
+    /// When a sync with a peer after the event was first seen and when the hold ends because
+    /// of it (after the settle); `None` while no peer has synced.
+    pub synced: Option<(Instant, Instant)>,
+    /// Claims held before the event are dropped too (after a freeze).
+    pub drop_existing: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Held {
+    reason: HoldReason,
     since: Instant,
     /// `syncs` of the view when the hold started.
     syncs_at: u64,
@@ -63,9 +99,10 @@ impl ClaimHold {
 
     /// A start, a link-up or a freeze at `now`, with the view's current `syncs`. Holding again
     /// while held restarts the hold (a second flap needs its own sync).
-    pub fn hold(&mut self, now: Instant, syncs: u64, drop_existing: bool) {
+    pub fn hold(&mut self, now: Instant, syncs: u64, drop_existing: bool, reason: HoldReason) {
         let drop_existing = drop_existing || self.held.as_ref().is_some_and(|h| h.drop_existing);
         self.held = Some(Held {
+            reason,
             since: now,
             syncs_at: syncs,
             synced: None,
@@ -76,6 +113,18 @@ impl ClaimHold {
     #[must_use]
     pub fn is_held(&self) -> bool {
         self.held.is_some()
+    }
+
+    /// The hold in progress, as of the last [`ClaimHold::check`].
+    #[must_use]
+    pub fn status(&self) -> Option<HoldStatus> {
+        self.held.as_ref().map(|h| HoldStatus {
+            reason: h.reason.clone(),
+            since: h.since,
+            deadline: h.since + self.hold_down,
+            synced: h.synced.map(|t| (t, t + self.settle)),
+            drop_existing: h.drop_existing,
+        })
     }
 
     /// What may be claimed at `now`, given the view's `syncs`; ends the hold when it is over.
@@ -129,7 +178,7 @@ mod tests {
     fn a_sync_after_the_event_ends_the_hold_after_the_settle() {
         let t0 = Instant::now();
         let mut h = ClaimHold::new(ms(1000), ms(50));
-        h.hold(t0, 7, false);
+        h.hold(t0, 7, false, HoldReason::Start);
         // Syncs from before the event do not count.
         assert_eq!(h.check(t0 + ms(10), 7), Claims::KeepOnly);
         assert_eq!(h.check(t0 + ms(30), 8), Claims::KeepOnly);
@@ -142,7 +191,7 @@ mod tests {
     fn with_no_peer_answering_the_hold_down_ends_it() {
         let t0 = Instant::now();
         let mut h = ClaimHold::new(ms(1000), ms(50));
-        h.hold(t0, 0, false);
+        h.hold(t0, 0, false, HoldReason::Start);
         assert_eq!(h.check(t0 + ms(999), 0), Claims::KeepOnly);
         assert_eq!(h.check(t0 + ms(1000), 0), Claims::All);
     }
@@ -151,10 +200,10 @@ mod tests {
     fn after_a_freeze_existing_claims_are_dropped_until_the_sync() {
         let t0 = Instant::now();
         let mut h = ClaimHold::new(ms(1000), ms(0));
-        h.hold(t0, 3, true);
+        h.hold(t0, 3, true, HoldReason::Start);
         assert_eq!(h.check(t0 + ms(5), 3), Claims::None);
         // A link flap during that hold keeps dropping.
-        h.hold(t0 + ms(10), 3, false);
+        h.hold(t0 + ms(10), 3, false, HoldReason::Start);
         assert_eq!(h.check(t0 + ms(20), 3), Claims::None);
         assert_eq!(h.check(t0 + ms(30), 4), Claims::All);
     }
@@ -163,10 +212,37 @@ mod tests {
     fn a_new_event_restarts_the_hold() {
         let t0 = Instant::now();
         let mut h = ClaimHold::new(ms(1000), ms(0));
-        h.hold(t0, 0, false);
-        h.hold(t0 + ms(900), 0, false);
+        h.hold(t0, 0, false, HoldReason::Start);
+        h.hold(t0 + ms(900), 0, false, HoldReason::Start);
         assert_eq!(h.check(t0 + ms(1500), 0), Claims::KeepOnly);
         assert_eq!(h.check(t0 + ms(1900), 0), Claims::All);
+    }
+
+    #[test]
+    fn the_status_says_why_since_when_and_until_what() {
+        let t0 = Instant::now();
+        let mut h = ClaimHold::new(ms(1000), ms(50));
+        assert_eq!(h.status(), None);
+        h.hold(t0, 2, false, HoldReason::LinkUp(vec!["eth1".into()]));
+        assert_eq!(h.check(t0 + ms(10), 2), Claims::KeepOnly);
+        let s = h.status().unwrap();
+        assert_eq!(s.reason, HoldReason::LinkUp(vec!["eth1".into()]));
+        assert_eq!(s.reason.to_string(), "link-up on eth1");
+        assert_eq!((s.since, s.deadline, s.synced), (t0, t0 + ms(1000), None));
+        assert!(!s.drop_existing);
+        // A sync: the hold now ends after the settle, well before the hold-down.
+        assert_eq!(h.check(t0 + ms(20), 3), Claims::KeepOnly);
+        assert_eq!(h.status().unwrap().synced, Some((t0 + ms(20), t0 + ms(70))));
+        // A freeze restarts it, with its own reason, and the sync must happen again.
+        h.hold(t0 + ms(30), 3, true, HoldReason::Freeze);
+        let s = h.status().unwrap();
+        assert_eq!(s.reason.to_string(), "resumed after a freeze");
+        assert_eq!(
+            (s.since, s.synced, s.drop_existing),
+            (t0 + ms(30), None, true)
+        );
+        assert_eq!(h.check(t0 + ms(1030), 3), Claims::All);
+        assert_eq!(h.status(), None);
     }
 
     #[test]

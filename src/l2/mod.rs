@@ -14,3 +14,4 @@ pub mod announce;
 pub mod eligibility;
 pub mod heartbeat;
 pub mod hold;
+pub mod view;

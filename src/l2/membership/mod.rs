@@ -63,6 +63,8 @@ mod view;
 mod wire;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod sim_tests;
 
 use std::net::SocketAddr;

@@ -79,8 +79,6 @@ pub fn markdown(ns: &Cell<NorthSouth>, out: &mut String) {
 /// Within this band XDP/TC counts as "no change": run-to-run noise on a shared machine.
 const NOISE: f64 = 0.05;
 
-/// Whether XDP changed the numbers, in one sentence.
-#[must_use]
 /// A titled table of throughput and request-rate ratios, one row per frontend.
 fn versus_table(out: &mut String, title: &str, rows: &[NsVersus]) {
     let _ = writeln!(out, "\n{title}:\n");
@@ -97,6 +95,8 @@ fn versus_table(out: &mut String, title: &str, rows: &[NsVersus]) {
     }
 }
 
+/// Whether XDP changed the numbers, in one sentence.
+#[must_use]
 pub fn xdp_note(xdp_vs_tc: &[NsVersus]) -> String {
     let ratios: Vec<(String, f64)> = xdp_vs_tc
         .iter()
