@@ -1,7 +1,8 @@
 //! Services + EndpointSlices → frontends (address, port, protocol) with their backends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Serialize;
 use smol_str::SmolStr;
@@ -39,30 +40,109 @@ pub fn frontends_with(
     snapshot: &Snapshot,
     extra_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
 ) -> Vec<Frontend> {
-    let mut slices_by_service: BTreeMap<&ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in snapshot.endpoint_slices.values() {
-        slices_by_service
-            .entry(&slice.service)
-            .or_default()
-            .push(slice);
+    FrontendCache::default().compute(snapshot, extra_ips)
+}
+
+/// Extra addresses per service (allocated LoadBalancer IPs).
+type ExtraIps = BTreeMap<ServiceName, Vec<IpAddr>>;
+
+/// [`frontends_with`] memoised per service: a service whose spec, `EndpointSlices` and extra
+/// addresses equal those of the previous snapshot keeps its frontends, so an event costs one
+/// comparison per service instead of rebuilding every backend set. Gives exactly what
+/// [`frontends_with`] gives (`frontend_tests` compares both along random walks).
+#[derive(Debug, Default)]
+pub struct FrontendCache {
+    /// The previous call's inputs (the reconciler keeps that snapshot alive anyway).
+    previous: Option<(Arc<Snapshot>, ExtraIps)>,
+    /// Each service's frontends (before duplicates across services are dropped).
+    by_service: HashMap<ServiceName, Memo>,
+}
+
+impl FrontendCache {
+    /// The frontends of `snapshot`, recomputing only services changed since the last call.
+    pub fn update(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        extra_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
+    ) -> Vec<Frontend> {
+        let out = self.compute(snapshot, extra_ips);
+        self.previous = Some((snapshot.clone(), extra_ips.clone()));
+        out
     }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for svc in snapshot.services.values() {
-        let slices = slices_by_service
-            .get(&svc.name)
-            .map_or(&[][..], Vec::as_slice);
-        let extra = extra_ips.get(&svc.name).map_or(&[][..], Vec::as_slice);
-        for fe in service_frontends(svc, extra, slices) {
-            if seen.insert((fe.addr, fe.port, fe.protocol)) {
-                out.push(fe);
-            } else {
-                warn!(service = %svc.name, addr = %fe.addr, port = fe.port,
-                      "frontend already used by another service; ignored");
+
+    fn compute(
+        &mut self,
+        snapshot: &Snapshot,
+        extra_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
+    ) -> Vec<Frontend> {
+        let previous = self.previous.take();
+        // The same snapshot again: only extra addresses can differ.
+        let same_snapshot = previous
+            .as_ref()
+            .is_some_and(|(old, _)| std::ptr::eq(Arc::as_ptr(old), snapshot));
+        let slices = slices_by_service(snapshot);
+        let mut seen = HashSet::with_capacity(snapshot.services.len());
+        let mut out = Vec::with_capacity(snapshot.services.len());
+        for svc in snapshot.services.values() {
+            let slices = slices.get(&svc.name).map_or(&[][..], Vec::as_slice);
+            let extra = extra_ips.get(&svc.name).map_or(&[][..], Vec::as_slice);
+            // Unchanged: the same spec, extra addresses and slices (as many, each equal to the
+            // slice of that name before, which names the same service).
+            let unchanged = |memo: &Memo| {
+                let Some((old, old_extra)) = &previous else {
+                    return false;
+                };
+                old_extra.get(&svc.name).map_or(&[][..], Vec::as_slice) == extra
+                    && (same_snapshot
+                        || (memo.slices == slices.len()
+                            && old.services.get(&svc.name) == Some(svc)
+                            && slices
+                                .iter()
+                                .all(|s| old.endpoint_slices.get(&s.name) == Some(*s))))
+            };
+            let frontends = match self.by_service.get_mut(&svc.name) {
+                Some(memo) if unchanged(memo) => &memo.frontends,
+                Some(memo) => {
+                    *memo = Memo {
+                        slices: slices.len(),
+                        frontends: service_frontends(svc, extra, slices),
+                    };
+                    &memo.frontends
+                }
+                None => {
+                    let memo = Memo {
+                        slices: slices.len(),
+                        frontends: service_frontends(svc, extra, slices),
+                    };
+                    &self
+                        .by_service
+                        .entry(svc.name.clone())
+                        .or_insert(memo)
+                        .frontends
+                }
+            };
+            for fe in frontends {
+                if seen.insert((fe.addr, fe.port, fe.protocol)) {
+                    out.push(fe.clone());
+                } else {
+                    warn!(service = %svc.name, addr = %fe.addr, port = fe.port,
+                          "frontend already used by another service; ignored");
+                }
             }
         }
+        if self.by_service.len() != snapshot.services.len() {
+            self.by_service
+                .retain(|name, _| snapshot.services.contains_key(name));
+        }
+        out
     }
-    out
+}
+
+/// One service's frontends, and how many slices they were computed from.
+#[derive(Debug)]
+struct Memo {
+    slices: usize,
+    frontends: Vec<Frontend>,
 }
 
 /// EndpointSlices grouped by the service they belong to.
@@ -152,3 +232,7 @@ fn slice_port(port: &ServicePort, slice: &EndpointSlice) -> Option<u16> {
 #[cfg(test)]
 #[path = "frontend_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "frontend_cache_tests.rs"]
+mod cache_tests;

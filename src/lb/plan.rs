@@ -2,7 +2,7 @@
 //! that never exposes a half-written service: backends, then slots, then the frontend entry;
 //! deletions of frontends, then slots, then backends last.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 
 use ferrite_abi::{Backend, SVC_FLAG_AFFINITY, SlotKey, SvcKey, SvcValue};
@@ -61,21 +61,27 @@ pub fn svc_key(fe: &Frontend) -> SvcKey {
     }
 }
 
-/// Lowest ids not yet used, starting at 1 (0 is never a valid id).
-struct IdAllocator {
+/// Lowest ids not yet used, starting at 1 (0 is never a valid id). The set of used ids is
+/// built on the first [`take`](Self::take) only: most plans allocate nothing.
+struct IdAllocator<I> {
+    source: Option<I>,
     used: BTreeSet<u32>,
     next: u32,
 }
 
-impl IdAllocator {
-    fn new(used: impl IntoIterator<Item = u32>) -> Self {
+impl<I: Iterator<Item = u32>> IdAllocator<I> {
+    fn new(used: I) -> Self {
         Self {
-            used: used.into_iter().collect(),
+            source: Some(used),
+            used: BTreeSet::new(),
             next: 1,
         }
     }
 
     fn take(&mut self) -> u32 {
+        if let Some(source) = self.source.take() {
+            self.used.extend(source);
+        }
         while self.used.contains(&self.next) {
             self.next += 1;
         }
@@ -100,9 +106,9 @@ pub fn plan_with(desired: &[Frontend], extra: &BTreeSet<SocketAddr>, current: &L
         current.backends.iter().map(|(id, b)| (*b, *id)).collect();
     let mut backend_alloc = IdAllocator::new(current.backends.keys().copied());
     let mut svc_alloc = IdAllocator::new(current.services.values().map(|v| v.svc_id));
-    let mut wanted_backends = BTreeSet::new();
-    let mut wanted_slots = BTreeSet::new();
-    let mut wanted_services = BTreeSet::new();
+    let mut wanted_backends = HashSet::with_capacity(current.backends.len());
+    let mut wanted_slots = HashSet::with_capacity(current.slots.len());
+    let mut wanted_services = HashSet::with_capacity(desired.len());
     let mut new_backends = BTreeMap::new();
 
     for fe in desired {

@@ -20,6 +20,9 @@ pub struct IpamState {
     /// What the store holds (to write only changes); `None` until known.
     saved: Option<BTreeMap<ServiceName, Vec<IpAddr>>>,
     last: Allocation,
+    /// The last [`reconcile`](Self::reconcile) started from the addresses it ended with: run
+    /// again on the same services and pools it would give the same allocation.
+    stable: bool,
 }
 
 impl IpamState {
@@ -50,6 +53,7 @@ impl IpamState {
             store: Some(store),
             saved,
             last: Allocation::default(),
+            stable: false,
         }
     }
 
@@ -70,7 +74,9 @@ impl IpamState {
             &self.previous,
         );
         self.log_changes(&allocation);
-        self.previous = allocation.lb_ips();
+        let lb_ips = allocation.lb_ips();
+        let unchanged = lb_ips == self.previous;
+        self.previous = lb_ips;
         self.last = allocation;
         if let Some(store) = &self.store
             && self.saved.as_ref() != Some(&self.previous)
@@ -80,7 +86,17 @@ impl IpamState {
                 Err(error) => error!(%error, "persisting LB IPAM allocations failed; will retry"),
             }
         }
+        // A failed save is retried by the next run, so that run must not be skipped.
+        self.stable =
+            unchanged && (self.store.is_none() || self.saved.as_ref() == Some(&self.previous));
         &self.last
+    }
+
+    /// Whether [`reconcile`](Self::reconcile) on a snapshot with the same services and pools as
+    /// the last one would return the same allocation (its inputs, the previous addresses
+    /// included, are the same), so that it can be skipped.
+    pub fn stable(&self) -> bool {
+        self.stable
     }
 
     /// The latest allocation.

@@ -183,7 +183,8 @@ impl KubeSource {
         ));
 
         let mut cache = cache::Cache::new(kinds);
-        let mut published: Option<Arc<Snapshot>> = None;
+        // Whether the first snapshot (and the validity of every object) went out.
+        let mut published = false;
         let mut waiting_logged = false;
         loop {
             let update = tokio::select! {
@@ -197,28 +198,40 @@ impl KubeSource {
                 }
             };
             let Some(update) = update else { break };
-            let mut changed = cache.apply(update);
-            // Take everything already queued before rebuilding the snapshot.
+            let started = std::time::Instant::now();
+            let mut changes = cache.apply(update);
+            // Take everything already queued (a burst) before publishing one snapshot.
+            let mut batch = 1_usize;
             while let Ok(update) = updates.try_recv() {
-                changed |= cache.apply(update);
+                changes |= cache.apply(update);
+                batch += 1;
             }
             self.publish_errors(&cache);
-            if !changed || !cache.synced() {
+            if !cache.synced() {
                 continue;
             }
-            validity_tx.send_if_modified(|current| {
-                let next = cache.validity();
-                if **current == next {
-                    return false;
-                }
-                *current = Arc::new(next);
-                true
-            });
-            let snapshot = cache.snapshot();
-            if published.as_deref() == Some(&snapshot) {
+            if changes.validity || !published {
+                validity_tx.send_if_modified(|current| {
+                    let next = cache.validity();
+                    if **current == next {
+                        return false;
+                    }
+                    *current = Arc::new(next);
+                    true
+                });
+            }
+            if !changes.snapshot && published {
                 continue;
             }
-            if published.is_none() {
+            let snapshot = Arc::new(cache.snapshot().clone());
+            if published {
+                debug!(
+                    services = snapshot.services.len(),
+                    batch,
+                    duration_us = started.elapsed().as_micros(),
+                    "publishing snapshot"
+                );
+            } else {
                 info!(
                     services = snapshot.services.len(),
                     endpoint_slices = snapshot.endpoint_slices.len(),
@@ -226,11 +239,8 @@ impl KubeSource {
                     pools = snapshot.pools.len(),
                     "initial list complete; publishing the first snapshot"
                 );
-            } else {
-                debug!(services = snapshot.services.len(), "publishing snapshot");
             }
-            let snapshot = Arc::new(snapshot);
-            published = Some(snapshot.clone());
+            published = true;
             tx.send_replace(snapshot);
         }
         tasks.shutdown().await;
