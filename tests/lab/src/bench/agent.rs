@@ -65,6 +65,25 @@ pub struct Memory {
     pub hwm_kb: u64,
 }
 
+impl Memory {
+    /// `VmRSS` and `VmHWM` of process `pid`.
+    pub fn of(pid: u32) -> Result<Self, String> {
+        let path = format!("/proc/{pid}/status");
+        let text = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+        let kb = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("no {key} in {path}"))
+        };
+        Ok(Self {
+            rss_kb: kb("VmRSS:")?,
+            hwm_kb: kb("VmHWM:")?,
+        })
+    }
+}
+
 /// A running agent; stopped (SIGTERM, then SIGKILL) and its BPF root removed on drop.
 pub struct Agent {
     ferrite: PathBuf,
@@ -231,19 +250,7 @@ impl Agent {
 
     /// `VmRSS` and `VmHWM` of the agent.
     pub fn memory(&self) -> Result<Memory, String> {
-        let path = format!("/proc/{}/status", self.child.id());
-        let text = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
-        let kb = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("no {key} in {path}"))
-        };
-        Ok(Memory {
-            rss_kb: kb("VmRSS:")?,
-            hwm_kb: kb("VmHWM:")?,
-        })
+        Memory::of(self.child.id())
     }
 
     /// Whether the agent process is still running.

@@ -129,16 +129,8 @@ impl AgentProc {
 
     /// `VmRSS` and `VmHWM` in KiB.
     pub fn memory(&self) -> Result<(u64, u64), String> {
-        let path = format!("/proc/{}/status", self.child.id());
-        let text = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
-        let kb = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("no {key} in {path}"))
-        };
-        Ok((kb("VmRSS:")?, kb("VmHWM:")?))
+        let m = super::super::agent::Memory::of(self.child.id())?;
+        Ok((m.rss_kb, m.hwm_kb))
     }
 
     /// Waits for the pinned frontend map to appear and opens it.
