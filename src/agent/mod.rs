@@ -181,15 +181,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .status
             .datapath
-            .ingress = h
-            .lb
-            .ingress
-            .iter()
-            .map(|(device, hook)| api::DeviceIngress {
-                device: device.clone(),
-                hook: hook.as_str().to_string(),
-            })
-            .collect();
+            .ingress =
+            h.lb.ingress
+                .iter()
+                .map(|(device, hook)| api::DeviceIngress {
+                    device: device.clone(),
+                    hook: hook.as_str().to_string(),
+                })
+                .collect();
     }
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))

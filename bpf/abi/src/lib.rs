@@ -18,10 +18,10 @@ pub use nat::{
     EXT_FLAG_CLIENT_AFFINITY, EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue,
     SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
 };
-pub use xdp::{XDP_DEV_GENERIC, XDP_DEV_TX, XdpDev};
 pub use sock::{
     AffinityKey, AffinityValue, Backend, RevNatKey, RevNatValue, SlotKey, SvcKey, SvcValue,
 };
+pub use xdp::{XDP_DEV_GENERIC, XDP_DEV_TX, XdpDev};
 
 /// Version suffix of every pinned map name. Bump it when a key/value layout changes so a new agent
 /// never reinterprets an old pinned map.
