@@ -7,8 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use aya::programs::{
-    CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, links::FdLink,
-    tc::TcAttachOptions,
+    CgroupAttachMode, CgroupSockAddr, LinkOrder, ProgramError, ProgramFd, SchedClassifier,
+    TcAttachType, links::FdLink, tc::TcAttachOptions,
 };
 use tracing::{debug, info, warn};
 
@@ -113,6 +113,53 @@ pub fn pin_link(name: &'static str, link: FdLink, pin: &Path) -> Result<(), Data
     Ok(())
 }
 
+fn program_err(name: &'static str) -> impl Fn(ProgramError) -> DatapathError {
+    move |source| DatapathError::Program {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// An owned copy of a loaded program's fd (aya keeps its own).
+fn owned_prog_fd(
+    name: &'static str,
+    prog_fd: Result<&ProgramFd, ProgramError>,
+    pin: &Path,
+) -> Result<OwnedFd, DatapathError> {
+    prog_fd
+        .map_err(program_err(name))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DatapathError::Link {
+            path: pin.into(),
+            source: e,
+        })
+}
+
+/// [`adopt`] the link pinned at `pin` for `prog`, or else `attach` and pin the new link.
+/// Returns true when adopted.
+fn adopt_or_attach<L>(
+    name: &'static str,
+    prog: &OwnedFd,
+    pin: &Path,
+    attach: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<bool, DatapathError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    if adopt(name, prog.as_fd(), pin)? {
+        return Ok(true);
+    }
+    let link = attach().map_err(program_err(name))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
+        path: pin.into(),
+        source: std::io::Error::other(e),
+    })?;
+    pin_link(name, fd_link, pin)?;
+    Ok(false)
+}
+
 /// [`adopt`] or attach a cgroup sock_addr program. Returns true when adopted.
 pub fn attach_pinned(
     name: &'static str,
@@ -120,32 +167,11 @@ pub fn attach_pinned(
     cgroup: BorrowedFd<'_>,
     pin: &Path,
 ) -> Result<bool, DatapathError> {
-    let program_err = |source| DatapathError::Program {
-        name,
-        source: Box::new(source),
-    };
-    let fd = prog
-        .fd()
-        .map_err(program_err)?
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| DatapathError::Link {
-            path: pin.into(),
-            source: e,
-        })?;
-    if adopt(name, fd.as_fd(), pin)? {
-        return Ok(true);
-    }
-    let id = prog
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(program_err)?;
-    let link = prog.take_link(id).map_err(program_err)?;
-    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
-        path: pin.into(),
-        source: std::io::Error::other(e),
-    })?;
-    pin_link(name, fd_link, pin)?;
-    Ok(false)
+    let fd = owned_prog_fd(name, prog.fd(), pin)?;
+    adopt_or_attach(name, &fd, pin, || {
+        let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+        prog.take_link(id)
+    })
 }
 
 /// [`adopt`] or attach a TC classifier to `ifname` through TCX at `order`. Returns true when
@@ -158,30 +184,9 @@ pub fn attach_tcx_pinned(
     order: LinkOrder,
     pin: &Path,
 ) -> Result<bool, DatapathError> {
-    let program_err = |source| DatapathError::Program {
-        name,
-        source: Box::new(source),
-    };
-    let fd = prog
-        .fd()
-        .map_err(program_err)?
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| DatapathError::Link {
-            path: pin.into(),
-            source: e,
-        })?;
-    if adopt(name, fd.as_fd(), pin)? {
-        return Ok(true);
-    }
-    let id = prog
-        .attach_with_options(ifname, attach, TcAttachOptions::TcxOrder(order))
-        .map_err(program_err)?;
-    let link = prog.take_link(id).map_err(program_err)?;
-    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Link {
-        path: pin.into(),
-        source: std::io::Error::other(e),
-    })?;
-    pin_link(name, fd_link, pin)?;
-    Ok(false)
+    let fd = owned_prog_fd(name, prog.fd(), pin)?;
+    adopt_or_attach(name, &fd, pin, || {
+        let id = prog.attach_with_options(ifname, attach, TcAttachOptions::TcxOrder(order))?;
+        prog.take_link(id)
+    })
 }
