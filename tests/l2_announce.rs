@@ -31,8 +31,8 @@ use ferrite_lab::probe::Proto;
 use ferrite_lab::{Ns, NsService, SvcEndpoint, wait_until};
 use l2_common::{
     GENEROUS, POLICY_FILE, WEB_FILE, arping, assert_nobody_answers, assert_only_owner_answers,
-    assert_served_by_all_nodes, assert_views, build, cluster_ip, mac_string, macs, owner, start,
-    web,
+    assert_served_by_all_nodes, assert_views, build_with_manifests, cluster_ip, mac_string, macs,
+    owner, start, web,
 };
 use serde_json::Value;
 
@@ -222,13 +222,7 @@ fn requests_survive_kill_stop_and_link_down_of_the_owner() {
 /// a node that does not own the address restarts its agent.
 #[test]
 fn starting_agents_leave_clients_with_the_owner() {
-    let mut lab = build("l2s", TOOLS);
-    lab.lab()
-        .write_manifest(WEB_FILE, &web(&lab).to_yaml())
-        .unwrap();
-    lab.lab()
-        .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
-        .unwrap();
+    let mut lab = build_with_manifests("l2s", TOOLS);
     let (c_ns, c_v4) = (lab.lab().client(1).ns().clone(), lab.lab().client(1).v4());
     let watch = Watch::start(
         &c_ns,
@@ -477,13 +471,7 @@ fn claim_hold(lab: &L2Lab, i: usize) -> (Value, Option<Value>) {
 /// hold is gone and the owner announces.
 #[test]
 fn the_view_shows_the_claim_hold_until_membership_synced() {
-    let mut lab = build("l2h", TOOLS);
-    lab.lab()
-        .write_manifest(WEB_FILE, &web(&lab).to_yaml())
-        .unwrap();
-    lab.lab()
-        .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
-        .unwrap();
+    let mut lab = build_with_manifests("l2h", TOOLS);
     // A hold-down far beyond the test: only a sync with a peer can end this hold.
     let mut config = lab.agent_config(0);
     config

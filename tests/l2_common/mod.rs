@@ -66,15 +66,21 @@ pub fn web(lab: &L2Lab) -> NsService {
     web
 }
 
-/// The `web` service and the L2 policy, then the agents.
-pub fn start(prefix: &str) -> L2Lab {
-    let mut lab = build(prefix, &["arping", "ndisc6"]);
+/// The lab with the `web` service and the L2 policy written, agents not started yet.
+pub fn build_with_manifests(prefix: &str, tools: &[&str]) -> L2Lab {
+    let lab = build(prefix, tools);
     lab.lab()
         .write_manifest(WEB_FILE, &web(&lab).to_yaml())
         .unwrap();
     lab.lab()
         .write_manifest(POLICY_FILE, &l2_policy_yaml("lan", &[POLICY_INTERFACES]))
         .unwrap();
+    lab
+}
+
+/// The `web` service and the L2 policy, then the agents.
+pub fn start(prefix: &str) -> L2Lab {
+    let mut lab = build_with_manifests(prefix, &["arping", "ndisc6"]);
     if let Err(e) = lab.start_agents() {
         panic!("starting ferrite agents: {e}");
     }
