@@ -23,6 +23,31 @@ fn v6_of(c: &Cidr) -> Ipv6Addr {
     }
 }
 
+/// `v4`, `v6`, `ns` and `mac` of a machine with a `port: LanPort` and a `netns: Netns`.
+macro_rules! lan_accessors {
+    () => {
+        #[must_use]
+        pub fn v4(&self) -> Ipv4Addr {
+            v4_of(&self.port.v4)
+        }
+
+        #[must_use]
+        pub fn v6(&self) -> Ipv6Addr {
+            v6_of(&self.port.v6)
+        }
+
+        #[must_use]
+        pub fn ns(&self) -> &Ns {
+            self.netns.ns()
+        }
+
+        /// MAC of its LAN interface.
+        pub fn mac(&self) -> Result<Mac, NsLabError> {
+            mac_of(&self.port)
+        }
+    };
+}
+
 /// A machine on the LAN that is not a node (a client outside the cluster).
 #[derive(Debug)]
 pub struct LanHost {
@@ -32,25 +57,7 @@ pub struct LanHost {
 }
 
 impl LanHost {
-    #[must_use]
-    pub fn v4(&self) -> Ipv4Addr {
-        v4_of(&self.port.v4)
-    }
-
-    #[must_use]
-    pub fn v6(&self) -> Ipv6Addr {
-        v6_of(&self.port.v6)
-    }
-
-    #[must_use]
-    pub fn ns(&self) -> &Ns {
-        self.netns.ns()
-    }
-
-    /// MAC of its LAN interface.
-    pub fn mac(&self) -> Result<Mac, NsLabError> {
-        mac_of(&self.port)
-    }
+    lan_accessors!();
 }
 
 fn mac_of(port: &LanPort) -> Result<Mac, NsLabError> {
@@ -70,25 +77,7 @@ pub struct Node {
 }
 
 impl Node {
-    #[must_use]
-    pub fn v4(&self) -> Ipv4Addr {
-        v4_of(&self.port.v4)
-    }
-
-    #[must_use]
-    pub fn v6(&self) -> Ipv6Addr {
-        v6_of(&self.port.v6)
-    }
-
-    #[must_use]
-    pub fn ns(&self) -> &Ns {
-        self.netns.ns()
-    }
-
-    /// MAC of its LAN interface.
-    pub fn mac(&self) -> Result<Mac, NsLabError> {
-        mac_of(&self.port)
-    }
+    lan_accessors!();
 
     /// Its pod IPv4 subnet (`10.244.K.0/24` for node K).
     #[must_use]
