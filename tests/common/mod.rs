@@ -106,19 +106,19 @@ impl AgentLab {
 
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.work.path().join("agent.log")).expect("log file");
-        let mut cmd = Command::new(FERRITE);
-        cmd.arg("agent")
-            .arg("--source")
-            .arg(format!("dir:{}", self.manifests.display()))
-            .arg("--bpf-root")
-            .arg(&self.bpf_root)
-            .arg("--cgroup")
-            .arg(self.cgroup.path())
-            .arg("--api-socket")
-            .arg(&self.socket)
-            .arg("--state-dir")
-            .arg(self.work.path().join("state"))
-            .args(["--node-name", "test-node"])
+        let source = format!("dir:{}", self.manifests.display());
+        let state_dir = self.work.path().join("state");
+        let mut cmd = ferrite_lab::cmd::agent_command(
+            FERRITE.as_ref(),
+            source.as_ref(),
+            ferrite_lab::cmd::AgentPaths {
+                bpf_root: &self.bpf_root,
+                cgroup: self.cgroup.path(),
+                api_socket: &self.socket,
+                state_dir: &state_dir,
+            },
+        );
+        cmd.args(["--node-name", "test-node"])
             .env("FERRITE_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -149,18 +149,18 @@ impl AgentLab {
             .append(true)
             .open(self.work.path().join("agent.log"))
             .expect("log file");
-        let mut cmd = Command::new(FERRITE);
-        cmd.arg("agent")
-            .args(["--source", source])
-            .arg("--bpf-root")
-            .arg(&self.bpf_root)
-            .arg("--cgroup")
-            .arg(self.cgroup.path())
-            .arg("--api-socket")
-            .arg(&self.socket)
-            .arg("--state-dir")
-            .arg(self.work.path().join("state"))
-            .args(["--node-name", "test-node"])
+        let state_dir = self.work.path().join("state");
+        let mut cmd = ferrite_lab::cmd::agent_command(
+            FERRITE.as_ref(),
+            source.as_ref(),
+            ferrite_lab::cmd::AgentPaths {
+                bpf_root: &self.bpf_root,
+                cgroup: self.cgroup.path(),
+                api_socket: &self.socket,
+                state_dir: &state_dir,
+            },
+        );
+        cmd.args(["--node-name", "test-node"])
             .args(args)
             .env("FERRITE_LOG", "debug")
             .stdout(Stdio::null())

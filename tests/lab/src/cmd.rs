@@ -195,3 +195,32 @@ mod tests {
         assert_eq!(stdout_of("echo", ["a", "b"]).unwrap(), "a b\n");
     }
 }
+
+/// Where one `ferrite agent` keeps its pinned datapath, cgroup hooks, API socket and state:
+/// every lab runs each agent on its own set so agents never share kernel objects.
+#[derive(Clone, Copy, Debug)]
+pub struct AgentPaths<'a> {
+    pub bpf_root: &'a std::path::Path,
+    pub cgroup: &'a std::path::Path,
+    pub api_socket: &'a std::path::Path,
+    pub state_dir: &'a std::path::Path,
+}
+
+/// `ferrite agent --source SOURCE` on `paths`; callers add node name, devices, flags and stdio.
+#[must_use]
+pub fn agent_command(ferrite: &OsStr, source: &OsStr, paths: AgentPaths<'_>) -> Command {
+    let mut command = Command::new(ferrite);
+    command
+        .arg("agent")
+        .arg("--source")
+        .arg(source)
+        .arg("--bpf-root")
+        .arg(paths.bpf_root)
+        .arg("--cgroup")
+        .arg(paths.cgroup)
+        .arg("--api-socket")
+        .arg(paths.api_socket)
+        .arg("--state-dir")
+        .arg(paths.state_dir);
+    command
+}

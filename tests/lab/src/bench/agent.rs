@@ -135,19 +135,18 @@ impl Agent {
         let log_file =
             fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| format!("log: {e}"))?;
-        let mut command = Command::new(ferrite);
+        let source = format!("dir:{}", source_dir.display());
+        let mut command = ferrite_lab::cmd::agent_command(
+            ferrite.as_os_str(),
+            source.as_ref(),
+            ferrite_lab::cmd::AgentPaths {
+                bpf_root: &bpf_root,
+                cgroup: cgroup.path(),
+                api_socket: &socket,
+                state_dir: &state_dir,
+            },
+        );
         command
-            .arg("agent")
-            .arg("--source")
-            .arg(format!("dir:{}", source_dir.display()))
-            .arg("--bpf-root")
-            .arg(&bpf_root)
-            .arg("--cgroup")
-            .arg(cgroup.path())
-            .arg("--api-socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state_dir)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);

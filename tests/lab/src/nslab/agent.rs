@@ -130,20 +130,19 @@ impl NodeAgent {
             .map_err(io_err(format!("open {}", log.display())))?;
         let err = out.try_clone().map_err(io_err("dup log"))?;
         let _ = fs::remove_file(&self.socket);
-        let mut command = Command::new(&config.ferrite);
+        let source = format!("dir:{}", self.manifests.display());
+        let mut command = crate::cmd::agent_command(
+            config.ferrite.as_os_str(),
+            source.as_ref(),
+            crate::cmd::AgentPaths {
+                bpf_root: &self.bpf_root,
+                cgroup: self.cgroup.path(),
+                api_socket: &self.socket,
+                state_dir: &self.state_dir,
+            },
+        );
         command
-            .arg("agent")
-            .arg("--source")
-            .arg(format!("dir:{}", self.manifests.display()))
             .args(["--node-name", &self.node, "--devices", LAN_IFNAME])
-            .arg("--bpf-root")
-            .arg(&self.bpf_root)
-            .arg("--cgroup")
-            .arg(self.cgroup.path())
-            .arg("--api-socket")
-            .arg(&self.socket)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
             // Never install a CNI plugin into the host's directories from a lab.
             .args(["--cni-conf-dir", "none"])
             .args(&config.extra_args)

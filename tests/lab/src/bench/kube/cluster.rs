@@ -4,7 +4,7 @@
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData};
@@ -92,17 +92,19 @@ impl AgentProc {
         let log = work.join(format!("{label}-agent.log"));
         let out = fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| format!("log: {e}"))?;
-        let mut command = Command::new(ferrite);
+        let socket = work.join(format!("{label}.sock"));
+        let mut command = ferrite_lab::cmd::agent_command(
+            ferrite.as_os_str(),
+            source.as_ref(),
+            ferrite_lab::cmd::AgentPaths {
+                bpf_root: &bpf_root,
+                cgroup: cgroup.path(),
+                api_socket: &socket,
+                state_dir: &state,
+            },
+        );
         command
-            .args(["agent", "--source", source, "--node-name", "bench-node"])
-            .args(["--cni-conf-dir", "none", "--bpf-root"])
-            .arg(&bpf_root)
-            .arg("--cgroup")
-            .arg(cgroup.path())
-            .arg("--api-socket")
-            .arg(work.join(format!("{label}.sock")))
-            .arg("--state-dir")
-            .arg(&state)
+            .args(["--node-name", "bench-node", "--cni-conf-dir", "none"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
