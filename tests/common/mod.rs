@@ -107,22 +107,7 @@ impl AgentLab {
     pub fn start(&mut self) {
         let log = std::fs::File::create(self.work.path().join("agent.log")).expect("log file");
         let source = format!("dir:{}", self.manifests.display());
-        let state_dir = self.work.path().join("state");
-        let mut cmd = ferrite_lab::cmd::agent_command(
-            FERRITE.as_ref(),
-            source.as_ref(),
-            ferrite_lab::cmd::AgentPaths {
-                bpf_root: &self.bpf_root,
-                cgroup: self.cgroup.path(),
-                api_socket: &self.socket,
-                state_dir: &state_dir,
-            },
-        );
-        cmd.args(["--node-name", "test-node"])
-            .env("FERRITE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.agent = Some(Child::spawn(&mut cmd).expect("spawn ferrite agent"));
+        self.spawn(&source, &[], &[], log);
         let ok = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
             self.status()
                 .is_some_and(|s| s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1)
@@ -149,6 +134,27 @@ impl AgentLab {
             .append(true)
             .open(self.work.path().join("agent.log"))
             .expect("log file");
+        self.spawn(source, args, env, log);
+        let ok = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            self.status().is_some_and(|s| {
+                !wait_for_apply || s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1
+            })
+        });
+        assert!(
+            ok.is_ok(),
+            "agent did not start (wait_for_apply={wait_for_apply}); log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Spawns `ferrite agent --source SOURCE` on this lab's paths, logging to `log`.
+    fn spawn(
+        &mut self,
+        source: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: std::fs::File,
+    ) {
         let state_dir = self.work.path().join("state");
         let mut cmd = ferrite_lab::cmd::agent_command(
             FERRITE.as_ref(),
@@ -163,22 +169,10 @@ impl AgentLab {
         cmd.args(["--node-name", "test-node"])
             .args(args)
             .env("FERRITE_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
         self.agent = Some(Child::spawn(&mut cmd).expect("spawn ferrite agent"));
-        let ok = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
-            self.status().is_some_and(|s| {
-                !wait_for_apply || s["last_apply"]["generation"].as_u64().unwrap_or(0) >= 1
-            })
-        });
-        assert!(
-            ok.is_ok(),
-            "agent did not start (wait_for_apply={wait_for_apply}); log:\n{}",
-            self.log()
-        );
     }
 
     pub fn kill9(&mut self) {
