@@ -91,6 +91,9 @@ pub struct L2Part {
     updated: bool,
     /// The view's `refutations` last seen.
     refutations_seen: u64,
+    /// Live members at the last decision: a member (re)joining may have claimed and announced
+    /// addresses this node kept (while it was cut off), so the keeper announces them again.
+    live_seen: BTreeSet<String>,
 }
 
 impl Drop for L2Part {
@@ -182,6 +185,7 @@ impl L2Part {
             hold,
             updated: false,
             refutations_seen: 0,
+            live_seen: BTreeSet::new(),
             membership,
             node: node.to_string(),
             cfg,
@@ -377,6 +381,9 @@ impl L2Part {
             let r = rx.borrow().refutations;
             refuted_since(&mut self.refutations_seen, r)
         });
+        let live: BTreeSet<String> = members.iter().map(|m| m.name.to_string()).collect();
+        let rejoined = !self.live_seen.is_empty() && !live.is_subset(&self.live_seen);
+        self.live_seen = live;
         let mut next: BTreeMap<IpAddr, Owned> = BTreeMap::new();
         for c in &self.candidates {
             if owners.get(&c.addr).map(smol_str::SmolStr::as_str) != Some(self.node.as_str()) {
@@ -446,18 +453,19 @@ impl L2Part {
             .owned_now
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next.keys().copied().collect();
-        if refuted {
+        if refuted || rejoined {
             self.reannounce_kept(&next);
         }
         self.owned = next;
         self.publish(&owners, &members);
     }
 
-    /// After refuting a suspicion or death claim: peers may have moved this node's addresses
-    /// briefly, so it announces those it kept again (gained ones got their burst already).
+    /// After refuting a suspicion or death claim, or when a member (re)joins: peers may have
+    /// moved (and announced) this node's addresses briefly, so it announces those it kept again
+    /// (gained ones got their burst already).
     fn reannounce_kept(&self, next: &BTreeMap<IpAddr, Owned>) {
         for (ip, o) in next.iter().filter(|(ip, _)| self.owned.contains_key(*ip)) {
-            info!(address = %ip, "refuted a claim about this node; announcing again");
+            info!(address = %ip, "a claim refuted or a member rejoined; announcing again");
             burst(
                 o.interface.clone(),
                 o.ifindex,
