@@ -10,6 +10,7 @@ mod l2;
 mod lb;
 mod lbipam;
 mod model;
+mod routing;
 mod source;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

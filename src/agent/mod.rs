@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub k8s_client: crate::source::kube::ClientOptions,
     /// Duration of the status-writer Lease (kube source; hidden `--status-lease-seconds`).
     pub status_lease: Duration,
+    /// The pod network between nodes (`--routing`, `--vxlan-port`, `--vxlan-vni`).
+    pub routing: crate::routing::RoutingConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +64,8 @@ pub enum AgentError {
     Kube(#[from] crate::source::kube::KubeError),
     #[error("installing the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("routing: {0}")]
+    Routing(#[from] crate::routing::RoutingError),
 }
 
 /// The API's initial state: datapath facts, nothing applied yet.
@@ -85,6 +89,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         source_errors: None,
         pools: api::PoolsView::default(),
         l2: api::L2View::default(),
+        routes: crate::routing::task::SharedRoutes::default(),
     }
 }
 
@@ -128,6 +133,51 @@ fn open_host(cfg: &AgentConfig) -> Result<Option<reconcile::HostPart>, AgentErro
     }))
 }
 
+/// Starts the pod-network routing task, the CNI install, and the conflist's MTU follower.
+fn start_routing(
+    cfg: &AgentConfig,
+    shared: &crate::api::SharedState,
+    rx: &watch::Receiver<Arc<Snapshot>>,
+) -> Result<(), AgentError> {
+    let (pod_mtu_tx, pod_mtu_rx) = watch::channel(None);
+    let routes = shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .routes
+        .clone();
+    // The task runs until the runtime ends; its handle is not needed.
+    drop(crate::routing::task::spawn(
+        cfg.routing,
+        cfg.node_name.clone(),
+        cfg.datapath.maps_dir(),
+        rx.clone(),
+        routes,
+        pod_mtu_tx,
+    )?);
+    if let Some(cni) = cfg.cni.clone() {
+        crate::cni::install::run_in_agent(cni.clone(), rx.clone());
+        follow_pod_mtu(cni, pod_mtu_rx);
+    }
+    Ok(())
+}
+
+/// Keeps the conflist's MTU at what the routing plan says pods need.
+fn follow_pod_mtu(
+    mut cni: crate::cni::install::InstallConfig,
+    mut mtu: watch::Receiver<Option<u32>>,
+) {
+    tokio::spawn(async move {
+        while mtu.changed().await.is_ok() {
+            let want = *mtu.borrow_and_update();
+            match crate::cni::install::set_pod_mtu(&mut cni, want) {
+                Ok(true) => info!(mtu = ?want, "pod MTU in the conflist updated"),
+                Ok(false) => {}
+                Err(e) => error!(error = %e, "rewriting the conflist's MTU"),
+            }
+        }
+    });
+}
+
 /// Resolves on the next membership view change; never without membership.
 async fn view_change(view_rx: &mut Option<watch::Receiver<crate::l2::membership::MembershipView>>) {
     match view_rx {
@@ -153,9 +203,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let shared = Arc::new(RwLock::new(initial_api_state(&cfg, sock.adopted)));
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-    if let Some(cni) = cfg.cni.clone() {
-        crate::cni::install::run_in_agent(cni, rx.clone());
-    }
+    start_routing(&cfg, &shared, &rx)?;
     let (errors, status_feed) = start_source(&cfg, tx).await?;
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();

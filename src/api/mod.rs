@@ -28,6 +28,8 @@ pub struct ApiState {
     pub pools: PoolsView,
     /// L2 announcements (`/v1/l2`).
     pub l2: L2View,
+    /// The pod network between nodes (`/v1/routes`), written by the routing task.
+    pub routes: crate::routing::task::SharedRoutes,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -90,6 +90,13 @@ fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> 
         "/v1/l2" => json(StatusCode::OK, &guard.l2),
         "/v1/services" => json(StatusCode::OK, &guard.services),
         "/v1/pools" => json(StatusCode::OK, &guard.pools),
+        "/v1/routes" => json(
+            StatusCode::OK,
+            &*guard
+                .routes
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
         "/healthz" => {
             let ready = guard.status.datapath.ready;
             let code = if ready {

@@ -76,6 +76,17 @@ pub struct AgentCmd {
     /// warning and keeps TC
     #[argh(option, default = "crate::datapath::XdpMode::Off")]
     pub xdp: crate::datapath::XdpMode,
+    /// how pods on other nodes are reached: auto (the default: a native route via the node's
+    /// InternalIP when it is on a directly connected subnet, else VXLAN), native, vxlan, or off
+    /// (another component routes pods)
+    #[argh(option, default = "crate::routing::RoutingMode::Auto")]
+    pub routing: crate::routing::RoutingMode,
+    /// UDP port of the VXLAN overlay (default 8472, flannel's)
+    #[argh(option, default = "crate::routing::DEFAULT_VXLAN_PORT")]
+    pub vxlan_port: u16,
+    /// VXLAN network identifier (default 1, flannel's)
+    #[argh(option, default = "crate::routing::DEFAULT_VNI")]
+    pub vxlan_vni: u32,
     /// remove every pinned map and link under --bpf-root, then exit
     #[argh(switch)]
     pub cleanup: bool,
@@ -125,7 +136,8 @@ pub fn run(cmd: AgentCmd) -> i32 {
             removed.len(),
             datapath.bpf_root.display()
         );
-        return i32::from(!errors.is_empty());
+        let routing_ok = cleanup_routing();
+        return i32::from(!errors.is_empty() || !routing_ok);
     }
     let l2 = match l2_config(&cmd) {
         Ok(c) => c,
@@ -171,6 +183,11 @@ pub fn run(cmd: AgentCmd) -> i32 {
             burst: cmd.k8s_burst,
         },
         status_lease: std::time::Duration::from_secs(cmd.status_lease_seconds.into()),
+        routing: crate::routing::RoutingConfig {
+            mode: cmd.routing,
+            vni: cmd.vxlan_vni,
+            port: cmd.vxlan_port,
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -189,6 +206,32 @@ pub fn run(cmd: AgentCmd) -> i32 {
             1
         }
     }
+}
+
+/// Removes ferrite's routes and VXLAN device; `false` when something could not be removed.
+fn cleanup_routing() -> bool {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "starting the runtime");
+            return false;
+        }
+    };
+    let (removed, errors) = rt.block_on(crate::routing::kernel::cleanup());
+    for r in &removed {
+        info!(removed = %r, "routing");
+    }
+    for e in &errors {
+        error!(error = %e, "routing cleanup");
+    }
+    println!(
+        "removed {} routes and devices of the pod network",
+        removed.len()
+    );
+    errors.is_empty()
 }
 
 /// `--devices`, `--nodeport-range`, `--maglev-table-size` → the north-south settings (none

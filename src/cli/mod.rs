@@ -8,6 +8,7 @@ mod manifests;
 mod output;
 mod pools;
 mod query;
+mod routes;
 
 use std::path::PathBuf;
 
@@ -24,12 +25,17 @@ pub struct Cli {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing argh subcommands buys nothing"
+)]
 pub enum Command {
     Version(VersionCmd),
     Agent(agent::AgentCmd),
     Status(query::StatusCmd),
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
+    Routes(routes::RoutesCmd),
     L2(l2::L2Cmd),
     L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
@@ -68,6 +74,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(s) => query::status(&s),
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),
+        Command::Routes(r) => routes::run(&r),
         Command::L2(c) => l2::run(&c),
         Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),

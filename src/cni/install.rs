@@ -261,6 +261,24 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
     })
 }
 
+/// Rewrites the conflist with the pod MTU the routing plan chose (the underlay MTU less the
+/// VXLAN overhead once any node is reached over VXLAN); pods created from then on get it.
+pub fn set_pod_mtu(cfg: &mut InstallConfig, mtu: Option<u32>) -> Result<bool, InstallError> {
+    if cfg.mtu == mtu {
+        return Ok(false);
+    }
+    cfg.mtu = mtu;
+    let chained: Vec<&str> = CHAINED
+        .into_iter()
+        .filter(|p| cfg.bin_dir.join(p).is_file())
+        .collect();
+    let conflist = cfg.conf_dir.join(CONFLIST_NAME);
+    let text = serde_json::to_vec_pretty(&render_conflist(cfg, &chained))
+        .map_err(|e| io_err("encode", &conflist)(io::Error::other(e)))?;
+    write_atomic(&conflist, &text, 0o644)?;
+    Ok(true)
+}
+
 /// Writes the node state file; the agent calls this with `source = "node"` whenever the Node
 /// object's `spec.podCIDRs` change, and `install` with `"flag"` for `--pod-cidr`.
 pub fn write_node_cidrs(

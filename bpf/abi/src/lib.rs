@@ -40,6 +40,7 @@ pub mod map_names {
     pub const DEVICES: &str = "fe_dev_v1";
     pub const SOURCE_RANGES: &str = "fe_srcrng_v1";
     pub const XDP_DEVS: &str = "fe_xdpdev_v1";
+    pub const TUNNELS: &str = "fe_tunnel_v1";
     pub const L2_ADDRS: &str = "fe_l2addr_v1";
     pub const L2_LIVE: &str = "fe_l2live_v1";
 }
@@ -58,6 +59,7 @@ pub mod map_sizes {
     pub const DEVICES: u32 = 64;
     pub const SOURCE_RANGES: u32 = 16_384;
     pub const XDP_DEVS: u32 = 64;
+    pub const TUNNELS: u32 = 8;
     pub const L2_ADDRS: u32 = 4_096;
 }
 

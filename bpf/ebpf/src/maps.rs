@@ -49,6 +49,11 @@ pub static DEVICES: HashMap<u32, DevInfo> = HashMap::pinned(map_sizes::DEVICES, 
 #[map(name = "fe_srcrng_v1")]
 pub static SOURCE_RANGES: LpmTrie<SrcRangeData, u8> = LpmTrie::pinned(map_sizes::SOURCE_RANGES, 1);
 
+/// Overlay devices (ferrite's VXLAN device) by ifindex: a backend the FIB reaches through one
+/// is on another node, so its flows are SNATed like those of backends behind the ingress device.
+#[map(name = "fe_tunnel_v1")]
+pub static TUNNELS: HashMap<u32, u32> = HashMap::pinned(map_sizes::TUNNELS, 0);
+
 /// Devices with the XDP ingress program: their MAC and how translated packets may leave.
 #[map(name = "fe_xdpdev_v1")]
 pub static XDP_DEVS: HashMap<u32, ferrite_abi::XdpDev> = HashMap::pinned(map_sizes::XDP_DEVS, 0);

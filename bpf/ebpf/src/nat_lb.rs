@@ -21,7 +21,7 @@ use ferrite_abi::{
     SvcKey,
 };
 
-use crate::maps::{BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, SOURCE_RANGES};
+use crate::maps::{BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, SOURCE_RANGES, TUNNELS};
 use crate::pkt::PacketCtx;
 
 const ETH_HLEN: usize = 14;
@@ -341,13 +341,15 @@ fn new_flow<C: PacketCtx>(ctx: &mut C, p: &Packet, svc: &ExtSvcValue) -> Option<
     let backend = unsafe { BACKENDS.get(&backend_id) }?;
     let k = &p.key;
 
-    // Remote backend (the FIB sends it back out of this device) and not ETP=Local: SNAT to the
-    // device's address so the reply comes back here.
-    let snat = svc.flags & EXT_FLAG_LOCAL == 0 && {
-        let (rc, params) = fib(ctx, k.family, &k.saddr, &backend.addr);
-        (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
-            && params.ifindex == ctx.ifindex()
-    };
+    // Remote backend (the FIB sends it back out of this device, or into the overlay to another
+    // node) and not ETP=Local: SNAT to the device's address so the reply comes back here.
+    let snat = svc.flags & EXT_FLAG_LOCAL == 0
+        && {
+            let (rc, params) = fib(ctx, k.family, &k.saddr, &backend.addr);
+            (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
+            // SAFETY: lookup in a hash map of plain integers.
+            && (params.ifindex == ctx.ifindex() || unsafe { TUNNELS.get(&params.ifindex) }.is_some())
+        };
     let mut fwd = CtValue {
         new_saddr: k.saddr,
         new_daddr: backend.addr,

@@ -69,7 +69,7 @@ pub enum NsLabError {
     Other(String),
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NsLabError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NsLabError {
     let what = what.into();
     move |source| NsLabError::Io { what, source }
 }
