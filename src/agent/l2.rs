@@ -228,12 +228,14 @@ impl L2Part {
     }
 
     /// Starts the membership once this node's address is known (retried every second);
-    /// a start holds claims until the first sync.
-    fn ensure_membership(&mut self, snapshot: &Snapshot) {
-        if self.member.ensure(snapshot) {
+    /// a start holds claims until the first sync. Returns whether it started now.
+    fn ensure_membership(&mut self, snapshot: &Snapshot) -> bool {
+        let started = self.member.ensure(snapshot);
+        if started {
             self.hold
                 .hold(std::time::Instant::now(), 0, false, HoldReason::Start);
         }
+        started
     }
 
     /// New model: recompute eligibility, advertise it, re-decide ownership.
@@ -311,10 +313,11 @@ impl L2Part {
             );
             self.burst_owned();
         }
-        if local_interfaces() != self.last_interfaces
-            || (self.member.running.is_none() && !self.member.standalone())
-        {
-            // (Also while membership is not bound: update retries starting it.)
+        // Not bound yet: retry (at most once a second); once it starts, advertise at once.
+        let started = self.member.running.is_none()
+            && !self.member.standalone()
+            && self.ensure_membership(snapshot);
+        if started || local_interfaces() != self.last_interfaces {
             self.update(snapshot, lb_ips);
         } else if self.hold.is_held() {
             self.decide();
