@@ -1,5 +1,6 @@
 //! L2 announcements end to end, as root: three node netns on a LAN bridge, each running
-//! `ferrite agent --devices eth0 --l2-bind NODE:7946 --l2-peers OTHERS`, pods behind every node,
+//! `ferrite agent --devices eth0` (L2 membership bound to the Node's InternalIP by default, the
+//! lab's shared key file), pods behind every node,
 //! and two client netns on the LAN with no route for the `LoadBalancer` IPs (192.168.50.200,
 //! fd00:50::200 are on the LAN subnet): clients must resolve them with ARP / neighbor discovery
 //! and exactly one node, the elected owner, must answer with its own MAC.

@@ -49,6 +49,8 @@ struct Cluster {
     /// The bridge the nodes plug into (dropped after them).
     _lan: Lan,
     peers: String,
+    /// The shared key file (`--key-file`); the directory goes with the cluster.
+    key: common::TempDir,
     lines: mpsc::Receiver<Line>,
     sender: mpsc::Sender<Line>,
     latest: Vec<Option<Value>>,
@@ -96,10 +98,13 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let (sender, lines) = mpsc::channel();
+        let key = common::TempDir::new("l2m-key");
+        ferrite_lab::l2lab::write_key(&key.path().join("l2.key")).expect("writing the key");
         let mut cluster = Self {
             nodes,
             _lan: lan,
             peers,
+            key,
             lines,
             sender,
             latest: vec![None; 3],
@@ -121,6 +126,8 @@ impl Cluster {
             .expect("command in netns");
         cmd.args(["l2-member", "--bind", &bind, "--name", &name(i)])
             .args(["--peers", &self.peers, "--eligible", ADDRESSES])
+            .arg("--key-file")
+            .arg(self.key.path().join("l2.key"))
             .env("FERRITE_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

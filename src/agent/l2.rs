@@ -15,10 +15,7 @@ use crate::l2::announce::{Multicast, announce};
 use crate::l2::eligibility::{Candidate, LocalInterface, candidates};
 use crate::l2::heartbeat::{self, Progress};
 use crate::l2::hold::{ClaimHold, Claims, HoldReason, SETTLE, refuted_since};
-use crate::l2::membership::{
-    MemberState, MemberView, Membership, MembershipConfig, MembershipHandle, MembershipView,
-    seeds_from_nodes,
-};
+use crate::l2::membership::{MemberState, MemberView, MembershipView};
 use crate::l2::ownership::{AddrReq, assign};
 use crate::l2::view::{self, Claimed, Clock, ViewInput};
 use crate::model::{ServiceName, Snapshot};
@@ -31,13 +28,17 @@ const BURST: [Duration; 4] = [
     Duration::from_secs(1),
 ];
 
-/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-seconds`, `--l2-claim-hold-ms`.
+mod member;
+
+pub use member::{DEFAULT_KEY_FILE, MemberConfig};
+
+/// `--l2-bind`, `--l2-peers`, `--l2-standalone`, `--l2-key-file`, `--l2-reannounce-seconds`,
+/// `--l2-claim-hold-ms`.
 #[derive(Clone, Debug)]
 pub struct L2Config {
-    /// Membership address (this node's address on the LAN, UDP port). Without it the node
-    /// decides alone (single-node mode).
-    pub bind: Option<SocketAddr>,
-    pub peers: Vec<SocketAddr>,
+    /// Membership: bound to this node's address (flag, Node InternalIP or `HOST_IP`), or
+    /// standalone.
+    pub member: MemberConfig,
     pub reannounce: Option<Duration>,
     /// After a start, a link-up or a freeze, the longest wait for a membership sync before
     /// claiming by this node's own view (see [`crate::l2::hold`]).
@@ -47,8 +48,7 @@ pub struct L2Config {
 impl Default for L2Config {
     fn default() -> Self {
         Self {
-            bind: None,
-            peers: Vec::new(),
+            member: MemberConfig::default(),
             reannounce: None,
             claim_hold: crate::l2::hold::DEFAULT_HOLD_DOWN,
         }
@@ -69,7 +69,9 @@ struct Owned {
 pub struct L2Part {
     responder: L2Responder,
     multicast: Multicast,
-    membership: Option<(MembershipHandle, watch::Receiver<MembershipView>)>,
+    member: member::Member,
+    /// Devices the north-south datapath serves: only they answer ARP/NDP.
+    served: BTreeSet<String>,
     node: String,
     cfg: L2Config,
     candidates: Vec<Candidate>,
@@ -158,24 +160,8 @@ impl L2Part {
                 warn!(error = %e, "starting the L2 heartbeat thread; the responder stays silent");
             }
         }
-        let membership = match cfg.bind {
-            Some(bind) => {
-                let mut m = MembershipConfig::new(node, bind);
-                m.seeds.clone_from(&cfg.peers);
-                match Membership::start(m) {
-                    Ok(pair) => Some(pair),
-                    Err(e) => {
-                        warn!(error = %e, "L2 membership did not start; deciding alone");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let mut hold = ClaimHold::new(cfg.claim_hold, SETTLE);
-        if membership.is_some() {
-            hold.hold(std::time::Instant::now(), 0, false, HoldReason::Start);
-        }
+        let member = member::Member::new(cfg.member.clone(), node);
+        let hold = ClaimHold::new(cfg.claim_hold, SETTLE);
         Ok(Self {
             responder,
             multicast: Multicast::default(),
@@ -186,7 +172,8 @@ impl L2Part {
             updated: false,
             refutations_seen: 0,
             live_seen: BTreeSet::new(),
-            membership,
+            member,
+            served: BTreeSet::new(),
             node: node.to_string(),
             cfg,
             candidates: Vec::new(),
@@ -206,7 +193,8 @@ impl L2Part {
 
     /// The view's full-state exchange count (0 without membership).
     fn syncs(&self) -> u64 {
-        self.membership
+        self.member
+            .running
             .as_ref()
             .map_or(0, |(_, rx)| rx.borrow().syncs)
     }
@@ -214,7 +202,7 @@ impl L2Part {
     /// Holds new claims (and with `drop_existing` the current ones) until membership synced
     /// with a peer, and asks for that sync now. No-op without membership.
     fn hold_claims(&mut self, drop_existing: bool, reason: HoldReason) {
-        let Some((handle, _)) = &self.membership else {
+        let Some((handle, _)) = &self.member.running else {
             return;
         };
         if let Err(e) = handle.resync() {
@@ -229,16 +217,32 @@ impl L2Part {
             .hold(std::time::Instant::now(), syncs, drop_existing, reason);
     }
 
-    /// A receiver of membership view changes, for the agent loop (none without membership).
+    /// A receiver of membership view changes, for the agent loop (none when standalone).
     pub fn view_receiver(&self) -> Option<watch::Receiver<MembershipView>> {
-        self.membership.as_ref().map(|(_, rx)| rx.clone())
+        (!self.member.standalone()).then(|| self.member.receiver())
+    }
+
+    /// The devices the north-south datapath is attached to (only they answer ARP/NDP).
+    pub fn set_served(&mut self, devices: BTreeSet<String>) {
+        self.served = devices;
+    }
+
+    /// Starts the membership once this node's address is known (retried every second);
+    /// a start holds claims until the first sync. Returns whether it started now.
+    fn ensure_membership(&mut self, snapshot: &Snapshot) -> bool {
+        let started = self.member.ensure(snapshot);
+        if started {
+            self.hold
+                .hold(std::time::Instant::now(), 0, false, HoldReason::Start);
+        }
+        started
     }
 
     /// New model: recompute eligibility, advertise it, re-decide ownership.
     pub fn update(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
         self.progress.bump();
         let interfaces = local_interfaces();
-        let (cands, problems) = candidates(snapshot, lb_ips, &self.node, &interfaces);
+        let (cands, problems) = candidates(snapshot, lb_ips, &self.node, &interfaces, &self.served);
         for p in &problems {
             warn!(policy = %p.policy, problem = %p.message, "L2 announcement policy ignored");
         }
@@ -260,17 +264,8 @@ impl L2Part {
         if let Err(e) = self.responder.attach(&wanted_ifaces) {
             warn!(error = %e, "attaching the L2 responder");
         }
-        if let Some((handle, _)) = &self.membership {
-            if self.cfg.peers.is_empty()
-                && let Some(bind) = self.cfg.bind
-            {
-                let seeds = seeds_from_nodes(&snapshot.nodes, &self.node, bind.ip(), bind.port());
-                if !seeds.is_empty()
-                    && let Err(e) = handle.set_seeds(seeds)
-                {
-                    warn!(error = %e, "L2 membership seeds");
-                }
-            }
+        self.ensure_membership(snapshot);
+        if let Some((handle, _)) = &self.member.running {
             handle.set_local_eligibility(
                 cands
                     .iter()
@@ -305,7 +300,7 @@ impl L2Part {
         let freezes = self.progress.freezes();
         let froze = freezes != self.freezes_seen;
         self.freezes_seen = freezes;
-        if froze && self.membership.is_some() {
+        if froze && self.member.running.is_some() {
             // The responder went silent and the others may have taken over: drop the claims
             // until the views agree again (re-claiming announces them).
             info!(gap_ms = gap.as_millis(), "resumed after a freeze");
@@ -318,7 +313,11 @@ impl L2Part {
             );
             self.burst_owned();
         }
-        if local_interfaces() != self.last_interfaces {
+        // Not bound yet: retry (at most once a second); once it starts, advertise at once.
+        let started = self.member.running.is_none()
+            && !self.member.standalone()
+            && self.ensure_membership(snapshot);
+        if started || local_interfaces() != self.last_interfaces {
             self.update(snapshot, lb_ips);
         } else if self.hold.is_held() {
             self.decide();
@@ -342,8 +341,10 @@ impl L2Part {
     }
 
     fn members(&self) -> Vec<MemberView> {
-        match &self.membership {
+        match &self.member.running {
             Some((_, rx)) => rx.borrow().live().cloned().collect(),
+            // Not bound: nobody may claim (never a silent fallback to deciding alone).
+            None if !self.member.standalone() => Vec::new(),
             None => vec![MemberView {
                 name: self.node.as_str().into(),
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -377,7 +378,7 @@ impl L2Part {
         let now = unix_ms();
         let syncs = self.syncs();
         let claims = self.hold.check(std::time::Instant::now(), syncs);
-        let refuted = self.membership.as_ref().is_some_and(|(_, rx)| {
+        let refuted = self.member.running.as_ref().is_some_and(|(_, rx)| {
             let r = rx.borrow().refutations;
             refuted_since(&mut self.refutations_seen, r)
         });
@@ -516,9 +517,12 @@ impl L2Part {
             clock: Clock::now(),
         });
         self.view = v;
+        self.view.membership = self.member.view();
     }
 
-    pub fn view(&self) -> &L2View {
+    /// The view, with the membership's counters as of now.
+    pub fn view(&mut self) -> &L2View {
+        self.view.membership = self.member.view();
         &self.view
     }
 }

@@ -18,7 +18,7 @@ use crate::lbipam::IpamState;
 use crate::model::Snapshot;
 use crate::source::{SourceSpec, dir::DirSource};
 
-pub use l2::L2Config;
+pub use l2::{DEFAULT_KEY_FILE, L2Config, MemberConfig};
 pub use reconcile::Reconciler;
 
 /// How often the `dir:` source looks for changes (a change reaches the kernel well within 1 s).

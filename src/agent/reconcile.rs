@@ -224,6 +224,9 @@ impl Reconciler {
         };
         let views_started = Instant::now();
         if let Some(l2) = &mut self.l2 {
+            l2.set_served(self.host.as_ref().map_or_else(Default::default, |h| {
+                h.lb.ingress.iter().map(|(d, _)| d.clone()).collect()
+            }));
             l2.update(snapshot, &lb_ips);
         }
         let l2_done = views_started.elapsed();
@@ -231,7 +234,7 @@ impl Reconciler {
             .shared
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(l2) = &self.l2 {
+        if let Some(l2) = &mut self.l2 {
             guard.l2 = l2.view().clone();
         }
         guard.status.last_apply = Some(report);

@@ -15,6 +15,52 @@ pub struct L2View {
     /// until membership synced with a peer or the hold-down passed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_hold: Option<L2HoldView>,
+    /// The membership service: bound where, with which key, refused datagrams, or why not.
+    #[serde(default)]
+    pub membership: L2MembershipView,
+}
+
+/// The state of this node's L2 membership.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct L2MembershipView {
+    /// `bound` (running), `unbound` (not running: see `error`; nothing is claimed) or
+    /// `standalone` (`--l2-standalone`: this node decides alone).
+    pub mode: String,
+    /// The bound address (`bound`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Where the address came from: `--l2-bind`, `Node InternalIP` or `HOST_IP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_from: Option<String>,
+    /// The key's fingerprint (a hash prefix), or `ephemeral` for a lone node without a key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why membership is not running or not working; none when healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Datagrams refused and dropped since the start.
+    #[serde(default)]
+    pub rejected: L2RejectedView,
+}
+
+/// Refused membership datagrams by reason.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct L2RejectedView {
+    pub unauthenticated: u64,
+    pub bad_mac: u64,
+    pub replayed: u64,
+    pub malformed: u64,
+}
+
+impl From<crate::l2::membership::Rejected> for L2RejectedView {
+    fn from(r: crate::l2::membership::Rejected) -> Self {
+        Self {
+            unauthenticated: r.unauthenticated,
+            bad_mac: r.bad_mac,
+            replayed: r.replayed,
+            malformed: r.malformed,
+        }
+    }
 }
 
 /// Why new claims are held, since when and until what.

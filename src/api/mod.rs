@@ -7,7 +7,7 @@ mod pools;
 mod server;
 mod types;
 
-pub use l2::{L2AddressView, L2View};
+pub use l2::{L2AddressView, L2MembershipView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve};
 pub use types::{ApplyReport, DatapathStatus, DeviceIngress, ServiceView, SourceErrorView, Status};

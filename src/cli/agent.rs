@@ -55,13 +55,21 @@ pub struct AgentCmd {
     /// how many Maglev tables (distinct backend sets of LoadBalancer/NodePort/externalIP frontends)
     #[argh(option, default = "ferrite_abi::map_sizes::MAGLEV_ROWS")]
     pub max_external_tables: u32,
-    /// L2 membership address: this node's LAN address and UDP port (e.g. 192.168.1.11:7946);
-    /// without it the node decides L2 ownership alone
+    /// L2 membership address: this node's LAN address and UDP port (default: this Node's
+    /// InternalIP, else $HOST_IP, on port 7946)
     #[argh(option)]
     pub l2_bind: Option<String>,
-    /// L2 membership peers, comma separated ip:port (default: the Nodes' InternalIPs)
+    /// L2 membership peers, comma separated ip:port (default: the other Nodes' InternalIPs)
     #[argh(option)]
     pub l2_peers: Option<String>,
+    /// no L2 membership: this node alone decides which addresses it announces (a single
+    /// node, or nodes that never share an address)
+    #[argh(switch)]
+    pub l2_standalone: bool,
+    /// the cluster key authenticating L2 membership, shared by every node (make one with
+    /// `ferrite l2 keygen`; default /etc/ferrite/l2.key)
+    #[argh(option, default = "PathBuf::from(crate::agent::DEFAULT_KEY_FILE)")]
+    pub l2_key_file: PathBuf,
     /// re-announce owned addresses every N seconds (gratuitous ARP / unsolicited NA)
     #[argh(option)]
     pub l2_reannounce_seconds: Option<u64>,
@@ -274,32 +282,18 @@ fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
     }))
 }
 
-/// `--l2-bind`, `--l2-peers`, `--l2-reannounce-seconds`, `--l2-claim-hold-ms`.
+/// The L2 flags and `HOST_IP` (see [`super::l2flags`]).
 fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
-    use crate::l2::membership::{DEFAULT_PORT, parse_peers};
-    let bind = cmd
-        .l2_bind
-        .as_deref()
-        .map(|b| {
-            b.parse::<std::net::SocketAddr>()
-                .or_else(|_| {
-                    b.parse::<std::net::IpAddr>()
-                        .map(|ip| std::net::SocketAddr::new(ip, DEFAULT_PORT))
-                })
-                .map_err(|_| format!("--l2-bind {b:?}: expected IP or IP:PORT"))
-        })
-        .transpose()?;
-    let peers = match &cmd.l2_peers {
-        Some(p) => parse_peers(p).map_err(|e| format!("--l2-peers: {e}"))?,
-        None => Vec::new(),
-    };
-    Ok(crate::agent::L2Config {
-        bind,
-        peers,
-        reannounce: cmd
-            .l2_reannounce_seconds
-            .filter(|s| *s > 0)
-            .map(std::time::Duration::from_secs),
-        claim_hold: std::time::Duration::from_millis(cmd.l2_claim_hold_ms),
-    })
+    let host_ip = std::env::var(super::l2flags::HOST_IP_ENV).ok();
+    super::l2flags::l2_config(
+        &super::l2flags::L2Flags {
+            bind: cmd.l2_bind.as_deref(),
+            peers: cmd.l2_peers.as_deref(),
+            standalone: cmd.l2_standalone,
+            key_file: cmd.l2_key_file.clone(),
+            reannounce_seconds: cmd.l2_reannounce_seconds,
+            claim_hold_ms: cmd.l2_claim_hold_ms,
+        },
+        host_ip.as_deref(),
+    )
 }

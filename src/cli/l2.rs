@@ -18,6 +18,59 @@ pub struct L2Cmd {
     /// the agent's API socket
     #[argh(option, default = "super::default_api_socket()")]
     pub api_socket: PathBuf,
+    #[argh(subcommand)]
+    pub sub: Option<L2Sub>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum L2Sub {
+    Keygen(KeygenCmd),
+}
+
+/// Print a new random L2 membership key (hex); every node needs the same one, e.g.
+/// `ferrite l2 keygen > /etc/ferrite/l2.key` then copy the file to every node.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "keygen")]
+pub struct KeygenCmd {}
+
+fn keygen() -> i32 {
+    match crate::l2::membership::Key::generate_text() {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The membership line of the table: bound where, key, refused datagrams; or why not.
+fn membership_line(view: &L2View) -> String {
+    let m = &view.membership;
+    let r = &m.rejected;
+    let mut line = match m.mode.as_str() {
+        "bound" => format!(
+            "membership: bound to {} ({}), key {}; refused datagrams: {} bad key/MAC, {} \
+             replayed, {} unauthenticated, {} malformed",
+            m.bind.as_deref().unwrap_or("?"),
+            m.bind_from.as_deref().unwrap_or("?"),
+            m.key.as_deref().unwrap_or("?"),
+            r.bad_mac,
+            r.replayed,
+            r.unauthenticated,
+            r.malformed
+        ),
+        "standalone" => "membership: off (--l2-standalone: this node decides alone)".to_string(),
+        other => format!("membership: {other}"),
+    };
+    if let Some(e) = &m.error {
+        line.push_str("\nERROR: ");
+        line.push_str(e);
+    }
+    line
 }
 
 fn now_unix_ms() -> u64 {
@@ -81,6 +134,9 @@ fn this_node(a: &L2AddressView) -> String {
 }
 
 pub fn run(cmd: &L2Cmd) -> i32 {
+    if let Some(L2Sub::Keygen(_)) = cmd.sub {
+        return keygen();
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,6 +166,7 @@ pub fn run(cmd: &L2Cmd) -> i32 {
     }
     let now = now_unix_ms();
     println!("node {}; members: {}", view.node, view.members.join(", "));
+    println!("{}", membership_line(&view));
     if let Some(line) = hold_line(&view, now) {
         println!("{line}");
     }

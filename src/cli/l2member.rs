@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::l2::membership::{
-    DEFAULT_CLUSTER, MemberView, Membership, MembershipConfig, MembershipView, Timing, parse_peers,
+    DEFAULT_CLUSTER, Key, MemberView, Membership, MembershipConfig, MembershipView, Timing,
+    parse_peers,
 };
 use crate::l2::ownership::{AddrReq, NodeName, assign, owned_by};
 use crate::model::ServiceName;
@@ -40,6 +41,12 @@ pub struct L2MemberCmd {
     /// minimum suspicion timeout in milliseconds (default 300; the maximum is 3×)
     #[argh(option)]
     pub suspicion_ms: Option<u64>,
+    /// the cluster key file (hex, as `ferrite l2 keygen` prints; default /etc/ferrite/l2.key)
+    #[argh(
+        option,
+        default = "std::path::PathBuf::from(crate::agent::DEFAULT_KEY_FILE)"
+    )]
+    pub key_file: std::path::PathBuf,
     /// cluster name (default ferrite)
     #[argh(option, default = "String::from(DEFAULT_CLUSTER)")]
     pub cluster: String,
@@ -74,7 +81,8 @@ fn parse_addrs(list: &str) -> Result<BTreeSet<IpAddr>, String> {
 }
 
 fn config(cmd: &L2MemberCmd) -> Result<MembershipConfig, String> {
-    let mut cfg = MembershipConfig::new(cmd.name.as_str(), cmd.bind);
+    let key = Key::read(&cmd.key_file).map_err(|e| e.to_string())?;
+    let mut cfg = MembershipConfig::new(cmd.name.as_str(), cmd.bind, key);
     cfg.seeds = parse_peers(&cmd.peers).map_err(|e| e.to_string())?;
     cfg.eligible = parse_addrs(&cmd.eligible)?;
     cfg.cluster = cmd.cluster.as_str().into();

@@ -3,6 +3,7 @@
 mod agent;
 mod cni;
 mod l2;
+mod l2flags;
 mod l2member;
 mod manifests;
 mod output;

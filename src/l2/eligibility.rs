@@ -1,8 +1,10 @@
 //! Which LoadBalancer/external addresses this node may announce, on which interface, and why
 //! (or why not): L2AnnouncementPolicy selection (service, node, interface regexes), interface
-//! state, and for externalTrafficPolicy Local a ready endpoint on this node. Pure.
+//! state, the north-south datapath serving the interface (an address answered for where
+//! nothing translates it would be a black hole), and for externalTrafficPolicy Local a ready
+//! endpoint on this node. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use regex_lite::Regex;
@@ -81,13 +83,21 @@ pub fn compile(
     (ok, problems)
 }
 
-/// Every address a policy could announce, with this node's eligibility for it.
+/// Every address a policy could announce, with this node's eligibility for it. `served` are
+/// the interfaces the north-south datapath is attached to: only those may answer.
 pub fn candidates(
     snapshot: &Snapshot,
     lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
     node_name: &str,
     interfaces: &[LocalInterface],
+    served: &BTreeSet<String>,
 ) -> (Vec<Candidate>, Vec<PolicyProblem>) {
+    let here = Here {
+        node_name,
+        snapshot,
+        interfaces,
+        served,
+    };
     let (policies, problems) = compile(&snapshot.l2_policies);
     let empty = Node::default();
     let node = snapshot.nodes.get(node_name).unwrap_or(&empty);
@@ -116,32 +126,35 @@ pub fn candidates(
                 if out.get(&addr).is_some_and(|c| c.eligible) {
                     continue;
                 }
-                out.insert(
-                    addr,
-                    judge(
-                        addr, svc, policy, regexes, node, node_name, snapshot, interfaces,
-                    ),
-                );
+                out.insert(addr, judge(addr, svc, policy, regexes, node, &here));
             }
         }
     }
     (out.into_values().collect(), problems)
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one pure decision over all its inputs"
-)]
+/// What [`judge`] needs to know about this node.
+struct Here<'a> {
+    node_name: &'a str,
+    snapshot: &'a Snapshot,
+    interfaces: &'a [LocalInterface],
+    served: &'a BTreeSet<String>,
+}
+
 fn judge(
     addr: IpAddr,
     svc: &Service,
     policy: &L2Policy,
     regexes: &[Regex],
     node: &Node,
-    node_name: &str,
-    snapshot: &Snapshot,
-    interfaces: &[LocalInterface],
+    here: &Here<'_>,
 ) -> Candidate {
+    let Here {
+        node_name,
+        snapshot,
+        interfaces,
+        served,
+    } = *here;
     let verdict = |eligible: bool, interface: Option<String>, reason: String| Candidate {
         addr,
         service: svc.name.clone(),
@@ -160,11 +173,18 @@ fn judge(
         .iter()
         .filter(|i| regexes.is_empty() || regexes.iter().any(|r| r.is_match(&i.name)))
         .collect();
-    let Some(iface) = matching.iter().find(|i| i.up) else {
+    let up: Vec<&&LocalInterface> = matching.iter().filter(|i| i.up).collect();
+    let Some(iface) = up.iter().find(|i| served.contains(&i.name)) else {
         let why = if matching.is_empty() {
-            "no interface matches"
+            "no interface matches".to_string()
+        } else if up.is_empty() {
+            "matching interfaces are down".to_string()
         } else {
-            "matching interfaces are down"
+            let names: Vec<&str> = up.iter().map(|i| i.name.as_str()).collect();
+            format!(
+                "no north-south datapath on {} (not served there, so not announced)",
+                names.join(", ")
+            )
         };
         return verdict(false, None, format!("policy {}: {why}", policy.name));
     };

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::model::{Endpoint, EndpointSlice};
 
@@ -42,6 +44,14 @@ fn snap(etp: TrafficPolicy, interfaces: &[&str]) -> Snapshot {
     s
 }
 
+/// North-south on every interface the tests name.
+fn all_served() -> BTreeSet<String> {
+    ["lo", "eth0", "eth1", "ens192"]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect()
+}
+
 fn ifs(list: &[(&str, bool)]) -> Vec<LocalInterface> {
     list.iter()
         .map(|(n, up)| LocalInterface {
@@ -58,6 +68,7 @@ fn a_policy_selects_lb_ips_on_matching_up_interfaces() {
         &BTreeMap::new(),
         "node1",
         &ifs(&[("lo", true), ("eth0", true)]),
+        &all_served(),
     );
     assert!(problems.is_empty());
     assert_eq!(c.len(), 1, "externalIPs not selected by this policy");
@@ -68,9 +79,21 @@ fn a_policy_selects_lb_ips_on_matching_up_interfaces() {
 #[test]
 fn down_or_missing_interfaces_make_a_node_ineligible() {
     let s = snap(TrafficPolicy::Cluster, &["^eth0$"]);
-    let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", false)]));
+    let (c, _) = candidates(
+        &s,
+        &BTreeMap::new(),
+        "node1",
+        &ifs(&[("eth0", false)]),
+        &all_served(),
+    );
     assert!(!c[0].eligible && c[0].reason.contains("down"), "{c:?}");
-    let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("ens192", true)]));
+    let (c, _) = candidates(
+        &s,
+        &BTreeMap::new(),
+        "node1",
+        &ifs(&[("ens192", true)]),
+        &all_served(),
+    );
     assert!(
         !c[0].eligible && c[0].reason.contains("no interface"),
         "{c:?}"
@@ -80,8 +103,20 @@ fn down_or_missing_interfaces_make_a_node_ineligible() {
 #[test]
 fn local_policy_needs_a_local_endpoint() {
     let s = snap(TrafficPolicy::Local, &[]);
-    let (c1, _) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", true)]));
-    let (c2, _) = candidates(&s, &BTreeMap::new(), "node2", &ifs(&[("eth0", true)]));
+    let (c1, _) = candidates(
+        &s,
+        &BTreeMap::new(),
+        "node1",
+        &ifs(&[("eth0", true)]),
+        &all_served(),
+    );
+    let (c2, _) = candidates(
+        &s,
+        &BTreeMap::new(),
+        "node2",
+        &ifs(&[("eth0", true)]),
+        &all_served(),
+    );
     assert!(!c1[0].eligible);
     assert!(c2[0].eligible);
 }
@@ -93,8 +128,36 @@ fn bad_regex_is_a_policy_problem_and_others_still_work() {
     good.name = "good".into();
     good.interfaces = vec![];
     s.l2_policies.insert("good".into(), good);
-    let (c, problems) = candidates(&s, &BTreeMap::new(), "node1", &ifs(&[("eth0", true)]));
+    let (c, problems) = candidates(
+        &s,
+        &BTreeMap::new(),
+        "node1",
+        &ifs(&[("eth0", true)]),
+        &all_served(),
+    );
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].policy, "p");
     assert!(c[0].eligible, "the valid policy still announces");
+}
+
+#[test]
+fn an_interface_without_north_south_answers_for_nothing() {
+    let s = snap(TrafficPolicy::Cluster, &["^eth[0-9]+"]);
+    let interfaces = ifs(&[("eth0", true), ("eth1", true)]);
+    let none = BTreeSet::new();
+    let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &interfaces, &none);
+    assert_eq!(c.len(), 1);
+    assert!(!c[0].eligible);
+    assert_eq!(c[0].interface, None);
+    assert!(
+        c[0].reason
+            .contains("no north-south datapath on eth0, eth1"),
+        "{}",
+        c[0].reason
+    );
+    // Served on eth1 only: announced there, not on the first matching eth0.
+    let eth1: BTreeSet<String> = ["eth1".to_string()].into();
+    let (c, _) = candidates(&s, &BTreeMap::new(), "node1", &interfaces, &eth1);
+    assert!(c[0].eligible);
+    assert_eq!(c[0].interface.as_deref(), Some("eth1"));
 }

@@ -92,6 +92,7 @@ pub fn build(input: &ViewInput<'_>) -> L2View {
         members: input.members.iter().map(|m| m.name.to_string()).collect(),
         addresses,
         claim_hold: input.hold.map(|s| (s, &input.clock).into()),
+        membership: crate::api::L2MembershipView::default(),
     }
 }
 

@@ -248,6 +248,8 @@ pub fn daemonset(options: &AddonOptions) -> Value {
     let mut env = vec![
         json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
         json!({"name": "FERRITE_LOG", "value": "info"}),
+        // The L2 membership binds to this address until the Node object is read.
+        json!({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}),
     ];
     if let Some((host, port)) = &options.api_server {
         env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}));
@@ -290,6 +292,8 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             {"name": "k3s-data", "mountPath": K3S_DATA_DIR},
             {"name": "run", "mountPath": RUN_DIR},
             {"name": "state", "mountPath": STATE_DIR},
+            // The shared L2 membership key (`--l2-key-file` default), when the Secret exists.
+            {"name": "l2-key", "mountPath": "/etc/ferrite", "readOnly": true},
         ],
     });
     json!({
@@ -318,6 +322,11 @@ pub fn daemonset(options: &AddonOptions) -> Value {
                         host_path("k3s-data", K3S_DATA_DIR, "DirectoryOrCreate"),
                         host_path("run", RUN_DIR, "DirectoryOrCreate"),
                         host_path("state", STATE_DIR, "DirectoryOrCreate"),
+                        // `kubectl -n kube-system create secret generic ferrite-l2-key
+                        // --from-literal=l2.key=$(ferrite l2 keygen)`; optional so a lone node
+                        // starts without it (it then uses a random key).
+                        {"name": "l2-key", "secret": {"secretName": "ferrite-l2-key",
+                            "optional": true, "defaultMode": 0o400}},
                     ],
                 },
             },

@@ -8,6 +8,7 @@ use std::time::Duration;
 use smol_str::SmolStr;
 
 use super::MembershipError;
+use super::auth::Key;
 use crate::l2::ownership::NodeName;
 use crate::model::Node;
 
@@ -122,10 +123,12 @@ pub struct MembershipConfig {
     pub timing: Timing,
     /// Eligibility to advertise from the start.
     pub eligible: BTreeSet<IpAddr>,
+    /// The cluster key every datagram is authenticated with.
+    pub key: Key,
 }
 
 impl MembershipConfig {
-    pub fn new(node_name: impl Into<NodeName>, bind: SocketAddr) -> Self {
+    pub fn new(node_name: impl Into<NodeName>, bind: SocketAddr, key: Key) -> Self {
         Self {
             node_name: node_name.into(),
             bind,
@@ -133,6 +136,7 @@ impl MembershipConfig {
             cluster: SmolStr::new_static(DEFAULT_CLUSTER),
             timing: Timing::default(),
             eligible: BTreeSet::new(),
+            key,
         }
     }
 
@@ -164,6 +168,74 @@ pub fn parse_peers(list: &str) -> Result<Vec<SocketAddr>, MembershipError> {
         .collect()
 }
 
+/// Where the membership address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindFrom {
+    /// `--l2-bind`.
+    Flag,
+    /// This node's Node object, its first InternalIP.
+    NodeInternalIp,
+    /// The `HOST_IP` environment variable (the DaemonSet's downward API `status.hostIP`).
+    HostIp,
+}
+
+impl BindFrom {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flag => "--l2-bind",
+            Self::NodeInternalIp => "Node InternalIP",
+            Self::HostIp => "HOST_IP",
+        }
+    }
+}
+
+/// Why there is no membership address (yet).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoBind {
+    #[error(
+        "--l2-peers is set but there is no address to bind membership to: give --l2-bind, or a \
+         Node object `{node}` with an InternalIP"
+    )]
+    PeersWithoutBind { node: String },
+    #[error(
+        "not bound: no Node object `{node}` with an InternalIP yet (nor HOST_IP, nor \
+         --l2-bind); nothing is announced until membership is bound (a node deciding alone \
+         needs --l2-standalone)"
+    )]
+    NoAddress { node: String },
+}
+
+/// The membership address: `--l2-bind`, else this node's first InternalIP (what the other
+/// nodes use as their seed for it), else `HOST_IP`, on `port`.
+pub fn choose_bind(
+    flag: Option<SocketAddr>,
+    host_ip: Option<IpAddr>,
+    nodes: &BTreeMap<SmolStr, Node>,
+    local: &str,
+    port: u16,
+    peers_given: bool,
+) -> Result<(SocketAddr, BindFrom), NoBind> {
+    if let Some(addr) = flag {
+        return Ok((addr, BindFrom::Flag));
+    }
+    let internal = nodes
+        .get(local)
+        .and_then(|n| n.internal_ips.first().copied());
+    if let Some(ip) = internal {
+        return Ok((SocketAddr::new(ip, port), BindFrom::NodeInternalIp));
+    }
+    if let Some(ip) = host_ip.filter(|ip| !ip.is_unspecified()) {
+        return Ok((SocketAddr::new(ip, port), BindFrom::HostIp));
+    }
+    let node = local.to_owned();
+    Err(if peers_given {
+        NoBind::PeersWithoutBind { node }
+    } else {
+        NoBind::NoAddress { node }
+    })
+}
+
 /// Seeds from the Node objects of the model: each node's first InternalIP of `family`'s
 /// family, at `port`, this node's own name excluded.
 pub fn seeds_from_nodes(
@@ -188,6 +260,10 @@ pub fn seeds_from_nodes(
 mod tests {
     use super::*;
 
+    fn key() -> Key {
+        Key::from_bytes(&[9; 32])
+    }
+
     #[test]
     fn default_and_scaled_timings_are_valid() {
         Timing::default().validate().unwrap();
@@ -207,14 +283,14 @@ mod tests {
 
     #[test]
     fn config_rejects_what_peers_could_not_reach() {
-        let ok = MembershipConfig::new("n1", "10.0.0.1:7946".parse().unwrap());
+        let ok = MembershipConfig::new("n1", "10.0.0.1:7946".parse().unwrap(), key());
         ok.validate().unwrap();
-        let any = MembershipConfig::new("n1", "0.0.0.0:7946".parse().unwrap());
+        let any = MembershipConfig::new("n1", "0.0.0.0:7946".parse().unwrap(), key());
         assert!(matches!(
             any.validate(),
             Err(MembershipError::UnspecifiedBind(_))
         ));
-        let long = MembershipConfig::new("x".repeat(256), "10.0.0.1:7946".parse().unwrap());
+        let long = MembershipConfig::new("x".repeat(256), "10.0.0.1:7946".parse().unwrap(), key());
         assert!(matches!(long.validate(), Err(MembershipError::BadName(_))));
     }
 
@@ -235,6 +311,50 @@ mod tests {
             matches!(parse_peers("10.0.0.1:x"), Err(MembershipError::BadPeer(p)) if p == "10.0.0.1:x")
         );
         assert!(parse_peers("").unwrap().is_empty());
+    }
+
+    fn nodes(list: &[(&str, &[&str])]) -> BTreeMap<SmolStr, Node> {
+        list.iter()
+            .map(|(name, ips)| {
+                let n = Node {
+                    name: (*name).into(),
+                    internal_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+                    ..Node::default()
+                };
+                (n.name.clone(), n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bind_defaults_to_this_nodes_internal_ip_then_host_ip() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let ns = nodes(&[("a", &["10.0.0.1", "fd00::1"]), ("b", &["10.0.0.2"])]);
+        let host: Option<IpAddr> = Some("10.9.9.9".parse().unwrap());
+        // The flag wins.
+        assert_eq!(
+            choose_bind(Some(sa("10.0.0.7:7000")), host, &ns, "a", 7946, true),
+            Ok((sa("10.0.0.7:7000"), BindFrom::Flag))
+        );
+        // The Node's first InternalIP (the address the others seed with) before HOST_IP.
+        assert_eq!(
+            choose_bind(None, host, &ns, "a", 7946, false),
+            Ok((sa("10.0.0.1:7946"), BindFrom::NodeInternalIp))
+        );
+        // The Node has not arrived yet: HOST_IP.
+        assert_eq!(
+            choose_bind(None, host, &ns, "c", 7946, false),
+            Ok((sa("10.9.9.9:7946"), BindFrom::HostIp))
+        );
+        // Nothing: wait, and say so; with --l2-peers it is a configuration error.
+        let none = choose_bind(None, None, &ns, "c", 7946, false).unwrap_err();
+        assert_eq!(none, NoBind::NoAddress { node: "c".into() });
+        assert!(none.to_string().contains("--l2-standalone"), "{none}");
+        let unspecified = Some("0.0.0.0".parse().unwrap());
+        assert!(choose_bind(None, unspecified, &ns, "c", 7946, false).is_err());
+        let peers = choose_bind(None, None, &ns, "c", 7946, true).unwrap_err();
+        assert_eq!(peers, NoBind::PeersWithoutBind { node: "c".into() });
+        assert!(peers.to_string().contains("--l2-bind"), "{peers}");
     }
 
     #[test]

@@ -55,6 +55,7 @@
 //!   dropping UDP 7946 between nodes): both owners answer until it is fixed. `member down` logs
 //!   on both sides at the same moment are the symptom.
 
+mod auth;
 mod config;
 mod service;
 mod swim;
@@ -69,10 +70,12 @@ mod sim_tests;
 
 use std::net::SocketAddr;
 
+pub use auth::{Key, KeyError};
 pub use config::{
-    DEFAULT_CLUSTER, DEFAULT_PORT, MembershipConfig, Timing, parse_peers, seeds_from_nodes,
+    BindFrom, DEFAULT_CLUSTER, DEFAULT_PORT, MembershipConfig, Timing, choose_bind, parse_peers,
+    seeds_from_nodes,
 };
-pub use service::{Membership, MembershipHandle};
+pub use service::{Membership, MembershipHandle, Rejected};
 pub use view::{MemberState, MemberView, MembershipView};
 
 use crate::l2::ownership::NodeName;

@@ -3,13 +3,18 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::auth::{AuthError, Key, ReplayGuard, open, seal};
 use super::swim::{Event, Identity, Swim};
 use super::view::{MemberState, MembershipView};
 use super::wire::{cluster_tag, decode, encode};
@@ -27,6 +32,56 @@ fn unix_ms() -> u64 {
 /// Entry point of the service.
 pub struct Membership;
 
+/// Datagrams refused since the start, by reason (the service drops them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// Not authenticated at all (an old agent, or not a ferrite datagram).
+    pub unauthenticated: u64,
+    /// The MAC did not verify: another key, an altered datagram, or one meant for another
+    /// member.
+    pub bad_mac: u64,
+    /// Authenticated but seen before (or from an earlier run of the sender).
+    pub replayed: u64,
+    /// Authenticated but malformed.
+    pub malformed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    unauthenticated: AtomicU64,
+    bad_mac: AtomicU64,
+    replayed: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Rejected {
+        Rejected {
+            unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
+            bad_mac: self.bad_mac.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The sealing side and the opening side of one service.
+struct Auth {
+    key: Key,
+    local: SocketAddr,
+    epoch: u64,
+    seq: u64,
+    replay: ReplayGuard,
+    counters: Arc<Counters>,
+}
+
+impl Auth {
+    fn seal(&mut self, dest: SocketAddr, packet: &[u8]) -> Vec<u8> {
+        self.seq += 1;
+        seal(&self.key, dest, self.epoch, self.seq, packet)
+    }
+}
+
 enum Command {
     Seeds(Vec<SocketAddr>),
     Resync,
@@ -40,6 +95,8 @@ pub struct MembershipHandle {
     eligibility: watch::Sender<BTreeSet<IpAddr>>,
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
+    counters: Arc<Counters>,
+    key_fingerprint: String,
     task: JoinHandle<()>,
 }
 
@@ -104,12 +161,31 @@ impl Membership {
         let (view_tx, view_rx) = watch::channel(swim.view());
         let (eligibility, eligibility_rx) = watch::channel(cfg.eligible);
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let task = runtime.spawn(run(swim, socket, view_tx, eligibility_rx, commands_rx));
+        let counters = Arc::new(Counters::default());
+        let key_fingerprint = cfg.key.fingerprint().to_owned();
+        let auth = Auth {
+            key: cfg.key,
+            local: local_addr,
+            epoch: started_ms,
+            seq: 0,
+            replay: ReplayGuard::default(),
+            counters: counters.clone(),
+        };
+        let task = runtime.spawn(run(
+            swim,
+            socket,
+            auth,
+            view_tx,
+            eligibility_rx,
+            commands_rx,
+        ));
         Ok((
             MembershipHandle {
                 eligibility,
                 commands,
                 local_addr,
+                counters,
+                key_fingerprint,
                 task,
             },
             view_rx,
@@ -143,6 +219,18 @@ impl MembershipHandle {
         self.commands
             .send(Command::Resync)
             .map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Datagrams refused so far.
+    #[must_use]
+    pub fn rejected(&self) -> Rejected {
+        self.counters.snapshot()
+    }
+
+    /// Which key this member uses (a hash prefix, safe to show).
+    #[must_use]
+    pub fn key_fingerprint(&self) -> &str {
+        &self.key_fingerprint
     }
 
     /// The bound address (with the port the kernel chose for port 0).
@@ -184,6 +272,7 @@ impl Complaints {
 async fn run(
     mut swim: Swim,
     socket: UdpSocket,
+    mut auth: Auth,
     view_tx: watch::Sender<MembershipView>,
     mut eligibility: watch::Receiver<BTreeSet<IpAddr>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -201,7 +290,9 @@ async fn run(
                 // frozen must see the acks it got before judging its peers.
                 while let Some(result) = next.take() {
                     match result {
-                        Ok((len, src)) => receive(&mut swim, &buf[..len], src, &mut complaints),
+                        Ok((len, src)) => {
+                            receive(&mut swim, &mut auth, &buf[..len], src, &mut complaints);
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             warn!(error = %e, "receiving membership datagram");
@@ -242,7 +333,7 @@ async fn run(
             swim.handle_timeout(now);
         }
         for (to, packet) in swim.take_outbox() {
-            if let Err(e) = socket.send_to(&encode(&packet), to).await
+            if let Err(e) = socket.send_to(&auth.seal(to, &encode(&packet)), to).await
                 && complaints.should_log(to, "send")
             {
                 warn!(peer = %to, error = %e, "sending membership datagram (repeats muted for 10 s)");
@@ -269,13 +360,42 @@ async fn run(
     }
 }
 
-fn receive(swim: &mut Swim, bytes: &[u8], src: SocketAddr, complaints: &mut Complaints) {
-    match decode(bytes) {
-        Ok(packet) => swim.handle_packet(Instant::now(), src, packet),
+fn receive(
+    swim: &mut Swim,
+    auth: &mut Auth,
+    bytes: &[u8],
+    src: SocketAddr,
+    complaints: &mut Complaints,
+) {
+    let refused = |complaints: &mut Complaints, what: &'static str, e: &dyn std::fmt::Display| {
+        if complaints.should_log(src, what) {
+            warn!(peer = %src, error = %e, "dropping membership datagram (repeats muted for 10 s)");
+        }
+    };
+    let opened = match open(&auth.key, auth.local, bytes) {
+        Ok(o) => o,
         Err(e) => {
-            if complaints.should_log(src, "decode") {
-                warn!(peer = %src, error = %e, "ignoring membership datagram (repeats muted for 10 s)");
+            let counter = match e {
+                AuthError::BadMac => &auth.counters.bad_mac,
+                _ => &auth.counters.unauthenticated,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            refused(complaints, "auth", &e);
+            return;
+        }
+    };
+    match decode(opened.packet) {
+        Ok(packet) => {
+            if let Err(e) = auth.replay.check(&packet.from, opened.epoch, opened.seq) {
+                auth.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                refused(complaints, "replay", &e);
+                return;
             }
+            swim.handle_packet(Instant::now(), src, packet);
+        }
+        Err(e) => {
+            auth.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            refused(complaints, "decode", &e);
         }
     }
 }

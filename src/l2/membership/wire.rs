@@ -13,7 +13,9 @@
 //! ip      = 4 octets[4] | 6 octets[16]
 //! sockaddr= ip port:u16
 //! ```
-//! Every message piggybacks records (SWIM's infection-style dissemination).
+//! Every message piggybacks records (SWIM's infection-style dissemination). On the network
+//! every packet travels sealed by [`super::auth`] (HMAC-SHA256 + replay window); the cluster
+//! tag only separates clusters sharing a key by mistake.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,9 +25,10 @@ use crate::l2::ownership::NodeName;
 
 pub const MAGIC: [u8; 4] = *b"FL2M";
 pub const VERSION: u8 = 1;
-/// Size budget of one datagram (fits an Ethernet MTU with IPv6 and UDP headers). A sync whose
-/// table is larger is split; a single record larger than this still goes out alone.
-pub const MAX_DATAGRAM: usize = 1400;
+/// Size budget of one packet (sealed with [`super::auth`], it fits an Ethernet MTU with IPv6
+/// and UDP headers). A sync whose table is larger is split; a single record larger than this
+/// still goes out alone.
+pub const MAX_DATAGRAM: usize = 1400 - super::auth::OVERHEAD;
 
 /// A malformed or foreign datagram.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -165,7 +165,9 @@ fn run(ferrite: &Path) -> Result<(), String> {
     );
     interrupted()?;
 
-    step("ferrite agent on every node: --devices eth0 --l2-bind NODE:7946 --l2-peers OTHERS");
+    step(
+        "ferrite agent on every node: --devices eth0 (L2 membership binds to the Node's InternalIP, peers are the other Nodes, one shared key file)",
+    );
     let started = Instant::now();
     lab.start_agents().map_err(|e| e.to_string())?;
     let ip = allocated(&lab)?;

@@ -1,6 +1,9 @@
-//! [`L2Lab`]: the north-south lab ([`NsLab`]) with L2 announcements: every node runs
-//! `ferrite agent --devices eth0 --l2-bind NODE_IP:7946 --l2-peers OTHERS`, and `LoadBalancer`
-//! IPs come from the LAN subnet itself, so clients (which have no route for them) resolve them
+//! [`L2Lab`]: the north-south lab ([`NsLab`]) with L2 announcements: the `dir:` folder holds a
+//! `Node` per node with its LAN address as `InternalIP`, every node runs `ferrite agent --devices
+//! eth0` with the lab's shared key file (`--l2-key-file`, the path rewritten for the lab) and no
+//! other L2 flag — membership binds to the Node's `InternalIP` on UDP 7946 and finds its peers
+//! from the other Nodes, as in a real cluster — and `LoadBalancer` IPs come from the LAN subnet
+//! itself, so clients (which have no route for them) resolve them
 //! on-link with ARP / neighbor discovery and the elected node answers. [`L2Lab::trial`] breaks
 //! the owner (`kill -9`, `SIGSTOP`, link down) while a client polls the address with ARP and
 //! another keeps making requests, and measures the failover.
@@ -30,6 +33,10 @@ pub const UNOWNED_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x50, 0, 0, 0, 0, 0, 0x20
 pub const MEMBER_PORT: u16 = 7946;
 /// The interface regex of the lab's `L2AnnouncementPolicy`.
 pub const POLICY_INTERFACES: &str = "^eth[0-9]+";
+/// The manifest with the lab's `Node` objects.
+pub const NODES_FILE: &str = "nodes.yaml";
+/// The shared membership key, in the lab's work directory.
+pub const KEY_FILE: &str = "l2.key";
 
 mod trial;
 
@@ -69,6 +76,8 @@ impl L2Lab {
             // Keep the node's IPv6 address when a test pulls its cable.
             node.port.iface().conf(6, "keep_addr_on_down", "1")?;
         }
+        lab.write_manifest(NODES_FILE, &nodes_yaml(&lab))?;
+        write_key(&lab.work().join(KEY_FILE))?;
         Ok(Self {
             impaired: vec![None; nodes],
             lab,
@@ -85,10 +94,16 @@ impl L2Lab {
         &mut self.lab
     }
 
-    /// `--l2-bind` and `--l2-peers` for node `i`.
+    /// The L2 arguments of node `i`: only the lab's key file path.
     #[must_use]
     pub fn l2_args(&self, i: usize) -> Vec<String> {
         l2_args(&self.lab, i)
+    }
+
+    /// The shared membership key file.
+    #[must_use]
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self.lab.work().join(KEY_FILE)
     }
 
     /// The agent configuration of node `i`: the base one plus its L2 flags.
@@ -423,9 +438,21 @@ pub fn address_entry(view: &Value, addr: IpAddr) -> Option<&Value> {
         .find(|a| a["address"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(addr))
 }
 
-/// `--l2-bind NODE_IP:7946 --l2-peers OTHER_IP:7946,...` for node `i` of `lab`.
+/// The L2 arguments for node `i` of `lab`: `--l2-key-file` with the lab's key (the default
+/// `/etc/ferrite/l2.key` rewritten into the lab, like every other path). Membership binds to the
+/// Node's `InternalIP` and seeds from the other Nodes by default.
 #[must_use]
-pub fn l2_args(lab: &NsLab, i: usize) -> Vec<String> {
+pub fn l2_args(lab: &NsLab, _i: usize) -> Vec<String> {
+    vec![
+        "--l2-key-file".into(),
+        lab.work().join(KEY_FILE).display().to_string(),
+    ]
+}
+
+/// `--l2-bind NODE_IP:7946 --l2-peers OTHER_IP:7946,...` for node `i` (tests where the flags
+/// are the point).
+#[must_use]
+pub fn explicit_l2_args(lab: &NsLab, i: usize) -> Vec<String> {
     let me = lab.node(i);
     let peers: Vec<String> = lab
         .nodes()
@@ -439,4 +466,36 @@ pub fn l2_args(lab: &NsLab, i: usize) -> Vec<String> {
         "--l2-peers".into(),
         peers.join(","),
     ]
+}
+
+/// A `Node` per lab node, its LAN IPv4 address as `InternalIP`.
+#[must_use]
+pub fn nodes_yaml(lab: &NsLab) -> String {
+    lab.nodes()
+        .iter()
+        .map(|n| crate::manifest::node_yaml(&n.name, IpAddr::V4(n.v4()), &[]))
+        .collect()
+}
+
+/// A random membership key (hex, what `ferrite l2 keygen` prints) at `path`, mode 0600.
+pub fn write_key(path: &Path) -> Result<(), NsLabError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |what: &str, e: std::io::Error| NsLabError::Other(format!("{what}: {e}"));
+    let mut bytes = [0_u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| err("reading /dev/urandom", e))?;
+    let hex = bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
+        s
+    });
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{hex}\n").as_bytes()))
+        .map_err(|e| err(&format!("writing {}", path.display()), e))
 }

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub log_level: String,
     /// How long the first apply may take.
     pub ready_timeout: Duration,
+    /// `--devices` (north-south): the LAN interface unless a test moves it.
+    pub devices: String,
 }
 
 impl AgentConfig {
@@ -48,6 +50,7 @@ impl AgentConfig {
             extra_args: Vec::new(),
             log_level: "debug".into(),
             ready_timeout: Duration::from_secs(20),
+            devices: LAN_IFNAME.into(),
         }
     }
 }
@@ -142,7 +145,7 @@ impl NodeAgent {
             },
         );
         command
-            .args(["--node-name", &self.node, "--devices", LAN_IFNAME])
+            .args(["--node-name", &self.node, "--devices", &config.devices])
             // Never install a CNI plugin into the host's directories from a lab.
             .args(["--cni-conf-dir", "none"])
             .args(&config.extra_args)
