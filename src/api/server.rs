@@ -90,14 +90,28 @@ fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> 
         "/v1/l2" => json(StatusCode::OK, &guard.l2),
         "/v1/services" => json(StatusCode::OK, &guard.services),
         "/v1/pools" => json(StatusCode::OK, &guard.pools),
-        "/healthz" => {
-            let ready = guard.status.datapath.ready;
+        // Both report every subsystem; 503 names those not ready (CNI STATUS shows it).
+        "/healthz" | "/readyz" => {
+            let st = &guard.status;
+            let not_ready: Vec<&crate::api::Subsystem> = st.not_ready();
+            let ready = st.datapath.ready && not_ready.is_empty();
             let code = if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            json(code, &serde_json::json!({ "ready": ready }))
+            let failing: Vec<String> = not_ready
+                .iter()
+                .map(|s| format!("{}: {}", s.name, s.detail))
+                .collect();
+            json(
+                code,
+                &serde_json::json!({
+                    "ready": ready,
+                    "not_ready": failing,
+                    "subsystems": st.subsystems,
+                }),
+            )
         }
         other => json(
             StatusCode::NOT_FOUND,

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub ferrite: PathBuf,
     /// Appended to the command line (e.g. `--maglev-table-size 251`).
     pub extra_args: Vec<String>,
+    /// `--devices` (the LAN device by default); `None` passes no `--devices`: the agent detects
+    /// its devices, as the `DaemonSet`'s agent does.
+    pub devices: Option<String>,
     /// `FERRITE_LOG`.
     pub log_level: String,
     /// How long the first apply may take.
@@ -46,6 +49,7 @@ impl AgentConfig {
         Self {
             ferrite: ferrite.to_owned(),
             extra_args: Vec::new(),
+            devices: Some(LAN_IFNAME.to_owned()),
             log_level: "debug".into(),
             ready_timeout: Duration::from_secs(20),
         }
@@ -141,8 +145,11 @@ impl NodeAgent {
                 state_dir: &self.state_dir,
             },
         );
+        command.args(["--node-name", &self.node]);
+        if let Some(devices) = &config.devices {
+            command.args(["--devices", devices]);
+        }
         command
-            .args(["--node-name", &self.node, "--devices", LAN_IFNAME])
             // Never install a CNI plugin into the host's directories from a lab.
             .args(["--cni-conf-dir", "none"])
             .args(&config.extra_args)
