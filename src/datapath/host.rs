@@ -388,13 +388,14 @@ fn attach_ingress(
             IngressHook::XdpNative
         };
         let other_pin = links_dir.join(other.pin_name(&dev.name));
-        if other_pin.exists() {
+        let switched = other_pin.exists();
+        if switched {
             attach_tc_ingress(ebpf, dev, links_dir)?;
             std::fs::remove_file(&other_pin)
                 .map_err(|e| DatapathError::io("removing", &other_pin, e))?;
             info!(device = %dev.name, from = %other, to = %hook, "switching XDP mode through TC");
         }
-        match part.attach(dev, hook, &links_dir.join(hook.pin_name(&dev.name))) {
+        match attach_xdp(part, dev, hook, links_dir, switched) {
             Ok(()) => {
                 chosen = hook;
                 break;
@@ -419,6 +420,32 @@ fn attach_ingress(
         }
     }
     Ok(chosen)
+}
+
+/// Attaches `hook`. Right after the other XDP mode's pin was removed its link may still hold
+/// the device's XDP slot for a moment (the kernel releases a link from a workqueue once its
+/// last reference goes), so `EEXIST` is retried for up to 200 ms then.
+fn attach_xdp(
+    part: &mut XdpPart,
+    dev: &Device,
+    hook: IngressHook,
+    links_dir: &Path,
+    switched: bool,
+) -> Result<(), String> {
+    let pin = links_dir.join(hook.pin_name(&dev.name));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        match part.attach(dev, hook, &pin) {
+            Err(e)
+                if switched
+                    && e.contains("File exists")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// TC and XDP links pinned for devices no longer configured are detached.
