@@ -347,7 +347,7 @@ fn without_north_south_on_the_interface_nothing_is_answered() {
     let configs: Vec<_> = (0..3)
         .map(|i| {
             let mut c = lab.agent_config(i);
-            c.devices = "la-ns0".into();
+            c.devices = Some("la-ns0".into());
             c
         })
         .collect();

@@ -2,6 +2,8 @@
 
 mod health;
 mod l2;
+mod northsouth;
+pub mod readiness;
 mod reconcile;
 mod status;
 
@@ -76,14 +78,16 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
             node_name: cfg.node_name.clone(),
             source: cfg.source.to_string(),
             datapath: DatapathStatus {
+                // The socket LB is attached; the first maintenance round confirms the pins.
                 ready: true,
                 bpf_root: cfg.datapath.bpf_root.display().to_string(),
                 cgroup: cfg.datapath.cgroup.display().to_string(),
                 adopted,
-                ingress: Vec::new(),
+                ..DatapathStatus::default()
             },
             last_apply: None,
             source_errors: Vec::new(),
+            subsystems: Vec::new(),
         },
         services: Vec::new(),
         source_errors: None,
@@ -116,29 +120,133 @@ async fn start_source(
     })
 }
 
-/// The north-south datapath when `--devices` is given.
-fn open_host(cfg: &AgentConfig) -> Result<Option<reconcile::HostPart>, AgentError> {
+/// The north-south datapath (unless `--devices none`), attached to no device yet, and what
+/// chooses its devices.
+fn open_host(
+    cfg: &AgentConfig,
+) -> Result<(Option<reconcile::HostPart>, Option<northsouth::DeviceWatch>), AgentError> {
     let Some(ns) = &cfg.north_south else {
-        return Ok(None);
+        return Ok((None, None));
     };
+    let watch = northsouth::DeviceWatch::new(ns.host.devices.clone())?;
     let host = HostLb::open(&cfg.datapath, &ns.host)?;
     let ext_state = host.maps.read_state().map_err(AgentError::ReadBack)?;
-    Ok(Some(reconcile::HostPart {
-        lb: host,
-        state: ext_state,
-        nodeport_range: ns.nodeport_range.clone(),
-        table_size: ns.host.table_size,
-        rows: ns.host.rows,
-        health: health::HealthServer::default(),
-    }))
+    Ok((
+        Some(reconcile::HostPart {
+            lb: host,
+            state: ext_state,
+            nodeport_range: ns.nodeport_range.clone(),
+            table_size: ns.host.table_size,
+            rows: ns.host.rows,
+            health: health::HealthServer::default(),
+        }),
+        Some(watch),
+    ))
 }
 
-/// Starts the pod-network routing task, the CNI install, and the conflist's MTU follower.
+/// This node's InternalIPs in `snapshot`.
+fn node_ips(snapshot: &Snapshot, node_name: &str) -> Vec<std::net::IpAddr> {
+    snapshot
+        .nodes
+        .get(node_name)
+        .map(|n| n.internal_ips.clone())
+        .unwrap_or_default()
+}
+
+/// After an apply: the source's readiness, and the CNI plugin installed (once the datapath is
+/// ready and the first snapshot is applied; retried while it fails).
+fn after_apply(
+    shared: &api::SharedState,
+    ready: &readiness::Readiness,
+    cni: &mut CniInstall,
+    source: &str,
+) {
+    let apply = shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .status
+        .last_apply
+        .clone();
+    match apply {
+        Some(a) if a.error.is_none() => ready.set(
+            readiness::SOURCE,
+            true,
+            format!("{source}: generation {} applied", a.generation),
+            None,
+        ),
+        Some(a) => ready.set(
+            readiness::SOURCE,
+            false,
+            format!("{source}: generation {} failed to apply", a.generation),
+            a.error,
+        ),
+        None => {}
+    }
+    cni.try_install(ready);
+}
+
+/// The CNI plugin's installation, waiting for the datapath and the first applied snapshot.
+struct CniInstall {
+    pending: Option<crate::cni::install::InstallConfig>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    started: bool,
+    /// The pod MTU the routing plan wants (the conflist follows it once written).
+    pod_mtu: watch::Receiver<Option<u32>>,
+}
+
+impl CniInstall {
+    fn try_install(&mut self, ready: &readiness::Readiness) {
+        let mtu = *self.pod_mtu.borrow();
+        let Some(cfg) = &mut self.pending else {
+            return;
+        };
+        cfg.mtu = mtu;
+        let cfg = &*cfg;
+        if !(ready.is_ready(readiness::SOURCE) && ready.is_ready(readiness::DATAPATH)) {
+            return;
+        }
+        let result = if self.started {
+            crate::cni::install::install(cfg)
+        } else {
+            self.started = true;
+            crate::cni::install::run_in_agent(cfg.clone(), self.snapshots.clone())
+        };
+        match result {
+            Ok(r) => {
+                ready.set(
+                    readiness::CNI,
+                    true,
+                    format!(
+                        "installed {} and {}",
+                        r.conflist.display(),
+                        r.binary.display()
+                    ),
+                    None,
+                );
+                if let Some(cfg) = self.pending.take() {
+                    follow_pod_mtu(cfg, self.pod_mtu.clone());
+                }
+            }
+            Err(e) => ready.set(
+                readiness::CNI,
+                false,
+                format!(
+                    "installing into {} and {} failed (retrying)",
+                    cfg.conf_dir.display(),
+                    cfg.bin_dir.display()
+                ),
+                Some(e.to_string()),
+            ),
+        }
+    }
+}
+
+/// Starts the pod-network routing task; returns the pod MTU it publishes.
 fn start_routing(
     cfg: &AgentConfig,
     shared: &crate::api::SharedState,
     rx: &watch::Receiver<Arc<Snapshot>>,
-) -> Result<(), AgentError> {
+) -> Result<watch::Receiver<Option<u32>>, AgentError> {
     let (pod_mtu_tx, pod_mtu_rx) = watch::channel(None);
     let routes = shared
         .read()
@@ -154,11 +262,7 @@ fn start_routing(
         routes,
         pod_mtu_tx,
     )?);
-    if let Some(cni) = cfg.cni.clone() {
-        crate::cni::install::run_in_agent(cni.clone(), rx.clone());
-        follow_pod_mtu(cni, pod_mtu_rx);
-    }
-    Ok(())
+    Ok(pod_mtu_rx)
 }
 
 /// Keeps the conflist's MTU at what the routing plan says pods need.
@@ -191,6 +295,10 @@ async fn view_change(view_rx: &mut Option<watch::Receiver<crate::l2::membership:
 }
 
 /// Runs until SIGINT/SIGTERM. The datapath stays in place when the agent exits.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the agent's wiring and its one select loop; every step is a call"
+)]
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let sock = SockLb::open(&cfg.datapath)?;
     let state = sock.maps.read_state().map_err(AgentError::ReadBack)?;
@@ -201,9 +309,35 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         "datapath ready"
     );
     let shared = Arc::new(RwLock::new(initial_api_state(&cfg, sock.adopted)));
+    let ready = readiness::Readiness::new(shared.clone());
+    ready.set(
+        readiness::SOURCE,
+        false,
+        format!("waiting for the first snapshot from {}", cfg.source),
+        None,
+    );
 
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-    start_routing(&cfg, &shared, &rx)?;
+    let pod_mtu = start_routing(&cfg, &shared, &rx)?;
+    let mut cni = CniInstall {
+        pending: cfg.cni.clone(),
+        snapshots: rx.clone(),
+        started: false,
+        pod_mtu,
+    };
+    if let Some(c) = &cni.pending {
+        ready.set(
+            readiness::CNI,
+            false,
+            format!(
+                "waiting for the datapath and the first snapshot before writing {}",
+                c.conf_dir
+                    .join(crate::cni::install::CONFLIST_NAME)
+                    .display()
+            ),
+            None,
+        );
+    }
     let (errors, status_feed) = start_source(&cfg, tx).await?;
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();
@@ -222,22 +356,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             .collect()
     }));
 
-    let host = open_host(&cfg)?;
-    if let Some(h) = &host {
-        shared
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .status
-            .datapath
-            .ingress =
-            h.lb.ingress
-                .iter()
-                .map(|(device, hook)| api::DeviceIngress {
-                    device: device.clone(),
-                    hook: hook.as_str().to_string(),
-                })
-                .collect();
-    }
+    let (host, device_watch) = open_host(&cfg)?;
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))
         .with_status_feed(status_feed);
@@ -245,6 +364,17 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         Ok(part) => reconciler.l2 = Some(part),
         Err(e) => error!(error = %e, "L2 announcements unavailable"),
     }
+    let mut ips = node_ips(&rx.borrow(), &cfg.node_name);
+    northsouth::maintain(
+        &mut reconciler,
+        device_watch.as_ref(),
+        &ips,
+        &ready,
+        &shared,
+    )
+    .await;
+    let mut maintain_tick = tokio::time::interval(northsouth::MAINTAIN_INTERVAL);
+    maintain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
     let reannounce = reconciler
         .l2
@@ -265,6 +395,17 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
                 let snapshot = rx.borrow_and_update().clone();
                 reconciler.reconcile(&snapshot);
+                // A new InternalIP moves north-south now, not at the next tick.
+                let now = node_ips(&snapshot, &cfg.node_name);
+                if now != ips {
+                    ips = now;
+                    northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared).await;
+                }
+                after_apply(&shared, &ready, &mut cni, &cfg.source.to_string());
+            }
+            _ = maintain_tick.tick() => {
+                northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared).await;
+                cni.try_install(&ready);
             }
             () = view_change(&mut view_rx) => reconciler.l2_refresh(false),
             _ = iface_poll.tick() => reconciler.l2_refresh(true),

@@ -17,7 +17,7 @@ use crate::lb::{self, Frontend, LbState};
 use crate::lbipam::{self, IpamState};
 use crate::model::{ServiceName, Snapshot};
 
-/// The north-south half, present with `--devices`.
+/// The north-south half, present unless `--devices none`.
 pub struct HostPart {
     pub lb: HostLb,
     pub state: ExtState,
@@ -71,6 +71,16 @@ impl Reconciler {
             frontends: FrontendCache::default(),
             views: ViewCache::default(),
         }
+    }
+
+    /// The socket load balancer (pin checks and repairs, `super::northsouth`).
+    pub fn sock_mut(&mut self) -> &mut SockLb {
+        &mut self.sock
+    }
+
+    /// The north-south load balancer, unless `--devices none`.
+    pub fn host_lb_mut(&mut self) -> Option<&mut HostLb> {
+        self.host.as_mut().map(|h| &mut h.lb)
     }
 
     /// Publishes every allocation (with its snapshot) on `feed` for the status writer.

@@ -10,7 +10,10 @@ mod types;
 pub use l2::{L2AddressView, L2MembershipView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve};
-pub use types::{ApplyReport, DatapathStatus, DeviceIngress, ServiceView, SourceErrorView, Status};
+pub use types::{
+    ApplyReport, DatapathStatus, DeviceIngress, DeviceView, ServiceView, SourceErrorView, Status,
+    Subsystem,
+};
 
 use std::sync::{Arc, RwLock};
 

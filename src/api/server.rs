@@ -97,14 +97,28 @@ fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> 
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         ),
-        "/healthz" => {
-            let ready = guard.status.datapath.ready;
+        // Both report every subsystem; 503 names those not ready (CNI STATUS shows it).
+        "/healthz" | "/readyz" => {
+            let st = &guard.status;
+            let not_ready: Vec<&crate::api::Subsystem> = st.not_ready();
+            let ready = st.datapath.ready && not_ready.is_empty();
             let code = if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            json(code, &serde_json::json!({ "ready": ready }))
+            let failing: Vec<String> = not_ready
+                .iter()
+                .map(|s| format!("{}: {}", s.name, s.detail))
+                .collect();
+            json(
+                code,
+                &serde_json::json!({
+                    "ready": ready,
+                    "not_ready": failing,
+                    "subsystems": st.subsystems,
+                }),
+            )
         }
         other => json(
             StatusCode::NOT_FOUND,

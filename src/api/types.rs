@@ -10,6 +10,32 @@ pub struct Status {
     pub datapath: DatapathStatus,
     pub last_apply: Option<ApplyReport>,
     pub source_errors: Vec<SourceErrorView>,
+    /// Readiness of each part of the agent; the agent is ready when all are.
+    #[serde(default)]
+    pub subsystems: Vec<Subsystem>,
+}
+
+/// One part of the agent whose readiness `/readyz`, `status --check` and CNI STATUS report:
+/// "datapath" (pins and links present), "source" (synced and applied), "north-south" (attached
+/// on every device), "cni" (plugin installed); other parts add theirs (e.g. "l2-membership",
+/// "routing") through `agent::readiness::Readiness::set`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Subsystem {
+    pub name: String,
+    pub ready: bool,
+    /// What it is doing now ("attached on eth0, eth1", "waiting for the first snapshot", …).
+    pub detail: String,
+    /// The last error it hit, kept after it recovered.
+    pub last_error: Option<String>,
+    pub last_error_at_unix_ms: Option<u64>,
+}
+
+impl Status {
+    /// The subsystems that are not ready.
+    #[must_use]
+    pub fn not_ready(&self) -> Vec<&Subsystem> {
+        self.subsystems.iter().filter(|s| !s.ready).collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,6 +48,19 @@ pub struct DatapathStatus {
     /// Where each external device's north-south ingress translation runs.
     #[serde(default)]
     pub ingress: Vec<DeviceIngress>,
+    /// The north-south devices and how they were chosen ("detected" or "--devices").
+    #[serde(default)]
+    pub devices: Vec<DeviceView>,
+    #[serde(default)]
+    pub device_selection: String,
+}
+
+/// A north-south device and every address NodePort answers on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceView {
+    pub name: String,
+    pub ifindex: u32,
+    pub addresses: Vec<String>,
 }
 
 /// One external device and its ingress hook: "xdp-native", "xdp-generic" or "tc".

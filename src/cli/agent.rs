@@ -19,7 +19,9 @@ pub struct AgentCmd {
     /// this node's name (default: the hostname)
     #[argh(option)]
     pub node_name: Option<String>,
-    /// external devices for north-south load balancing, comma separated
+    /// external devices for north-south load balancing, comma separated (default: detected and
+    /// followed at runtime: the devices of the node's InternalIPs and default routes; "none"
+    /// turns north-south off)
     #[argh(option)]
     pub devices: Option<String>,
     /// path of the API unix socket
@@ -243,17 +245,26 @@ fn cleanup_routing() -> bool {
 }
 
 /// `--devices`, `--nodeport-range`, `--maglev-table-size` → the north-south settings (none
-/// without devices).
+/// with `--devices none`; detected devices without `--devices`).
 fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
-    let Some(devices) = &cmd.devices else {
-        return Ok(None);
+    let devices: Option<Vec<String>> = match cmd.devices.as_deref().map(str::trim) {
+        Some("none") => return Ok(None),
+        Some(list) => {
+            let names: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() {
+                return Err(format!(
+                    "--devices {list:?}: name at least one device, or \"none\""
+                ));
+            }
+            Some(names)
+        }
+        None => None,
     };
-    let devices: Vec<String> = devices
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(String::from)
-        .collect();
     if !crate::lb::maglev::is_prime(cmd.maglev_table_size) || cmd.maglev_table_size < 251 {
         return Err(format!(
             "--maglev-table-size {} must be a prime ≥ 251",

@@ -52,8 +52,8 @@ struct DaemonsetCmd {
     /// the agent's image (default ghcr.io/ferrite-net/ferrite:<version>)
     #[argh(option, default = "addon::default_image()")]
     image: String,
-    /// HOST:PORT of the API server for the agent instead of the kubernetes ClusterIP (k3s
-    /// without kube-proxy)
+    /// HOST:PORT of the API server for the agent instead of the kubernetes ClusterIP (default
+    /// 127.0.0.1:6444: k3s's local API server load balancer on agents, the API server on servers)
     #[argh(option)]
     api_server: Option<String>,
 }
@@ -69,8 +69,8 @@ struct AllCmd {
     /// the agent's image (default ghcr.io/ferrite-net/ferrite:<version>)
     #[argh(option, default = "addon::default_image()")]
     image: String,
-    /// HOST:PORT of the API server for the agent instead of the kubernetes ClusterIP (k3s
-    /// without kube-proxy)
+    /// HOST:PORT of the API server for the agent instead of the kubernetes ClusterIP (default
+    /// 127.0.0.1:6444: k3s's local API server load balancer on agents, the API server on servers)
     #[argh(option)]
     api_server: Option<String>,
 }
@@ -88,8 +88,9 @@ fn options(
     image: &str,
     api_server: Option<&str>,
 ) -> Result<AddonOptions, ManifestError> {
-    let api_server = api_server
-        .map(|text| {
+    let api_server = api_server.map_or_else(
+        || Ok(addon::default_api_server()),
+        |text| {
             text.rsplit_once(':')
                 .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
                 .map(|(h, p)| {
@@ -97,8 +98,8 @@ fn options(
                     (host.to_owned(), p.to_owned())
                 })
                 .ok_or_else(|| ManifestError::ApiServer(text.to_owned()))
-        })
-        .transpose()?;
+        },
+    )?;
     Ok(AddonOptions {
         namespace: namespace.to_owned(),
         image: image.to_owned(),

@@ -1,5 +1,6 @@
 //! `ferrite status` and `ferrite services`: read a running agent's API.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use argh::FromArgs;
@@ -17,14 +18,27 @@ pub struct StatusCmd {
     /// the agent's API socket
     #[argh(option, default = "super::default_api_socket()")]
     pub api_socket: PathBuf,
-    /// exit 1 unless the datapath is ready and the source's first snapshot is applied without
-    /// error (a readiness probe); prints one line saying why
+    /// exit 1 unless every subsystem is ready (datapath pins and links, source synced and
+    /// applied, north-south on every device, CNI installed, …): a readiness probe; prints one
+    /// line saying why
     #[argh(switch)]
     pub check: bool,
 }
 
-/// Ready = the datapath is in place and the source's first snapshot reached the maps without error.
+/// Ready = every subsystem says so, the datapath is in place and the source's first snapshot
+/// reached the maps without error.
 fn readiness(st: &Status) -> Result<String, String> {
+    let not_ready: Vec<String> = st
+        .not_ready()
+        .iter()
+        .map(|s| match &s.last_error {
+            Some(e) => format!("{}: {} (last error: {e})", s.name, s.detail),
+            None => format!("{}: {}", s.name, s.detail),
+        })
+        .collect();
+    if !not_ready.is_empty() {
+        return Err(not_ready.join("; "));
+    }
     if !st.datapath.ready {
         return Err("the datapath is not ready".into());
     }
@@ -126,8 +140,32 @@ pub fn status(cmd: &StatusCmd) -> i32 {
             ),
         ],
     ];
-    for i in &st.datapath.ingress {
-        rows.push(vec![format!("ingress {}", i.device), i.hook.clone()]);
+    for d in &st.datapath.devices {
+        let hook = st
+            .datapath
+            .ingress
+            .iter()
+            .find(|i| i.device == d.name)
+            .map_or("", |i| i.hook.as_str());
+        rows.push(vec![
+            format!("device {}", d.name),
+            format!(
+                "{} ({hook} ingress): {}",
+                st.datapath.device_selection,
+                d.addresses.join(", ")
+            ),
+        ]);
+    }
+    for s in &st.subsystems {
+        let mut line = format!(
+            "{}: {}",
+            if s.ready { "ready" } else { "NOT READY" },
+            s.detail
+        );
+        if let Some(e) = &s.last_error {
+            let _ = write!(line, " (last error: {e})");
+        }
+        rows.push(vec![format!("subsystem {}", s.name), line]);
     }
     if let Some(a) = &st.last_apply {
         rows.push(vec![
@@ -205,7 +243,7 @@ pub fn services(cmd: &ServicesCmd) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::readiness;
-    use crate::api::{ApplyReport, DatapathStatus, Status};
+    use crate::api::{ApplyReport, DatapathStatus, Status, Subsystem};
 
     fn status(ready: bool, apply: Option<ApplyReport>) -> Status {
         Status {
@@ -218,6 +256,7 @@ mod tests {
             },
             last_apply: apply,
             source_errors: Vec::new(),
+            subsystems: Vec::new(),
         }
     }
 
@@ -244,5 +283,36 @@ mod tests {
                 .unwrap_err()
                 .contains("map full")
         );
+    }
+
+    #[test]
+    fn a_subsystem_not_ready_is_named_with_its_last_error() {
+        let applied = ApplyReport {
+            generation: 1,
+            ..ApplyReport::default()
+        };
+        let mut st = status(true, Some(applied));
+        st.subsystems = vec![
+            Subsystem {
+                name: "source".into(),
+                ready: true,
+                detail: "synced".into(),
+                ..Subsystem::default()
+            },
+            Subsystem {
+                name: "datapath".into(),
+                ready: false,
+                detail: "missing pinned links: tcx_eth0_ingress".into(),
+                last_error: Some("pin removed".into()),
+                last_error_at_unix_ms: Some(1),
+            },
+        ];
+        let why = readiness(&st).unwrap_err();
+        assert_eq!(
+            why,
+            "datapath: missing pinned links: tcx_eth0_ingress (last error: pin removed)"
+        );
+        st.subsystems[1].ready = true;
+        assert!(readiness(&st).is_ok());
     }
 }

@@ -16,6 +16,7 @@ use tracing::{error, info};
 
 use super::cidr::IpNet;
 use super::config::{ConfigError, parse_cidrs};
+use super::containerd::{self, CniDirs, ContainerdError};
 use super::node_state::{self, NodeState, NodeStateError};
 use super::reclaim::{self, ReclaimError};
 use crate::model::Snapshot;
@@ -27,6 +28,8 @@ pub const K3S_AGENT_DIR: &str = "/var/lib/rancher/k3s/agent";
 pub const K3S_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
 pub const K3S_DATA_DIR: &str = "/var/lib/rancher/k3s/data/current";
 pub const K3S_BIN_DIR: &str = "/var/lib/rancher/k3s/data/current/bin";
+/// The bin dir k3s's containerd config names since k3s PR #10868.
+pub const K3S_STATIC_BIN_DIR: &str = "/var/lib/rancher/k3s/data/cni";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 
@@ -77,6 +80,8 @@ pub enum InstallError {
         source: io::Error,
     },
     #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    #[error(transparent)]
     NodeState(#[from] NodeStateError),
     #[error("reclaiming leaked addresses: {0}")]
     Reclaim(#[from] ReclaimError),
@@ -124,7 +129,13 @@ impl InstallConfig {
             .map_err(InstallError::PodCidr)?,
             None => Vec::new(),
         };
-        let (conf_dir, bin_dir) = detect_dirs(opts.conf_dir, opts.bin_dir, Path::is_dir);
+        let containerd = if opts.conf_dir.is_some() && opts.bin_dir.is_some() {
+            None
+        } else {
+            containerd::read(Path::new(containerd::K3S_CONTAINERD_CONFIG))?
+        };
+        let (conf_dir, bin_dir) =
+            detect_dirs(opts.conf_dir, opts.bin_dir, containerd, Path::is_dir);
         Ok(Some(Self {
             conf_dir,
             bin_dir,
@@ -138,21 +149,28 @@ impl InstallConfig {
     }
 }
 
-/// The CNI conf and bin dirs: the flags, else k3s's when `is_dir` finds k3s, else the standard.
+/// The CNI conf and bin dirs, each from the first that says: the flag, k3s's containerd config
+/// (`containerd`, see [`super::containerd`]), then — when `is_dir` finds k3s — k3s's static
+/// `data/cni` (k3s PR #10868: plugins survive upgrades there), else `data/current/bin`, and
+/// the standard `/etc/cni/net.d` + `/opt/cni/bin` last.
 pub fn detect_dirs(
     conf: Option<PathBuf>,
     bin: Option<PathBuf>,
+    containerd: Option<CniDirs>,
     is_dir: impl Fn(&Path) -> bool,
 ) -> (PathBuf, PathBuf) {
-    let conf = conf.unwrap_or_else(|| {
+    let containerd = containerd.unwrap_or_default();
+    let conf = conf.or(containerd.conf_dir).unwrap_or_else(|| {
         PathBuf::from(if is_dir(Path::new(K3S_AGENT_DIR)) {
             K3S_CONF_DIR
         } else {
             DEFAULT_CONF_DIR
         })
     });
-    let bin = bin.unwrap_or_else(|| {
-        PathBuf::from(if is_dir(Path::new(K3S_DATA_DIR)) {
+    let bin = bin.or(containerd.bin_dir).unwrap_or_else(|| {
+        PathBuf::from(if is_dir(Path::new(K3S_STATIC_BIN_DIR)) {
+            K3S_STATIC_BIN_DIR
+        } else if is_dir(Path::new(K3S_DATA_DIR)) {
             K3S_BIN_DIR
         } else {
             DEFAULT_BIN_DIR
@@ -301,10 +319,16 @@ pub fn write_node_cidrs(
     )
 }
 
-/// The agent's side: installs now (the datapath is ready), then — unless `--pod-cidr` fixed
-/// the CIDRs — keeps `node.json` in step with this node's Node object (`spec.podCIDRs`).
-pub fn run_in_agent(cfg: InstallConfig, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
-    match install(&cfg) {
+/// The agent's side, once its datapath is ready and the first snapshot is applied: installs
+/// now and — unless `--pod-cidr` fixed the CIDRs — keeps `node.json` in step with this node's
+/// Node object (`spec.podCIDRs`). Returns what the install did (the agent retries a failure
+/// with [`install`]).
+pub fn run_in_agent(
+    cfg: InstallConfig,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+) -> Result<InstallReport, InstallError> {
+    let result = install(&cfg);
+    match &result {
         Ok(r) => info!(
             conflist = %r.conflist.display(),
             binary = %r.binary.display(),
@@ -315,7 +339,7 @@ pub fn run_in_agent(cfg: InstallConfig, mut snapshots: watch::Receiver<Arc<Snaps
         Err(e) => error!(error = %e, "installing the CNI plugin"),
     }
     if !cfg.pod_cidrs.is_empty() {
-        return;
+        return result;
     }
     tokio::spawn(async move {
         let path = cfg.node_state_path();
@@ -336,6 +360,7 @@ pub fn run_in_agent(cfg: InstallConfig, mut snapshots: watch::Receiver<Arc<Snaps
             }
         }
     });
+    result
 }
 
 /// `spec.podCIDRs` of Node `name` in the snapshot (`None` when absent or empty).
@@ -365,18 +390,47 @@ mod tests {
 
     #[test]
     fn detects_k3s_or_standard_dirs_and_honours_flags() {
-        let (c, b) = detect_dirs(None, None, |_| false);
+        let strs = |(c, b): (PathBuf, PathBuf)| (c.display().to_string(), b.display().to_string());
+        let own = |a: &str, b: &str| (a.to_owned(), b.to_owned());
         assert_eq!(
-            (c.to_str().unwrap(), b.to_str().unwrap()),
-            (DEFAULT_CONF_DIR, DEFAULT_BIN_DIR)
+            strs(detect_dirs(None, None, None, |_| false)),
+            own(DEFAULT_CONF_DIR, DEFAULT_BIN_DIR)
         );
-        let (c, b) = detect_dirs(None, None, |_| true);
         assert_eq!(
-            (c.to_str().unwrap(), b.to_str().unwrap()),
-            (K3S_CONF_DIR, K3S_BIN_DIR)
+            strs(detect_dirs(None, None, None, |_| true)),
+            own(K3S_CONF_DIR, K3S_STATIC_BIN_DIR)
         );
-        let (c, b) = detect_dirs(Some("/x".into()), Some("/y".into()), |_| true);
-        assert_eq!((c, b), (PathBuf::from("/x"), PathBuf::from("/y")));
+        // An older k3s: no static data/cni yet.
+        let old = |p: &Path| p != Path::new(K3S_STATIC_BIN_DIR);
+        assert_eq!(
+            strs(detect_dirs(None, None, None, old)),
+            own(K3S_CONF_DIR, K3S_BIN_DIR)
+        );
+        let from_config = CniDirs {
+            conf_dir: Some("/c".into()),
+            bin_dir: Some("/b".into()),
+        };
+        assert_eq!(
+            strs(detect_dirs(None, None, Some(from_config.clone()), |_| true)),
+            own("/c", "/b")
+        );
+        let half = CniDirs {
+            conf_dir: None,
+            bin_dir: Some("/b".into()),
+        };
+        assert_eq!(
+            strs(detect_dirs(None, None, Some(half), |_| true)),
+            own(K3S_CONF_DIR, "/b")
+        );
+        assert_eq!(
+            strs(detect_dirs(
+                Some("/x".into()),
+                Some("/y".into()),
+                Some(from_config),
+                |_| true
+            )),
+            own("/x", "/y")
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! Layout: [`env`] and [`config`] parse the invocation, [`plan`] computes the attachment,
 //! [`ipam`] reserves addresses (pure model + locked crash-safe store), [`netlink`] and
 //! [`netns`] apply it, [`cmd`] has one module per command, [`result`] renders results per
-//! version, [`install`] is how the agent installs the plugin and its conflist, and
+//! version, [`install`] is how the agent installs the plugin and its conflist (in the dirs
+//! [`containerd`] reads from k3s's containerd config), and
 //! [`node_state`] is the file through which the agent hands over the node's pod CIDRs.
 
 pub mod cidr;
 pub mod cmd;
 pub mod config;
+pub mod containerd;
 pub mod env;
 pub mod error;
 pub mod install;

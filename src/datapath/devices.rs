@@ -9,11 +9,14 @@ use super::DatapathError;
 pub struct Device {
     pub name: String,
     pub ifindex: u32,
+    /// The SNAT source of each family: the first (primary) global address.
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
+    /// Every global address (NodePort answers on each).
+    pub addrs: Vec<IpAddr>,
 }
 
-/// Looks `name` up: its ifindex and first global IPv4/IPv6 addresses.
+/// Looks `name` up: its ifindex, first global IPv4/IPv6 addresses and all global addresses.
 pub fn device(name: &str) -> Result<Device, DatapathError> {
     let c = CString::new(name).map_err(|e| {
         DatapathError::io(
@@ -31,17 +34,19 @@ pub fn device(name: &str) -> Result<Device, DatapathError> {
             std::io::Error::last_os_error(),
         ));
     }
-    let (mut v4, mut v6) = (None, None);
+    let (mut v4, mut v6, mut addrs) = (None, None, Vec::new());
     for (ifname, ip) in addresses().map_err(|e| DatapathError::io("getifaddrs for", name, e))? {
         if ifname != name {
             continue;
         }
         match ip {
-            IpAddr::V4(a) if v4.is_none() && !a.is_loopback() => v4 = Some(a),
-            IpAddr::V6(a)
-                if v6.is_none() && !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 =>
-            {
-                v6 = Some(a);
+            IpAddr::V4(a) if !a.is_loopback() => {
+                v4.get_or_insert(a);
+                addrs.push(ip);
+            }
+            IpAddr::V6(a) if !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 => {
+                v6.get_or_insert(a);
+                addrs.push(ip);
             }
             _ => {}
         }
@@ -51,6 +56,7 @@ pub fn device(name: &str) -> Result<Device, DatapathError> {
         ifindex,
         v4,
         v6,
+        addrs,
     })
 }
 

@@ -7,8 +7,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use ferrite_abi::{
-    DEV_HAS_V4, DEV_HAS_V6, DevInfo, ExtSvcValue, SRC_RANGE_PREFIX_BITS, SrcRangeData, SvcKey,
-    map_names,
+    DEV_HAS_V4, DEV_HAS_V6, DevInfo, ExtSvcValue, NodeAddrKey, SRC_RANGE_PREFIX_BITS, SrcRangeData,
+    SvcKey, map_names,
 };
 
 use super::DatapathError;
@@ -21,6 +21,7 @@ pub struct ExtMaps {
     external: HashMap<MapData, SvcKey, ExtSvcValue>,
     maglev: Array<MapData, u32>,
     devices: HashMap<MapData, u32, DevInfo>,
+    node_addrs: HashMap<MapData, NodeAddrKey, u32>,
     ranges: LpmTrie<MapData, SrcRangeData, u8>,
     table_size: u32,
 }
@@ -57,13 +58,17 @@ impl ExtMaps {
             external: take(ebpf, map_names::EXTERNAL)?,
             maglev: take(ebpf, map_names::MAGLEV)?,
             devices: take(ebpf, map_names::DEVICES)?,
+            node_addrs: take(ebpf, map_names::NODE_ADDRS)?,
             ranges: take(ebpf, map_names::SOURCE_RANGES)?,
             table_size,
         })
     }
 
-    /// Publishes the devices' addresses (the SNAT source and NodePort addresses).
+    /// Publishes exactly `devices`: each one's SNAT source addresses and every address NodePort
+    /// answers on; entries of devices no longer listed are removed.
     pub fn set_devices(&mut self, devices: &[Device]) -> Result<(), DatapathError> {
+        let mut wanted: std::collections::HashMap<NodeAddrKey, u32> =
+            std::collections::HashMap::new();
         for d in devices {
             let mut info = DevInfo::default();
             if let Some(v4) = d.v4 {
@@ -74,9 +79,43 @@ impl ExtMaps {
                 info.v6 = ip_words(v6.into()).0;
                 info.flags |= DEV_HAS_V6;
             }
-            self.devices
-                .insert(d.ifindex, info, 0)
-                .map_err(map_err(map_names::DEVICES))?;
+            if self.devices.get(&d.ifindex, 0).ok() != Some(info) {
+                self.devices
+                    .insert(d.ifindex, info, 0)
+                    .map_err(map_err(map_names::DEVICES))?;
+            }
+            for ip in &d.addrs {
+                let (addr, family) = ip_words(*ip);
+                let key = NodeAddrKey {
+                    family: u32::from(family),
+                    addr,
+                };
+                wanted.insert(key, d.ifindex);
+            }
+        }
+        let stale: Vec<u32> = self
+            .devices
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|i| !devices.iter().any(|d| d.ifindex == *i))
+            .collect();
+        for i in stale {
+            ignore_missing(self.devices.remove(&i)).map_err(map_err(map_names::DEVICES))?;
+        }
+        let present: Vec<(NodeAddrKey, u32)> =
+            self.node_addrs.iter().filter_map(Result::ok).collect();
+        for (k, v) in &present {
+            if wanted.get(k) != Some(v) {
+                ignore_missing(self.node_addrs.remove(k))
+                    .map_err(map_err(map_names::NODE_ADDRS))?;
+            }
+        }
+        for (k, v) in &wanted {
+            if !present.contains(&(*k, *v)) {
+                self.node_addrs
+                    .insert(k, v, 0)
+                    .map_err(map_err(map_names::NODE_ADDRS))?;
+            }
         }
         Ok(())
     }

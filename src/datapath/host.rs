@@ -8,14 +8,15 @@ use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::map_names;
 use tracing::{info, warn};
 
-use super::devices::{Device, device};
+use super::devices::Device;
 use super::xdp::{IngressHook, XdpMode};
 use super::{DatapathConfig, DatapathError, ExtMaps, HOST_OBJECT, XDP_OBJECT, ensure_bpffs, link};
 
 /// North-south settings from the command line.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
-    pub devices: Vec<String>,
+    /// `--devices`; `None`: detected (see [`super::detect`]).
+    pub devices: Option<Vec<String>>,
     /// Maglev table size (prime).
     pub table_size: u32,
     /// Maglev rows: distinct backend sets of external frontends.
@@ -24,12 +25,39 @@ pub struct HostConfig {
     pub xdp: XdpMode,
 }
 
+/// The loaded north-south programs and the devices they are attached to; [`HostLb::sync`] moves
+/// them to another set of devices (detected devices change at runtime).
 pub struct HostLb {
     pub maps: ExtMaps,
-    /// The hook each device's ingress translation runs in, in `--devices` order.
+    /// The hook each attached device's ingress translation runs in, by device name.
     pub ingress: Vec<(String, IngressHook)>,
-    _ebpf: Ebpf,
-    _xdp: Option<Ebpf>,
+    /// The devices attached now, with the addresses last published.
+    devices: Vec<Device>,
+    links_dir: PathBuf,
+    mode: XdpMode,
+    ebpf: Ebpf,
+    xdp: Option<XdpPart>,
+}
+
+/// What one [`HostLb::sync`] changed, and what failed (retried on the next sync).
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub attached: Vec<String>,
+    pub detached: Vec<String>,
+    /// Devices whose pinned link had disappeared (e.g. its pin was removed) and was re-attached.
+    pub repaired: Vec<String>,
+    pub readdressed: Vec<String>,
+    pub errors: Vec<(String, DatapathError)>,
+}
+
+impl SyncReport {
+    #[must_use]
+    pub fn changed(&self) -> bool {
+        !(self.attached.is_empty()
+            && self.detached.is_empty()
+            && self.repaired.is_empty()
+            && self.readdressed.is_empty())
+    }
 }
 
 const INGRESS: &str = "fe_host_ingress";
@@ -57,24 +85,35 @@ fn loader<'a>(maps_dir: &'a Path, entries: u32, table_size: &'a u32) -> EbpfLoad
     l
 }
 
-fn load_tc<'a>(
+/// The TC classifier `name` of `ebpf`.
+fn tc_prog<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
-    let program_err = |source| DatapathError::Program {
-        name,
-        source: Box::new(source),
-    };
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
+    ebpf.program_mut(name)
         .ok_or(DatapathError::MissingProgram { name })?
         .try_into()
-        .map_err(program_err)?;
-    prog.load().map_err(program_err)?;
-    Ok(prog)
+        .map_err(|source| DatapathError::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
+    tc_prog(ebpf, name)?
+        .load()
+        .map_err(|source| DatapathError::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+fn egress_pin(links_dir: &Path, dev: &str) -> PathBuf {
+    links_dir.join(format!("tcx_{dev}_egress"))
 }
 
 impl HostLb {
+    /// Loads the programs and their pinned maps; attaches nothing ([`Self::sync`] does).
     pub fn open(cfg: &DatapathConfig, host: &HostConfig) -> Result<Self, DatapathError> {
         ensure_bpffs(&cfg.bpf_root)?;
         let (maps_dir, links_dir) = (cfg.maps_dir(), cfg.links_dir());
@@ -89,30 +128,10 @@ impl HostLb {
                 pin_dir: maps_dir.clone(),
                 source: Box::new(e),
             })?;
-        let mut maps = ExtMaps::take(&mut ebpf, host.table_size)?;
-        let devices = host
-            .devices
-            .iter()
-            .map(|d| device(d))
-            .collect::<Result<Vec<_>, _>>()?;
-        maps.set_devices(&devices)?;
-
-        let mut wanted = Vec::new();
-        let egress = load_tc(&mut ebpf, EGRESS)?;
-        for dev in &devices {
-            let pin = links_dir.join(format!("tcx_{}_egress", dev.name));
-            link::attach_tcx_pinned(
-                EGRESS,
-                egress,
-                &dev.name,
-                TcAttachType::Egress,
-                LinkOrder::default(),
-                &pin,
-            )?;
-            wanted.push(pin);
-        }
+        let maps = ExtMaps::take(&mut ebpf, host.table_size)?;
+        load_tc(&mut ebpf, EGRESS)?;
         load_tc(&mut ebpf, INGRESS)?;
-        let mut xdp = if host.xdp == XdpMode::Off {
+        let xdp = if host.xdp == XdpMode::Off {
             None
         } else {
             match XdpPart::load(&maps_dir, entries, host.table_size) {
@@ -123,22 +142,128 @@ impl HostLb {
                 }
             }
         };
-        let mut ingress = Vec::new();
-        for dev in &devices {
-            let hook = attach_ingress(&mut ebpf, xdp.as_mut(), host.xdp, dev, &links_dir)?;
-            wanted.push(links_dir.join(hook.pin_name(&dev.name)));
-            ingress.push((dev.name.clone(), hook));
-        }
-        remove_stale(&links_dir, &wanted);
-        info!(devices = ?host.devices, table_size = host.table_size,
-              ingress = ?ingress.iter().map(|(d, h)| format!("{d}:{h}")).collect::<Vec<_>>(),
-              "north-south load balancer attached");
         Ok(Self {
             maps,
-            ingress,
-            _ebpf: ebpf,
-            _xdp: xdp.map(|x| x.ebpf),
+            ingress: Vec::new(),
+            devices: Vec::new(),
+            links_dir,
+            mode: host.xdp,
+            ebpf,
+            xdp,
         })
+    }
+
+    /// The devices attached now.
+    #[must_use]
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// The pins that should exist for `dev` (egress, and its ingress hook once chosen).
+    fn pins_of(&self, dev: &str) -> Vec<PathBuf> {
+        let mut pins = vec![egress_pin(&self.links_dir, dev)];
+        if let Some((_, hook)) = self.ingress.iter().find(|(d, _)| d == dev) {
+            pins.push(self.links_dir.join(hook.pin_name(dev)));
+        }
+        pins
+    }
+
+    /// Missing pins of the attached devices (a removed pin detaches its link).
+    #[must_use]
+    pub fn missing_pins(&self) -> Vec<PathBuf> {
+        self.devices
+            .iter()
+            .flat_map(|d| self.pins_of(&d.name))
+            .filter(|p| !p.exists())
+            .collect()
+    }
+
+    fn attach(&mut self, dev: &Device) -> Result<IngressHook, DatapathError> {
+        link::attach_tcx_pinned(
+            EGRESS,
+            tc_prog(&mut self.ebpf, EGRESS)?,
+            &dev.name,
+            TcAttachType::Egress,
+            LinkOrder::default(),
+            &egress_pin(&self.links_dir, &dev.name),
+        )?;
+        attach_ingress(
+            &mut self.ebpf,
+            self.xdp.as_mut(),
+            self.mode,
+            dev,
+            &self.links_dir,
+        )
+    }
+
+    /// Attaches to `wanted` (adopting pinned links, re-attaching any whose pin is gone),
+    /// detaches from devices no longer wanted, and publishes the devices' addresses. A device
+    /// that fails is reported and left out (the next sync retries it).
+    pub fn sync(&mut self, wanted: &[Device]) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut now = Vec::new();
+        for dev in wanted {
+            let before = self
+                .devices
+                .iter()
+                .find(|d| d.name == dev.name && d.ifindex == dev.ifindex)
+                .cloned();
+            let intact = before.is_some() && self.pins_of(&dev.name).iter().all(|p| p.exists());
+            if !intact {
+                // A device re-created under the same name: its old pins hold dead links.
+                if before.is_none()
+                    && let Some(old) = self.devices.iter().find(|d| d.name == dev.name)
+                    && old.ifindex != dev.ifindex
+                {
+                    for pin in self.pins_of(&old.name) {
+                        let _ = std::fs::remove_file(pin);
+                    }
+                }
+                match self.attach(dev) {
+                    Ok(hook) => {
+                        self.ingress.retain(|(d, _)| d != &dev.name);
+                        self.ingress.push((dev.name.clone(), hook));
+                        if before.is_some() {
+                            report.repaired.push(dev.name.clone());
+                        } else {
+                            report.attached.push(dev.name.clone());
+                        }
+                    }
+                    Err(e) => {
+                        report.errors.push((dev.name.clone(), e));
+                        continue;
+                    }
+                }
+            } else if before.as_ref().is_some_and(|b| b.addrs != dev.addrs) {
+                report.readdressed.push(dev.name.clone());
+            }
+            now.push(dev.clone());
+        }
+        for old in &self.devices {
+            if !now.iter().any(|d| d.name == old.name) {
+                report.detached.push(old.name.clone());
+            }
+        }
+        self.ingress
+            .retain(|(d, _)| now.iter().any(|dev| &dev.name == d));
+        self.devices = now;
+        if let Err(e) = self.maps.set_devices(&self.devices) {
+            report.errors.push(("device maps".into(), e));
+        }
+        let keep: Vec<PathBuf> = self
+            .devices
+            .iter()
+            .flat_map(|d| self.pins_of(&d.name))
+            .collect();
+        remove_stale(&self.links_dir, &keep);
+        if report.changed() {
+            info!(devices = ?self.devices.iter().map(|d| &d.name).collect::<Vec<_>>(),
+                  attached = ?report.attached, detached = ?report.detached,
+                  repaired = ?report.repaired, readdressed = ?report.readdressed,
+                  ingress = ?self.ingress.iter().map(|(d, h)| format!("{d}:{h}")).collect::<Vec<_>>(),
+                  "north-south devices");
+        }
+        report
     }
 }
 
@@ -225,17 +350,9 @@ impl XdpPart {
 
 /// Adopts or attaches the TC ingress translator of `dev`.
 fn attach_tc_ingress(ebpf: &mut Ebpf, dev: &Device, links_dir: &Path) -> Result<(), DatapathError> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(INGRESS)
-        .ok_or(DatapathError::MissingProgram { name: INGRESS })?
-        .try_into()
-        .map_err(|source| DatapathError::Program {
-            name: INGRESS,
-            source: Box::new(source),
-        })?;
     link::attach_tcx_pinned(
         INGRESS,
-        prog,
+        tc_prog(ebpf, INGRESS)?,
         &dev.name,
         TcAttachType::Ingress,
         LinkOrder::default(),
@@ -271,13 +388,14 @@ fn attach_ingress(
             IngressHook::XdpNative
         };
         let other_pin = links_dir.join(other.pin_name(&dev.name));
-        if other_pin.exists() {
+        let switched = other_pin.exists();
+        if switched {
             attach_tc_ingress(ebpf, dev, links_dir)?;
             std::fs::remove_file(&other_pin)
                 .map_err(|e| DatapathError::io("removing", &other_pin, e))?;
             info!(device = %dev.name, from = %other, to = %hook, "switching XDP mode through TC");
         }
-        match part.attach(dev, hook, &links_dir.join(hook.pin_name(&dev.name))) {
+        match attach_xdp(part, dev, hook, links_dir, switched) {
             Ok(()) => {
                 chosen = hook;
                 break;
@@ -302,6 +420,32 @@ fn attach_ingress(
         }
     }
     Ok(chosen)
+}
+
+/// Attaches `hook`. Right after the other XDP mode's pin was removed its link may still hold
+/// the device's XDP slot for a moment (the kernel releases a link from a workqueue once its
+/// last reference goes), so `EEXIST` is retried for up to 200 ms then.
+fn attach_xdp(
+    part: &mut XdpPart,
+    dev: &Device,
+    hook: IngressHook,
+    links_dir: &Path,
+    switched: bool,
+) -> Result<(), String> {
+    let pin = links_dir.join(hook.pin_name(&dev.name));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        match part.attach(dev, hook, &pin) {
+            Err(e)
+                if switched
+                    && e.contains("File exists")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// TC and XDP links pinned for devices no longer configured are detached.

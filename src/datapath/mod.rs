@@ -3,6 +3,7 @@
 //! Everything pinned outlives the agent: a restarted agent adopts it and traffic never stops.
 
 mod bpffs;
+pub mod detect;
 mod devices;
 mod error;
 mod extmaps;
@@ -11,17 +12,20 @@ mod l2;
 mod lbmaps;
 mod link;
 mod maputil;
+mod netdump;
 mod sock;
 mod xdp;
 #[cfg(test)]
 mod xdp_equiv;
 
 pub use bpffs::{cgroup2_root, ensure_bpffs};
+pub use devices::Device;
 pub use error::DatapathError;
 pub use extmaps::ExtMaps;
 pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
 pub use lbmaps::LbMaps;
+pub use netdump::Netlink;
 pub use sock::{SockLb, cleanup};
 pub use xdp::XdpMode;
 

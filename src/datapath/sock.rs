@@ -26,7 +26,10 @@ pub struct SockLb {
     pub maps: LbMaps,
     /// Whether the links were adopted from a previous agent rather than created.
     pub adopted: bool,
-    _ebpf: Ebpf,
+    /// The link pins, one per program, in [`PROGRAMS`] order.
+    pins: Vec<PathBuf>,
+    cgroup: PathBuf,
+    ebpf: Ebpf,
 }
 
 impl SockLb {
@@ -79,8 +82,43 @@ impl SockLb {
         Ok(Self {
             maps,
             adopted: adopted == PROGRAMS.len(),
-            _ebpf: ebpf,
+            pins: wanted,
+            cgroup: cfg.cgroup.clone(),
+            ebpf,
         })
+    }
+
+    /// Link pins that are gone (removing a pin detaches its link).
+    #[must_use]
+    pub fn missing_pins(&self) -> Vec<PathBuf> {
+        self.pins.iter().filter(|p| !p.exists()).cloned().collect()
+    }
+
+    /// Re-attaches every program whose link pin is gone; returns the pins re-created.
+    pub fn repair(&mut self) -> Result<Vec<PathBuf>, DatapathError> {
+        let missing = self.missing_pins();
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        let cgroup = std::fs::File::open(&self.cgroup)
+            .map_err(|e| DatapathError::io("opening cgroup", &self.cgroup, e))?;
+        for (name, pin) in PROGRAMS.iter().zip(&self.pins) {
+            if pin.exists() {
+                continue;
+            }
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| DatapathError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+            link::attach_pinned(name, prog, cgroup.as_fd(), pin)?;
+            warn!(program = name, pin = %pin.display(), "link pin was gone; re-attached");
+        }
+        Ok(missing)
     }
 }
 

@@ -11,8 +11,8 @@ use aya::maps::{Array, HashMap};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::{
-    Backend, CtKey, CtValue, DevInfo, EXT_FLAG_LOCAL, ExtSvcValue, FAMILY_V4, FAMILY_V6, PROTO_TCP,
-    PROTO_UDP, SvcKey, XdpDev, map_names,
+    Backend, CtKey, CtValue, DevInfo, EXT_FLAG_LOCAL, ExtSvcValue, FAMILY_V4, FAMILY_V6,
+    NodeAddrKey, PROTO_TCP, PROTO_UDP, SvcKey, XdpDev, map_names,
 };
 
 const M: u32 = 251;
@@ -282,6 +282,16 @@ impl Lab {
             0,
         )
         .unwrap();
+        let mut addrs: HashMap<_, NodeAddrKey, u32> =
+            HashMap::try_from(map(&mut self.host, map_names::NODE_ADDRS)).unwrap();
+        for ip in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+            let (addr, family) = words(ip);
+            let key = NodeAddrKey {
+                family: u32::from(family),
+                addr,
+            };
+            addrs.insert(key, ifindex, 0).unwrap();
+        }
         let mut xdevs: HashMap<_, u32, XdpDev> =
             HashMap::try_from(map(&mut self.xdp, map_names::XDP_DEVS)).unwrap();
         xdevs

@@ -166,7 +166,8 @@ impl AgentLab {
                 state_dir: &state_dir,
             },
         );
-        cmd.args(["--node-name", "test-node"])
+        // The root netns: never attach north-south to the host's own NICs.
+        cmd.args(["--node-name", "test-node", "--devices", "none"])
             .args(args)
             .env("FERRITE_LOG", "debug")
             .envs(env.iter().copied())

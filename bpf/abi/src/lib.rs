@@ -16,7 +16,7 @@ mod sock;
 pub use nat::{
     CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, DEV_HAS_V4, DEV_HAS_V6, DevInfo,
     EXT_FLAG_CLIENT_AFFINITY, EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue,
-    SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
+    NodeAddrKey, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
 };
 pub use sock::{
     AffinityKey, AffinityValue, Backend, RevNatKey, RevNatValue, SlotKey, SvcKey, SvcValue,
@@ -38,6 +38,7 @@ pub mod map_names {
     pub const MAGLEV: &str = "fe_maglev_v1";
     pub const CONNTRACK: &str = "fe_ct_v1";
     pub const DEVICES: &str = "fe_dev_v1";
+    pub const NODE_ADDRS: &str = "fe_nodeaddr_v1";
     pub const SOURCE_RANGES: &str = "fe_srcrng_v1";
     pub const XDP_DEVS: &str = "fe_xdpdev_v1";
     pub const TUNNELS: &str = "fe_tunnel_v1";
@@ -57,6 +58,8 @@ pub mod map_sizes {
     pub const MAGLEV_ROWS: u32 = 256;
     pub const CONNTRACK: u32 = 262_144;
     pub const DEVICES: u32 = 64;
+    /// Addresses of all north-south devices together.
+    pub const NODE_ADDRS: u32 = 1_024;
     pub const SOURCE_RANGES: u32 = 16_384;
     pub const XDP_DEVS: u32 = 64;
     pub const TUNNELS: u32 = 8;

@@ -37,6 +37,16 @@ pub struct DevInfo {
 pub const DEV_HAS_V4: u32 = 1;
 pub const DEV_HAS_V6: u32 = 2;
 
+/// A key of the node-address map: one address of a north-south device (NodePort answers on
+/// every one of them, not only the SNAT source in [`DevInfo`]); the value is the device's
+/// ifindex. IPv4 uses `addr[0]`, network byte order as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeAddrKey {
+    pub family: u32,
+    pub addr: [u32; 4],
+}
+
 /// A connection-tracking key: a packet's addresses and ports as they are on the wire.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -91,6 +101,7 @@ mod pod {
     // SAFETY: #[repr(C)], Copy, integers only, padding explicit.
     unsafe impl aya::Pod for super::ExtSvcValue {}
     unsafe impl aya::Pod for super::DevInfo {}
+    unsafe impl aya::Pod for super::NodeAddrKey {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtValue {}
     unsafe impl aya::Pod for super::SrcRangeData {}
@@ -117,6 +128,13 @@ mod tests {
         assert_eq!(offset_of!(DevInfo, v4), 0);
         assert_eq!(offset_of!(DevInfo, flags), 4);
         assert_eq!(offset_of!(DevInfo, v6), 8);
+    }
+
+    #[test]
+    fn node_addr_key_layout() {
+        assert_eq!(size_of::<NodeAddrKey>(), 20);
+        assert_eq!(offset_of!(NodeAddrKey, family), 0);
+        assert_eq!(offset_of!(NodeAddrKey, addr), 4);
     }
 
     #[test]

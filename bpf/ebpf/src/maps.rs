@@ -29,7 +29,7 @@ pub static REVNAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::pinned(map_s
 // ---- north-south (TC on external devices) ----
 
 use aya_ebpf::maps::{Array, LpmTrie};
-use ferrite_abi::{CtKey, CtValue, DevInfo, ExtSvcValue, SrcRangeData};
+use ferrite_abi::{CtKey, CtValue, DevInfo, ExtSvcValue, NodeAddrKey, SrcRangeData};
 
 #[map(name = "fe_ext_v1")]
 pub static EXTERNAL: HashMap<SvcKey, ExtSvcValue> = HashMap::pinned(map_sizes::EXTERNAL, 0);
@@ -44,6 +44,10 @@ pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(map_sizes:
 
 #[map(name = "fe_dev_v1")]
 pub static DEVICES: HashMap<u32, DevInfo> = HashMap::pinned(map_sizes::DEVICES, 0);
+
+/// Every address of every north-south device → its ifindex (the NodePort match).
+#[map(name = "fe_nodeaddr_v1")]
+pub static NODE_ADDRS: HashMap<NodeAddrKey, u32> = HashMap::pinned(map_sizes::NODE_ADDRS, 0);
 
 /// BPF_F_NO_PREALLOC is mandatory for LPM tries.
 #[map(name = "fe_srcrng_v1")]

@@ -17,11 +17,13 @@ use aya_ebpf::{
 use ferrite_abi::{
     CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, EXT_FLAG_CLIENT_AFFINITY,
     EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue, FAMILY_V4, FAMILY_V6,
-    PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
-    SvcKey,
+    NodeAddrKey, PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS,
+    SrcRangeData, SvcKey,
 };
 
-use crate::maps::{BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, SOURCE_RANGES, TUNNELS};
+use crate::maps::{
+    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, NODE_ADDRS, SOURCE_RANGES, TUNNELS,
+};
 use crate::pkt::PacketCtx;
 
 const ETH_HLEN: usize = 14;
@@ -236,10 +238,10 @@ fn flow_hash(k: &CtKey, client_only: bool) -> u32 {
     h
 }
 
-/// The frontend a packet is addressed to: exact (LB IP, externalIP) or a NodePort on one of the
-/// receiving device's addresses.
+/// The frontend a packet is addressed to: exact (LB IP, externalIP) or a NodePort on any address
+/// of the node's north-south devices.
 #[inline(always)]
-fn frontend<C: PacketCtx>(ctx: &C, k: &CtKey) -> Option<&'static ExtSvcValue> {
+fn frontend(k: &CtKey) -> Option<&'static ExtSvcValue> {
     let key = SvcKey {
         addr: k.daddr,
         port: k.dport,
@@ -250,15 +252,15 @@ fn frontend<C: PacketCtx>(ctx: &C, k: &CtKey) -> Option<&'static ExtSvcValue> {
     if let Some(v) = unsafe { EXTERNAL.get(&key) } {
         return Some(v);
     }
-    let dev = unsafe { DEVICES.get(&ctx.ifindex()) }?;
-    let mine = if k.family == FAMILY_V4 {
-        dev.v4 == k.daddr[0]
-    } else {
-        dev.v6 == k.daddr
+    let node = NodeAddrKey {
+        family: u32::from(k.family),
+        addr: if k.family == FAMILY_V4 {
+            [k.daddr[0], 0, 0, 0]
+        } else {
+            k.daddr
+        },
     };
-    if !mine {
-        return None;
-    }
+    unsafe { NODE_ADDRS.get(&node) }?;
     let any = SvcKey {
         addr: [0; 4],
         port: k.dport,
@@ -309,7 +311,7 @@ pub fn ingress<C: PacketCtx>(ctx: &mut C, p: &Packet) -> Outcome {
             None => Outcome::Drop,
         };
     }
-    let Some(svc) = frontend(ctx, &p.key) else {
+    let Some(svc) = frontend(&p.key) else {
         return Outcome::Pass;
     };
     if !source_allowed(svc, &p.key) || svc.count == 0 {

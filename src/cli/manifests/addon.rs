@@ -16,11 +16,19 @@ pub const DEFAULT_NAMESPACE: &str = "kube-system";
 /// The image repository; the default tag is the crate version.
 pub const IMAGE_REPOSITORY: &str = "ghcr.io/ferrite-net/ferrite";
 
-/// k3s's paths on every node (see `src/cni/install.rs`).
+/// k3s's paths on every node (see `src/cni/install.rs`): the agent reads the CNI dirs from
+/// k3s's containerd config (mounted read-only), and they are under these two mounts.
 const K3S_CNI_CONF_DIR: &str = crate::cni::install::K3S_CONF_DIR;
-const K3S_CNI_BIN_DIR: &str = crate::cni::install::K3S_BIN_DIR;
-/// `data/current` is a symlink into `data/`: the whole directory is mounted so it resolves.
+/// Both bin dirs k3s has used, `data/cni` and `data/current/bin` (`current` is a symlink into
+/// `data/`), are under it: the whole directory is mounted so they resolve.
 const K3S_DATA_DIR: &str = "/var/lib/rancher/k3s/data";
+/// The directory of k3s's generated containerd `config.toml`.
+const K3S_CONTAINERD_DIR: &str = "/var/lib/rancher/k3s/agent/etc/containerd";
+/// What reaches the API server on every k3s node before ferrite programs the `kubernetes`
+/// ClusterIP: on agents the client load balancer k3s runs on `127.0.0.1:<--lb-server-port>`
+/// (default 6444; `pkg/agent/loadbalancer`), on servers kube-apiserver itself, which k3s binds
+/// to `127.0.0.1` on the supervisor port + 1 (6444).
+pub const DEFAULT_API_SERVER: (&str, &str) = ("127.0.0.1", "6444");
 /// Where the host's cgroup2 root is mounted in the container (the container's own
 /// `/sys/fs/cgroup` is its cgroup namespace, not the root the socket load balancer needs).
 const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
@@ -116,8 +124,9 @@ pub struct AddonOptions {
     pub namespace: String,
     pub image: String,
     /// `host:port` of the API server for the agent, instead of the `kubernetes` ClusterIP (needed
-    /// when k3s runs without kube-proxy: the ClusterIP only works once ferrite programs it).
-    pub api_server: Option<(String, String)>,
+    /// when k3s runs without kube-proxy: the ClusterIP only works once ferrite programs it);
+    /// [`DEFAULT_API_SERVER`] unless `--api-server` says otherwise.
+    pub api_server: (String, String),
 }
 
 impl Default for AddonOptions {
@@ -125,9 +134,17 @@ impl Default for AddonOptions {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             image: default_image(),
-            api_server: None,
+            api_server: default_api_server(),
         }
     }
+}
+
+/// [`DEFAULT_API_SERVER`], owned.
+pub fn default_api_server() -> (String, String) {
+    (
+        DEFAULT_API_SERVER.0.to_owned(),
+        DEFAULT_API_SERVER.1.to_owned(),
+    )
 }
 
 /// `ghcr.io/ferrite-net/ferrite:<crate version>`.
@@ -206,10 +223,6 @@ fn agent_args() -> Vec<String> {
         "kube",
         "--node-name",
         "$(NODE_NAME)",
-        "--cni-conf-dir",
-        K3S_CNI_CONF_DIR,
-        "--cni-bin-dir",
-        K3S_CNI_BIN_DIR,
         "--bpf-root",
         "/sys/fs/bpf/ferrite",
         "--cgroup",
@@ -251,10 +264,9 @@ pub fn daemonset(options: &AddonOptions) -> Value {
         // The L2 membership binds to this address until the Node object is read.
         json!({"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}),
     ];
-    if let Some((host, port)) = &options.api_server {
-        env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}));
-        env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": port}));
-    }
+    let (host, port) = &options.api_server;
+    env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": host}));
+    env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": port}));
     let mut liveness = probe(10, 6, false);
     liveness["initialDelaySeconds"] = json!(10);
     let container = json!({
@@ -290,6 +302,7 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             {"name": "cgroup", "mountPath": HOST_CGROUP},
             {"name": "cni-conf", "mountPath": K3S_CNI_CONF_DIR},
             {"name": "k3s-data", "mountPath": K3S_DATA_DIR},
+            {"name": "containerd-config", "mountPath": K3S_CONTAINERD_DIR, "readOnly": true},
             {"name": "run", "mountPath": RUN_DIR},
             {"name": "state", "mountPath": STATE_DIR},
             // The shared L2 membership key (`--l2-key-file` default), when the Secret exists.
@@ -320,6 +333,7 @@ pub fn daemonset(options: &AddonOptions) -> Value {
                         host_path("cgroup", "/sys/fs/cgroup", "Directory"),
                         host_path("cni-conf", K3S_CNI_CONF_DIR, "DirectoryOrCreate"),
                         host_path("k3s-data", K3S_DATA_DIR, "DirectoryOrCreate"),
+                        host_path("containerd-config", K3S_CONTAINERD_DIR, "DirectoryOrCreate"),
                         host_path("run", RUN_DIR, "DirectoryOrCreate"),
                         host_path("state", STATE_DIR, "DirectoryOrCreate"),
                         // `kubectl -n kube-system create secret generic ferrite-l2-key

@@ -92,14 +92,9 @@ fn the_daemonset_runs_the_kube_agent_on_every_node_with_k3s_paths() {
     assert_eq!(args[0], "agent");
     assert_eq!(after("--source"), Some("kube"));
     assert_eq!(after("--node-name"), Some("$(NODE_NAME)"));
-    assert_eq!(
-        after("--cni-conf-dir"),
-        Some(crate::cni::install::K3S_CONF_DIR)
-    );
-    assert_eq!(
-        after("--cni-bin-dir"),
-        Some(crate::cni::install::K3S_BIN_DIR)
-    );
+    // The CNI dirs come from k3s's containerd config, not from flags.
+    assert_eq!(after("--cni-conf-dir"), None);
+    assert_eq!(after("--cni-bin-dir"), None);
     // Every path the agent is given is on a host mount.
     let mounts: Vec<&str> = container["volumeMounts"]
         .as_array()
@@ -107,14 +102,31 @@ fn the_daemonset_runs_the_kube_agent_on_every_node_with_k3s_paths() {
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
-    for flag in [
-        "--cni-conf-dir",
-        "--cni-bin-dir",
-        "--bpf-root",
-        "--cgroup",
-        "--api-socket",
-        "--state-dir",
+    let read_only: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| m["readOnly"] == true)
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    let config = std::path::Path::new(crate::cni::containerd::K3S_CONTAINERD_CONFIG);
+    assert!(
+        read_only.iter().any(|m| config.starts_with(m)),
+        "containerd's config is not mounted read-only: {mounts:?}"
+    );
+    for dir in [
+        crate::cni::install::K3S_CONF_DIR,
+        crate::cni::install::K3S_STATIC_BIN_DIR,
+        crate::cni::install::K3S_BIN_DIR,
     ] {
+        assert!(
+            mounts
+                .iter()
+                .any(|m| std::path::Path::new(dir).starts_with(m) && !read_only.contains(m)),
+            "{dir} is not under a writable host mount: {mounts:?}"
+        );
+    }
+    for flag in ["--bpf-root", "--cgroup", "--api-socket", "--state-dir"] {
         let path = after(flag).expect(flag);
         assert!(
             mounts
@@ -151,7 +163,19 @@ fn the_default_image_is_the_crate_version_and_api_server_needs_a_port() {
     assert!(options("ns", "i", Some("10.0.0.1")).is_err());
     assert!(options("ns", "i", Some(":6443")).is_err());
     let v6 = options("ns", "i", Some("[fd00::1]:6443")).expect("IPv6");
-    assert_eq!(v6.api_server, Some(("fd00::1".into(), "6443".into())));
+    assert_eq!(v6.api_server, ("fd00::1".into(), "6443".into()));
+    // Without --api-server: k3s's node-local API server address.
+    let default = options("ns", "i", None).expect("default");
+    assert_eq!(default.api_server, ("127.0.0.1".into(), "6444".into()));
+    let ds = addon::daemonset(&default);
+    let env = ds["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    assert!(
+        env.as_array()
+            .expect("env")
+            .iter()
+            .any(|e| { e["name"] == "KUBERNETES_SERVICE_HOST" && e["value"] == "127.0.0.1" }),
+        "{env}"
+    );
 }
 
 #[test]

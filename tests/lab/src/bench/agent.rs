@@ -146,7 +146,9 @@ impl Agent {
                 state_dir: &state_dir,
             },
         );
+        // The root netns: never attach north-south to the host's own NICs.
         command
+            .args(["--devices", "none"])
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);

@@ -34,12 +34,13 @@ pub struct AgentConfig {
     pub ferrite: PathBuf,
     /// Appended to the command line (e.g. `--maglev-table-size 251`).
     pub extra_args: Vec<String>,
+    /// `--devices` (the LAN device by default); `None` passes no `--devices`: the agent detects
+    /// its devices, as the `DaemonSet`'s agent does.
+    pub devices: Option<String>,
     /// `FERRITE_LOG`.
     pub log_level: String,
     /// How long the first apply may take.
     pub ready_timeout: Duration,
-    /// `--devices` (north-south): the LAN interface unless a test moves it.
-    pub devices: String,
 }
 
 impl AgentConfig {
@@ -48,9 +49,9 @@ impl AgentConfig {
         Self {
             ferrite: ferrite.to_owned(),
             extra_args: Vec::new(),
+            devices: Some(LAN_IFNAME.to_owned()),
             log_level: "debug".into(),
             ready_timeout: Duration::from_secs(20),
-            devices: LAN_IFNAME.into(),
         }
     }
 }
@@ -144,8 +145,11 @@ impl NodeAgent {
                 state_dir: &self.state_dir,
             },
         );
+        command.args(["--node-name", &self.node]);
+        if let Some(devices) = &config.devices {
+            command.args(["--devices", devices]);
+        }
         command
-            .args(["--node-name", &self.node, "--devices", &config.devices])
             // Never install a CNI plugin into the host's directories from a lab.
             .args(["--cni-conf-dir", "none"])
             .args(&config.extra_args)

@@ -104,7 +104,9 @@ impl AgentProc {
             },
         );
         command
+            // The root netns: never attach north-south to the host's own NICs.
             .args(["--node-name", "bench-node", "--cni-conf-dir", "none"])
+            .args(["--devices", "none"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
