@@ -47,6 +47,8 @@ pub struct AgentConfig {
 #[derive(Clone, Debug)]
 pub struct NorthSouth {
     pub host: HostConfig,
+    /// Masquerade of pods' egress on the same devices (`--masquerade*`).
+    pub masq: crate::masq::MasqConfig,
     pub nodeport_range: std::ops::RangeInclusive<u16>,
 }
 
@@ -80,9 +82,11 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
             },
             last_apply: None,
             source_errors: Vec::new(),
+            masquerade: None,
         },
         services: Vec::new(),
         source_errors: None,
+        snat_flows: None,
         pools: api::PoolsView::default(),
         l2: api::L2View::default(),
     }
@@ -118,7 +122,11 @@ fn open_host(cfg: &AgentConfig) -> Result<Option<reconcile::HostPart>, AgentErro
     };
     let host = HostLb::open(&cfg.datapath, &ns.host)?;
     let ext_state = host.maps.read_state().map_err(AgentError::ReadBack)?;
+    let masq_state = host.masq.read_state().map_err(AgentError::ReadBack)?;
+    info!(enabled = ns.masq.enabled, exclude = ?ns.masq.exclude, "masquerade");
     Ok(Some(reconcile::HostPart {
+        masq: ns.masq.clone(),
+        masq_state,
         lb: host,
         state: ext_state,
         nodeport_range: ns.nodeport_range.clone(),
@@ -126,6 +134,24 @@ fn open_host(cfg: &AgentConfig) -> Result<Option<reconcile::HostPart>, AgentErro
         rows: ns.host.rows,
         health: health::HealthServer::default(),
     }))
+}
+
+fn device_ingress((device, hook): &(String, crate::datapath::IngressHook)) -> api::DeviceIngress {
+    api::DeviceIngress {
+        device: device.clone(),
+        hook: hook.as_str().to_string(),
+    }
+}
+
+/// Counts the pinned SNAT table's flows for the API when the status is read.
+fn snat_flows(cfg: &AgentConfig) -> api::SnatFlowsFn {
+    let maps_dir = cfg.datapath.maps_dir();
+    Arc::new(move || {
+        crate::datapath::snat_flows(&maps_dir).unwrap_or_else(|e| {
+            error!(error = %e, "counting SNAT flows");
+            0
+        })
+    })
 }
 
 /// Resolves on the next membership view change; never without membership.
@@ -176,19 +202,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 
     let host = open_host(&cfg)?;
     if let Some(h) = &host {
-        shared
+        let mut guard = shared
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .status
-            .datapath
-            .ingress =
-            h.lb.ingress
-                .iter()
-                .map(|(device, hook)| api::DeviceIngress {
-                    device: device.clone(),
-                    hook: hook.as_str().to_string(),
-                })
-                .collect();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.snat_flows = Some(snat_flows(&cfg));
+        guard.status.datapath.ingress = h.lb.ingress.iter().map(device_ingress).collect();
     }
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))

@@ -10,7 +10,9 @@ mod types;
 pub use l2::{L2AddressView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve};
-pub use types::{ApplyReport, DatapathStatus, DeviceIngress, ServiceView, SourceErrorView, Status};
+pub use types::{
+    ApplyReport, DatapathStatus, DeviceIngress, MasqStatus, ServiceView, SourceErrorView, Status,
+};
 
 use std::sync::{Arc, RwLock};
 
@@ -18,12 +20,16 @@ use std::sync::{Arc, RwLock};
 /// snapshot, so no reconcile would publish it).
 pub type SourceErrorsFn = Arc<dyn Fn() -> Vec<SourceErrorView> + Send + Sync>;
 
+/// Counts the masquerade's SNAT flows when the status is requested (the programs add them).
+pub type SnatFlowsFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// What the API serves; written by the agent after each reconcile.
 #[derive(Default)]
 pub struct ApiState {
     pub status: Status,
     pub services: Vec<ServiceView>,
     pub source_errors: Option<SourceErrorsFn>,
+    pub snat_flows: Option<SnatFlowsFn>,
     /// LB IPAM: pools and LoadBalancer services (`/v1/pools`).
     pub pools: PoolsView,
     /// L2 announcements (`/v1/l2`).
@@ -45,6 +51,9 @@ impl ApiState {
         let mut st = self.status.clone();
         if let Some(errors) = &self.source_errors {
             st.source_errors = errors();
+        }
+        if let (Some(m), Some(count)) = (&mut st.masquerade, &self.snat_flows) {
+            m.snat_flows = count();
         }
         st
     }

@@ -10,6 +10,20 @@ pub struct Status {
     pub datapath: DatapathStatus,
     pub last_apply: Option<ApplyReport>,
     pub source_errors: Vec<SourceErrorView>,
+    /// The masquerade on the north-south devices (absent without `--devices`).
+    #[serde(default)]
+    pub masquerade: Option<MasqStatus>,
+}
+
+/// `--masquerade`, the CIDRs in its maps and the flows in its SNAT table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MasqStatus {
+    pub enabled: bool,
+    /// The cluster's pod CIDRs (sources masqueraded, destinations never).
+    pub pod_cidrs: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Masqueraded flows in the SNAT table (counted when the status is read).
+    pub snat_flows: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -24,6 +24,10 @@ pub struct Cli {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; the agent's flags are most of it"
+)]
 pub enum Command {
     Version(VersionCmd),
     Agent(agent::AgentCmd),

@@ -129,6 +129,9 @@ pub fn status(cmd: &StatusCmd) -> i32 {
     for i in &st.datapath.ingress {
         rows.push(vec![format!("ingress {}", i.device), i.hook.clone()]);
     }
+    if let Some(m) = &st.masquerade {
+        rows.push(vec!["masquerade".into(), masq_row(m)]);
+    }
     if let Some(a) = &st.last_apply {
         rows.push(vec![
             "last apply".into(),
@@ -155,6 +158,27 @@ pub fn status(cmd: &StatusCmd) -> i32 {
     }
     print!("{}", table(&["FIELD", "VALUE"], &rows));
     0
+}
+
+/// `on: 12 SNAT flows; pod CIDRs 10.244.1.0/24, …; exclude …` or `off`.
+fn masq_row(m: &crate::api::MasqStatus) -> String {
+    if !m.enabled {
+        return "off".into();
+    }
+    let mut row = format!(
+        "on: {} SNAT flows; pod CIDRs {}",
+        m.snat_flows,
+        if m.pod_cidrs.is_empty() {
+            "none known".into()
+        } else {
+            m.pod_cidrs.join(", ")
+        }
+    );
+    if !m.exclude.is_empty() {
+        row.push_str("; exclude ");
+        row.push_str(&m.exclude.join(", "));
+    }
+    row
 }
 
 pub fn services(cmd: &ServicesCmd) -> i32 {
@@ -218,6 +242,7 @@ mod tests {
             },
             last_apply: apply,
             source_errors: Vec::new(),
+            masquerade: None,
         }
     }
 

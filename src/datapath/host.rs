@@ -26,6 +26,8 @@ pub struct HostConfig {
 
 pub struct HostLb {
     pub maps: ExtMaps,
+    /// The masquerade's maps (its programs are these same TC/XDP programs).
+    pub masq: super::MasqMaps,
     /// The hook each device's ingress translation runs in, in `--devices` order.
     pub ingress: Vec<(String, IngressHook)>,
     _ebpf: Ebpf,
@@ -90,6 +92,7 @@ impl HostLb {
                 source: Box::new(e),
             })?;
         let mut maps = ExtMaps::take(&mut ebpf, host.table_size)?;
+        let masq = super::MasqMaps::take(&mut ebpf)?;
         let devices = host
             .devices
             .iter()
@@ -135,6 +138,7 @@ impl HostLb {
               "north-south load balancer attached");
         Ok(Self {
             maps,
+            masq,
             ingress,
             _ebpf: ebpf,
             _xdp: xdp.map(|x| x.ebpf),

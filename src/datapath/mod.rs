@@ -11,6 +11,7 @@ mod l2;
 mod lbmaps;
 mod link;
 mod maputil;
+mod masq;
 mod sock;
 mod xdp;
 #[cfg(test)]
@@ -22,8 +23,9 @@ pub use extmaps::ExtMaps;
 pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
 pub use lbmaps::LbMaps;
+pub use masq::{MasqMaps, snat_flows};
 pub use sock::{SockLb, cleanup};
-pub use xdp::XdpMode;
+pub use xdp::{IngressHook, XdpMode};
 
 use std::path::PathBuf;
 
