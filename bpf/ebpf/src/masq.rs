@@ -364,20 +364,34 @@ pub fn egress<C: PacketCtx>(ctx: &mut C) -> Verdict {
     let Some(v) = snat_for(k, &node) else {
         return Verdict::Pass;
     };
+    rewrite_flow(ctx, &p, true, &v)
+}
+
+/// Rewrites a flow's source (`src`) or destination address and port to `v`'s, with every
+/// checksum they are part of.
+#[inline(always)]
+fn rewrite_flow<C: PacketCtx>(ctx: &mut C, p: &Pkt, src: bool, v: &SnatValue) -> Verdict {
+    let k = &p.key;
     let udp = k.proto == PROTO_UDP;
     let pseudo_csum = if k.proto == PROTO_ICMP { 0 } else { p.csum_off };
+    let v4 = k.family == FAMILY_V4;
+    let (addr_off, old_addr, port_off, old_port) = if src {
+        (if v4 { 12 } else { 8 }, &k.saddr, p.sport_off, k.sport)
+    } else {
+        (if v4 { 16 } else { 24 }, &k.daddr, p.dport_off, k.dport)
+    };
     let r = set_addr(
         ctx,
         k.family,
-        ETH_HLEN + if k.family == FAMILY_V4 { 12 } else { 8 },
+        ETH_HLEN + addr_off,
         ETH_HLEN + 10,
         pseudo_csum,
         true,
         udp,
-        &k.saddr,
+        old_addr,
         &v.addr,
     )
-    .and_then(|()| set_port(ctx, p.sport_off, p.csum_off, udp, k.sport, v.port));
+    .and_then(|()| set_port(ctx, port_off, p.csum_off, udp, old_port, v.port));
     Verdict::of(r)
 }
 
@@ -408,21 +422,7 @@ pub fn ingress<C: PacketCtx>(ctx: &mut C) -> Verdict {
     if v.flags & SNAT_FLAG_REPLY == 0 {
         return Verdict::Pass;
     }
-    let udp = k.proto == PROTO_UDP;
-    let pseudo_csum = if k.proto == PROTO_ICMP { 0 } else { p.csum_off };
-    let r = set_addr(
-        ctx,
-        k.family,
-        ETH_HLEN + if k.family == FAMILY_V4 { 16 } else { 24 },
-        ETH_HLEN + 10,
-        pseudo_csum,
-        true,
-        udp,
-        &k.daddr,
-        &v.addr,
-    )
-    .and_then(|()| set_port(ctx, p.dport_off, p.csum_off, udp, k.dport, v.port));
-    Verdict::of(r)
+    rewrite_flow(ctx, &p, false, &v)
 }
 
 /// An ICMP error about a masqueraded packet (frag-needed, packet too big, port unreachable,
