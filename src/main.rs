@@ -9,6 +9,7 @@ mod datapath;
 mod l2;
 mod lb;
 mod lbipam;
+mod masq;
 mod model;
 mod routing;
 mod source;

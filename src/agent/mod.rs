@@ -51,6 +51,8 @@ pub struct AgentConfig {
 #[derive(Clone, Debug)]
 pub struct NorthSouth {
     pub host: HostConfig,
+    /// Masquerade of pods' egress on the same devices (`--masquerade*`).
+    pub masq: crate::masq::MasqConfig,
     pub nodeport_range: std::ops::RangeInclusive<u16>,
 }
 
@@ -88,9 +90,11 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
             last_apply: None,
             source_errors: Vec::new(),
             subsystems: Vec::new(),
+            masquerade: None,
         },
         services: Vec::new(),
         source_errors: None,
+        snat_flows: None,
         pools: api::PoolsView::default(),
         l2: api::L2View::default(),
         routes: crate::routing::task::SharedRoutes::default(),
@@ -131,8 +135,12 @@ fn open_host(
     let watch = northsouth::DeviceWatch::new(ns.host.devices.clone())?;
     let host = HostLb::open(&cfg.datapath, &ns.host)?;
     let ext_state = host.maps.read_state().map_err(AgentError::ReadBack)?;
+    let masq_state = host.masq.read_state().map_err(AgentError::ReadBack)?;
+    info!(enabled = ns.masq.enabled, exclude = ?ns.masq.exclude, "masquerade");
     Ok((
         Some(reconcile::HostPart {
+            masq: ns.masq.clone(),
+            masq_state,
             lb: host,
             state: ext_state,
             nodeport_range: ns.nodeport_range.clone(),
@@ -282,6 +290,17 @@ fn follow_pod_mtu(
     });
 }
 
+/// Counts the pinned SNAT table's flows for the API when the status is read.
+fn snat_flows(cfg: &AgentConfig) -> api::SnatFlowsFn {
+    let maps_dir = cfg.datapath.maps_dir();
+    Arc::new(move || {
+        crate::datapath::snat_flows(&maps_dir).unwrap_or_else(|e| {
+            error!(error = %e, "counting SNAT flows");
+            0
+        })
+    })
+}
+
 /// Resolves on the next membership view change; never without membership.
 async fn view_change(view_rx: &mut Option<watch::Receiver<crate::l2::membership::MembershipView>>) {
     match view_rx {
@@ -357,6 +376,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }));
 
     let (host, device_watch) = open_host(&cfg)?;
+    if host.is_some() {
+        shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .snat_flows = Some(snat_flows(&cfg));
+    }
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))
         .with_status_feed(status_feed);

@@ -25,6 +25,31 @@ pub struct HostPart {
     pub table_size: u32,
     pub rows: u32,
     pub health: HealthServer,
+    pub masq: crate::masq::MasqConfig,
+    /// What the masquerade's CIDR maps hold.
+    pub masq_state: crate::masq::MasqSets,
+}
+
+impl HostPart {
+    /// The masquerade's part of the status (the API counts the SNAT flows when asked).
+    fn masq_status(&self) -> crate::api::MasqStatus {
+        crate::api::MasqStatus {
+            enabled: self.masq.enabled,
+            pod_cidrs: self
+                .masq_state
+                .pods
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            exclude: self
+                .masq_state
+                .exclude
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            snat_flows: 0,
+        }
+    }
 }
 
 type LbIps = BTreeMap<ServiceName, Vec<IpAddr>>;
@@ -101,6 +126,7 @@ impl Reconciler {
         &mut self,
         frontends: &[Frontend],
         external: &[ExtFrontend],
+        snapshot: &Snapshot,
     ) -> Result<usize, DatapathError> {
         let extra: BTreeSet<SocketAddr> = external
             .iter()
@@ -121,7 +147,21 @@ impl Reconciler {
             host.lb.maps.apply(&ext, &mut host.state)?;
         }
         self.sock.maps.apply_deletes(&plan, &mut self.state)?;
-        Ok(ops)
+        Ok(ops + self.write_masq(snapshot)?)
+    }
+
+    /// The masquerade's CIDR maps for `snapshot` (every node's pod CIDRs, the exclusions).
+    fn write_masq(&mut self, snapshot: &Snapshot) -> Result<usize, DatapathError> {
+        let Some(host) = &mut self.host else {
+            return Ok(0);
+        };
+        let want = crate::masq::desired(snapshot, &host.masq);
+        let plan = crate::masq::plan(&want, &host.masq_state);
+        if plan.op_count() > 0 {
+            info!(pod_cidrs = ?want.pods, exclude = ?want.exclude, "masquerade CIDRs");
+        }
+        host.lb.masq.apply(&plan, &mut host.masq_state)?;
+        Ok(plan.op_count())
     }
 
     /// Membership changed or the interface poll ticked: re-decide L2 ownership.
@@ -189,7 +229,7 @@ impl Reconciler {
             }
             None => Vec::new(),
         };
-        let result = self.write(&frontends, &external);
+        let result = self.write(&frontends, &external, snapshot);
         let duration = started.elapsed();
         debug!(
             ipam_us = ipam_done.as_micros(),
@@ -248,6 +288,7 @@ impl Reconciler {
             guard.l2 = l2.view().clone();
         }
         guard.status.last_apply = Some(report);
+        guard.status.masquerade = self.host.as_ref().map(HostPart::masq_status);
         // Views of unchanged frontends are kept (most of them, after one event).
         let mut views = std::mem::take(&mut guard.services);
         self.views.update(&mut views, frontends, &external);

@@ -11,8 +11,8 @@ pub use l2::{L2AddressView, L2MembershipView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve};
 pub use types::{
-    ApplyReport, DatapathStatus, DeviceIngress, DeviceView, ServiceView, SourceErrorView, Status,
-    Subsystem,
+    ApplyReport, DatapathStatus, DeviceIngress, DeviceView, MasqStatus, ServiceView,
+    SourceErrorView, Status, Subsystem,
 };
 
 use std::sync::{Arc, RwLock};
@@ -21,12 +21,16 @@ use std::sync::{Arc, RwLock};
 /// snapshot, so no reconcile would publish it).
 pub type SourceErrorsFn = Arc<dyn Fn() -> Vec<SourceErrorView> + Send + Sync>;
 
+/// Counts the masquerade's SNAT flows when the status is requested (the programs add them).
+pub type SnatFlowsFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// What the API serves; written by the agent after each reconcile.
 #[derive(Default)]
 pub struct ApiState {
     pub status: Status,
     pub services: Vec<ServiceView>,
     pub source_errors: Option<SourceErrorsFn>,
+    pub snat_flows: Option<SnatFlowsFn>,
     /// LB IPAM: pools and LoadBalancer services (`/v1/pools`).
     pub pools: PoolsView,
     /// L2 announcements (`/v1/l2`).
@@ -50,6 +54,9 @@ impl ApiState {
         let mut st = self.status.clone();
         if let Some(errors) = &self.source_errors {
             st.source_errors = errors();
+        }
+        if let (Some(m), Some(count)) = (&mut st.masquerade, &self.snat_flows) {
+            m.snat_flows = count();
         }
         st
     }

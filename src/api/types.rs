@@ -13,6 +13,9 @@ pub struct Status {
     /// Readiness of each part of the agent; the agent is ready when all are.
     #[serde(default)]
     pub subsystems: Vec<Subsystem>,
+    /// The masquerade on the north-south devices (absent without `--devices`).
+    #[serde(default)]
+    pub masquerade: Option<MasqStatus>,
 }
 
 /// One part of the agent whose readiness `/readyz`, `status --check` and CNI STATUS report:
@@ -36,6 +39,17 @@ impl Status {
     pub fn not_ready(&self) -> Vec<&Subsystem> {
         self.subsystems.iter().filter(|s| !s.ready).collect()
     }
+}
+
+/// `--masquerade`, the CIDRs in its maps and the flows in its SNAT table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MasqStatus {
+    pub enabled: bool,
+    /// The cluster's pod CIDRs (sources masqueraded, destinations never).
+    pub pod_cidrs: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Masqueraded flows in the SNAT table (counted when the status is read).
+    pub snat_flows: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

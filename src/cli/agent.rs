@@ -97,6 +97,13 @@ pub struct AgentCmd {
     /// VXLAN network identifier (default 1, flannel's)
     #[argh(option, default = "crate::routing::DEFAULT_VNI")]
     pub vxlan_vni: u32,
+    /// masquerade pods' traffic to outside the cluster's pod CIDRs with the address of the
+    /// external device it leaves by (eBPF, on the north-south devices): on (the default) or off
+    #[argh(option, default = "String::from(\"on\")")]
+    pub masquerade: String,
+    /// destinations never masqueraded, comma separated CIDRs (pod↔pod traffic never is)
+    #[argh(option)]
+    pub masquerade_exclude: Option<String>,
     /// remove every pinned map and link under --bpf-root, then exit
     #[argh(switch)]
     pub cleanup: bool,
@@ -282,7 +289,19 @@ fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
                 cmd.nodeport_range
             )
         })?;
+    let masq = crate::masq::MasqConfig {
+        enabled: crate::masq::parse_switch(&cmd.masquerade)?,
+        exclude: crate::masq::parse_cidr_list(
+            "--masquerade-exclude",
+            cmd.masquerade_exclude.as_deref().unwrap_or_default(),
+        )?,
+        own_pod_cidrs: crate::masq::parse_cidr_list(
+            "--pod-cidr",
+            cmd.pod_cidr.as_deref().unwrap_or_default(),
+        )?,
+    };
     Ok(Some(NorthSouth {
+        masq,
         host: HostConfig {
             devices,
             table_size: cmd.maglev_table_size,

@@ -94,6 +94,10 @@ pub(super) fn print_json<T: serde::Serialize>(v: &T) -> i32 {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one row per subsystem, in display order"
+)]
 pub fn status(cmd: &StatusCmd) -> i32 {
     let st: Status = match fetch(&cmd.api_socket, "/v1/status") {
         Ok(s) => s,
@@ -167,6 +171,9 @@ pub fn status(cmd: &StatusCmd) -> i32 {
         }
         rows.push(vec![format!("subsystem {}", s.name), line]);
     }
+    if let Some(m) = &st.masquerade {
+        rows.push(vec!["masquerade".into(), masq_row(m)]);
+    }
     if let Some(a) = &st.last_apply {
         rows.push(vec![
             "last apply".into(),
@@ -193,6 +200,27 @@ pub fn status(cmd: &StatusCmd) -> i32 {
     }
     print!("{}", table(&["FIELD", "VALUE"], &rows));
     0
+}
+
+/// `on: 12 SNAT flows; pod CIDRs 10.244.1.0/24, …; exclude …` or `off`.
+fn masq_row(m: &crate::api::MasqStatus) -> String {
+    if !m.enabled {
+        return "off".into();
+    }
+    let mut row = format!(
+        "on: {} SNAT flows; pod CIDRs {}",
+        m.snat_flows,
+        if m.pod_cidrs.is_empty() {
+            "none known".into()
+        } else {
+            m.pod_cidrs.join(", ")
+        }
+    );
+    if !m.exclude.is_empty() {
+        row.push_str("; exclude ");
+        row.push_str(&m.exclude.join(", "));
+    }
+    row
 }
 
 pub fn services(cmd: &ServicesCmd) -> i32 {
@@ -257,6 +285,7 @@ mod tests {
             last_apply: apply,
             source_errors: Vec::new(),
             subsystems: Vec::new(),
+            masquerade: None,
         }
     }
 

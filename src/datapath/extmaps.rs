@@ -13,7 +13,7 @@ use ferrite_abi::{
 
 use super::DatapathError;
 use super::devices::Device;
-use super::maputil::{ignore_missing, map_err, take};
+use super::maputil::{ignore_missing, lpm_key_parts, map_err, take};
 use crate::lb::addr::ip_words;
 use crate::lb::ext_plan::{ExtPlan, ExtState, RangeKey, RowKey};
 
@@ -36,20 +36,6 @@ fn range_key(r: &RangeKey) -> Key<SrcRangeData> {
             addr,
         },
     )
-}
-
-/// The layout of aya's `lpm_trie::Key` (`#[repr(C, packed)]`), whose fields are private.
-#[repr(C, packed)]
-struct RawKey {
-    prefix_len: u32,
-    data: SrcRangeData,
-}
-
-fn key_parts(k: &Key<SrcRangeData>) -> (u32, SrcRangeData) {
-    const _: () = assert!(size_of::<RawKey>() == size_of::<Key<SrcRangeData>>());
-    // SAFETY: same size and layout (both packed: u32 then the data); read unaligned.
-    let raw: RawKey = unsafe { std::ptr::read_unaligned(std::ptr::from_ref(k).cast::<RawKey>()) };
-    (raw.prefix_len, raw.data)
 }
 
 impl ExtMaps {
@@ -129,7 +115,7 @@ impl ExtMaps {
         }
         let mut ranges: BTreeMap<u32, BTreeSet<(u8, [u32; 4], u8)>> = BTreeMap::new();
         for k in self.ranges.keys() {
-            let (prefix_len, data) = key_parts(&k.map_err(map_err(map_names::SOURCE_RANGES))?);
+            let (prefix_len, data) = lpm_key_parts(&k.map_err(map_err(map_names::SOURCE_RANGES))?);
             let len = u8::try_from(prefix_len.saturating_sub(SRC_RANGE_PREFIX_BITS)).unwrap_or(0);
             ranges.entry(data.ext_id).or_default().insert((
                 u8::try_from(data.family).unwrap_or(0),

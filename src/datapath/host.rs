@@ -29,6 +29,8 @@ pub struct HostConfig {
 /// them to another set of devices (detected devices change at runtime).
 pub struct HostLb {
     pub maps: ExtMaps,
+    /// The masquerade's maps (its programs are these same TC/XDP programs).
+    pub masq: super::MasqMaps,
     /// The hook each attached device's ingress translation runs in, by device name.
     pub ingress: Vec<(String, IngressHook)>,
     /// The devices attached now, with the addresses last published.
@@ -129,6 +131,7 @@ impl HostLb {
                 source: Box::new(e),
             })?;
         let maps = ExtMaps::take(&mut ebpf, host.table_size)?;
+        let masq = super::MasqMaps::take(&mut ebpf)?;
         load_tc(&mut ebpf, EGRESS)?;
         load_tc(&mut ebpf, INGRESS)?;
         let xdp = if host.xdp == XdpMode::Off {
@@ -144,6 +147,7 @@ impl HostLb {
         };
         Ok(Self {
             maps,
+            masq,
             ingress: Vec::new(),
             devices: Vec::new(),
             links_dir,

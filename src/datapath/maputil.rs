@@ -30,3 +30,19 @@ pub fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
         other => other,
     }
 }
+
+/// The layout of aya's `lpm_trie::Key` (`#[repr(C, packed)]`), whose fields are private.
+#[repr(C, packed)]
+struct RawLpmKey<K: Copy> {
+    prefix_len: u32,
+    data: K,
+}
+
+/// The prefix length and data of an LPM trie key.
+pub fn lpm_key_parts<K: aya::Pod>(k: &aya::maps::lpm_trie::Key<K>) -> (u32, K) {
+    const { assert!(size_of::<RawLpmKey<K>>() == size_of::<aya::maps::lpm_trie::Key<K>>()) };
+    // SAFETY: same size and layout (both packed: u32 then the data); read unaligned.
+    let raw: RawLpmKey<K> =
+        unsafe { std::ptr::read_unaligned(std::ptr::from_ref(k).cast::<RawLpmKey<K>>()) };
+    (raw.prefix_len, raw.data)
+}

@@ -7,10 +7,15 @@
 #![no_std]
 
 mod l2;
+mod masq;
 mod nat;
 mod xdp;
 
 pub use l2::{L2_HEARTBEAT_GRACE_NS, L2Key, L2Value};
+pub use masq::{
+    MASQ_CIDR_PREFIX_BITS, MASQ_PORT_MAX, MASQ_PORT_MIN, MasqCidr, PROTO_ICMP, PROTO_ICMPV6,
+    SNAT_FLAG_EGRESS, SNAT_FLAG_REPLY, SnatValue,
+};
 mod sock;
 
 pub use nat::{
@@ -44,6 +49,9 @@ pub mod map_names {
     pub const TUNNELS: &str = "fe_tunnel_v1";
     pub const L2_ADDRS: &str = "fe_l2addr_v1";
     pub const L2_LIVE: &str = "fe_l2live_v1";
+    pub const SNAT: &str = "fe_snat_v1";
+    pub const MASQ_PODS: &str = "fe_mqpod_v1";
+    pub const MASQ_EXCLUDE: &str = "fe_mqexcl_v1";
 }
 
 /// Capacity of each map (entries).
@@ -64,6 +72,10 @@ pub mod map_sizes {
     pub const XDP_DEVS: u32 = 64;
     pub const TUNNELS: u32 = 8;
     pub const L2_ADDRS: u32 = 4_096;
+    /// Both directions of every masqueraded flow (two entries each).
+    pub const SNAT: u32 = 131_072;
+    pub const MASQ_PODS: u32 = 1_024;
+    pub const MASQ_EXCLUDE: u32 = 1_024;
 }
 
 /// Default Maglev table size (a prime, as Cilium's default); `--maglev-table-size` changes it.

@@ -1,29 +1,43 @@
 //! Attach point: TC (TCX) ingress and egress of the node's external devices. North-south load
-//! balancing for LoadBalancer IPs, externalIPs and NodePorts.
+//! balancing for LoadBalancer IPs, externalIPs and NodePorts; masquerade of pods' traffic
+//! leaving the cluster (egress) and its replies (ingress).
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use ferrite_ebpf::TCX_NEXT;
+use ferrite_ebpf::masq::{self, Verdict};
 use ferrite_ebpf::nat_lb::{Outcome, egress, forward, ingress, parse};
 
 #[classifier]
 pub fn fe_host_ingress(mut ctx: TcContext) -> i32 {
+    // A reply to a masqueraded flow matches its exact tuple in the SNAT table: first.
+    match masq::ingress(&mut ctx) {
+        Verdict::Pass => {}
+        Verdict::Translated => return TCX_NEXT,
+        Verdict::Drop => return TC_ACT_SHOT as i32,
+    }
     let Some(p) = parse(&ctx) else {
         return TCX_NEXT;
     };
     match ingress(&mut ctx, &p) {
         Outcome::Pass => TCX_NEXT,
-        Outcome::Drop => aya_ebpf::bindings::TC_ACT_SHOT as i32,
+        Outcome::Drop => TC_ACT_SHOT as i32,
         Outcome::Forward(ct) => forward(&mut ctx, p.key.family, &ct.new_saddr, &ct.new_daddr),
     }
 }
 
 #[classifier]
 pub fn fe_host_egress(mut ctx: TcContext) -> i32 {
-    match parse(&ctx) {
-        Some(p) => egress(&mut ctx, &p),
-        None => TCX_NEXT,
+    if let Some(p) = parse(&ctx) {
+        let verdict = egress(&mut ctx, &p);
+        if verdict != TCX_NEXT {
+            return verdict;
+        }
+    }
+    match masq::egress(&mut ctx) {
+        Verdict::Pass | Verdict::Translated => TCX_NEXT,
+        Verdict::Drop => TC_ACT_SHOT as i32,
     }
 }
 

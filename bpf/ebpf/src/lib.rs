@@ -5,6 +5,7 @@
 pub mod l2_ndp;
 pub mod l2_resp;
 pub mod maps;
+pub mod masq;
 pub mod nat_lb;
 pub mod pkt;
 pub mod sock_lb;

@@ -72,3 +72,19 @@ pub static L2_LIVE: aya_ebpf::maps::Array<u64> = aya_ebpf::maps::Array::pinned(1
 
 #[map(name = "fe_l2addr_v1")]
 pub static L2_ADDRS: HashMap<L2Key, L2Value> = HashMap::pinned(map_sizes::L2_ADDRS, 0);
+
+// ---- masquerade (TC egress of the external devices, reverse on ingress) ----
+
+use ferrite_abi::{MasqCidr, SnatValue};
+
+/// Both directions of every masqueraded flow (see `ferrite_abi::SnatValue`).
+#[map(name = "fe_snat_v1")]
+pub static SNAT: LruHashMap<CtKey, SnatValue> = LruHashMap::pinned(map_sizes::SNAT, 0);
+
+/// The cluster's pod CIDRs (every node's): sources to masquerade, destinations never to.
+#[map(name = "fe_mqpod_v1")]
+pub static MASQ_PODS: LpmTrie<MasqCidr, u8> = LpmTrie::pinned(map_sizes::MASQ_PODS, 1);
+
+/// `--masquerade-exclude`: destinations never masqueraded.
+#[map(name = "fe_mqexcl_v1")]
+pub static MASQ_EXCLUDE: LpmTrie<MasqCidr, u8> = LpmTrie::pinned(map_sizes::MASQ_EXCLUDE, 1);

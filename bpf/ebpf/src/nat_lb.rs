@@ -22,7 +22,7 @@ use ferrite_abi::{
 };
 
 use crate::maps::{
-    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, NODE_ADDRS, SOURCE_RANGES, TUNNELS,
+    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, NODE_ADDRS, SNAT, SOURCE_RANGES, TUNNELS,
 };
 use crate::pkt::PacketCtx;
 
@@ -391,6 +391,11 @@ fn new_flow<C: PacketCtx>(ctx: &mut C, p: &Packet, svc: &ExtSvcValue) -> Option<
             rev_key.daddr = node;
             rev_key.dport = port.to_be();
             rev.flags = CT_REWRITE_SRC | CT_REWRITE_DST | CT_REPLY;
+            // The masquerade allocates on the same address and range: its tuples are taken.
+            // SAFETY: lookup in an LRU hash of plain structs.
+            if unsafe { SNAT.get(&rev_key) }.is_some() {
+                continue;
+            }
             if CONNTRACK
                 .insert(&rev_key, &rev, u64::from(BPF_NOEXIST))
                 .is_ok()

@@ -1,7 +1,8 @@
 //! Attach point: XDP on the node's external devices (optional, `--xdp`). The same ingress
 //! translation as `fe_host_ingress` (shared code in `nat_lb`, packet access in `pkt`), earlier
-//! in the receive path; the TC egress program still reverses translations of local backends'
-//! replies, and the pinned maps (conntrack above all) are the same, so flows survive a switch.
+//! in the receive path, and the masquerade's reverse translation (`masq`); the TC egress
+//! program still reverses translations of local backends' replies, and the pinned maps
+//! (conntrack above all) are the same, so flows survive a switch.
 #![no_std]
 #![no_main]
 
@@ -13,11 +14,18 @@ use aya_ebpf::{
 };
 use ferrite_abi::{XDP_DEV_GENERIC, XDP_DEV_TX};
 use ferrite_ebpf::maps::XDP_DEVS;
+use ferrite_ebpf::masq::{self, Verdict};
 use ferrite_ebpf::nat_lb::{Outcome, fib, ingress, parse};
 use ferrite_ebpf::pkt::PacketCtx;
 
 #[xdp]
 pub fn fe_xdp_ingress(mut ctx: XdpContext) -> u32 {
+    // Replies to masqueraded flows: back to the pod's address, then up the stack to its route.
+    match masq::ingress(&mut ctx) {
+        Verdict::Pass => {}
+        Verdict::Translated => return xdp_action::XDP_PASS,
+        Verdict::Drop => return xdp_action::XDP_DROP,
+    }
     let Some(p) = parse(&ctx) else {
         return xdp_action::XDP_PASS;
     };

@@ -25,6 +25,7 @@ pub mod l2lab;
 pub mod l2raw;
 pub mod lab;
 pub mod manifest;
+pub mod masqlab;
 pub mod name;
 pub mod netns;
 pub mod nslab;

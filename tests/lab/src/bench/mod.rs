@@ -5,6 +5,7 @@ mod agent;
 mod cni;
 mod kube;
 mod l2;
+mod masq;
 mod northsouth;
 mod results;
 mod services;

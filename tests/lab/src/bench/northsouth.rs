@@ -29,7 +29,7 @@ use super::results::{Cell, Rate, median, ratio};
 use super::{check_interrupted, progress};
 
 mod report;
-mod tools;
+pub(super) mod tools;
 
 pub use report::markdown;
 pub use tools::tools_missing;

@@ -11,16 +11,21 @@ use super::NsSettings;
 
 /// `iperf3 -c` from the client: receiver-side bits per second.
 pub(super) fn iperf3(lab: &NsLab, target: SocketAddr, seconds: u32) -> Result<f64, String> {
+    iperf3_from(lab.client(0).ns(), target, seconds)
+}
+
+/// `iperf3 -c` from `ns`: receiver-side bits per second.
+pub(in crate::bench) fn iperf3_from(
+    ns: &ferrite_lab::Ns,
+    target: SocketAddr,
+    seconds: u32,
+) -> Result<f64, String> {
     let mut last = String::new();
     for attempt in 0..3 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(500));
         }
-        let mut cmd = lab
-            .client(0)
-            .ns()
-            .command("iperf3")
-            .map_err(|e| e.to_string())?;
+        let mut cmd = ns.command("iperf3").map_err(|e| e.to_string())?;
         cmd.args([
             "-c",
             &target.ip().to_string(),
