@@ -11,6 +11,7 @@ mod lb;
 mod lbipam;
 mod model;
 mod source;
+mod uninstall;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -2,6 +2,7 @@
 
 mod health;
 mod l2;
+mod notify;
 mod reconcile;
 mod status;
 
@@ -208,6 +209,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         tokio::time::interval(reannounce.unwrap_or(std::time::Duration::from_hours(1)));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
+    let mut ready = notify::ReadyOnce::default();
     loop {
         tokio::select! {
             changed = rx.changed() => {
@@ -217,6 +219,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
                 let snapshot = rx.borrow_and_update().clone();
                 reconciler.reconcile(&snapshot);
+                ready.applied();
             }
             () = view_change(&mut view_rx) => reconciler.l2_refresh(false),
             _ = iface_poll.tick() => reconciler.l2_refresh(true),

@@ -8,6 +8,7 @@ mod manifests;
 mod output;
 mod pools;
 mod query;
+mod uninstall;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,7 @@ pub enum Command {
     L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
     Manifests(manifests::ManifestsCmd),
+    Uninstall(uninstall::UninstallCmd),
 }
 
 /// Print the version.
@@ -47,6 +49,11 @@ pub struct VersionCmd {
 
 pub fn default_api_socket() -> PathBuf {
     PathBuf::from(crate::api::DEFAULT_SOCKET)
+}
+
+/// The agent's default `--bpf-root` (also what `ferrite uninstall` cleans by default).
+pub fn default_bpf_root() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/ferrite")
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -72,5 +79,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),
         Command::Manifests(m) => manifests::run(&m),
+        Command::Uninstall(u) => uninstall::run(u),
     }
 }

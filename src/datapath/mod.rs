@@ -22,6 +22,7 @@ pub use extmaps::ExtMaps;
 pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
 pub use lbmaps::LbMaps;
+pub(crate) use link::obj_get;
 pub use sock::{SockLb, cleanup};
 pub use xdp::XdpMode;
 
