@@ -7,7 +7,7 @@ include cross/env.mk
 X86_MUSL := x86_64-unknown-linux-musl
 ARM_MUSL := aarch64-unknown-linux-musl
 
-.PHONY: setup build static cross test test-unit test-privileged lint fmt demo bench sizes clean
+.PHONY: setup build static cross package test test-unit test-privileged lint fmt demo bench sizes clean
 
 setup:
 	@scripts/setup.sh
@@ -21,9 +21,17 @@ static: setup
 cross: static
 	$(MUSL_ENV) $(CARGO) build --release --target $(ARM_MUSL) -p ferrite
 
+# deb + rpm (amd64, arm64), the multi-arch OCI image and the airgap tarballs → target/package/.
+package: cross
+	scripts/package.sh target/package
+	@$(MAKE) --no-print-directory sizes
+
 sizes:
 	@for f in target/$(X86_MUSL)/release/ferrite target/$(ARM_MUSL)/release/ferrite; do \
 		[ -f $$f ] && printf '%-50s %8d bytes (%s)\n' $$f $$(stat -c %s $$f) "$$(file -b $$f | cut -d, -f1-2)"; \
+	done; true
+	@for f in target/package/*.deb target/package/*.rpm target/package/*.tar.zst; do \
+		[ -f $$f ] && printf '%-50s %8d bytes\n' $$f $$(stat -c %s $$f); \
 	done; true
 
 # Unit tests, the privileged netns/cgroup tests (run as root), and the static + arm64 builds

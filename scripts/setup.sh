@@ -14,6 +14,7 @@ APT_PACKAGES=(
   podman runc containernetworking-plugins buildah umoci skopeo
   busybox-static conmon tar
   dpkg-dev rpm qemu-user-static procps psmisc curl socat netcat-openbsd file
+  zstd systemd containerd
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -13,6 +13,7 @@ mod masq;
 mod model;
 mod routing;
 mod source;
+mod uninstall;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -3,6 +3,7 @@
 mod health;
 mod l2;
 mod northsouth;
+mod notify;
 pub mod readiness;
 mod reconcile;
 mod status;
@@ -411,6 +412,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         tokio::time::interval(reannounce.unwrap_or(std::time::Duration::from_hours(1)));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
+    let mut notified = notify::ReadyOnce::default();
     loop {
         tokio::select! {
             changed = rx.changed() => {
@@ -427,6 +429,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared).await;
                 }
                 after_apply(&shared, &ready, &mut cni, &cfg.source.to_string());
+                notified.applied();
             }
             _ = maintain_tick.tick() => {
                 northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared).await;

@@ -28,7 +28,7 @@ pub struct AgentCmd {
     #[argh(option, default = "super::default_api_socket()")]
     pub api_socket: PathBuf,
     /// bpffs directory for pinned maps and links
-    #[argh(option, default = "PathBuf::from(\"/sys/fs/bpf/ferrite\")")]
+    #[argh(option, default = "super::default_bpf_root()")]
     pub bpf_root: PathBuf,
     /// cgroup v2 directory to attach the socket load balancer to (default: the cgroup2 root)
     #[argh(option)]

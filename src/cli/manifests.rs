@@ -26,7 +26,13 @@ enum What {
     Rbac(RbacCmd),
     Daemonset(DaemonsetCmd),
     All(AllCmd),
+    Image(ImageCmd),
 }
+
+/// The agent image the DaemonSet runs (REPOSITORY:TAG); the OCI packaging tags its image with it.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "image")]
+struct ImageCmd {}
 
 /// The CustomResourceDefinitions (LoadBalancerIPPool, L2AnnouncementPolicy) as YAML.
 #[derive(FromArgs, Debug)]
@@ -145,6 +151,7 @@ fn all_yaml(options: &AddonOptions) -> Result<String, ManifestError> {
 
 pub fn run(cmd: &ManifestsCmd) -> i32 {
     let yaml = match &cmd.what {
+        What::Image(ImageCmd {}) => Ok(format!("{}\n", addon::default_image())),
         What::Crds(CrdsCmd {}) => crd::crds_yaml().map_err(ManifestError::from),
         What::Rbac(c) => rbac_yaml(&c.namespace),
         What::Daemonset(c) => options(&c.namespace, &c.image, c.api_server.as_deref())

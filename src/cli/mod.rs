@@ -10,6 +10,7 @@ mod output;
 mod pools;
 mod query;
 mod routes;
+mod uninstall;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,7 @@ pub enum Command {
     L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
     Manifests(manifests::ManifestsCmd),
+    Uninstall(uninstall::UninstallCmd),
 }
 
 /// Print the version.
@@ -54,6 +56,11 @@ pub struct VersionCmd {
 
 pub fn default_api_socket() -> PathBuf {
     PathBuf::from(crate::api::DEFAULT_SOCKET)
+}
+
+/// The agent's default `--bpf-root` (also what `ferrite uninstall` cleans by default).
+pub fn default_bpf_root() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/ferrite")
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -80,5 +87,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),
         Command::Manifests(m) => manifests::run(&m),
+        Command::Uninstall(u) => uninstall::run(u),
     }
 }

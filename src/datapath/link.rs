@@ -60,7 +60,7 @@ struct ObjGetAttr {
 }
 
 /// Opens a pinned bpffs object (here: a link) and returns its fd.
-fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
+pub(crate) fn obj_get(pin: &Path) -> std::io::Result<OwnedFd> {
     let c = CString::new(pin.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let attr = ObjGetAttr {

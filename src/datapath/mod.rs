@@ -26,6 +26,7 @@ pub use extmaps::ExtMaps;
 pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
 pub use lbmaps::LbMaps;
+pub(crate) use link::obj_get;
 pub use masq::{MasqMaps, snat_flows};
 pub use netdump::Netlink;
 pub use sock::{SockLb, cleanup};

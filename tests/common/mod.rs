@@ -22,16 +22,18 @@ pub fn require_root() {
         euid, 0,
         "privileged tests must run as root (sudo make test)"
     );
-    for tool in ["ip", "bpftool"] {
+    require_tools(&["ip", "bpftool"], "apt-get install iproute2 bpftool");
+}
+
+/// Fails (never skips) naming what to install when one of `tools` is not on PATH.
+pub fn require_tools(tools: &[&str], install: &str) {
+    for tool in tools {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "{tool} not found: run `make setup` (apt-get install iproute2 bpftool)"
-        );
+        assert!(found, "{tool} not found: run `make setup` ({install})");
     }
 }
 
