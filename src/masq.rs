@@ -76,7 +76,15 @@ pub fn desired(snapshot: &Snapshot, cfg: &MasqConfig) -> MasqSets {
         .chain(&cfg.own_pod_cidrs)
         .map(IpNet::trunc)
         .collect();
-    let exclude = cfg.exclude.iter().map(IpNet::trunc).collect();
+    // Other nodes route the PodCIDRs (ferrite's routing), so pod traffic to a node keeps the pod
+    // address — also the replies of flows a node opened to a pod (a NodePort SNATed on another
+    // node, a host process, kubelet probes), which a masquerade would break.
+    let nodes = snapshot
+        .nodes
+        .values()
+        .flat_map(|n| n.internal_ips.iter())
+        .map(|ip| IpNet::from(*ip));
+    let exclude = cfg.exclude.iter().map(IpNet::trunc).chain(nodes).collect();
     MasqSets { pods, exclude }
 }
 
@@ -166,6 +174,14 @@ mod tests {
             ]
         );
         assert_eq!(want.exclude, BTreeSet::from([net("192.168.0.0/16")]));
+        let mut s = s;
+        s.nodes.get_mut("n2").unwrap().internal_ips = vec!["192.0.2.2".parse().unwrap()];
+        let want = desired(&s, &on(&[], &[]));
+        assert_eq!(
+            want.exclude,
+            BTreeSet::from([net("192.0.2.2/32")]),
+            "traffic to a node is never masqueraded"
+        );
     }
 
     #[test]

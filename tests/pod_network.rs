@@ -482,8 +482,8 @@ fn lan_client(lab: &PodLab, target: SocketAddr, udp: bool, count: u64) -> Client
 
 #[test]
 fn a_node_port_whose_backend_is_on_another_node_works_from_the_lan() {
-    // TODO(device detection, issue 12): drop --devices once the agent detects eth0 itself.
-    let mut lab = start("pnp", 1, &["--devices", "eth0"]);
+    // The agent finds eth0 itself (it holds the node's InternalIP): no --devices.
+    let mut lab = start("pnp", 1, &[]);
     let _servers = pods_and_servers(&mut lab, 0);
     let mut svc = NsService::node_port("np", "10.96.8.8".parse().unwrap(), 30888);
     // node2 is reached natively, node4 over VXLAN.

@@ -23,9 +23,30 @@ pub fn apply(steps: &[Step]) -> Report {
             Step::DetachCgroupPrograms(cgroup) => detach_cgroup(cgroup, &names, &mut report),
             Step::RemovePins(root) => remove_pins(root, &mut report),
             Step::RemoveFile { what, path } => remove_file(what, path, &mut report),
+            Step::RemovePodNetwork => remove_pod_network(&mut report),
         }
     }
     report
+}
+
+/// ferrite's routes and VXLAN device (see [`crate::routing::kernel::cleanup`]).
+fn remove_pod_network(report: &mut Report) {
+    let target = Path::new("pod network");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report.failed("starting the netlink runtime", target, e),
+    };
+    let (removed, errors) = rt.block_on(crate::routing::kernel::cleanup());
+    for r in removed {
+        info!(removed = %r, "pod network");
+        report.done("removed", &r, target, None);
+    }
+    for e in errors {
+        report.failed("removing the pod network", target, e);
+    }
 }
 
 fn program_of(names: &std::collections::BTreeMap<u32, String>, prog_id: u32) -> String {

@@ -46,6 +46,8 @@ pub enum Step {
     RemovePins(PathBuf),
     /// Remove a file or symlink ferrite installed.
     RemoveFile { what: &'static str, path: PathBuf },
+    /// Remove the pod network's routes (protocol 197) and the `ferrite.vxlan` device.
+    RemovePodNetwork,
 }
 
 fn defaults_or(dirs: &[PathBuf], defaults: &[&str]) -> Vec<PathBuf> {
@@ -65,6 +67,7 @@ pub fn plan(opts: &UninstallOptions) -> Vec<Step> {
     let mut steps = vec![Step::DetachPinnedLinks(opts.bpf_root.join("links"))];
     steps.extend(opts.cgroup.clone().map(Step::DetachCgroupPrograms));
     steps.push(Step::RemovePins(opts.bpf_root.clone()));
+    steps.push(Step::RemovePodNetwork);
     for dir in defaults_or(&opts.cni_conf_dirs, &[K3S_CONF_DIR, DEFAULT_CONF_DIR]) {
         steps.push(Step::RemoveFile {
             what: "CNI conflist",
@@ -169,6 +172,12 @@ mod tests {
                 Step::RemovePins("/sys/fs/bpf/ferrite".into()),
             ]
         );
+    }
+
+    #[test]
+    fn the_pod_network_goes_after_the_datapath() {
+        let steps = plan(&opts());
+        assert_eq!(steps[3], Step::RemovePodNetwork);
     }
 
     #[test]

@@ -55,7 +55,14 @@ struct Pkt {
     /// Where the source and destination "ports" live (the identifier for both with echo).
     sport_off: usize,
     dport_off: usize,
+    /// May open a flow: a TCP SYN without ACK, or any UDP/ICMP echo packet. A TCP segment of a
+    /// connection someone outside opened to a pod (its replies) is never masqueraded, as
+    /// conntrack-based masquerade never touches an established inbound flow.
+    opens: bool,
 }
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// Parses Ethernet + IPv4/IPv6 + the transport header of a first fragment; `None` for anything
 /// else (passed untouched).
@@ -105,6 +112,7 @@ fn parse<C: PacketCtx>(ctx: &C) -> Option<Pkt> {
         csum_off: 0,
         sport_off: l4_off,
         dport_off: l4_off + 2,
+        opens: true,
     };
     match (p.key.proto, p.key.family) {
         (PROTO_TCP, _) => {
@@ -112,6 +120,8 @@ fn parse<C: PacketCtx>(ctx: &C) -> Option<Pkt> {
                 return None;
             }
             p.csum_off = l4_off + 16;
+            let flags: u8 = ctx.load(l4_off + 13)?;
+            p.opens = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         }
         (PROTO_UDP, _) => {
             if l4_off + 8 > ip_end {
@@ -267,7 +277,7 @@ fn reply_key(k: &CtKey, node: &[u32; 4], port: u16) -> CtKey {
 
 /// Finds (or creates) the SNAT entry of a pod's flow: the node address and port it leaves with.
 #[inline(always)]
-fn snat_for(k: &CtKey, node: &[u32; 4]) -> Option<SnatValue> {
+fn snat_for(k: &CtKey, node: &[u32; 4], opens: bool) -> Option<SnatValue> {
     let back = SnatValue {
         addr: k.saddr,
         port: k.sport,
@@ -286,6 +296,9 @@ fn snat_for(k: &CtKey, node: &[u32; 4]) -> Option<SnatValue> {
             }
             return Some(v);
         }
+    }
+    if !opens {
+        return None;
     }
     let span = u32::from(MASQ_PORT_MAX - MASQ_PORT_MIN) + 1;
     // SAFETY: plain helper call.
@@ -361,7 +374,7 @@ pub fn egress<C: PacketCtx>(ctx: &mut C) -> Verdict {
     let Some(node) = node_addr(ctx, k.family) else {
         return Verdict::Pass;
     };
-    let Some(v) = snat_for(k, &node) else {
+    let Some(v) = snat_for(k, &node, p.opens) else {
         return Verdict::Pass;
     };
     rewrite_flow(ctx, &p, true, &v)
