@@ -261,14 +261,7 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
         let bytes = std::fs::read(&cfg.exe).map_err(io_err("read", &cfg.exe))?;
         write_atomic(&binary, &bytes, 0o755)?;
     }
-    let chained: Vec<&str> = CHAINED
-        .into_iter()
-        .filter(|p| cfg.bin_dir.join(p).is_file())
-        .collect();
-    let conflist = cfg.conf_dir.join(CONFLIST_NAME);
-    let text = serde_json::to_vec_pretty(&render_conflist(cfg, &chained))
-        .map_err(|e| io_err("encode", &conflist)(io::Error::other(e)))?;
-    write_atomic(&conflist, &text, 0o644)?;
+    let (conflist, chained) = write_conflist(cfg)?;
     let reclaimed = reclaim::reclaim_all(&cfg.ipam_dir())?.released;
     Ok(InstallReport {
         conflist,
@@ -279,14 +272,10 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
     })
 }
 
-/// Rewrites the conflist with the pod MTU the routing plan chose (the underlay MTU less the
-/// VXLAN overhead once any node is reached over VXLAN); pods created from then on get it.
-pub fn set_pod_mtu(cfg: &mut InstallConfig, mtu: Option<u32>) -> Result<bool, InstallError> {
-    if cfg.mtu == mtu {
-        return Ok(false);
-    }
-    cfg.mtu = mtu;
-    let chained: Vec<&str> = CHAINED
+/// Writes the conflist (ferrite, then the reference plugins the bin dir holds); returns its path
+/// and the chained plugins.
+fn write_conflist(cfg: &InstallConfig) -> Result<(PathBuf, Vec<&'static str>), InstallError> {
+    let chained: Vec<&'static str> = CHAINED
         .into_iter()
         .filter(|p| cfg.bin_dir.join(p).is_file())
         .collect();
@@ -294,6 +283,17 @@ pub fn set_pod_mtu(cfg: &mut InstallConfig, mtu: Option<u32>) -> Result<bool, In
     let text = serde_json::to_vec_pretty(&render_conflist(cfg, &chained))
         .map_err(|e| io_err("encode", &conflist)(io::Error::other(e)))?;
     write_atomic(&conflist, &text, 0o644)?;
+    Ok((conflist, chained))
+}
+
+/// Rewrites the conflist with the pod MTU the routing plan chose (the underlay MTU less the
+/// VXLAN overhead once any node is reached over VXLAN); pods created from then on get it.
+pub fn set_pod_mtu(cfg: &mut InstallConfig, mtu: Option<u32>) -> Result<bool, InstallError> {
+    if cfg.mtu == mtu {
+        return Ok(false);
+    }
+    cfg.mtu = mtu;
+    write_conflist(cfg)?;
     Ok(true)
 }
 
