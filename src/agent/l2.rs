@@ -377,7 +377,13 @@ impl L2Part {
         let owners = assign(&AddrReq::from_candidates(&self.candidates), &members);
         let now = unix_ms();
         let syncs = self.syncs();
+        let was_held = self.hold.is_held();
         let claims = self.hold.check(std::time::Instant::now(), syncs);
+        // A hold that ends (synced, or the hold-down passed) is when the interim owner has
+        // released: what this node kept through the hold (a link that came back up) may have
+        // been announced by that owner meanwhile, and its last GARP may have gone out after
+        // ours at the rejoin, so the kept claims are announced again now.
+        let hold_ended = was_held && !self.hold.is_held();
         let refuted = self.member.running.as_ref().is_some_and(|(_, rx)| {
             let r = rx.borrow().refutations;
             refuted_since(&mut self.refutations_seen, r)
@@ -454,19 +460,19 @@ impl L2Part {
             .owned_now
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next.keys().copied().collect();
-        if refuted || rejoined {
+        if refuted || rejoined || hold_ended {
             self.reannounce_kept(&next);
         }
         self.owned = next;
         self.publish(&owners, &members);
     }
 
-    /// After refuting a suspicion or death claim, or when a member (re)joins: peers may have
-    /// moved (and announced) this node's addresses briefly, so it announces those it kept again
-    /// (gained ones got their burst already).
+    /// After refuting a suspicion or death claim, when a member (re)joins, or when a claim hold
+    /// ends: peers may have moved (and announced) this node's addresses briefly, so it announces
+    /// those it kept again (gained ones got their burst already).
     fn reannounce_kept(&self, next: &BTreeMap<IpAddr, Owned>) {
         for (ip, o) in next.iter().filter(|(ip, _)| self.owned.contains_key(*ip)) {
-            info!(address = %ip, "a claim refuted or a member rejoined; announcing again");
+            info!(address = %ip, "a claim refuted, a member rejoined or a claim hold ended; announcing again");
             burst(
                 o.interface.clone(),
                 o.ifindex,
