@@ -1,5 +1,6 @@
 //! The RBAC of the k3s addon is exactly what the agent needs: the real agent (`--source kube`,
-//! watches, status writes, validity conditions, the Lease) runs against the fake API server
+//! watches, status writes, validity conditions, the Lease, the look at its own DaemonSet when it
+//! stops) runs against the fake API server
 //! enforcing the rules `ferrite manifests rbac` prints. Nothing may be denied (the rules are
 //! enough) and every granted verb must be used (the rules are not wider than needed).
 
@@ -53,6 +54,11 @@ kind: LoadBalancerIPPool
 metadata: {name: pool}
 spec: {blocks: [{cidr: 198.51.100.0/28}]}
 ---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: ferrite, namespace: kube-system}
+spec: {selector: {matchLabels: {app: ferrite}}, template: {metadata: {labels: {app: ferrite}}, spec: {containers: [{name: ferrite, image: x}]}}}
+---
 apiVersion: v1
 kind: Service
 metadata: {name: lb, namespace: test}
@@ -81,6 +87,11 @@ fn granted(rules: &Rules) -> BTreeSet<(String, String, String)> {
         }
     }
     out
+}
+
+/// What only a stopping agent asks: `get` of its own DaemonSet.
+fn stop_lookup() -> (String, String, String) {
+    ("get".into(), "apps".into(), "daemonsets".into())
 }
 
 fn used(decisions: &[Decision]) -> BTreeSet<(String, String, String)> {
@@ -121,7 +132,14 @@ fn kube_agent_needs_exactly_the_generated_rbac() {
     let kubeconfig = api.kubeconfig().as_os_str().to_owned();
     agent.start_with(
         "kube",
-        &["--cni-conf-dir", "none", "--status-lease-seconds", "3"],
+        &[
+            "--cni-conf-dir",
+            "none",
+            "--status-lease-seconds",
+            "3",
+            "--daemonset",
+            "ferrite",
+        ],
         &[("KUBECONFIG", kubeconfig.as_os_str())],
         true,
     );
@@ -145,8 +163,13 @@ fn kube_agent_needs_exactly_the_generated_rbac() {
                 .get("ferrite.dev/v1alpha1", "LoadBalancerIPPool", "", "pool")
                 .and_then(|p| p.pointer("/status/conditions/0").cloned())
                 .is_some()
-            && granted(&rules).is_subset(&used(&api.rbac_decisions()))
+            && granted(&rules)
+                .difference(&used(&api.rbac_decisions()))
+                .all(|g| *g == stop_lookup())
     });
+    // The last request: whether its DaemonSet is gone, when the agent is stopped.
+    let exit = agent.terminate();
+    assert!(exit.success(), "agent exit {exit}; log:\n{}", agent.log());
     let decisions = api.rbac_decisions();
     let denied: Vec<&Decision> = decisions.iter().filter(|d| !d.allowed).collect();
     assert!(

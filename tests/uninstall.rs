@@ -184,3 +184,106 @@ fn uninstall_detaches_everything_and_the_cluster_ip_stops_translating() {
     assert!(after.names.is_empty(), "{after:?}");
     assert_eq!(after.failures, unknown.failures, "{after:?} vs {unknown:?}");
 }
+
+const DAEMONSET: &str = "\
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: ferrite, namespace: kube-system}
+spec: {selector: {matchLabels: {app: ferrite}}, template: {metadata: {labels: {app: ferrite}}, spec: {containers: [{name: ferrite, image: x}]}}}
+";
+
+/// The addon's cleanup path: a kube-mode agent (`--daemonset ferrite`, as the generated
+/// DaemonSet runs it) stopped with SIGTERM while its DaemonSet exists keeps everything (a
+/// rolling upgrade); once `kubectl delete` removed the DaemonSet, the same stop leaves nothing
+/// attached, pinned or installed.
+#[test]
+fn sigterm_uninstalls_only_when_the_daemonset_was_deleted() {
+    require_root();
+    let pods = PodLab::new("un2", 1);
+    let mut lab = AgentLab::new("un2");
+    let dir = lab.work.path().join("apiserver");
+    std::fs::create_dir_all(&dir).expect("fake API dir");
+    let api = ferrite_fakeapi::FakeApi::start_with(&dir, &ferrite_fakeapi::Options::default())
+        .expect("fake API server");
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: test-node}\n\
+                spec: {podCIDRs: [10.244.0.0/24]}\n\
+                status: {addresses: [{type: InternalIP, address: 192.0.2.10}]}\n---\n";
+    let web = service_yaml("web", &["10.96.0.10"], None)
+        + &slice_yaml("web-v4", "web", "IPv4", &[(&pods.pod_v4(0), true)]);
+    api.load_yaml(&format!("{node}{DAEMONSET}---\n{web}"))
+        .expect("cluster objects");
+    let cni = lab.work.path().join("cni");
+    let (conf_dir, bin_dir) = (cni.join("net.d"), cni.join("bin"));
+    let kubeconfig = api.kubeconfig().as_os_str().to_owned();
+    let args = [
+        "--daemonset",
+        "ferrite",
+        "--cni-conf-dir",
+        conf_dir.to_str().expect("utf8"),
+        "--cni-bin-dir",
+        bin_dir.to_str().expect("utf8"),
+    ];
+    let env = [("KUBECONFIG", kubeconfig.as_os_str())];
+    let probe = [
+        "--target",
+        "10.96.0.10:80",
+        "--count",
+        "5",
+        "--timeout-ms",
+        "300",
+    ];
+    let (conflist, plugin) = (
+        conf_dir.join("05-ferrite.conflist"),
+        bin_dir.join("ferrite"),
+    );
+    let start = |lab: &mut AgentLab| {
+        lab.start_with("kube", &args, &env, true);
+        lab.wait_for_backends("10.96.0.10:80", 1);
+        let installed =
+            ferrite_lab::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                conflist.is_file() && plugin.is_file()
+            });
+        assert!(
+            installed.is_ok(),
+            "CNI never installed; log:\n{}",
+            lab.log()
+        );
+    };
+
+    // DaemonSet present: SIGTERM is an upgrade; everything stays and keeps serving.
+    start(&mut lab);
+    let exit = lab.terminate();
+    assert!(exit.success(), "exit {exit}; log:\n{}", lab.log());
+    assert!(lab.log().contains("still exists"), "{}", lab.log());
+    assert_eq!(ferrite_programs_on(lab.cgroup.path()).len(), 8);
+    assert!(lab.bpf_root.join("maps").is_dir());
+    assert!(conflist.is_file() && plugin.is_file());
+    assert_eq!(
+        lab.client(&pods.node, &probe).ok,
+        5,
+        "datapath outlives the agent"
+    );
+
+    // `kubectl delete` of the addon: the DaemonSet goes first, then its pods are stopped.
+    start(&mut lab);
+    api.delete("apps/v1", "DaemonSet", "kube-system", "ferrite")
+        .expect("delete the DaemonSet");
+    let exit = lab.terminate();
+    assert!(exit.success(), "exit {exit}; log:\n{}", lab.log());
+    assert!(lab.log().contains("uninstalling"), "{}", lab.log());
+    assert_eq!(
+        ferrite_programs_on(lab.cgroup.path()),
+        Vec::<String>::new(),
+        "log:\n{}",
+        lab.log()
+    );
+    assert!(
+        !lab.bpf_root.exists(),
+        "{} left behind",
+        lab.bpf_root.display()
+    );
+    assert!(!conflist.exists() && !plugin.exists());
+    assert!(!lab.socket.exists(), "API socket left behind");
+    let after = lab.client(&pods.node, &probe);
+    assert_eq!(after.ok, 0, "{after:?}");
+}

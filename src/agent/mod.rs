@@ -19,6 +19,7 @@ use crate::api::{self, ApiState, DatapathStatus, SourceErrorView, Status};
 use crate::datapath::{DatapathConfig, DatapathError, HostConfig, HostLb, SockLb};
 use crate::lbipam::IpamState;
 use crate::model::Snapshot;
+use crate::source::kube::owner::Termination;
 use crate::source::{SourceSpec, dir::DirSource};
 
 pub use l2::{DEFAULT_KEY_FILE, L2Config, MemberConfig};
@@ -47,6 +48,8 @@ pub struct AgentConfig {
     pub status_lease: Duration,
     /// The pod network between nodes (`--routing`, `--vxlan-port`, `--vxlan-vni`).
     pub routing: crate::routing::RoutingConfig,
+    /// `--daemonset`: the DaemonSet whose deletion makes a stopping agent uninstall.
+    pub daemonset: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -413,6 +416,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signal)?;
     let mut notified = notify::ReadyOnce::default();
+    let mut termination = Termination::Keep("stopped".into());
     loop {
         tokio::select! {
             changed = rx.changed() => {
@@ -451,9 +455,67 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 break;
             }
             _ = tokio::signal::ctrl_c() => { info!("interrupted; datapath stays pinned"); break; }
-            _ = sigterm.recv() => { info!("terminated; datapath stays pinned"); break; }
+            _ = sigterm.recv() => {
+                termination = on_sigterm(&cfg).await;
+                break;
+            }
         }
+    }
+    drop(reconciler);
+    if let Termination::Uninstall(why) = termination {
+        uninstall_on_delete(&cfg, why).await;
     }
     let _ = std::fs::remove_file(&cfg.api_socket);
     Ok(())
+}
+
+/// How long a stopping agent waits for the API server to say whether its DaemonSet is gone
+/// (well inside the DaemonSet's 30 s grace period, leaving time to uninstall).
+const OWNER_LOOKUP: Duration = Duration::from_secs(5);
+
+/// SIGTERM: in kube mode with `--daemonset`, uninstall only if that DaemonSet was deleted.
+async fn on_sigterm(cfg: &AgentConfig) -> Termination {
+    let decision = match (&cfg.source, &cfg.daemonset) {
+        (SourceSpec::Kube, Some(ds)) => {
+            crate::source::kube::owner::termination(cfg.k8s_client, ds, OWNER_LOOKUP).await
+        }
+        _ => Termination::Keep("not run by a DaemonSet".into()),
+    };
+    if let Termination::Keep(why) = &decision {
+        info!(reason = %why, "terminated; datapath stays pinned");
+    }
+    decision
+}
+
+/// `ferrite uninstall`'s steps on this agent's own paths, after `kubectl delete` of the addon
+/// (on a blocking thread: the pod network's teardown runs its own netlink runtime).
+async fn uninstall_on_delete(cfg: &AgentConfig, why: String) {
+    info!(reason = %why, "terminated by the deletion of the addon: uninstalling");
+    let (conf, bin) = cfg
+        .cni
+        .as_ref()
+        .map(|c| (vec![c.conf_dir.clone()], vec![c.bin_dir.clone()]))
+        .unwrap_or_default();
+    let steps = crate::uninstall::plan(&crate::uninstall::UninstallOptions {
+        bpf_root: cfg.datapath.bpf_root.clone(),
+        cgroup: Some(cfg.datapath.cgroup.clone()),
+        api_socket: cfg.api_socket.clone(),
+        cni_conf_dirs: conf,
+        cni_bin_dirs: bin,
+    });
+    let report = match tokio::task::spawn_blocking(move || crate::uninstall::apply(&steps)).await {
+        Ok(report) => report,
+        Err(e) => {
+            error!(error = %e, "uninstall task failed");
+            return;
+        }
+    };
+    for e in &report.errors {
+        error!(step = %e.step, target = %e.target, error = %e.error, "uninstall");
+    }
+    info!(
+        done = report.done.len(),
+        errors = report.errors.len(),
+        "uninstalled"
+    );
 }

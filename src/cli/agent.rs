@@ -113,6 +113,11 @@ pub struct AgentCmd {
     /// kubernetes API requests allowed in a burst above --k8s-qps
     #[argh(option, default = "100")]
     pub k8s_burst: u32,
+    /// the DaemonSet running this agent (kube source; the addon sets it): when the agent is
+    /// stopped because that DaemonSet was deleted (`kubectl delete`), it uninstalls everything;
+    /// every other stop keeps the datapath
+    #[argh(option)]
+    pub daemonset: Option<String>,
     /// duration of the status-writer Lease in seconds (tests shorten it; default 15)
     #[argh(option, default = "15", hidden_help)]
     pub status_lease_seconds: u16,
@@ -200,6 +205,7 @@ pub fn run(cmd: AgentCmd) -> i32 {
             burst: cmd.k8s_burst,
         },
         status_lease: std::time::Duration::from_secs(cmd.status_lease_seconds.into()),
+        daemonset: cmd.daemonset,
         routing: crate::routing::RoutingConfig {
             mode: cmd.routing,
             vni: cmd.vxlan_vni,

@@ -178,6 +178,12 @@ impl AgentLab {
         self.agent = Some(Child::spawn(&mut cmd).expect("spawn ferrite agent"));
     }
 
+    /// SIGTERM, as the kubelet stops a pod; waits up to 20 s for the agent to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut a = self.agent.take().expect("agent running");
+        a.stop(Duration::from_secs(20)).expect("stop the agent")
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut a) = self.agent.take() {
             a.kill().expect("kill -9 agent");

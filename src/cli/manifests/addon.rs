@@ -2,7 +2,7 @@
 //! CLI prints them as YAML).
 //!
 //! The RBAC rules are exactly the requests the agent makes (see [`CLUSTER_RULES`] and
-//! [`LEASE_RULES`]); `tests/kube_rbac.rs` runs the real agent against a fake API server that
+//! [`NAMESPACED_RULES`]); `tests/kube_rbac.rs` runs the real agent against a fake API server that
 //! enforces them and checks that nothing is denied and that every granted verb is used.
 
 use serde_json::{Value, json};
@@ -96,17 +96,20 @@ pub const CLUSTER_RULES: &[Rule] = &[
     },
 ];
 
-/// The status-writer Lease (`source/kube/lease.rs`) lives in the agent's own namespace
-/// (`config::own_namespace`): a namespaced Role. `create` cannot be limited to a name (the name
-/// is not known to the authorizer before the object exists); `get`/`update` are.
-pub const LEASE_RULES: &[(Rule, bool)] = &[
+/// What the agent does in its own namespace (`config::own_namespace`): a namespaced Role, each
+/// rule limited to the names it lists (none = any name).
+/// - the status-writer Lease (`source/kube/lease.rs`): `create` cannot be limited to a name
+///   (the authorizer does not know the name before the object exists); `get`/`update` are;
+/// - `get` of its own DaemonSet when the agent stops (`source/kube/owner.rs`: uninstall only
+///   when the addon was deleted).
+pub const NAMESPACED_RULES: &[(Rule, &[&str])] = &[
     (
         Rule {
             group: "coordination.k8s.io",
             resources: &["leases"],
             verbs: &["create"],
         },
-        false,
+        &[],
     ),
     (
         Rule {
@@ -114,7 +117,15 @@ pub const LEASE_RULES: &[(Rule, bool)] = &[
             resources: &["leases"],
             verbs: &["get", "update"],
         },
-        true,
+        &[STATUS_LEASE],
+    ),
+    (
+        Rule {
+            group: "apps",
+            resources: &["daemonsets"],
+            verbs: &["get"],
+        },
+        &[NAME],
     ),
 ];
 
@@ -168,13 +179,13 @@ fn rule_value(rule: &Rule, names: &[&str]) -> Value {
     value
 }
 
-/// ServiceAccount, ClusterRole + ClusterRoleBinding, Role + RoleBinding (the Lease).
+/// ServiceAccount, ClusterRole + ClusterRoleBinding, Role + RoleBinding (Lease, own DaemonSet).
 pub fn rbac(namespace: &str) -> Vec<Value> {
     let subject = json!([{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}]);
     let cluster_rules: Vec<Value> = CLUSTER_RULES.iter().map(|r| rule_value(r, &[])).collect();
-    let lease_rules: Vec<Value> = LEASE_RULES
+    let namespaced_rules: Vec<Value> = NAMESPACED_RULES
         .iter()
-        .map(|(r, named)| rule_value(r, if *named { &[STATUS_LEASE] } else { &[] }))
+        .map(|(r, names)| rule_value(r, names))
         .collect();
     vec![
         json!({
@@ -199,7 +210,7 @@ pub fn rbac(namespace: &str) -> Vec<Value> {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": NAME, "namespace": namespace, "labels": labels()},
-            "rules": lease_rules,
+            "rules": namespaced_rules,
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -231,6 +242,8 @@ fn agent_args() -> Vec<String> {
         crate::api::DEFAULT_SOCKET,
         "--state-dir",
         STATE_DIR,
+        "--daemonset",
+        NAME,
     ]
     .map(str::to_owned)
     .to_vec()

@@ -15,6 +15,7 @@ mod conditions;
 pub mod config;
 pub mod crd;
 pub mod lease;
+pub mod owner;
 mod ratelimit;
 pub mod status;
 mod watch;

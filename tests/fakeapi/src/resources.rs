@@ -102,6 +102,7 @@ pub const RESOURCES: &[Resource] = &[
         false,
     ),
     grouped("coordination.k8s.io", "v1", "leases", "Lease", true, false),
+    grouped("apps", "v1", "daemonsets", "DaemonSet", true, true),
     grouped(
         "apiextensions.k8s.io",
         "v1",

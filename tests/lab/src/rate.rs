@@ -104,7 +104,12 @@ mod tests {
         .unwrap();
         let r = connect_rate(server.tcp_addrs(), Duration::from_millis(200), 2);
         assert!(r.connects > 50, "{r:?}");
-        assert_eq!(r.errors, 0, "{r:?}");
+        // A loaded CI box can let the accept queue overflow for a moment: the dropped SYN is
+        // retransmitted after 1 s, past CONNECT_TIMEOUT. Rare timeouts are the machine; any other
+        // failure, or many timeouts, is the tool.
+        let timeouts = r.failures.get("ETIMEDOUT").copied().unwrap_or(0);
+        assert_eq!(r.errors, timeouts, "only timeouts may happen: {r:?}");
+        assert!(timeouts * 100 <= r.connects, "too many timeouts: {r:?}");
         assert!(r.rate > 0.0 && r.seconds >= 0.2);
     }
 

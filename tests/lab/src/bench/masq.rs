@@ -1,11 +1,6 @@
 //! Masquerade throughput: `iperf3` from a pod to the WAN host (masqueraded by ferrite's eBPF
 //! SNAT on the node's egress) against `iperf3` from the node itself to the same host, in the
 //! masquerade lab (`ferrite_lab::masqlab`), runs interleaved so drift hits both alike.
-#![expect(
-    dead_code,
-    reason = "the lead wires `masquerade` into the bench's pods section"
-)]
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -13,31 +8,15 @@ use std::process::Stdio;
 use ferrite_lab::Child;
 use ferrite_lab::masqlab::{MasqLab, WAN_V4};
 
+use serde::Serialize;
+
 use super::northsouth::tools::iperf3_from;
-use super::results::median;
+use super::results::Spread;
 
 const IPERF_PORT: u16 = 5201;
 
-/// min / median / max of one path's runs, in bits per second.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Spread {
-    pub min: f64,
-    pub median: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    fn of(values: &[f64]) -> Self {
-        Self {
-            min: values.iter().copied().fold(f64::INFINITY, f64::min),
-            median: median(values),
-            max: values.iter().copied().fold(0.0, f64::max),
-        }
-    }
-}
-
 /// Masqueraded pod → WAN against node → WAN TCP throughput.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MasqBench {
     pub masqueraded: Spread,
     pub node: Spread,

@@ -7,6 +7,7 @@ mod kube;
 mod l2;
 mod masq;
 mod northsouth;
+mod pods;
 mod results;
 mod services;
 mod topology;
@@ -46,8 +47,11 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube (default all)
-    #[argh(option, default = "String::from(\"clusterip,northsouth,l2,cni,kube\")")]
+    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods (default all)
+    #[argh(
+        option,
+        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods\")"
+    )]
     sections: String,
     /// north-south: wrk connections (default 16)
     #[argh(option, default = "16")]
@@ -58,6 +62,9 @@ pub struct BenchArgs {
     /// cni: ADD+DEL cycles per plugin set and row (default 200, --quick 20)
     #[argh(option)]
     cni_cycles: Option<usize>,
+    /// pods: interleaved rounds per path (default 5, --quick 1)
+    #[argh(option)]
+    pods_runs: Option<usize>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -125,6 +132,7 @@ struct Sections {
     l2: bool,
     cni: bool,
     kube: bool,
+    pods: bool,
 }
 
 fn parse_sections(text: &str) -> Result<Sections, String> {
@@ -134,6 +142,7 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
         l2: false,
         cni: false,
         kube: false,
+        pods: false,
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
@@ -142,14 +151,15 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
             "l2" => s.l2 = true,
             "cni" => s.cni = true,
             "kube" => s.kube = true,
+            "pods" => s.pods = true,
             other => {
                 return Err(format!(
-                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube)"
+                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods)"
                 ));
             }
         }
     }
-    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube {
+    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube || s.pods {
         Ok(s)
     } else {
         Err("no section to run".into())
@@ -197,6 +207,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         l2: None,
         cni: None,
         kube: None,
+        pods: None,
         notes: Vec::new(),
     };
     if sections.clusterip {
@@ -241,6 +252,23 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         check_interrupted()?;
         results.kube = Some(kube::section(args.quick, ferrite.as_deref(), &work));
     }
+    if sections.pods {
+        check_interrupted()?;
+        let settings = pods::PodsSettings {
+            runs: args
+                .pods_runs
+                .unwrap_or(if args.quick { 1 } else { 5 })
+                .max(1),
+            seconds: if args.quick { 1 } else { 3 },
+            rate_run: Duration::from_millis(if args.quick { 300 } else { 1000 }),
+        };
+        results.pods = Some(Cell::Value(pods::measure(
+            &exe,
+            ferrite.as_deref(),
+            &settings,
+        )));
+        results.notes.extend(pods::notes());
+    }
 
     let md = results::markdown(&results);
     let json = serde_json::to_string_pretty(&results).expect("results serialize");
@@ -273,7 +301,11 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         || results
             .kube
             .as_ref()
-            .is_some_and(|k| k.value().is_none_or(kube::KubeBench::incomplete));
+            .is_some_and(|k| k.value().is_none_or(kube::KubeBench::incomplete))
+        || results
+            .pods
+            .as_ref()
+            .is_some_and(|p| p.value().is_none_or(pods::PodsBench::incomplete));
     Ok(if incomplete {
         ExitCode::from(2)
     } else {
@@ -625,9 +657,11 @@ mod tests {
                 l2: false,
                 cni: false,
                 kube: false,
+                pods: false,
             }
         );
         assert!(parse_sections("kube").unwrap().kube);
+        assert!(parse_sections("pods").unwrap().pods);
         assert!(parse_sections("l2").unwrap().l2);
         assert!(parse_sections("cni").unwrap().cni);
         assert!(!parse_sections("cni").unwrap().clusterip);

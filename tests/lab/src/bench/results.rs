@@ -109,6 +109,9 @@ pub struct Results {
     /// The Kubernetes source against the fake API server (`None` when not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kube: Option<Cell<super::kube::KubeBench>>,
+    /// The pod network across nodes (`None` when not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<Cell<super::pods::PodsBench>>,
     pub notes: Vec<String>,
 }
 
@@ -132,6 +135,26 @@ pub fn median(values: &[f64]) -> f64 {
         v[mid]
     } else {
         f64::midpoint(v[mid - 1], v[mid])
+    }
+}
+
+/// min / median / max of repeated runs, and the runs themselves.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    pub runs: Vec<f64>,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Self {
+        Self {
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            median: median(values),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            runs: values.to_vec(),
+        }
     }
 }
 
@@ -274,6 +297,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(kube) = &r.kube {
         super::kube::markdown(kube, &mut out);
+    }
+    if let Some(pods) = &r.pods {
+        super::pods::markdown(pods, &mut out);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");
