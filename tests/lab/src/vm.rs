@@ -129,6 +129,8 @@ pub struct Kernel {
     pub arch: Arch,
     /// `uname -r`, e.g. `6.1.0-57-cloud-amd64`.
     pub release: String,
+    /// The unpacked package (`boot/`, `lib/modules/`).
+    pub root: PathBuf,
     pub vmlinuz: PathBuf,
     /// `lib/modules/RELEASE`.
     pub modules: PathBuf,
@@ -188,6 +190,7 @@ impl Kernel {
         Ok(Self {
             arch,
             release,
+            root,
             vmlinuz,
             modules,
             busybox,

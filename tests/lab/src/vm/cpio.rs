@@ -109,7 +109,7 @@ impl Cpio {
 
     /// Header + name and the data are each padded to 4 bytes.
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -199,7 +199,7 @@ mod tests {
             let mut c = Cpio::new();
             c.file("x", 0o644, &vec![b'a'; len]);
             let buf = c.finish();
-            assert_eq!(buf.len() % 4, 0);
+            assert!(buf.len().is_multiple_of(4));
             assert_eq!(parse(&buf)[0].2.len(), len);
         }
     }

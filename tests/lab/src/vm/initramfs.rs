@@ -1,6 +1,6 @@
 //! The VM's initramfs: busybox-static as `/bin/busybox` (applet links are made by `/init`), the
 //! static ferrite as `/bin/ferrite`, kernel modules under `/lib/modules/` with their load order
-//! in `/etc/ferrite-vm/modules`, and the scenario's files. Uncompressed: the kernel unpacks a
+//! in `/etc/ferrite-vm/modules`, the package's `/boot/config-RELEASE`, and the scenario's files. Uncompressed: the kernel unpacks a
 //! plain cpio fastest and qemu loads it into guest memory directly.
 
 use std::fs;
@@ -60,6 +60,9 @@ pub fn write(
     c.char_dev("dev/console", 5, 1);
     c.file("bin/busybox", 0o755, &read(&kernel.busybox)?);
     c.file("bin/ferrite", 0o755, &read(ferrite)?);
+    // What the package installs on a Debian node: `ferrite doctor` reads the kernel config.
+    let config = format!("boot/config-{}", kernel.release);
+    c.file(&config, 0o644, &read(&kernel.root.join(&config))?);
     let tree = ModuleTree::scan(&kernel.modules)?;
     let loaded = tree.closure(modules)?;
     let mut order = String::new();

@@ -110,7 +110,7 @@ impl VmScenario {
             &initrd,
         )?;
         let build = started.elapsed();
-        let deadline = self.timeout + Duration::from_secs(60);
+        let deadline = self.timeout + Duration::from_mins(1);
         let boot = qemu::boot(&self.kernel, &initrd, work.path(), self.memory_mb, deadline)?;
         let markers = Markers::parse(&boot.console);
         markers.verdict().map_err(|reason| VmError::Scenario {
