@@ -7,7 +7,7 @@ include cross/env.mk
 X86_MUSL := x86_64-unknown-linux-musl
 ARM_MUSL := aarch64-unknown-linux-musl
 
-.PHONY: setup build static cross package test test-unit test-privileged lint fmt demo bench sizes clean
+.PHONY: setup build static cross package test test-unit test-privileged test-kernels lint fmt demo bench sizes clean
 
 setup:
 	@scripts/setup.sh
@@ -36,10 +36,18 @@ sizes:
 
 # Unit tests, the privileged netns/cgroup tests (run as root), and the static + arm64 builds
 # (tests/static_binaries.rs runs the arm64 binary under qemu-aarch64-static).
+# The kernel VMs run afterwards, one at a time (test-kernels), not in parallel with the rest.
 test: setup cross
 	$(CARGO) build
-	$(CARGO) test --no-fail-fast -- --test-threads=2
+	$(CARGO) test --no-fail-fast -- --test-threads=2 --skip vm_debian12_
+	@$(MAKE) --no-print-directory test-kernels
 	@$(MAKE) --no-print-directory sizes
+
+# ferrite on Debian 12's 6.1 kernels (x86_64 and arm64) in qemu VMs (tests/kernel_vm.rs): the
+# kernels come from Debian's packages (scripts/fetch-kernels.sh, run by setup), the binaries
+# from `make cross`.
+test-kernels: setup cross
+	$(CARGO) test --test kernel_vm -- --test-threads=1
 
 test-unit: setup
 	$(CARGO) test --lib --bins

@@ -15,6 +15,7 @@ APT_PACKAGES=(
   busybox-static conmon tar
   dpkg-dev rpm qemu-user-static procps psmisc curl socat netcat-openbsd file
   zstd systemd containerd
+  qemu-system-x86 qemu-system-arm xz-utils
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -78,7 +79,13 @@ mount_bpffs() {
   fi
 }
 
+# Debian 12's 6.1 kernels (amd64 + arm64) and an arm64 busybox for tests/kernel_vm.rs.
+fetch_kernels() {
+  as_root "$(dirname "$0")/fetch-kernels.sh"
+}
+
 install_apt
+fetch_kernels
 install_rust
 install_bpf_linker
 mount_bpffs

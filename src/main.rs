@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod cni;
 mod datapath;
+mod doctor;
 mod l2;
 mod lb;
 mod lbipam;

@@ -33,7 +33,7 @@ use ferrite_lab::{Ns, NsService, SvcEndpoint, wait_until};
 use l2_common::{
     GENEROUS, POLICY_FILE, WEB_FILE, arping, assert_nobody_answers, assert_only_owner_answers,
     assert_served_by_all_nodes, assert_views, build_with_manifests, cluster_ip, mac_string, macs,
-    owner, start, web,
+    owner, start, start_with, web,
 };
 use serde_json::Value;
 
@@ -537,4 +537,51 @@ fn the_view_shows_the_claim_hold_until_membership_synced() {
     let o = owner(&lab, IpAddr::V4(LB_V4));
     assert_views(&lab, IpAddr::V4(LB_V4), o);
     assert_only_owner_answers(&lab, IpAddr::V4(LB_V4), o);
+}
+
+/// `--tc-attach legacy`: the responder runs as a cls_bpf filter ahead of the north-south
+/// filter on eth0 (lower priority number), and the elected owner alone answers ARP and NDP.
+#[test]
+fn legacy_attach_owner_alone_answers_from_a_cls_bpf_filter() {
+    let lab = start_with("lgl", &["--tc-attach", "legacy"]);
+    let o4 = owner(&lab, IpAddr::V4(LB_V4));
+    let o6 = owner(&lab, IpAddr::V6(LB_V6));
+    assert_only_owner_answers(&lab, IpAddr::V4(LB_V4), o4);
+    assert_only_owner_answers(&lab, IpAddr::V6(LB_V6), o6);
+    assert_nobody_answers(&lab, IpAddr::V4(UNOWNED_V4));
+    assert_served_by_all_nodes(&lab, IpAddr::V4(LB_V4));
+    for i in 0..3 {
+        let out = lab
+            .lab()
+            .node(i)
+            .ns()
+            .exec(
+                std::process::Command::new("tc")
+                    .args(["filter", "show", "dev", LAN_IFNAME, "ingress"]),
+            )
+            .expect("tc filter show (apt-get install iproute2)");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        let (l2, host) = (shown.find("fe_l2_ingress"), shown.find("fe_host_ingress"));
+        assert!(
+            l2.is_some() && host.is_some() && l2 < host,
+            "node{}: the responder's filter runs first: {shown}",
+            i + 1
+        );
+        let st = lab.lab().agent(i).status().unwrap();
+        let l2_ready = st["subsystems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["name"] == "l2" && s["ready"] == true);
+        assert!(l2_ready, "l2 readiness: {st}");
+        assert!(
+            !lab.lab()
+                .agent(i)
+                .bpf_root
+                .join("links")
+                .join(format!("l2_{LAN_IFNAME}"))
+                .exists(),
+            "no TCX link under legacy attach"
+        );
+    }
 }

@@ -11,15 +11,16 @@ mod northsouth_common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use ferrite_lab::nslab::{CLUSTER_CIDR, POD_HTTP, POD_TCP, POD_UDP, local_endpoints};
 use ferrite_lab::probe::{Limit, ProbeConfig, Proto};
-use ferrite_lab::{NsLab, NsService, SvcEndpoint, kubeproxy};
+use ferrite_lab::{NsLab, NsService, SvcEndpoint, kubeproxy, wait_until};
 use northsouth_common::{
-    all_endpoints, assert_both_nodes, assert_local_with_client_ip, attempts, build, cluster_ip,
-    endpoints_on, health, lb_ip, malformed_scenario, node_tcp, node_udp,
-    nodeport_and_lb_ip_scenario, refused, set, start_agents, tcp_of, udp_of, wait_answers,
-    wait_health,
+    all_endpoints, assert_both_nodes, assert_legacy_attach, assert_local_with_client_ip, attempts,
+    build, cluster_ip, endpoints_on, health, lb_ip, malformed_scenario, node_tcp, node_udp,
+    nodeport_and_lb_ip_scenario, refused, set, start_agents, tc_filters, tcp_of, udp_of,
+    wait_answers, wait_health,
 };
 
 /// kube-proxy-shaped rules on node1 serve NodePort, LB IP, ETP=Local and source ranges, and
@@ -289,4 +290,90 @@ fn maglev_is_consistent_across_nodes_and_client_ip_affinity_sticks() {
 #[test]
 fn malformed_packets_neither_crash_the_agent_nor_leak_conntrack_entries() {
     malformed_scenario("nsg", &[]);
+}
+
+/// `--tc-attach legacy`, what kernels without TCX (< 6.6) get: NodePort and LB IP work over a
+/// clsact qdisc with ferrite's cls_bpf filters and no TCX link exists; a restarted agent adopts
+/// its filters (same priority and handle, the program replaced in place) while a connection
+/// loop goes on; a filter deleted by hand is put back; a foreign filter holding ferrite's
+/// priority makes the attach fail on that device only: the agent keeps running, says why in
+/// `ferrite status` and readiness, and attaches once the filter is gone.
+#[test]
+fn legacy_tc_attach_serves_adopts_repairs_and_survives_a_failed_attach() {
+    let legacy = ["--tc-attach", "legacy"];
+    let mut lab = nodeport_and_lb_ip_scenario("lgn", &legacy);
+    let web = NsService::load_balancer("web", cluster_ip(10), lb_ip(10), 30080);
+    let target = tcp_of(lb_ip(10), &web);
+    for node in 0..2 {
+        assert_legacy_attach(&lab, node, "fe_host_ingress");
+    }
+    let before = tc_filters(&lab, 0, "ingress");
+
+    // Restart: the filters stay (same priority/handle), now running the new agent's program.
+    let mut config = ferrite_lab::AgentConfig::new(std::path::Path::new(common::FERRITE));
+    config.extra_args = legacy.iter().map(|s| (*s).to_string()).collect();
+    lab.restart_agent_keeping_datapath(0, &config).unwrap();
+    let after = tc_filters(&lab, 0, "ingress");
+    assert_eq!(
+        after.matches("fe_host_ingress").count(),
+        1,
+        "one filter, adopted: before {before}\nafter {after}"
+    );
+    assert_ne!(before, after, "the program id changes: replaced in place");
+    assert_eq!(attempts(&lab, 0, target, Proto::Tcp, 20).ok, 20);
+
+    // A filter deleted behind the agent's back is put back within a few maintenance rounds.
+    let tc = |lab: &NsLab, args: &[&str]| {
+        let out = lab
+            .node(0)
+            .ns()
+            .exec(std::process::Command::new("tc").args(args))
+            .unwrap();
+        assert!(out.status.success(), "tc {args:?}: {out:?}");
+    };
+    tc(
+        &lab,
+        &[
+            "filter", "del", "dev", "eth0", "ingress", "pref", "65025", "handle", "0xfe", "bpf",
+        ],
+    );
+    wait_answers(&lab, 0, target, Proto::Tcp);
+    assert!(tc_filters(&lab, 0, "ingress").contains("fe_host_ingress"));
+
+    // A foreign filter at ferrite's egress priority: the attach fails on eth0, the agent runs on.
+    lab.stop_agent(0);
+    tc(
+        &lab,
+        &[
+            "filter", "add", "dev", "eth0", "egress", "pref", "65025", "handle", "0xfe",
+            "matchall", "action", "pass",
+        ],
+    );
+    lab.start_agent(0, &config).unwrap();
+    let failed = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let st = lab.agent(0).status().unwrap();
+        st["subsystems"].as_array().is_some_and(|s| {
+            s.iter().any(|s| {
+                s["name"] == "north-south"
+                    && s["ready"] == false
+                    && s["detail"].as_str().is_some_and(|d| d.contains("eth0"))
+            })
+        })
+    });
+    assert!(
+        failed.is_ok(),
+        "north-south must report eth0's failure: {}",
+        lab.agent_logs(20)
+    );
+    let check = lab.agent(0).cli(&["status", "--check"]).unwrap();
+    assert!(!check.status.success(), "status --check fails meanwhile");
+    assert!(lab.agent_mut(0).running(), "the agent keeps running");
+    tc(
+        &lab,
+        &[
+            "filter", "del", "dev", "eth0", "egress", "pref", "65025", "handle", "0xfe", "matchall",
+        ],
+    );
+    wait_answers(&lab, 0, target, Proto::Tcp);
+    assert_legacy_attach(&lab, 0, "fe_host_ingress");
 }

@@ -264,3 +264,60 @@ fn xdp_restart_keeps_open_connections_and_mode_switches_keep_one_translator() {
 fn xdp_native_malformed_packets_neither_crash_nor_leak_conntrack_entries() {
     malformed_scenario("nxm", NATIVE);
 }
+
+/// `--tc-attach legacy` with `--xdp generic`: XDP goes on the device over netlink (no
+/// `bpf_link`), egress on a cls_bpf filter; the scenario passes, each eth0 has exactly one
+/// ingress translator, and a restarted agent replaces the XDP program in place.
+#[test]
+fn legacy_attach_puts_xdp_on_the_link_over_netlink() {
+    let args = ["--xdp", "generic", "--tc-attach", "legacy"];
+    let mut lab = nodeport_and_lb_ip_scenario("lgx", &args);
+    assert_ingress_hook(&lab, "xdp-generic");
+    let xdp_id = |lab: &NsLab| {
+        let v = bpftool_json(lab, 0, &["net", "show", "dev", LAN_IFNAME]);
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e["xdp"].as_array().cloned().unwrap_or_default())
+            .filter_map(|x| x["id"].as_u64())
+            .collect::<Vec<_>>()
+    };
+    for i in 0..2 {
+        let pins = northsouth_common::link_pins(&lab, i);
+        assert!(
+            pins.contains(&format!("xdpnl_{LAN_IFNAME}_generic"))
+                && pins.contains(&format!("tc_{LAN_IFNAME}_egress"))
+                && !pins
+                    .iter()
+                    .any(|p| p.starts_with("xdp_") || p.starts_with("tcx_")),
+            "netlink XDP and a legacy egress filter only: {pins:?}"
+        );
+        let ingress = northsouth_common::tc_filters(&lab, i, "ingress");
+        assert!(
+            !ingress.contains("fe_host_ingress"),
+            "XDP translates, not TC: {ingress}"
+        );
+        assert!(northsouth_common::tc_filters(&lab, i, "egress").contains("fe_host_egress"));
+    }
+    let before = xdp_id(&lab);
+    let mut config = AgentConfig::new(Path::new(FERRITE));
+    config.extra_args = args.iter().map(|s| (*s).to_string()).collect();
+    lab.restart_agent_keeping_datapath(0, &config).unwrap();
+    let after = xdp_id(&lab);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(
+        after.len(),
+        1,
+        "one XDP program after the restart: {after:?}"
+    );
+    assert_ne!(
+        before, after,
+        "the new agent's program replaced the old one in place"
+    );
+    let web = NsService::load_balancer("web", cluster_ip(10), lb_ip(10), 30080);
+    assert_eq!(
+        attempts(&lab, 0, tcp_of(lb_ip(10), &web), Proto::Tcp, 20).ok,
+        20
+    );
+    assert_ingress_hook(&lab, "xdp-generic");
+}

@@ -96,6 +96,10 @@ pub struct L2Part {
     /// Live members at the last decision: a member (re)joining may have claimed and announced
     /// addresses this node kept (while it was cut off), so the keeper announces them again.
     live_seen: BTreeSet<String>,
+    /// Interfaces the responder could not attach to, with the reason (retried on every
+    /// update; they are not eligible meanwhile: a node must not own an address it cannot
+    /// answer ARP/NDP for).
+    attach_failures: Vec<(String, String)>,
 }
 
 impl Drop for L2Part {
@@ -172,6 +176,7 @@ impl L2Part {
             updated: false,
             refutations_seen: 0,
             live_seen: BTreeSet::new(),
+            attach_failures: Vec::new(),
             member,
             served: BTreeSet::new(),
             node: node.to_string(),
@@ -183,6 +188,11 @@ impl L2Part {
             owned_now: OwnedNow::default(),
             last_poll: std::time::Instant::now(),
         })
+    }
+
+    /// Interfaces the responder failed to attach to at the last update, with the reason.
+    pub fn attach_failures(&self) -> &[(String, String)] {
+        &self.attach_failures
     }
 
     /// The main loop made progress: the heartbeat thread keeps the responder answering (also
@@ -242,7 +252,31 @@ impl L2Part {
     pub fn update(&mut self, snapshot: &Snapshot, lb_ips: &BTreeMap<ServiceName, Vec<IpAddr>>) {
         self.progress.bump();
         let interfaces = local_interfaces();
-        let (cands, problems) = candidates(snapshot, lb_ips, &self.node, &interfaces, &self.served);
+        let (mut cands, problems) =
+            candidates(snapshot, lb_ips, &self.node, &interfaces, &self.served);
+        let wanted_ifaces: Vec<String> = cands
+            .iter()
+            .filter_map(|c| c.interface.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let failed = self.responder.attach(&wanted_ifaces);
+        for (iface, e) in &failed {
+            warn!(interface = %iface, error = %e, "attaching the L2 responder failed; retrying");
+        }
+        self.attach_failures = failed
+            .iter()
+            .map(|(i, e)| (i.clone(), e.to_string()))
+            .collect();
+        if !failed.is_empty() {
+            let served: BTreeSet<String> = self
+                .served
+                .iter()
+                .filter(|d| !failed.iter().any(|(f, _)| f == *d))
+                .cloned()
+                .collect();
+            cands = candidates(snapshot, lb_ips, &self.node, &interfaces, &served).0;
+        }
         for p in &problems {
             warn!(policy = %p.policy, problem = %p.message, "L2 announcement policy ignored");
         }
@@ -255,15 +289,6 @@ impl L2Part {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let wanted_ifaces: Vec<String> = cands
-            .iter()
-            .filter_map(|c| c.interface.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if let Err(e) = self.responder.attach(&wanted_ifaces) {
-            warn!(error = %e, "attaching the L2 responder");
-        }
         self.ensure_membership(snapshot);
         if let Some((handle, _)) = &self.member.running {
             handle.set_local_eligibility(

@@ -34,6 +34,11 @@ pub struct AgentConfig {
     pub node_name: String,
     pub api_socket: PathBuf,
     pub datapath: DatapathConfig,
+    /// How devices are attached and why (`--tc-attach`, resolved), for the status.
+    pub tc_attach: String,
+    /// Kernel features missing here that change what the agent does (see
+    /// [`crate::datapath::probe::degraded`]).
+    pub degraded: Vec<String>,
     /// L2 announcements (`--l2-bind`, `--l2-peers`, …).
     pub l2: l2::L2Config,
     /// North-south load balancing on external devices (`--devices`).
@@ -89,6 +94,8 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
                 bpf_root: cfg.datapath.bpf_root.display().to_string(),
                 cgroup: cfg.datapath.cgroup.display().to_string(),
                 adopted,
+                tc_attach: cfg.tc_attach.clone(),
+                degraded: cfg.degraded.clone(),
                 ..DatapathStatus::default()
             },
             last_apply: None,
@@ -317,6 +324,112 @@ async fn view_change(view_rx: &mut Option<watch::Receiver<crate::l2::membership:
     }
 }
 
+/// Parts of the agent whose open failed (their error), retried on every maintenance tick.
+#[derive(Default)]
+struct LateParts {
+    host: Option<String>,
+    l2: Option<String>,
+    l2_tried: bool,
+}
+
+impl LateParts {
+    /// Opens the north-south part again if it failed; true when it is in now.
+    fn retry_host(
+        &mut self,
+        cfg: &AgentConfig,
+        rec: &mut Reconciler,
+        watch: &mut Option<northsouth::DeviceWatch>,
+    ) -> bool {
+        if self.host.is_none() {
+            return false;
+        }
+        match open_host(cfg) {
+            Ok((Some(host), w)) => {
+                info!("north-south datapath loaded");
+                rec.set_host(host);
+                *watch = w;
+                self.host = None;
+                true
+            }
+            Ok((None, _)) => {
+                self.host = None;
+                false
+            }
+            Err(e) => {
+                self.host = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Opens the L2 responder if it is not open (first call, or a failed open); true when it
+    /// opened now.
+    fn retry_l2(&mut self, cfg: &AgentConfig, rec: &mut Reconciler) -> bool {
+        if rec.l2.is_some() || (self.l2_tried && self.l2.is_none()) {
+            return false;
+        }
+        let first = !self.l2_tried;
+        self.l2_tried = true;
+        match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
+            Ok(part) => {
+                if !first {
+                    info!("L2 responder loaded");
+                }
+                rec.l2 = Some(part);
+                self.l2 = None;
+                true
+            }
+            Err(e) => {
+                if first {
+                    error!(error = %e, "L2 announcements unavailable; retrying every second");
+                }
+                self.l2 = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Readiness of the parts that failed to open, and of the L2 responder's attachments.
+    fn report(&self, ready: &readiness::Readiness, rec: &Reconciler) {
+        if let Some(e) = &self.host {
+            ready.set(
+                readiness::NORTH_SOUTH,
+                false,
+                "the north-south programs failed to load (retrying)",
+                Some(e.clone()),
+            );
+        }
+        if let Some(e) = &self.l2 {
+            ready.set(
+                readiness::L2,
+                false,
+                "the L2 responder failed to load (retrying)",
+                Some(e.clone()),
+            );
+        } else if let Some(l2) = &rec.l2 {
+            let failed = l2.attach_failures();
+            if failed.is_empty() {
+                ready.set(readiness::L2, true, "responder loaded", None);
+            } else {
+                let why: Vec<String> = failed.iter().map(|(i, e)| format!("{i}: {e}")).collect();
+                ready.set(
+                    readiness::L2,
+                    false,
+                    format!(
+                        "responder not attached on {} (retrying; not eligible there meanwhile)",
+                        failed
+                            .iter()
+                            .map(|(i, _)| i.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(why.join("; ")),
+                );
+            }
+        }
+    }
+}
+
 /// Runs until SIGINT/SIGTERM. The datapath stays in place when the agent exits.
 #[expect(
     clippy::too_many_lines,
@@ -379,7 +492,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             .collect()
     }));
 
-    let (host, device_watch) = open_host(&cfg)?;
+    // A part that fails to load leaves every other part serving; it is retried every second.
+    let mut late = LateParts::default();
+    let (host, mut device_watch) = open_host(&cfg).unwrap_or_else(|e| {
+        late.host = Some(e.to_string());
+        (None, None)
+    });
     if host.is_some() {
         shared
             .write()
@@ -389,10 +507,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))
         .with_status_feed(status_feed);
-    match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
-        Ok(part) => reconciler.l2 = Some(part),
-        Err(e) => error!(error = %e, "L2 announcements unavailable"),
-    }
+    late.retry_l2(&cfg, &mut reconciler);
     let mut ips = node_ips(&rx.borrow(), &cfg.node_name);
     northsouth::maintain(
         &mut reconciler,
@@ -400,8 +515,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         &ips,
         &ready,
         &shared,
+        cfg.north_south.is_none(),
     )
     .await;
+    late.report(&ready, &reconciler);
     let mut maintain_tick = tokio::time::interval(northsouth::MAINTAIN_INTERVAL);
     maintain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
@@ -430,13 +547,25 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 let now = node_ips(&snapshot, &cfg.node_name);
                 if now != ips {
                     ips = now;
-                    northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared).await;
+                    northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
+                    late.report(&ready, &reconciler);
                 }
                 after_apply(&shared, &ready, &mut cni, &cfg.source.to_string());
                 notified.applied();
             }
             _ = maintain_tick.tick() => {
-                northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared).await;
+                if late.retry_host(&cfg, &mut reconciler, &mut device_watch) {
+                    shared
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .snat_flows = Some(snat_flows(&cfg));
+                }
+                if late.retry_l2(&cfg, &mut reconciler) {
+                    view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
+                }
+                reconciler.l2_retry_attach();
+                northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
+                late.report(&ready, &reconciler);
                 cni.try_install(&ready);
             }
             () = view_change(&mut view_rx) => reconciler.l2_refresh(false),

@@ -78,6 +78,7 @@ pub async fn maintain(
     node_ips: &[IpAddr],
     ready: &Readiness,
     shared: &SharedState,
+    north_south_off: bool,
 ) {
     let mut missing = rec.sock_mut().missing_pins();
     if let Some(host) = rec.host_lb_mut() {
@@ -144,7 +145,10 @@ pub async fn maintain(
                 Some(e.to_string()),
             ),
         },
-        _ => ready.set(NORTH_SOUTH, true, "off (--devices none)", None),
+        // Not loaded (its failure is reported by the agent loop, which retries it).
+        (Some(_), None) | (None, Some(_)) => {}
+        (None, None) if !north_south_off => {}
+        (None, None) => ready.set(NORTH_SOUTH, true, "off (--devices none)", None),
     }
     if missing.is_empty() && errors.is_empty() {
         ready.set(DATAPATH, true, "pinned maps and links in place", None);

@@ -13,6 +13,7 @@ pub const DATAPATH: &str = "datapath";
 pub const SOURCE: &str = "source";
 pub const NORTH_SOUTH: &str = "north-south";
 pub const CNI: &str = "cni";
+pub const L2: &str = "l2";
 
 /// A handle on the shared status for setting subsystem states.
 #[derive(Clone)]

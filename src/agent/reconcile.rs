@@ -164,6 +164,31 @@ impl Reconciler {
         Ok(plan.op_count())
     }
 
+    /// Puts in the north-south part whose first open failed, and applies the latest snapshot
+    /// to it at once.
+    pub fn set_host(&mut self, host: HostPart) {
+        self.host = Some(host);
+        if let Some((snapshot, _)) = self.last.clone() {
+            self.reconcile(&snapshot);
+        }
+    }
+
+    /// Retries the L2 responder's attach on the interfaces where it failed (they become
+    /// eligible once it is in place).
+    pub fn l2_retry_attach(&mut self) {
+        let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else {
+            return;
+        };
+        if l2.attach_failures().is_empty() {
+            return;
+        }
+        l2.update(snapshot, lb_ips);
+        self.shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .l2 = l2.view().clone();
+    }
+
     /// Membership changed or the interface poll ticked: re-decide L2 ownership.
     pub fn l2_refresh(&mut self, poll_interfaces: bool) {
         let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else {

@@ -67,6 +67,13 @@ pub struct DatapathStatus {
     pub devices: Vec<DeviceView>,
     #[serde(default)]
     pub device_selection: String,
+    /// How programs attach to devices: "tcx" or "legacy" (clsact + cls_bpf, XDP over
+    /// netlink), and why ("auto: this kernel has no TCX").
+    #[serde(default)]
+    pub tc_attach: String,
+    /// Kernel features missing here that change what the agent does, one line each.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 /// A north-south device and every address NodePort answers on.

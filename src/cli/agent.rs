@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use argh::FromArgs;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::agent::{AgentConfig, NorthSouth, run as run_agent};
 use crate::datapath::{DatapathConfig, HostConfig, cgroup2_root, cleanup};
@@ -86,6 +86,11 @@ pub struct AgentCmd {
     /// warning and keeps TC
     #[argh(option, default = "crate::datapath::XdpMode::Off")]
     pub xdp: crate::datapath::XdpMode,
+    /// how programs attach to devices: auto (the default: TCX links when the kernel has them,
+    /// Linux ≥ 6.6, else a clsact qdisc with a cls_bpf filter), tcx, or legacy (clsact +
+    /// cls_bpf, and XDP over netlink)
+    #[argh(option, default = "crate::datapath::TcAttach::Auto")]
+    pub tc_attach: crate::datapath::TcAttach,
     /// how pods on other nodes are reached: auto (the default: a native route via the node's
     /// InternalIP when it is on a directly connected subnet, else VXLAN), native, vxlan, or off
     /// (another component routes pods)
@@ -140,26 +145,18 @@ pub fn run(cmd: AgentCmd) -> i32 {
         .max_external_tables
         .max(1)
         .saturating_mul(cmd.maglev_table_size);
+    let Some(kernel) = kernel_choices(&cmd) else {
+        return 1;
+    };
     let datapath = DatapathConfig {
         bpf_root: cmd.bpf_root.clone(),
         cgroup,
         maglev_entries,
+        tc: kernel.tc,
+        features: kernel.features,
     };
     if cmd.cleanup {
-        let (removed, errors) = cleanup(&datapath);
-        for p in &removed {
-            info!(pin = %p.display(), "removed");
-        }
-        for e in &errors {
-            error!(error = %e, "cleanup");
-        }
-        println!(
-            "removed {} pinned objects under {}",
-            removed.len(),
-            datapath.bpf_root.display()
-        );
-        let routing_ok = cleanup_routing();
-        return i32::from(!errors.is_empty() || !routing_ok);
+        return run_cleanup(&datapath);
     }
     let l2 = match l2_config(&cmd) {
         Ok(c) => c,
@@ -196,6 +193,8 @@ pub fn run(cmd: AgentCmd) -> i32 {
         node_name: cmd.node_name.unwrap_or_else(hostname),
         api_socket: cmd.api_socket,
         datapath,
+        tc_attach: kernel.tc_attach,
+        degraded: kernel.degraded,
         cni,
         north_south,
         l2,
@@ -229,6 +228,70 @@ pub fn run(cmd: AgentCmd) -> i32 {
             1
         }
     }
+}
+
+/// `--cleanup`: every pin under the bpf root (legacy filters and netlink XDP taken off their
+/// devices first) and the pod network's routes and devices.
+fn run_cleanup(datapath: &DatapathConfig) -> i32 {
+    let (removed, errors) = cleanup(datapath);
+    for p in &removed {
+        info!(pin = %p.display(), "removed");
+    }
+    for e in &errors {
+        error!(error = %e, "cleanup");
+    }
+    println!(
+        "removed {} pinned objects under {}",
+        removed.len(),
+        datapath.bpf_root.display()
+    );
+    let routing_ok = cleanup_routing();
+    i32::from(!errors.is_empty() || !routing_ok)
+}
+
+/// What the agent loads on this kernel, from its feature probes and `--tc-attach`.
+struct KernelChoices {
+    tc: crate::datapath::TcBackend,
+    features: crate::datapath::probe::Choices,
+    /// How devices attach and why, for the status.
+    tc_attach: String,
+    degraded: Vec<String>,
+}
+
+/// Probes the kernel (not for `--cleanup`, which takes out whatever is pinned on any kernel);
+/// `None` after logging the one line saying what this kernel lacks.
+fn kernel_choices(cmd: &AgentCmd) -> Option<KernelChoices> {
+    use crate::datapath::{TcAttach, ladder, probe};
+    let probes = if cmd.cleanup {
+        Vec::new()
+    } else {
+        probe::probe_kernel()
+    };
+    for p in &probes {
+        if let Some(e) = &p.error {
+            warn!(feature = p.feature.name(), error = %e, "kernel feature probe failed");
+        }
+    }
+    let features = probe::decide(&probes)
+        .map_err(|line| error!("{line}"))
+        .ok()?;
+    let tc = ladder::resolve(cmd.tc_attach, features.tcx || cmd.cleanup)
+        .map_err(|e| error!("{e}"))
+        .ok()?;
+    let tc_attach = match cmd.tc_attach {
+        TcAttach::Auto if features.tcx => "tcx (auto: the kernel has TCX)".to_owned(),
+        TcAttach::Auto => "legacy (auto: this kernel has no TCX, which needs Linux 6.6)".to_owned(),
+        forced => format!("{tc} (--tc-attach {forced})"),
+    };
+    if !cmd.cleanup {
+        info!(tc_attach = %tc_attach, "device attach");
+    }
+    Some(KernelChoices {
+        tc,
+        features,
+        tc_attach,
+        degraded: probe::degraded(&probes),
+    })
 }
 
 /// Removes ferrite's routes and VXLAN device; `false` when something could not be removed.

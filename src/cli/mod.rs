@@ -2,6 +2,7 @@
 
 mod agent;
 mod cni;
+mod doctor;
 mod l2;
 mod l2flags;
 mod l2member;
@@ -41,6 +42,7 @@ pub enum Command {
     L2(l2::L2Cmd),
     L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
+    Doctor(doctor::DoctorCmd),
     Manifests(manifests::ManifestsCmd),
     Uninstall(uninstall::UninstallCmd),
 }
@@ -86,6 +88,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::L2(c) => l2::run(&c),
         Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),
+        Command::Doctor(d) => doctor::run(&d),
         Command::Manifests(m) => manifests::run(&m),
         Command::Uninstall(u) => uninstall::run(u),
     }

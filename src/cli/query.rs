@@ -144,6 +144,12 @@ pub fn status(cmd: &StatusCmd) -> i32 {
             ),
         ],
     ];
+    if !st.datapath.tc_attach.is_empty() {
+        rows.push(vec!["tc attach".into(), st.datapath.tc_attach.clone()]);
+    }
+    for d in &st.datapath.degraded {
+        rows.push(vec!["kernel".into(), d.clone()]);
+    }
     for d in &st.datapath.devices {
         let hook = st
             .datapath

@@ -9,8 +9,13 @@ use ferrite_abi::map_names;
 use tracing::{info, warn};
 
 use super::devices::Device;
+use super::ladder::PinName;
+use super::tcnl::Direction;
 use super::xdp::{IngressHook, XdpMode};
-use super::{DatapathConfig, DatapathError, ExtMaps, HOST_OBJECT, XDP_OBJECT, ensure_bpffs, link};
+use super::{
+    DatapathConfig, DatapathError, ExtMaps, HOST_OBJECT, TcBackend, XDP_OBJECT, ensure_bpffs,
+    legacy, link,
+};
 
 /// North-south settings from the command line.
 #[derive(Clone, Debug)]
@@ -37,6 +42,7 @@ pub struct HostLb {
     devices: Vec<Device>,
     links_dir: PathBuf,
     mode: XdpMode,
+    tc: TcBackend,
     ebpf: Ebpf,
     xdp: Option<XdpPart>,
 }
@@ -110,8 +116,8 @@ fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
         })
 }
 
-fn egress_pin(links_dir: &Path, dev: &str) -> PathBuf {
-    links_dir.join(format!("tcx_{dev}_egress"))
+fn egress_pin(tc: TcBackend, dev: &str) -> PinName {
+    PinName::host(tc, dev, Direction::Egress)
 }
 
 impl HostLb {
@@ -136,6 +142,12 @@ impl HostLb {
         load_tc(&mut ebpf, INGRESS)?;
         let xdp = if host.xdp == XdpMode::Off {
             None
+        } else if !cfg.features.xdp {
+            warn!(mode = %host.xdp, "this kernel lacks {} (Linux {}+): {}",
+                  super::probe::Feature::XdpLoadBytes.name(),
+                  super::probe::Feature::XdpLoadBytes.since(),
+                  super::probe::Feature::XdpLoadBytes.without());
+            None
         } else {
             match XdpPart::load(&maps_dir, entries, host.table_size) {
                 Ok(part) => Some(part),
@@ -152,6 +164,7 @@ impl HostLb {
             devices: Vec::new(),
             links_dir,
             mode: host.xdp,
+            tc: cfg.tc,
             ebpf,
             xdp,
         })
@@ -165,31 +178,34 @@ impl HostLb {
 
     /// The pins that should exist for `dev` (egress, and its ingress hook once chosen).
     fn pins_of(&self, dev: &str) -> Vec<PathBuf> {
-        let mut pins = vec![egress_pin(&self.links_dir, dev)];
+        let mut pins = vec![self.links_dir.join(egress_pin(self.tc, dev).file_name())];
         if let Some((_, hook)) = self.ingress.iter().find(|(d, _)| d == dev) {
-            pins.push(self.links_dir.join(hook.pin_name(dev)));
+            pins.push(self.links_dir.join(hook.pin_name(dev, self.tc)));
         }
         pins
     }
 
-    /// Missing pins of the attached devices (a removed pin detaches its link).
+    /// Pins of the attached devices whose hook is gone (a removed link pin detaches its link;
+    /// a legacy filter or XDP program taken off the device leaves its program pin behind).
     #[must_use]
     pub fn missing_pins(&self) -> Vec<PathBuf> {
         self.devices
             .iter()
             .flat_map(|d| self.pins_of(&d.name))
-            .filter(|p| !p.exists())
+            .filter(|p| !legacy::attached(p))
             .collect()
     }
 
     fn attach(&mut self, dev: &Device) -> Result<IngressHook, DatapathError> {
-        link::attach_tcx_pinned(
+        link::attach_tc_hook(
+            self.tc,
             EGRESS,
             tc_prog(&mut self.ebpf, EGRESS)?,
-            &dev.name,
+            dev,
             TcAttachType::Egress,
             LinkOrder::default(),
-            &egress_pin(&self.links_dir, &dev.name),
+            &self.links_dir,
+            &egress_pin(self.tc, &dev.name),
         )?;
         attach_ingress(
             &mut self.ebpf,
@@ -197,6 +213,7 @@ impl HostLb {
             self.mode,
             dev,
             &self.links_dir,
+            self.tc,
         )
     }
 
@@ -212,7 +229,8 @@ impl HostLb {
                 .iter()
                 .find(|d| d.name == dev.name && d.ifindex == dev.ifindex)
                 .cloned();
-            let intact = before.is_some() && self.pins_of(&dev.name).iter().all(|p| p.exists());
+            let intact =
+                before.is_some() && self.pins_of(&dev.name).iter().all(|p| legacy::attached(p));
             if !intact {
                 // A device re-created under the same name: its old pins hold dead links.
                 if before.is_none()
@@ -220,7 +238,7 @@ impl HostLb {
                     && old.ifindex != dev.ifindex
                 {
                     for pin in self.pins_of(&old.name) {
-                        let _ = std::fs::remove_file(pin);
+                        legacy::remove_logged(&pin, "device re-created");
                     }
                 }
                 match self.attach(dev) {
@@ -311,7 +329,13 @@ impl XdpPart {
     }
 
     /// Describes `dev` to the program, then attaches (or adopts) the XDP link in `hook`'s mode.
-    fn attach(&mut self, dev: &Device, hook: IngressHook, pin: &Path) -> Result<(), String> {
+    fn attach(
+        &mut self,
+        dev: &Device,
+        hook: IngressHook,
+        pin: &Path,
+        tc: TcBackend,
+    ) -> Result<(), String> {
         let mac = super::devices::mac_address(&dev.name).map_err(|e| e.to_string())?;
         let mut flags = 0;
         if hook == IngressHook::XdpGeneric {
@@ -340,6 +364,13 @@ impl XdpPart {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| e.to_string())?;
+        if tc == TcBackend::Legacy {
+            legacy::attach_xdp(fd.as_fd(), dev.ifindex, pin)
+                .map_err(|e| format!("attaching in {hook} mode over netlink: {e}"))?;
+            info!(program = XDP_INGRESS, device = %dev.name, mode = %hook, pin = %pin.display(),
+                  "attached over netlink (legacy)");
+            return Ok(());
+        }
         if link::adopt(XDP_INGRESS, fd.as_fd(), pin).map_err(|e| e.to_string())? {
             return Ok(());
         }
@@ -353,14 +384,21 @@ impl XdpPart {
 }
 
 /// Adopts or attaches the TC ingress translator of `dev`.
-fn attach_tc_ingress(ebpf: &mut Ebpf, dev: &Device, links_dir: &Path) -> Result<(), DatapathError> {
-    link::attach_tcx_pinned(
+fn attach_tc_ingress(
+    ebpf: &mut Ebpf,
+    dev: &Device,
+    links_dir: &Path,
+    tc: TcBackend,
+) -> Result<(), DatapathError> {
+    link::attach_tc_hook(
+        tc,
         INGRESS,
         tc_prog(ebpf, INGRESS)?,
-        &dev.name,
+        dev,
         TcAttachType::Ingress,
         LinkOrder::default(),
-        &links_dir.join(IngressHook::Tc.pin_name(&dev.name)),
+        links_dir,
+        &IngressHook::Tc.pin(&dev.name, tc),
     )?;
     Ok(())
 }
@@ -374,6 +412,7 @@ fn attach_ingress(
     mode: XdpMode,
     dev: &Device,
     links_dir: &Path,
+    tc: TcBackend,
 ) -> Result<IngressHook, DatapathError> {
     let mut failures = Vec::new();
     let mut chosen = IngressHook::Tc;
@@ -391,15 +430,14 @@ fn attach_ingress(
         } else {
             IngressHook::XdpNative
         };
-        let other_pin = links_dir.join(other.pin_name(&dev.name));
+        let other_pin = links_dir.join(other.pin_name(&dev.name, tc));
         let switched = other_pin.exists();
         if switched {
-            attach_tc_ingress(ebpf, dev, links_dir)?;
-            std::fs::remove_file(&other_pin)
-                .map_err(|e| DatapathError::io("removing", &other_pin, e))?;
+            attach_tc_ingress(ebpf, dev, links_dir, tc)?;
+            legacy::remove(&other_pin)?;
             info!(device = %dev.name, from = %other, to = %hook, "switching XDP mode through TC");
         }
-        match attach_xdp(part, dev, hook, links_dir, switched) {
+        match attach_xdp(part, dev, hook, links_dir, switched, tc) {
             Ok(()) => {
                 chosen = hook;
                 break;
@@ -412,15 +450,13 @@ fn attach_ingress(
             warn!(device = %dev.name, requested = %mode, reasons = %failures.join("; "),
                   "XDP attach failed; ingress translation stays on TC");
         }
-        attach_tc_ingress(ebpf, dev, links_dir)?;
+        attach_tc_ingress(ebpf, dev, links_dir, tc)?;
     }
-    for name in super::xdp::other_pins(&dev.name, chosen) {
+    for name in super::xdp::other_pins(&dev.name, chosen, tc) {
         let pin = links_dir.join(name);
-        match std::fs::remove_file(&pin) {
-            Ok(()) => info!(pin = %pin.display(), device = %dev.name, now = %chosen,
-                            "detached the previous ingress hook"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(DatapathError::io("removing", &pin, e)),
+        if legacy::remove(&pin)? {
+            info!(pin = %pin.display(), device = %dev.name, now = %chosen,
+                  "detached the previous ingress hook");
         }
     }
     Ok(chosen)
@@ -435,11 +471,12 @@ fn attach_xdp(
     hook: IngressHook,
     links_dir: &Path,
     switched: bool,
+    tc: TcBackend,
 ) -> Result<(), String> {
-    let pin = links_dir.join(hook.pin_name(&dev.name));
+    let pin = links_dir.join(hook.pin_name(&dev.name, tc));
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
     loop {
-        match part.attach(dev, hook, &pin) {
+        match part.attach(dev, hook, &pin, tc) {
             Err(e)
                 if switched
                     && e.contains("File exists")
@@ -462,12 +499,10 @@ fn remove_stale(dir: &Path, wanted: &[PathBuf]) {
         let ours = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("tcx_") || n.starts_with("xdp_"));
+            .and_then(PinName::parse)
+            .is_some_and(|p| !matches!(p, PinName::TcxL2 { .. } | PinName::LegacyL2 { .. }));
         if ours && !wanted.contains(&path) {
-            match std::fs::remove_file(&path) {
-                Ok(()) => info!(pin = %path.display(), "detached stale link"),
-                Err(e) => warn!(pin = %path.display(), error = %e, "cannot remove stale TC link"),
-            }
+            legacy::remove_logged(&path, "stale north-south hook");
         }
     }
 }

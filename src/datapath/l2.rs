@@ -38,6 +38,7 @@ pub struct L2Responder {
     interfaces: Vec<(Device, [u8; 6])>,
     ebpf: Ebpf,
     links_dir: std::path::PathBuf,
+    tc: super::TcBackend,
 }
 
 impl L2Responder {
@@ -81,12 +82,28 @@ impl L2Responder {
             interfaces: Vec::new(),
             ebpf,
             links_dir,
+            tc: cfg.tc,
         })
     }
 
-    /// Attaches the responder to `names` (adopting pinned links), first in the TCX chain so it
-    /// answers before anything else looks at the frame.
-    pub fn attach(&mut self, names: &[String]) -> Result<(), DatapathError> {
+    /// Attaches the responder to `names` (adopting pinned links), first in the TCX chain (or
+    /// at the legacy priority that runs before the north-south filter) so it answers before
+    /// anything else looks at the frame. An interface that fails is returned with its error
+    /// and left out (the next call retries it); the others are attached.
+    pub fn attach(&mut self, names: &[String]) -> Vec<(String, DatapathError)> {
+        let mut failed = Vec::new();
+        for name in names {
+            if self.interfaces.iter().any(|(d, _)| &d.name == name) {
+                continue;
+            }
+            if let Err(e) = self.attach_one(name) {
+                failed.push((name.clone(), e));
+            }
+        }
+        failed
+    }
+
+    fn attach_one(&mut self, name: &str) -> Result<(), DatapathError> {
         let program_err = |source| DatapathError::Program {
             name: PROGRAM,
             source: Box::new(source),
@@ -97,24 +114,20 @@ impl L2Responder {
             .ok_or(DatapathError::MissingProgram { name: PROGRAM })?
             .try_into()
             .map_err(program_err)?;
-        for name in names {
-            if self.interfaces.iter().any(|(d, _)| &d.name == name) {
-                continue;
-            }
-            let dev = device(name)?;
-            let mac = mac_address(name)?;
-            let pin = self.links_dir.join(format!("l2_{name}"));
-            link::attach_tcx_pinned(
-                PROGRAM,
-                prog,
-                name,
-                TcAttachType::Ingress,
-                LinkOrder::first(),
-                &pin,
-            )?;
-            info!(interface = %name, "L2 responder attached");
-            self.interfaces.push((dev, mac));
-        }
+        let dev = device(name)?;
+        let mac = mac_address(name)?;
+        link::attach_tc_hook(
+            self.tc,
+            PROGRAM,
+            prog,
+            &dev,
+            TcAttachType::Ingress,
+            LinkOrder::first(),
+            &self.links_dir,
+            &super::ladder::PinName::l2(self.tc, name),
+        )?;
+        info!(interface = %name, attach = %self.tc, "L2 responder attached");
+        self.interfaces.push((dev, mac));
         Ok(())
     }
 

@@ -190,3 +190,34 @@ pub fn attach_tcx_pinned(
         prog.take_link(id)
     })
 }
+
+/// Attaches a TC classifier to `dev`'s `attach` hook through `backend`, adopting (and
+/// upgrading in place) what a previous agent attached there, at `order` under TCX or at the
+/// legacy priority `pin` implies. The same hook under the other backend (a changed
+/// `--tc-attach`, a kernel upgrade) is removed only once this one is in place. Returns true
+/// when adopted.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one hook's full description; every caller passes each part explicitly"
+)]
+pub fn attach_tc_hook(
+    backend: super::TcBackend,
+    name: &'static str,
+    prog: &mut SchedClassifier,
+    dev: &super::Device,
+    attach: TcAttachType,
+    order: LinkOrder,
+    links_dir: &Path,
+    pin: &super::ladder::PinName,
+) -> Result<bool, DatapathError> {
+    let path = links_dir.join(pin.file_name());
+    let adopted = match backend {
+        super::TcBackend::Tcx => attach_tcx_pinned(name, prog, &dev.name, attach, order, &path)?,
+        super::TcBackend::Legacy => {
+            let fd = owned_prog_fd(name, prog.fd(), &path)?;
+            super::legacy::attach_tc(name, fd.as_fd(), dev.ifindex, &path)?
+        }
+    };
+    super::legacy::remove(&links_dir.join(pin.counterpart().file_name()))?;
+    Ok(adopted)
+}

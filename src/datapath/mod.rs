@@ -9,12 +9,16 @@ mod error;
 mod extmaps;
 mod host;
 mod l2;
+pub mod ladder;
 mod lbmaps;
+mod legacy;
 mod link;
 mod maputil;
 mod masq;
 mod netdump;
+pub mod probe;
 mod sock;
+pub mod tcnl;
 mod xdp;
 #[cfg(test)]
 mod xdp_equiv;
@@ -25,12 +29,27 @@ pub use error::DatapathError;
 pub use extmaps::ExtMaps;
 pub use host::{HostConfig, HostLb};
 pub use l2::L2Responder;
+pub use ladder::{TcAttach, TcBackend};
 pub use lbmaps::LbMaps;
+pub use legacy::remove as remove_hook;
 pub(crate) use link::obj_get;
 pub use masq::{MasqMaps, snat_flows};
 pub use netdump::Netlink;
 pub use sock::{SockLb, cleanup};
+
+/// Whether `pin` under `<bpf-root>/links` records a netlink attachment (legacy tc filter,
+/// XDP over netlink) rather than a `bpf_link`.
+#[must_use]
+pub fn is_netlink_pin(pin: &std::path::Path) -> bool {
+    pin.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(ladder::PinName::parse)
+        .is_some_and(|p| p.is_netlink())
+}
 pub use xdp::XdpMode;
+
+/// Every ferrite program's name starts with this (`fe_connect4`, `fe_host_ingress`, …).
+pub const PROGRAM_PREFIX: &str = "fe_";
 
 use std::path::PathBuf;
 
@@ -44,6 +63,10 @@ pub struct DatapathConfig {
     /// Entries of the Maglev array (tables × table size). Every object that carries the map
     /// must create it with this size, whichever loads first.
     pub maglev_entries: u32,
+    /// How TC (and XDP) programs are attached to devices (`--tc-attach`, resolved).
+    pub tc: TcBackend,
+    /// The program variants this kernel supports (see [`probe`]).
+    pub features: probe::Choices,
 }
 
 impl DatapathConfig {

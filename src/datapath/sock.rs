@@ -41,9 +41,14 @@ impl SockLb {
         for d in [&maps_dir, &links_dir] {
             std::fs::create_dir_all(d).map_err(|e| DatapathError::io("creating", d, e))?;
         }
+        let have_set_retval = u8::from(cfg.features.set_retval);
+        if !cfg.features.set_retval {
+            warn!("{}", super::probe::Feature::SetRetval.without());
+        }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(ferrite_abi::map_names::MAGLEV, cfg.maglev_entries)
+            .override_global("HAVE_SET_RETVAL", &have_set_retval, true)
             .load(SOCK_OBJECT)
             .map_err(|e| DatapathError::Load {
                 pin_dir: maps_dir.clone(),
@@ -163,9 +168,15 @@ pub fn cleanup(cfg: &DatapathConfig) -> (Vec<PathBuf>, Vec<DatapathError>) {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            match std::fs::remove_file(&path) {
+            // A legacy filter or netlink XDP program stays on its device without its pin.
+            let result = if super::is_netlink_pin(&path) {
+                super::legacy::remove(&path).map(|_| ())
+            } else {
+                std::fs::remove_file(&path).map_err(|e| DatapathError::io("removing", &path, e))
+            };
+            match result {
                 Ok(()) => removed.push(path),
-                Err(e) => errors.push(DatapathError::io("removing", &path, e)),
+                Err(e) => errors.push(e),
             }
         }
         if let Err(e) = std::fs::remove_dir(&dir) {

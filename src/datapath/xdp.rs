@@ -69,14 +69,22 @@ impl IngressHook {
         }
     }
 
-    /// File name of the pinned link under `<bpf-root>/links`.
+    /// The pin of this hook on `device` under `backend` (see [`super::ladder::PinName`]).
     #[must_use]
-    pub fn pin_name(self, device: &str) -> String {
+    pub fn pin(self, device: &str, backend: super::TcBackend) -> super::ladder::PinName {
         match self {
-            Self::XdpNative => format!("xdp_{device}_native"),
-            Self::XdpGeneric => format!("xdp_{device}_generic"),
-            Self::Tc => format!("tcx_{device}_ingress"),
+            Self::XdpNative => super::ladder::PinName::xdp(backend, device, false),
+            Self::XdpGeneric => super::ladder::PinName::xdp(backend, device, true),
+            Self::Tc => {
+                super::ladder::PinName::host(backend, device, super::tcnl::Direction::Ingress)
+            }
         }
+    }
+
+    /// File name of the pin under `<bpf-root>/links`.
+    #[must_use]
+    pub fn pin_name(self, device: &str, backend: super::TcBackend) -> String {
+        self.pin(device, backend).file_name()
     }
 
     fn xdp_flags(self) -> u32 {
@@ -110,19 +118,24 @@ pub fn plan(mode: XdpMode) -> &'static [IngressHook] {
     }
 }
 
-/// Pins of ingress hooks of `device` other than `keep`: they are removed once `keep` is in
-/// place, so exactly one ingress translator stays attached.
+/// Pins of ingress hooks of `device` other than `keep` under `backend`, and of every hook
+/// under the other backend: they are removed once `keep` is in place, so exactly one ingress
+/// translator stays attached.
 #[must_use]
-pub fn other_pins(device: &str, keep: IngressHook) -> Vec<String> {
-    [
+pub fn other_pins(device: &str, keep: IngressHook, backend: super::TcBackend) -> Vec<String> {
+    let all = [
         IngressHook::XdpNative,
         IngressHook::XdpGeneric,
         IngressHook::Tc,
-    ]
-    .into_iter()
-    .filter(|h| *h != keep)
-    .map(|h| h.pin_name(device))
-    .collect()
+    ];
+    let mine = all
+        .into_iter()
+        .filter(|h| *h != keep)
+        .map(|h| h.pin(device, backend));
+    let theirs = all
+        .into_iter()
+        .map(|h| h.pin(device, backend).counterpart());
+    mine.chain(theirs).map(|p| p.file_name()).collect()
 }
 
 /// Whether translated packets may be sent back out of the receiving device with `XDP_TX` in
@@ -288,17 +301,30 @@ mod tests {
     }
 
     #[test]
-    fn switching_hooks_removes_exactly_the_other_two_pins() {
+    fn switching_hooks_removes_the_other_hooks_and_the_other_backends_pins() {
+        use super::super::TcBackend::{Legacy, Tcx};
         assert_eq!(
-            other_pins("eth0", IngressHook::Tc),
-            ["xdp_eth0_native", "xdp_eth0_generic"]
+            other_pins("eth0", IngressHook::Tc, Tcx),
+            [
+                "xdp_eth0_native",
+                "xdp_eth0_generic",
+                "xdpnl_eth0_native",
+                "xdpnl_eth0_generic",
+                "tc_eth0_ingress"
+            ]
         );
         assert_eq!(
-            other_pins("eth0", IngressHook::XdpNative),
-            ["xdp_eth0_generic", "tcx_eth0_ingress"]
+            other_pins("eth0", IngressHook::XdpNative, Legacy),
+            [
+                "xdpnl_eth0_generic",
+                "tc_eth0_ingress",
+                "xdp_eth0_native",
+                "xdp_eth0_generic",
+                "tcx_eth0_ingress"
+            ]
         );
         // The TC ingress pin name is the one the TC attach has always used.
-        assert_eq!(IngressHook::Tc.pin_name("eth0"), "tcx_eth0_ingress");
+        assert_eq!(IngressHook::Tc.pin_name("eth0", Tcx), "tcx_eth0_ingress");
         assert_eq!(IngressHook::XdpGeneric.as_str(), "xdp-generic");
     }
 

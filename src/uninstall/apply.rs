@@ -66,6 +66,14 @@ fn detach_pinned(dir: &Path, names: &std::collections::BTreeMap<u32, String>, re
     };
     for entry in entries.flatten() {
         let pin = entry.path();
+        if crate::datapath::is_netlink_pin(&pin) {
+            // A legacy tc filter or netlink XDP program: taken off its device, pin and all.
+            match crate::datapath::remove_hook(&pin) {
+                Ok(_) => report.done("detached", "netlink attachment", &pin, None),
+                Err(e) => report.failed("detaching netlink attachment", &pin, e),
+            }
+            continue;
+        }
         let fd = match obj_get(&pin) {
             Ok(fd) => fd,
             Err(e) => {
@@ -132,6 +140,8 @@ fn remove_pins(root: &Path, report: &mut Report) {
         bpf_root: root.to_owned(),
         cgroup: root.to_owned(),
         maglev_entries: 0,
+        tc: crate::datapath::TcBackend::default(),
+        features: crate::datapath::probe::Choices::default(),
     };
     let (removed, errors) = cleanup(&cfg);
     for pin in removed {

@@ -15,8 +15,7 @@ const BPF_LINK_DETACH: libc::c_long = 34;
 /// `enum bpf_link_type` BPF_LINK_TYPE_CGROUP.
 pub const LINK_TYPE_CGROUP: u32 = 3;
 
-/// Every ferrite program's name starts with this (`fe_connect4`, `fe_host_ingress`, …).
-pub const PROGRAM_PREFIX: &str = "fe_";
+pub use crate::datapath::PROGRAM_PREFIX;
 
 /// The `start_id`/`link_id` form of `union bpf_attr` (GET_NEXT_ID, GET_FD_BY_ID).
 #[repr(C)]

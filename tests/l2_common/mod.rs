@@ -31,6 +31,11 @@ pub fn cluster_ip(last: u8) -> Ipv4Addr {
 
 /// The three-node L2 lab, after checking that `tools` are installed.
 pub fn build(prefix: &str, tools: &[&str]) -> L2Lab {
+    build_with(prefix, tools, &[])
+}
+
+/// [`build`] with `extra` agent flags (e.g. `--tc-attach legacy`).
+pub fn build_with(prefix: &str, tools: &[&str], extra: &[&str]) -> L2Lab {
     require_root();
     for tool in tools {
         let found = Command::new("sh")
@@ -44,6 +49,7 @@ pub fn build(prefix: &str, tools: &[&str]) -> L2Lab {
     }
     let mut base = AgentConfig::new(Path::new(FERRITE));
     "info".clone_into(&mut base.log_level);
+    base.extra_args = extra.iter().map(|s| (*s).to_string()).collect();
     L2Lab::build(prefix, 3, 1, base, &lab_bin())
         .unwrap_or_else(|e| panic!("building the L2 lab: {e}"))
 }
@@ -68,7 +74,11 @@ pub fn web(lab: &L2Lab) -> NsService {
 
 /// The lab with the `web` service and the L2 policy written, agents not started yet.
 pub fn build_with_manifests(prefix: &str, tools: &[&str]) -> L2Lab {
-    let lab = build(prefix, tools);
+    manifests_with(prefix, tools, &[])
+}
+
+fn manifests_with(prefix: &str, tools: &[&str], extra: &[&str]) -> L2Lab {
+    let lab = build_with(prefix, tools, extra);
     lab.lab()
         .write_manifest(WEB_FILE, &web(&lab).to_yaml())
         .unwrap();
@@ -80,7 +90,12 @@ pub fn build_with_manifests(prefix: &str, tools: &[&str]) -> L2Lab {
 
 /// The `web` service and the L2 policy, then the agents.
 pub fn start(prefix: &str) -> L2Lab {
-    let mut lab = build_with_manifests(prefix, &["arping", "ndisc6"]);
+    start_with(prefix, &[])
+}
+
+/// [`start`] with `extra` agent flags.
+pub fn start_with(prefix: &str, extra: &[&str]) -> L2Lab {
+    let mut lab = manifests_with(prefix, &["arping", "ndisc6"], extra);
     if let Err(e) = lab.start_agents() {
         panic!("starting ferrite agents: {e}");
     }

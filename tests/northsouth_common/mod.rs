@@ -423,3 +423,52 @@ pub fn malformed_scenario(prefix: &str, agent_args: &[&str]) {
         failures.join("\n")
     );
 }
+
+/// `tc filter show dev eth0 <dir>` inside node `node`'s netns.
+pub fn tc_filters(lab: &NsLab, node: usize, dir: &str) -> String {
+    let out = lab
+        .node(node)
+        .ns()
+        .exec(std::process::Command::new("tc").args(["filter", "show", "dev", LAN_IFNAME, dir]))
+        .unwrap_or_else(|e| {
+            panic!("tc filter show (iproute2's tc: apt-get install iproute2): {e}")
+        });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The file names of node `node`'s pinned links.
+pub fn link_pins(lab: &NsLab, node: usize) -> Vec<String> {
+    let dir = lab.agent(node).bpf_root.join("links");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Asserts that node `node` runs `--tc-attach legacy`: its status says so, ferrite's cls_bpf
+/// filters sit on the LAN device's clsact hooks, and it pinned no TCX link.
+pub fn assert_legacy_attach(lab: &NsLab, node: usize, ingress_program: &str) {
+    let st = lab.agent(node).status().unwrap();
+    let how = st["datapath"]["tc_attach"].as_str().unwrap_or_default();
+    assert!(how.starts_with("legacy"), "status tc_attach: {how:?}");
+    for (dir, prog) in [("ingress", ingress_program), ("egress", "fe_host_egress")] {
+        let shown = tc_filters(lab, node, dir);
+        assert!(
+            shown.contains(prog)
+                && shown.contains("direct-action")
+                && shown.contains("handle 0xfe"),
+            "{dir} of node{}: {shown}",
+            node + 1
+        );
+    }
+    let pins = link_pins(lab, node);
+    assert!(
+        !pins
+            .iter()
+            .any(|p| p.starts_with("tcx_") || p.starts_with("xdp_")),
+        "no TCX or XDP link under legacy attach: {pins:?}"
+    );
+}

@@ -2,8 +2,9 @@
 //! kernel agree; the names carry a layout version.
 
 use aya_ebpf::{
+    bindings::bpf_fib_lookup,
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use ferrite_abi::{
     AffinityKey, AffinityValue, Backend, RevNatKey, RevNatValue, SlotKey, SvcKey, SvcValue,
@@ -88,3 +89,8 @@ pub static MASQ_PODS: LpmTrie<MasqCidr, u8> = LpmTrie::pinned(map_sizes::MASQ_PO
 /// `--masquerade-exclude`: destinations never masqueraded.
 #[map(name = "fe_mqexcl_v1")]
 pub static MASQ_EXCLUDE: LpmTrie<MasqCidr, u8> = LpmTrie::pinned(map_sizes::MASQ_EXCLUDE, 1);
+
+/// The parameters of one FIB lookup, per CPU and not pinned: scratch space off the 512-byte
+/// stack (see `nat_lb::fib`).
+#[map(name = "fe_fibscratch")]
+pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);

@@ -22,7 +22,8 @@ use ferrite_abi::{
 };
 
 use crate::maps::{
-    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, MAGLEV, NODE_ADDRS, SNAT, SOURCE_RANGES, TUNNELS,
+    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, FIB_SCRATCH, MAGLEV, NODE_ADDRS, SNAT, SOURCE_RANGES,
+    TUNNELS,
 };
 use crate::pkt::PacketCtx;
 
@@ -179,16 +180,23 @@ pub fn rewrite<C: PacketCtx>(ctx: &mut C, p: &Packet, ct: &CtValue) -> Option<()
     Some(())
 }
 
-/// FIB lookup for `daddr` from `saddr` as if forwarded from the receiving device.
+/// FIB lookup for `daddr` from `saddr` as if forwarded from the receiving device. The
+/// parameters live in a per-CPU scratch map, not on the stack: two 64-byte copies on the stack
+/// put `fe_host_ingress` at 488 bytes, and kernels before 6.8 round each frame of a call chain
+/// up to 32 bytes, so with the `memset` subprogram the verifier of Debian 12's 6.1 refused it
+/// ("combined stack size of 2 calls is 544. Too large"). `None` only if the map lookup fails.
 #[inline(always)]
 pub fn fib<C: PacketCtx>(
     ctx: &C,
     family: u8,
     saddr: &[u32; 4],
     daddr: &[u32; 4],
-) -> (i64, bpf_fib_lookup) {
+) -> Option<(i64, &'static bpf_fib_lookup)> {
+    // SAFETY: slot 0 of a per-CPU array; a BPF program runs to completion on its CPU before
+    // another program of this object can use the slot there.
+    let params = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0)? };
     // SAFETY: an all-zero bpf_fib_lookup is valid input.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    unsafe { core::ptr::write_bytes(core::ptr::from_mut(params), 0, 1) };
     params.ifindex = ctx.ifindex();
     if family == FAMILY_V4 {
         params.family = AF_INET;
@@ -199,15 +207,17 @@ pub fn fib<C: PacketCtx>(
         params.__bindgen_anon_3.ipv6_src = *saddr;
         params.__bindgen_anon_4.ipv6_dst = *daddr;
     }
-    let rc = ctx.fib(&mut params);
-    (rc, params)
+    let rc = ctx.fib(params);
+    Some((rc, params))
 }
 
 /// Sends the (rewritten) packet straight out of the device the FIB picks; falls back to the
 /// stack when the FIB cannot say.
 #[inline(always)]
 pub fn forward(ctx: &mut TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> i32 {
-    let (rc, params) = fib(ctx, family, saddr, daddr);
+    let Some((rc, params)) = fib(ctx, family, saddr, daddr) else {
+        return TC_ACT_OK as i32;
+    };
     if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         if ctx.store(0, &params.dmac).is_none() || ctx.store(6, &params.smac).is_none() {
             return TC_ACT_SHOT as i32;
@@ -346,12 +356,11 @@ fn new_flow<C: PacketCtx>(ctx: &mut C, p: &Packet, svc: &ExtSvcValue) -> Option<
     // Remote backend (the FIB sends it back out of this device, or into the overlay to another
     // node) and not ETP=Local: SNAT to the device's address so the reply comes back here.
     let snat = svc.flags & EXT_FLAG_LOCAL == 0
-        && {
-            let (rc, params) = fib(ctx, k.family, &k.saddr, &backend.addr);
+        && fib(ctx, k.family, &k.saddr, &backend.addr).is_some_and(|(rc, params)| {
             (rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) || rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
             // SAFETY: lookup in a hash map of plain integers.
             && (params.ifindex == ctx.ifindex() || unsafe { TUNNELS.get(&params.ifindex) }.is_some())
-        };
+        });
     let mut fwd = CtValue {
         new_saddr: k.saddr,
         new_daddr: backend.addr,

@@ -13,13 +13,23 @@ use ferrite_ebpf::sock_lb::{REFUSED_RETVAL, Verdict, forward, reverse};
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 
+/// Whether the kernel has `bpf_set_retval` (Linux 5.18); userspace overrides it at load from
+/// its feature probe. The value is a constant of the frozen `.rodata`, so on a kernel without
+/// the helper the verifier never visits its call (dead code) and the program still loads.
+#[unsafe(no_mangle)]
+static HAVE_SET_RETVAL: u8 = 1;
+
 #[inline(always)]
 fn forward_hook(ctx: &SockAddrContext, family: u8) -> i32 {
     match forward(ctx, family) {
         Verdict::Pass => ALLOW,
         Verdict::Refuse => {
-            // SAFETY: bpf_set_retval is available to cgroup sock_addr programs on this kernel.
-            unsafe { bpf_set_retval(REFUSED_RETVAL) };
+            // SAFETY: reading a global the loader may have overridden.
+            if unsafe { core::ptr::read_volatile(&raw const HAVE_SET_RETVAL) } != 0 {
+                // SAFETY: only reached where the probe found bpf_set_retval for sock_addr
+                // programs; without it the syscall fails with EPERM instead of ECONNREFUSED.
+                unsafe { bpf_set_retval(REFUSED_RETVAL) };
+            }
             DENY
         }
     }

@@ -42,7 +42,9 @@ pub fn fe_xdp_ingress(mut ctx: XdpContext) -> u32 {
 /// neighbour) goes up the stack already translated, which routes it like any packet.
 #[inline(always)]
 fn forward(ctx: &mut XdpContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4]) -> u32 {
-    let (rc, params) = fib(ctx, family, saddr, daddr);
+    let Some((rc, params)) = fib(ctx, family, saddr, daddr) else {
+        return xdp_action::XDP_PASS;
+    };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         return xdp_action::XDP_PASS;
     }

@@ -39,6 +39,7 @@ pub mod shipped;
 pub mod sock;
 pub mod timeline;
 pub mod veth;
+pub mod vm;
 pub mod wait;
 
 use std::path::PathBuf;

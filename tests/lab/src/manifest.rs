@@ -292,6 +292,21 @@ pub fn node_yaml(name: &str, internal_ip: IpAddr, labels: &[(&str, &str)]) -> St
     out
 }
 
+/// A `v1 Node` with an `InternalIP` and `spec.podCIDRs` (the first also as `spec.podCIDR`), as
+/// the k3s controller manager assigns them.
+#[must_use]
+pub fn node_with_pod_cidrs_yaml(name: &str, internal_ip: IpAddr, pod_cidrs: &[Cidr]) -> String {
+    let mut out = node_yaml(name, internal_ip, &[]);
+    if let Some(first) = pod_cidrs.first() {
+        let _ = write!(
+            out,
+            "spec:\n  podCIDR: {first}\n  podCIDRs: [{}]\n",
+            quoted(pod_cidrs)
+        );
+    }
+    out
+}
+
 fn quoted<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()

@@ -129,13 +129,17 @@ pub fn agent_command(ferrite: &Path, rw: &LabRewrite<'_>) -> Result<Command, Shi
     let (args, env) = daemonset_args(ferrite, rw)?;
     let mut c = Command::new(ferrite);
     c.args(&args);
-    for (k, v) in env {
-        // The DaemonSet's API-server address means nothing to a `dir:` agent.
-        if !k.starts_with("KUBERNETES_") {
-            c.env(k, v);
-        }
-    }
+    c.envs(dir_source_env(env));
     Ok(c)
+}
+
+/// The DaemonSet's env for a `dir:` agent: without the API-server address, which means nothing
+/// to it.
+#[must_use]
+pub fn dir_source_env(env: Env) -> Env {
+    env.into_iter()
+        .filter(|(k, _)| !k.starts_with("KUBERNETES_"))
+        .collect()
 }
 
 #[cfg(test)]

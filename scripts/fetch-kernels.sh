@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Fetches Debian 12's own 6.1 kernels for the kernel VM tests (tests/kernel_vm.rs), idempotently:
+#   amd64: linux-image-6.1.0-NN-cloud-amd64 (the dependency of linux-image-cloud-amd64)
+#   arm64: linux-image-6.1.0-NN-arm64       (the dependency of linux-image-arm64)
+# Each package is fetched with `apt-get download` of that one exact name (never a glob) and
+# unpacked with `dpkg-deb -x` under $FERRITE_KERNEL_CACHE (default /var/cache/ferrite-kernels):
+#   <cache>/<arch>/<package>_<version>_<arch>.deb
+#   <cache>/<arch>/root/{boot,lib/modules}/...     the unpacked package
+#   <cache>/<arch>/release                         the kernel release (uname -r), written last
+#   <cache>/arm64/busybox                          busybox-static:arm64's /bin/busybox (the VM's
+#                                                  userland; amd64 VMs use the host's busybox-static)
+#
+# arm64 indexes come from a private apt state under <cache>/apt-arm64 (its own sources list, lists,
+# archive cache and an empty dpkg status) with APT::Architecture=arm64: the host's apt — its
+# architectures, sources and lists — is never changed, so there is nothing to restore.
+#
+# Usage: scripts/fetch-kernels.sh [amd64] [arm64]   (both when no argument is given)
+set -euo pipefail
+
+CACHE="${FERRITE_KERNEL_CACHE:-/var/cache/ferrite-kernels}"
+DEBIAN_MIRROR="${FERRITE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+SECURITY_MIRROR="${FERRITE_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+
+log() { printf 'fetch-kernels: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+for tool in apt-get apt-cache dpkg-deb; do
+  command -v "$tool" >/dev/null || die "$tool is missing (a Debian host with apt and dpkg is required)"
+done
+
+# apt options of the private arm64 state (set by arm64_apt_setup).
+ARM64_APT=()
+
+arm64_apt_setup() {
+  local dir="$CACHE/apt-arm64"
+  mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/etc/preferences.d" "$dir/etc/apt.conf.d"
+  : >"$dir/status"
+  [ -f "$KEYRING" ] || die "$KEYRING is missing: apt-get install debian-archive-keyring"
+  cat >"$dir/etc/sources.list" <<EOF
+deb [arch=arm64 signed-by=$KEYRING] $DEBIAN_MIRROR bookworm main
+deb [arch=arm64 signed-by=$KEYRING] $DEBIAN_MIRROR bookworm-updates main
+deb [arch=arm64 signed-by=$KEYRING] $SECURITY_MIRROR bookworm-security main
+EOF
+  ARM64_APT=(
+    -o "APT::Architecture=arm64" -o "APT::Architectures::=arm64"
+    -o "Dir::Etc::SourceList=$dir/etc/sources.list" -o "Dir::Etc::SourceParts=$dir/etc/sources.list.d"
+    -o "Dir::Etc::Preferences=$dir/etc/preferences" -o "Dir::Etc::PreferencesParts=$dir/etc/preferences.d"
+    -o "Dir::State::Lists=$dir/lists" -o "Dir::State::status=$dir/status"
+    -o "Dir::Cache=$dir/cache" -o "Dir::Cache::archives=$dir/archives"
+  )
+  mkdir -p "$dir/cache" "$dir/etc/sources.list.d"
+  log "arm64: updating the private apt indexes in $dir"
+  apt-get -q "${ARM64_APT[@]}" update >&2
+}
+
+# The exact linux-image-6.1.0-NN-* package the meta package depends on.
+image_package() {
+  local meta="$1"
+  shift
+  apt-cache "$@" depends "$meta" 2>/dev/null \
+    | sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]\+-[a-z0-9-]\+\).*/\1/p' | head -n1
+}
+
+kernel_present() {
+  [ -s "$1/release" ] && [ -f "$1/root/boot/vmlinuz-$(cat "$1/release")" ]
+}
+
+fetch() {
+  local arch="$1" meta flavor
+  case "$arch" in
+    amd64) meta=linux-image-cloud-amd64 flavor=cloud-amd64 ;;
+    arm64) meta=linux-image-arm64 flavor=arm64 ;;
+    *) die "unknown architecture $arch (amd64 or arm64)" ;;
+  esac
+  local dest="$CACHE/$arch"
+  local opts=()
+  if [ "$arch" = arm64 ]; then
+    if [ ! -x "$dest/busybox" ] || ! kernel_present "$dest"; then
+      arm64_apt_setup
+      opts=("${ARM64_APT[@]}")
+    fi
+    [ -x "$dest/busybox" ] || fetch_busybox_arm64 "$dest"
+  fi
+  if kernel_present "$dest"; then
+    log "$arch: $(cat "$dest/release") present in $dest"
+    return
+  fi
+  if [ "$arch" = amd64 ] && ! apt-cache show "$meta" >/dev/null 2>&1; then
+    log "amd64: $meta unknown to apt, running apt-get update"
+    apt-get -q update >&2
+  fi
+  local pkg
+  pkg=$(image_package "$meta" "${opts[@]}")
+  [ -n "$pkg" ] || die "$arch: no linux-image-6.1.0-NN-$flavor dependency of $meta (apt-cache depends $meta)"
+  local release="${pkg#linux-image-}"
+  log "$arch: $meta depends on $pkg"
+  mkdir -p "$dest"
+  local tmp
+  tmp=$(mktemp -d "$dest/.fetch.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$tmp'" RETURN
+  (cd "$tmp" && apt-get -q "${opts[@]}" download "$pkg:$arch" >&2)
+  local deb
+  deb=$(find "$tmp" -maxdepth 1 -name "${pkg}_*_${arch}.deb" | head -n1)
+  [ -n "$deb" ] || die "$arch: apt-get download $pkg:$arch left no .deb"
+  mkdir -p "$tmp/root"
+  dpkg-deb -x "$deb" "$tmp/root"
+  [ -f "$tmp/root/boot/vmlinuz-$release" ] || die "$arch: $deb has no boot/vmlinuz-$release"
+  [ -d "$tmp/root/lib/modules/$release" ] || die "$arch: $deb has no lib/modules/$release"
+  rm -rf "$dest/root" "$dest"/*.deb "$dest/release"
+  mv "$deb" "$dest/"
+  mv "$tmp/root" "$dest/root"
+  echo "$release" >"$dest/release"
+  log "$arch: $release unpacked in $dest/root"
+}
+
+# busybox-static:arm64's static /bin/busybox → <dest>/busybox (exact package name, no glob).
+fetch_busybox_arm64() {
+  local dest="$1" tmp deb
+  mkdir -p "$dest"
+  tmp=$(mktemp -d "$dest/.busybox.XXXXXX")
+  (cd "$tmp" && apt-get -q "${ARM64_APT[@]}" download busybox-static:arm64 >&2)
+  deb=$(find "$tmp" -maxdepth 1 -name 'busybox-static_*_arm64.deb' | head -n1)
+  [ -n "$deb" ] || { rm -rf "$tmp"; die "arm64: apt-get download busybox-static:arm64 left no .deb"; }
+  dpkg-deb -x "$deb" "$tmp/root"
+  [ -f "$tmp/root/bin/busybox" ] || { rm -rf "$tmp"; die "arm64: $deb has no bin/busybox"; }
+  install -m 0755 "$tmp/root/bin/busybox" "$dest/busybox"
+  rm -rf "$tmp"
+  log "arm64: busybox-static in $dest/busybox"
+}
+
+arches=("$@")
+[ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64)
+for a in "${arches[@]}"; do
+  fetch "$a"
+done
