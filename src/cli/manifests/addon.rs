@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::source::kube::STATUS_LEASE;
+use crate::source::kube::l2key::SECRET_NAME as L2_KEY_SECRET;
 
 /// The name of every object of the addon (ServiceAccount, roles, bindings, DaemonSet).
 pub const NAME: &str = "ferrite";
@@ -96,17 +97,23 @@ pub const CLUSTER_RULES: &[Rule] = &[
     },
 ];
 
-/// The status-writer Lease (`source/kube/lease.rs`) lives in the agent's own namespace
-/// (`config::own_namespace`): a namespaced Role. `create` cannot be limited to a name (the name
-/// is not known to the authorizer before the object exists); `get`/`update` are.
-pub const LEASE_RULES: &[(Rule, bool)] = &[
+/// What the agent does in its own namespace (`config::own_namespace`), a namespaced Role:
+/// - the status-writer Lease (`source/kube/lease.rs`);
+/// - the L2 membership key Secret (`source/kube/l2key.rs`): `get` of that one Secret, and
+///   `create` for the first agent to make it.
+///
+/// `create` cannot be limited to a name (the name is not known to the authorizer before the
+/// object exists), so `create` of secrets and leases is namespace-wide; `get`/`update` are
+/// limited to the names in the second field. The agent never lists, watches, updates or
+/// deletes Secrets: it cannot read any Secret but its own.
+pub const LEASE_RULES: &[(Rule, &[&str])] = &[
     (
         Rule {
             group: "coordination.k8s.io",
             resources: &["leases"],
             verbs: &["create"],
         },
-        false,
+        &[],
     ),
     (
         Rule {
@@ -114,7 +121,23 @@ pub const LEASE_RULES: &[(Rule, bool)] = &[
             resources: &["leases"],
             verbs: &["get", "update"],
         },
-        true,
+        &[STATUS_LEASE],
+    ),
+    (
+        Rule {
+            group: "",
+            resources: &["secrets"],
+            verbs: &["create"],
+        },
+        &[],
+    ),
+    (
+        Rule {
+            group: "",
+            resources: &["secrets"],
+            verbs: &["get"],
+        },
+        &[L2_KEY_SECRET],
     ),
 ];
 
@@ -174,7 +197,7 @@ pub fn rbac(namespace: &str) -> Vec<Value> {
     let cluster_rules: Vec<Value> = CLUSTER_RULES.iter().map(|r| rule_value(r, &[])).collect();
     let lease_rules: Vec<Value> = LEASE_RULES
         .iter()
-        .map(|(r, named)| rule_value(r, if *named { &[STATUS_LEASE] } else { &[] }))
+        .map(|(r, names)| rule_value(r, names))
         .collect();
     vec![
         json!({
@@ -305,8 +328,6 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             {"name": "containerd-config", "mountPath": K3S_CONTAINERD_DIR, "readOnly": true},
             {"name": "run", "mountPath": RUN_DIR},
             {"name": "state", "mountPath": STATE_DIR},
-            // The shared L2 membership key (`--l2-key-file` default), when the Secret exists.
-            {"name": "l2-key", "mountPath": "/etc/ferrite", "readOnly": true},
         ],
     });
     json!({
@@ -336,11 +357,6 @@ pub fn daemonset(options: &AddonOptions) -> Value {
                         host_path("containerd-config", K3S_CONTAINERD_DIR, "DirectoryOrCreate"),
                         host_path("run", RUN_DIR, "DirectoryOrCreate"),
                         host_path("state", STATE_DIR, "DirectoryOrCreate"),
-                        // `kubectl -n kube-system create secret generic ferrite-l2-key
-                        // --from-literal=l2.key=$(ferrite l2 keygen)`; optional so a lone node
-                        // starts without it (it then uses a random key).
-                        {"name": "l2-key", "secret": {"secretName": "ferrite-l2-key",
-                            "optional": true, "defaultMode": 0o400}},
                     ],
                 },
             },
