@@ -176,10 +176,8 @@ fn pod_cidr(node: &PodNode) -> Cidr {
     format!("10.246.{}.0/24", node.index).parse().unwrap()
 }
 
-#[test]
-fn cri_sandboxes_get_pod_addresses_reach_other_nodes_and_cluster_ips_and_release_them() {
-    let lab = start();
-    // The agent found the CNI dirs in containerd's config.toml (it was given none).
+/// The agent found the CNI dirs in containerd's config.toml (it was given none).
+fn assert_installed_where_config_toml_says(lab: &PodLab) {
     for n in &lab.nodes {
         let st = n.status().expect("status");
         let cni = st["subsystems"]
@@ -196,6 +194,20 @@ fn cri_sandboxes_get_pod_addresses_reach_other_nodes_and_cluster_ips_and_release
             n.name
         );
     }
+}
+
+/// The addresses the node's IPAM store holds.
+fn held_ips(node: &PodNode) -> Vec<String> {
+    allocations(node)
+        .iter()
+        .filter_map(|a| a["ip"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn cri_sandboxes_get_pod_addresses_reach_other_nodes_and_cluster_ips_and_release_them() {
+    let lab = start();
+    assert_installed_where_config_toml_says(&lab);
 
     let server = run_sandbox(&lab, 1, "server");
     let _serving = serve(&lab.nodes[1], &server, "server");
@@ -210,10 +222,7 @@ fn cri_sandboxes_get_pod_addresses_reach_other_nodes_and_cluster_ips_and_release
             pod_cidr(n)
         );
     }
-    let held: Vec<String> = allocations(&lab.nodes[0])
-        .iter()
-        .filter_map(|a| a["ip"].as_str().map(str::to_owned))
-        .collect();
+    let held = held_ips(&lab.nodes[0]);
     assert!(
         held.contains(&pod.ip.to_string()),
         "the IPAM store holds {}: {held:?}",
@@ -270,10 +279,7 @@ fn cri_sandboxes_get_pod_addresses_reach_other_nodes_and_cluster_ips_and_release
     let c = cri(&lab.nodes[0]);
     c.stop_pod_sandbox(&pod.id).expect("StopPodSandbox");
     c.remove_pod_sandbox(&pod.id).expect("RemovePodSandbox");
-    let held: Vec<String> = allocations(&lab.nodes[0])
-        .iter()
-        .filter_map(|a| a["ip"].as_str().map(str::to_owned))
-        .collect();
+    let held = held_ips(&lab.nodes[0]);
     assert!(
         !held.contains(&pod.ip.to_string()),
         "{} still allocated after RemovePodSandbox: {held:?}",

@@ -123,7 +123,7 @@ fn failures_are_retried_and_reported_until_the_key_is_had() {
     api.fail_next(Fault {
         method: Some("GET".into()),
         path_contains: "/secrets/".into(),
-        code: 503,
+        code: 403,
         count: 1,
     });
     runtime().block_on(async {
@@ -140,7 +140,7 @@ fn failures_are_retried_and_reported_until_the_key_is_had() {
         })
         .await
         .expect("the key within 10 s");
-        assert!(saw_error, "the 503 was reported while pending");
+        assert!(saw_error, "the 403 was reported while pending");
         assert_eq!(ready.0, stored(&api));
         assert!(
             ready.1.contains("kube-system/ferrite-l2-key"),

@@ -270,7 +270,7 @@ impl CriClient {
         Ok(Self {
             socket: socket.to_owned(),
             rt,
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_mins(1),
         })
     }
 

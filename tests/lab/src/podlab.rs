@@ -203,6 +203,7 @@ impl PodLab {
                 .map_err(io_err("write a Node manifest"))?;
             lab_nodes.push(PodNode::new(name, i + 1, ns, port, work.path(), p)?);
         }
+        let work_dir = work.path().to_owned();
         let mut lab = Self {
             nodes: lab_nodes,
             wan,
@@ -218,8 +219,8 @@ impl PodLab {
         };
         if lab.config.containerd {
             containerd::require_tools()?;
-            let image = containerd::build_sandbox_image(lab._work.path())?;
-            let key = lab._work.path().join("l2.key");
+            let image = containerd::build_sandbox_image(&work_dir)?;
+            let key = work_dir.join("l2.key");
             crate::l2lab::write_key(&key)?;
             for node in &mut lab.nodes {
                 node.containerd = Some(containerd::Containerd::start(

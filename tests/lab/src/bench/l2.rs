@@ -318,6 +318,37 @@ fn trial_times(trials: &[Trial], fault: &str) -> String {
     times.join(", ")
 }
 
+/// ferrite's failover per fault next to the documented figures of other L2 announcers, with
+/// the project's target.
+fn comparison(l2: &L2Bench, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\nThe same figure next to other L2 announcers (theirs are documented defaults, not measured here):\n"
+    );
+    let _ = writeln!(out, "| system | failover | basis |");
+    let _ = writeln!(out, "|---|---:|---|");
+    for r in &l2.failover {
+        let target = r.reply_ms.map_or("no failover measured", |d| {
+            if d.median <= TARGET_MEDIAN_MS {
+                "≤1 s median: met"
+            } else {
+                "≤1 s median: NOT met"
+            }
+        });
+        let _ = writeln!(
+            out,
+            "| ferrite, {} (this run, {} trials) | {} — {target} | SWIM membership over UDP (probe 100 ms, suspicion ≥ 300 ms), rendezvous hashing, eBPF ARP/NDP responder |",
+            r.fault,
+            r.trials,
+            seconds(r.reply_ms.as_ref()),
+        );
+    }
+    for a in &l2.anchors {
+        let _ = writeln!(out, "| {} | {} | {} |", a.system, a.failover, a.basis);
+    }
+}
+
 /// Renders the section as markdown.
 pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
     use std::fmt::Write as _;
@@ -357,31 +388,7 @@ pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
             r.heal_double_answers,
         );
     }
-    let _ = writeln!(
-        out,
-        "\nThe same figure next to other L2 announcers (theirs are documented defaults, not measured here):\n"
-    );
-    let _ = writeln!(out, "| system | failover | basis |");
-    let _ = writeln!(out, "|---|---:|---|");
-    for r in &l2.failover {
-        let target = r.reply_ms.map_or("no failover measured", |d| {
-            if d.median <= TARGET_MEDIAN_MS {
-                "≤1 s median: met"
-            } else {
-                "≤1 s median: NOT met"
-            }
-        });
-        let _ = writeln!(
-            out,
-            "| ferrite, {} (this run, {} trials) | {} — {target} | SWIM membership over UDP (probe 100 ms, suspicion ≥ 300 ms), rendezvous hashing, eBPF ARP/NDP responder |",
-            r.fault,
-            r.trials,
-            seconds(r.reply_ms.as_ref()),
-        );
-    }
-    for a in &l2.anchors {
-        let _ = writeln!(out, "| {} | {} | {} |", a.system, a.failover, a.basis);
-    }
+    comparison(l2, out);
     let _ = writeln!(
         out,
         "\nAnswers per second (one client thread sending requests as fast as it can):\n"
