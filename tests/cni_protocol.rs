@@ -394,7 +394,8 @@ fn node_state_file_and_capabilities() {
     assert!(String::from_utf8_lossy(&link.stdout).contains("02:00:00:aa:bb:cc"));
 }
 
-/// STATUS follows the real agent: not available before it runs, ready while it runs.
+/// STATUS follows the real agent: not available before it runs, not ready while a subsystem
+/// is not (L2 membership unbound: no Node object gives it an address), ready once it is.
 #[test]
 fn status_follows_the_agent() {
     tools();
@@ -410,7 +411,27 @@ fn status_follows_the_agent() {
         "{down}"
     );
     agent.start();
-    status().ok();
+    let unbound = status().err(50);
+    assert!(
+        unbound["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("l2: membership not bound")),
+        "{unbound}"
+    );
+    // The agent runs in the root netns: its Node's InternalIP is the loopback address.
+    agent.write(
+        "node.yaml",
+        &ferrite_lab::manifest::node_yaml("test-node", "127.0.0.1".parse().unwrap(), &[]),
+    );
+    let ready = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        status().status == 0
+    });
+    assert!(
+        ready.is_ok(),
+        "STATUS not ready with the membership bound: {}\n{}",
+        status().json(),
+        agent.log()
+    );
     agent.kill9();
     let ok = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
         status().status != 0

@@ -2,7 +2,8 @@
 //! `--devices` — only the DaemonSet-style args of `agent_command` and a Node manifest with its
 //! InternalIP — and a client outside. North-south must run on the detected device, follow
 //! addresses and devices that change at runtime, and readiness must notice (and repair) a
-//! pinned link that disappears. Netns/cgroup prefix `df`.
+//! pinned link that disappears, an L2 membership that cannot bind, and a route to another node's
+//! PodCIDR that cannot be applied. Netns/cgroup prefix `df`.
 
 mod common;
 
@@ -27,6 +28,11 @@ fn lb_ip() -> IpAddr {
 /// One node (two pods), one client, the web service (NodePort 30080, an LB IP routed via the
 /// node), the node's Node object, and the agent started without `--devices`.
 fn lab(prefix: &str) -> (NsLab, NsService) {
+    lab_with_node_ip(prefix, None)
+}
+
+/// [`lab`] with the Node's InternalIP set to `internal_ip` (default: the node's LAN address).
+fn lab_with_node_ip(prefix: &str, internal_ip: Option<IpAddr>) -> (NsLab, NsService) {
     require_root();
     let mut lab = NsLab::build(
         NsLabConfig {
@@ -44,7 +50,7 @@ fn lab(prefix: &str) -> (NsLab, NsService) {
         .map(|i| SvcEndpoint::new(node.pod_v4(i), &node.name))
         .collect();
     lab.write_manifest("web.yaml", &web.to_yaml()).unwrap();
-    write_node(&lab, IpAddr::V4(node.v4()));
+    write_node(&lab, internal_ip.unwrap_or(IpAddr::V4(node.v4())));
     let mut config = AgentConfig::new(Path::new(FERRITE));
     config.devices = None;
     lab.start_agents(&config)
@@ -288,4 +294,147 @@ fn a_removed_link_pin_fails_readiness_naming_it_and_is_reattached() {
         "the last error names the link: {datapath}"
     );
     answers_within(&lab, target, Duration::from_secs(5));
+}
+
+/// Subsystem `name` in `ferrite status -o json`.
+fn subsystem(lab: &NsLab, name: &str) -> serde_json::Value {
+    let st = lab.agent(0).status().expect("status");
+    st["subsystems"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no subsystem {name} in {st}"))
+}
+
+#[test]
+fn an_l2_bind_failure_fails_readiness_with_its_error_until_the_address_is_local() {
+    // The Node says an address this host does not have: the membership cannot bind to it.
+    let elsewhere = Ipv4Addr::new(192, 168, 50, 250);
+    let (lab, _web) = lab_with_node_ip("dfd", Some(elsewhere.into()));
+    let mut seen = (true, String::new());
+    let failed = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        seen = check(&lab);
+        !seen.0 && seen.1.contains("l2:")
+    });
+    assert!(
+        failed.is_ok(),
+        "status --check did not fail naming l2: {seen:?}\n{}",
+        lab.agent_logs(30)
+    );
+    let l2 = subsystem(&lab, "l2");
+    assert_eq!(l2["ready"], false, "{l2}");
+    let error = l2["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains(&elsewhere.to_string()) && error.contains("ssign requested address"),
+        "the bind error names the address: {l2}"
+    );
+    let table = Command::new(FERRITE)
+        .args(["status", "--api-socket"])
+        .arg(&lab.agent(0).socket)
+        .output()
+        .expect("ferrite status");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("subsystem l2") && l.contains("NOT READY") && l.contains(&error)),
+        "ferrite status lists l2 with its error:\n{table}"
+    );
+    // Nothing is announced meanwhile, and the agent does not decide alone.
+    let v: serde_json::Value = serde_json::from_slice(
+        &Command::new(FERRITE)
+            .args(["l2", "-o", "json", "--api-socket"])
+            .arg(&lab.agent(0).socket)
+            .output()
+            .expect("ferrite l2")
+            .stdout,
+    )
+    .expect("ferrite l2 -o json");
+    assert_eq!(v["membership"]["mode"], "unbound", "{v}");
+
+    // The Node gets the host's address: the membership binds and l2 is ready.
+    write_node(&lab, IpAddr::V4(lab.node(0).v4()));
+    let ready = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        seen = check(&lab);
+        seen.0
+    });
+    assert!(
+        ready.is_ok(),
+        "not ready after the Node got a local address: {seen:?}\n{}",
+        lab.agent_logs(30)
+    );
+    let l2 = subsystem(&lab, "l2");
+    assert!(
+        l2["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("{}:7946", lab.node(0).v4()))),
+        "{l2}"
+    );
+    assert_eq!(
+        l2["last_error"].as_str(),
+        Some(error.as_str()),
+        "kept: {l2}"
+    );
+}
+
+#[test]
+fn a_podcidr_route_that_cannot_be_applied_fails_routing_readiness_naming_it() {
+    let (lab, _web) = lab("dfe");
+    let mut seen = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        seen = subsystem(&lab, "routing");
+        seen["ready"] == true
+    });
+    assert!(ok.is_ok(), "routing not ready with no other node: {seen}");
+
+    // A route someone else added to the PodCIDR of a node that then joins: ferrite leaves it
+    // alone, and readiness says which route is missing.
+    let cidr = "10.244.9.0/24";
+    ip(&lab, &["route", "add", cidr, "dev", LAN_IFNAME]);
+    lab.write_manifest(
+        "node2.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: df-node2\nspec:\n  podCIDR: {cidr}\n  \
+             podCIDRs: [\"{cidr}\"]\nstatus:\n  addresses:\n  - type: InternalIP\n    \
+             address: 192.168.50.99\n"
+        ),
+    )
+    .unwrap();
+    let failed = wait_until(Duration::from_secs(8), Duration::from_millis(100), || {
+        seen = subsystem(&lab, "routing");
+        seen["ready"] == false
+            && seen["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(cidr) && e.contains("did not add"))
+    });
+    assert!(
+        failed.is_ok(),
+        "routing readiness did not name the blocked route: {seen}\n{}",
+        lab.agent_logs(30)
+    );
+
+    // The foreign route goes: ferrite's route via node2 is applied and routing is ready.
+    ip(&lab, &["route", "del", cidr, "dev", LAN_IFNAME]);
+    let back = wait_until(Duration::from_secs(8), Duration::from_millis(100), || {
+        seen = subsystem(&lab, "routing");
+        seen["ready"] == true
+    });
+    assert!(
+        back.is_ok(),
+        "routing not ready again: {seen}\n{}",
+        lab.agent_logs(30)
+    );
+    assert!(
+        seen["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 of 1")),
+        "{seen}"
+    );
+    let route = lab
+        .node(0)
+        .ns()
+        .ip_run(["route", "show", cidr])
+        .expect("ip route show");
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(route.contains("via 192.168.50.99"), "{route}");
 }

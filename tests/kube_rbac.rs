@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::{collections::BTreeSet, process::Command, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
-use common::{AgentLab, FERRITE, require_root, service_yaml, slice_yaml};
+use common::{AgentLab, generated_rbac, require_root, service_yaml, slice_yaml};
 use ferrite_fakeapi::{Decision, FakeApi, Options, Rules};
 use ferrite_lab::wait_until;
 use serde_json::Value;
@@ -64,15 +64,6 @@ kind: Service
 metadata: {name: lb, namespace: test}
 spec: {type: LoadBalancer, clusterIP: 10.96.0.12, ports: [{name: http, port: 80, protocol: TCP}]}
 ";
-
-fn generated_rbac() -> String {
-    let out = Command::new(FERRITE)
-        .args(["manifests", "rbac", "--namespace", "kube-system"])
-        .output()
-        .expect("run ferrite manifests rbac");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
 
 /// `(verb, group, resource)` of every rule.
 fn granted(rules: &Rules) -> BTreeSet<(String, String, String)> {

@@ -5,7 +5,8 @@
 //!
 //! - The user story's `CiliumLoadBalancerIPPool` and `CiliumL2AnnouncementPolicy`, verbatim:
 //!   exactly one MAC answers for the LoadBalancer IP and for an externalIP; `kill -9` of the
-//!   owner's agent → another node answers within 1 s.
+//!   owner's agent, and its link going down → another node answers, and after healing one
+//!   owner answers again (the ≤1 s median over ≥10 trials is measured by `make bench`, l2).
 //! - A LAN host sending forged membership datagrams (an agent with another key claiming to be
 //!   the owner; captured valid datagrams replayed to their receiver and to another member)
 //!   changes nothing, and every node's `ferrite l2 -o json` counts them.
@@ -119,7 +120,7 @@ fn allocated(lab: &L2Lab) -> Ipv4Addr {
 }
 
 #[test]
-fn user_story_yaml_one_mac_answers_and_the_owner_fails_over_within_a_second() {
+fn user_story_yaml_one_mac_answers_and_the_owner_fails_over_on_kill_and_link_down() {
     let mut lab = build("la", TOOLS);
     // `web` without a fixed address: the pool allocates it. `ext` has an externalIP.
     let mut svc = NsService::load_balancer("web", cluster_ip(10), IpAddr::V4(LB_V4), 30080);
@@ -161,21 +162,37 @@ fn user_story_yaml_one_mac_answers_and_the_owner_fails_over_within_a_second() {
             assert_eq!(members(&v).len(), 3, "{v}");
         }
     }
-    let t = lab
-        .trial(lb, 80, Fault::Kill, &TrialTiming::default())
-        .unwrap_or_else(|e| panic!("kill trial: {e}{}", lab.lab().agent_logs(40)));
-    eprintln!(
-        "kill -9 of {}'s agent: {:?} answered after {:?} ms (announcement {:?} ms), double \
-         answers {}",
-        t.old_owner, t.new_owner, t.reply_ms, t.announce_ms, t.double_answers
-    );
-    assert!(t.new_owner.is_some(), "{t:?}{}", lab.lab().agent_logs(40));
-    assert!(
-        t.reply_ms.is_some_and(|ms| ms <= 1000.0),
-        "another node must answer within 1 s: {t:?}{}",
-        lab.lab().agent_logs(40)
-    );
-    assert_eq!(t.double_answers, 0, "{t:?}");
+    // Failover, functionally: after each fault another node answers for the address, and once
+    // healed one owner answers again. How fast is `make bench`'s l2 section (≥10 trials per
+    // fault, min/median/max): tests never assert durations.
+    for fault in [Fault::Kill, Fault::LinkDown] {
+        let t = lab
+            .trial(lb, 80, fault, &TrialTiming::default())
+            .unwrap_or_else(|e| panic!("{fault} trial: {e}{}", lab.lab().agent_logs(40)));
+        eprintln!(
+            "{fault} of {}: {:?} answered after {:?} ms (announcement {:?} ms), double answers \
+             {}, healed owner {:?}",
+            t.old_owner, t.new_owner, t.reply_ms, t.announce_ms, t.double_answers, t.healed_owner
+        );
+        assert!(
+            t.new_owner.as_ref().is_some_and(|n| *n != t.old_owner),
+            "the survivors agree on a new owner after {fault}: {t:?}{}",
+            lab.lab().agent_logs(40)
+        );
+        assert!(
+            t.reply_ms.is_some() && t.takeover_by_new_owner,
+            "the new owner answers ARP for {lb} after {fault}: {t:?}{}",
+            lab.lab().agent_logs(40)
+        );
+        assert!(
+            t.first_ok_ms.is_some(),
+            "requests to {lb} succeed again after {fault}: {t:?}"
+        );
+        assert_eq!(t.double_answers, 0, "{t:?}");
+        assert!(t.healed_owner.is_some(), "one owner after healing: {t:?}");
+        let healed = lab.wait_owner(IpAddr::V4(lb), GENEROUS).unwrap();
+        assert_only_owner_answers(&lab, IpAddr::V4(lb), healed);
+    }
 }
 
 /// UDP payloads from `from` to `to`'s membership port, captured in `to`'s netns.

@@ -30,7 +30,7 @@ const BURST: [Duration; 4] = [
 
 mod member;
 
-pub use member::{DEFAULT_KEY_FILE, MemberConfig};
+pub use member::{DEFAULT_KEY_FILE, KeySource, MemberConfig};
 
 /// `--l2-bind`, `--l2-peers`, `--l2-standalone`, `--l2-key-file`, `--l2-reannounce-seconds`,
 /// `--l2-claim-hold-ms`.

@@ -7,6 +7,7 @@ mod notify;
 pub mod readiness;
 mod reconcile;
 mod status;
+mod subsystems;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -22,7 +23,7 @@ use crate::model::Snapshot;
 use crate::source::kube::owner::Termination;
 use crate::source::{SourceSpec, dir::DirSource};
 
-pub use l2::{DEFAULT_KEY_FILE, L2Config, MemberConfig};
+pub use l2::{DEFAULT_KEY_FILE, KeySource, L2Config, MemberConfig};
 pub use reconcile::Reconciler;
 
 /// How often the `dir:` source looks for changes (a change reaches the kernel well within 1 s).
@@ -112,25 +113,43 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
     }
 }
 
-/// Starts the configured source feeding `tx`; returns its error handle and, with the kube
-/// source, the feed of the LB IPAM status writer (see [`status`]).
+/// A started source: its errors, the LB IPAM status feed (kube; see [`status`]) and the L2
+/// key from the Secret (kube without `--l2-key-file`).
+struct Started {
+    errors: crate::source::dir::ErrorHandle,
+    status_feed: Option<status::ReportFeed>,
+    l2_key: Option<watch::Receiver<crate::source::kube::l2key::KeyState>>,
+}
+
+/// Starts the configured source feeding `tx`.
 async fn start_source(
     cfg: &AgentConfig,
     tx: watch::Sender<Arc<Snapshot>>,
-) -> Result<(crate::source::dir::ErrorHandle, Option<status::ReportFeed>), AgentError> {
+) -> Result<Started, AgentError> {
     Ok(match &cfg.source {
         SourceSpec::Dir(path) => {
             let source = DirSource::new(path.clone());
             let errors = source.error_handle();
             tokio::spawn(source.run(tx, DIR_POLL));
-            (errors, None)
+            Started {
+                errors,
+                status_feed: None,
+                l2_key: None,
+            }
         }
         SourceSpec::Kube => {
             let timing = crate::source::kube::lease::LeaseTiming::with_duration(cfg.status_lease);
+            let want_key =
+                !cfg.l2.member.standalone && matches!(cfg.l2.member.key, l2::KeySource::Secret(_));
             let running =
-                crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, timing, tx).await?;
+                crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, timing, want_key, tx)
+                    .await?;
             let feed = status::spawn(running.status_writer, running.leading);
-            (running.errors, Some(feed))
+            Started {
+                errors: running.errors,
+                status_feed: Some(feed),
+                l2_key: running.l2_key,
+            }
         }
     })
 }
@@ -364,13 +383,13 @@ impl LateParts {
 
     /// Opens the L2 responder if it is not open (first call, or a failed open); true when it
     /// opened now.
-    fn retry_l2(&mut self, cfg: &AgentConfig, rec: &mut Reconciler) -> bool {
+    fn retry_l2(&mut self, cfg: &AgentConfig, l2: &l2::L2Config, rec: &mut Reconciler) -> bool {
         if rec.l2.is_some() || (self.l2_tried && self.l2.is_none()) {
             return false;
         }
         let first = !self.l2_tried;
         self.l2_tried = true;
-        match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
+        match l2::L2Part::open(&cfg.datapath, &cfg.node_name, l2.clone()) {
             Ok(part) => {
                 if !first {
                     info!("L2 responder loaded");
@@ -474,7 +493,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             None,
         );
     }
-    let (errors, status_feed) = start_source(&cfg, tx).await?;
+    let Started {
+        errors,
+        status_feed,
+        l2_key,
+    } = start_source(&cfg, tx).await?;
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();
     let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
@@ -507,7 +530,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))
         .with_status_feed(status_feed);
-    late.retry_l2(&cfg, &mut reconciler);
+    let mut l2_cfg = cfg.l2.clone();
+    if l2_key.is_some() {
+        l2_cfg.member.key = l2::KeySource::Secret(l2_key);
+    }
+    late.retry_l2(&cfg, &l2_cfg, &mut reconciler);
+    let routing_on = cfg.routing.mode != crate::routing::RoutingMode::Off;
+    let report_subsystems = |late: &LateParts| {
+        subsystems::report(&shared, &ready, routing_on, late.l2.as_deref());
+    };
+    report_subsystems(&late);
     let mut ips = node_ips(&rx.borrow(), &cfg.node_name);
     northsouth::maintain(
         &mut reconciler,
@@ -551,6 +583,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     late.report(&ready, &reconciler);
                 }
                 after_apply(&shared, &ready, &mut cni, &cfg.source.to_string());
+                report_subsystems(&late);
                 notified.applied();
             }
             _ = maintain_tick.tick() => {
@@ -560,13 +593,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .snat_flows = Some(snat_flows(&cfg));
                 }
-                if late.retry_l2(&cfg, &mut reconciler) {
+                if late.retry_l2(&cfg, &l2_cfg, &mut reconciler) {
                     view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
                 }
                 reconciler.l2_retry_attach();
                 northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
                 late.report(&ready, &reconciler);
                 cni.try_install(&ready);
+                report_subsystems(&late);
             }
             () = view_change(&mut view_rx) => reconciler.l2_refresh(false),
             _ = iface_poll.tick() => reconciler.l2_refresh(true),

@@ -13,7 +13,10 @@ pub const DATAPATH: &str = "datapath";
 pub const SOURCE: &str = "source";
 pub const NORTH_SOUTH: &str = "north-south";
 pub const CNI: &str = "cni";
+/// The L2 responder and membership (see [`super::subsystems`]).
 pub const L2: &str = "l2";
+/// The pod network's routes (see [`super::subsystems`]).
+pub const ROUTING: &str = "routing";
 
 /// A handle on the shared status for setting subsystem states.
 #[derive(Clone)]
@@ -48,10 +51,14 @@ impl Readiness {
             });
             list.last_mut().expect("just pushed")
         };
-        let changed = entry.ready != ready || entry.detail != detail || error.is_some();
+        // A state reported again every round is logged (and its error time-stamped) once.
+        let new_error = error.is_some() && (error != entry.last_error || entry.ready);
+        let changed = entry.ready != ready || entry.detail != detail || new_error;
         entry.ready = ready;
         entry.detail = detail;
-        if let Some(e) = error {
+        if let Some(e) = error
+            && new_error
+        {
             entry.last_error = Some(e);
             entry.last_error_at_unix_ms = Some(now_ms());
         }

@@ -35,6 +35,10 @@ pub struct L2MembershipView {
     /// The key's fingerprint (a hash prefix), or `ephemeral` for a lone node without a key file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Where the key came from: `file PATH`, `Secret NS/NAME (read|created|…)`, or
+    /// `generated at start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<String>,
     /// Why membership is not running or not working; none when healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

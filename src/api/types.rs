@@ -20,8 +20,8 @@ pub struct Status {
 
 /// One part of the agent whose readiness `/readyz`, `status --check` and CNI STATUS report:
 /// "datapath" (pins and links present), "source" (synced and applied), "north-south" (attached
-/// on every device), "cni" (plugin installed); other parts add theirs (e.g. "l2-membership",
-/// "routing") through `agent::readiness::Readiness::set`.
+/// on every device), "cni" (plugin installed), "l2" (membership bound) and "routing" (every
+/// remote PodCIDR route applied); see `agent::readiness` and `agent::subsystems`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Subsystem {
     pub name: String,

@@ -69,9 +69,10 @@ pub struct AgentCmd {
     #[argh(switch)]
     pub l2_standalone: bool,
     /// the cluster key authenticating L2 membership, shared by every node (make one with
-    /// `ferrite l2 keygen`; default /etc/ferrite/l2.key)
-    #[argh(option, default = "PathBuf::from(crate::agent::DEFAULT_KEY_FILE)")]
-    pub l2_key_file: PathBuf,
+    /// `ferrite l2 keygen`; default with --source dir: /etc/ferrite/l2.key; with --source
+    /// kube: the Secret ferrite-l2-key, created by the first agent)
+    #[argh(option)]
+    pub l2_key_file: Option<PathBuf>,
     /// re-announce owned addresses every N seconds (gratuitous ARP / unsolicited NA)
     #[argh(option)]
     pub l2_reannounce_seconds: Option<u64>,
@@ -390,6 +391,7 @@ fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
             peers: cmd.l2_peers.as_deref(),
             standalone: cmd.l2_standalone,
             key_file: cmd.l2_key_file.clone(),
+            kube: matches!(cmd.source, crate::source::SourceSpec::Kube),
             reannounce_seconds: cmd.l2_reannounce_seconds,
             claim_hold_ms: cmd.l2_claim_hold_ms,
         },

@@ -53,11 +53,15 @@ fn membership_line(view: &L2View) -> String {
     let r = &m.rejected;
     let mut line = match m.mode.as_str() {
         "bound" => format!(
-            "membership: bound to {} ({}), key {}; refused datagrams: {} bad key/MAC, {} \
+            "membership: bound to {} ({}), key {}{}; refused datagrams: {} bad key/MAC, {} \
              replayed, {} unauthenticated, {} malformed",
             m.bind.as_deref().unwrap_or("?"),
             m.bind_from.as_deref().unwrap_or("?"),
             m.key.as_deref().unwrap_or("?"),
+            m.key_from
+                .as_deref()
+                .map(|f| format!(" from {f}"))
+                .unwrap_or_default(),
             r.bad_mac,
             r.replayed,
             r.unauthenticated,

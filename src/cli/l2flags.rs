@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::agent::{L2Config, MemberConfig};
+use crate::agent::{KeySource, L2Config, MemberConfig};
 use crate::l2::membership::{DEFAULT_PORT, parse_peers};
 
 /// The environment variable the DaemonSet sets from the downward API's `status.hostIP`.
@@ -17,7 +17,10 @@ pub struct L2Flags<'a> {
     pub bind: Option<&'a str>,
     pub peers: Option<&'a str>,
     pub standalone: bool,
-    pub key_file: PathBuf,
+    /// `--l2-key-file` when given.
+    pub key_file: Option<PathBuf>,
+    /// `--source kube`: without `--l2-key-file` the key is the Secret's.
+    pub kube: bool,
     pub reannounce_seconds: Option<u64>,
     pub claim_hold_ms: u64,
 }
@@ -67,7 +70,11 @@ pub fn l2_config(flags: &L2Flags<'_>, host_ip: Option<&str>) -> Result<L2Config,
             host_ip,
             peers,
             standalone: flags.standalone,
-            key_file: flags.key_file.clone(),
+            key: match (&flags.key_file, flags.kube) {
+                (Some(path), _) => KeySource::File(path.clone()),
+                (None, true) => KeySource::Secret(None),
+                (None, false) => KeySource::File(PathBuf::from(crate::agent::DEFAULT_KEY_FILE)),
+            },
         },
         reannounce: flags
             .reannounce_seconds
@@ -83,7 +90,6 @@ mod tests {
 
     fn flags() -> L2Flags<'static> {
         L2Flags {
-            key_file: PathBuf::from(crate::agent::DEFAULT_KEY_FILE),
             claim_hold_ms: 1000,
             ..L2Flags::default()
         }
@@ -95,7 +101,28 @@ mod tests {
         assert!(!c.member.standalone);
         assert_eq!(c.member.bind, None);
         assert!(c.member.peers.is_empty());
-        assert_eq!(c.member.key_file, PathBuf::from("/etc/ferrite/l2.key"));
+        assert!(
+            matches!(&c.member.key, KeySource::File(p) if p == &PathBuf::from("/etc/ferrite/l2.key")),
+            "{:?}",
+            c.member.key
+        );
+        let kube = L2Flags {
+            kube: true,
+            ..flags()
+        };
+        let c = l2_config(&kube, None).unwrap();
+        assert!(
+            matches!(c.member.key, KeySource::Secret(None)),
+            "{:?}",
+            c.member.key
+        );
+        let kube_file = L2Flags {
+            kube: true,
+            key_file: Some(PathBuf::from("/k")),
+            ..flags()
+        };
+        let c = l2_config(&kube_file, None).unwrap();
+        assert!(matches!(&c.member.key, KeySource::File(p) if p == &PathBuf::from("/k")));
         let c = l2_config(&flags(), Some("192.168.1.11")).unwrap();
         assert_eq!(c.member.host_ip, Some("192.168.1.11".parse().unwrap()));
         assert_eq!(l2_config(&flags(), Some("")).unwrap().member.host_ip, None);

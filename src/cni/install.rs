@@ -109,13 +109,23 @@ impl InstallConfig {
     }
 
     /// Decides from the agent's flags: `None` with `--cni-conf-dir none`, and in `dir:` mode
-    /// unless `--pod-cidr` or `--cni-conf-dir` asks for a pod network (standalone routers and
-    /// demos have no containers to network).
+    /// unless `--pod-cidr` or `--cni-conf-dir` asks for a pod network or the node is a k3s node
+    /// (k3s's containerd config exists: its runtime needs the plugin); standalone routers and
+    /// demos have no containers to network.
     pub fn for_agent(opts: AgentCniOptions) -> Result<Option<Self>, InstallError> {
         if opts.conf_dir.as_deref() == Some(Path::new("none")) {
             return Ok(None);
         }
-        if !opts.kube_mode && opts.conf_dir.is_none() && opts.pod_cidr.is_none() {
+        let containerd = if opts.conf_dir.is_some() && opts.bin_dir.is_some() {
+            None
+        } else {
+            containerd::read(Path::new(containerd::K3S_CONTAINERD_CONFIG))?
+        };
+        if !opts.kube_mode
+            && opts.conf_dir.is_none()
+            && opts.pod_cidr.is_none()
+            && containerd.is_none()
+        {
             return Ok(None);
         }
         let pod_cidrs = match &opts.pod_cidr {
@@ -128,11 +138,6 @@ impl InstallConfig {
             )
             .map_err(InstallError::PodCidr)?,
             None => Vec::new(),
-        };
-        let containerd = if opts.conf_dir.is_some() && opts.bin_dir.is_some() {
-            None
-        } else {
-            containerd::read(Path::new(containerd::K3S_CONTAINERD_CONFIG))?
         };
         let (conf_dir, bin_dir) =
             detect_dirs(opts.conf_dir, opts.bin_dir, containerd, Path::is_dir);

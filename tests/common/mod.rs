@@ -14,6 +14,16 @@ use ferrite_lab::{Cgroup, Child, Netns, PodNet, PodNetConfig, wait_until};
 
 pub const FERRITE: &str = env!("CARGO_BIN_EXE_ferrite");
 
+/// `ferrite manifests rbac --namespace kube-system`: the addon's RBAC as YAML.
+pub fn generated_rbac() -> String {
+    let out = Command::new(FERRITE)
+        .args(["manifests", "rbac", "--namespace", "kube-system"])
+        .output()
+        .expect("run ferrite manifests rbac");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 /// Fails (never skips) with what to install when the machine cannot run privileged tests.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -14,11 +14,32 @@ use crate::l2::membership::{
     MembershipView, choose_bind, seeds_from_nodes,
 };
 use crate::model::Snapshot;
+use crate::source::kube::l2key::{self, KeyState};
 
 /// Default `--l2-key-file`.
 pub const DEFAULT_KEY_FILE: &str = "/etc/ferrite/l2.key";
 /// A failed start (no address yet, bind error, no key) is retried this often.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// Where the cluster key comes from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// `--l2-key-file` (the default in `dir:` mode: [`DEFAULT_KEY_FILE`]).
+    File(PathBuf),
+    /// kube mode without `--l2-key-file`: the Secret the kube source gets or creates
+    /// ([`l2key`]); `None` until the source has started.
+    Secret(Option<watch::Receiver<KeyState>>),
+}
+
+impl KeySource {
+    /// Where the key is (for messages).
+    fn describe(&self) -> String {
+        match self {
+            Self::File(path) => format!("file {}", path.display()),
+            Self::Secret(_) => format!("Secret {}", l2key::SECRET_NAME),
+        }
+    }
+}
 
 /// Membership settings from the command line and the environment.
 #[derive(Clone, Debug)]
@@ -31,8 +52,8 @@ pub struct MemberConfig {
     pub peers: Vec<SocketAddr>,
     /// `--l2-standalone`: no membership, this node decides alone.
     pub standalone: bool,
-    /// `--l2-key-file`.
-    pub key_file: PathBuf,
+    /// `--l2-key-file`, or the kube source's Secret.
+    pub key: KeySource,
 }
 
 impl Default for MemberConfig {
@@ -42,7 +63,7 @@ impl Default for MemberConfig {
             host_ip: None,
             peers: Vec::new(),
             standalone: false,
-            key_file: PathBuf::from(DEFAULT_KEY_FILE),
+            key: KeySource::File(PathBuf::from(DEFAULT_KEY_FILE)),
         }
     }
 }
@@ -57,6 +78,8 @@ pub struct Member {
     bind_from: Option<BindFrom>,
     /// The key was made up at start: no key file and no other node to share one with.
     ephemeral: bool,
+    /// Where the running membership's key came from.
+    key_from: Option<String>,
     error: Option<String>,
     last_try: Option<Instant>,
     /// Every view of the running service is copied here, so the agent loop can wait on one
@@ -82,6 +105,7 @@ impl Member {
             running: None,
             bind_from: None,
             ephemeral: false,
+            key_from: None,
             error,
             last_try: None,
             notify: watch::channel(MembershipView::default()).0,
@@ -105,12 +129,15 @@ impl Member {
         }
         if let Some((handle, _)) = &self.running {
             let seeds = seeds(&self.cfg, snapshot, &self.node, handle.local_addr());
-            self.error = (self.ephemeral && !seeds.is_empty()).then(|| {
-                KeyError::Missing {
-                    path: self.cfg.key_file.display().to_string(),
-                }
-                .to_string()
-            });
+            self.error = match &self.cfg.key {
+                KeySource::File(path) if self.ephemeral && !seeds.is_empty() => Some(
+                    KeyError::Missing {
+                        path: path.display().to_string(),
+                    }
+                    .to_string(),
+                ),
+                _ => None,
+            };
             if self.cfg.peers.is_empty()
                 && !seeds.is_empty()
                 && let Err(e) = handle.set_seeds(seeds)
@@ -149,18 +176,7 @@ impl Member {
         )
         .map_err(|e| e.to_string())?;
         let seeds = seeds(&self.cfg, snapshot, &self.node, bind);
-        let (key, ephemeral) = match Key::read(&self.cfg.key_file) {
-            Ok(k) => (k, false),
-            // A lone node has nobody to share a key with: a random one keeps strangers out.
-            Err(KeyError::Missing { .. }) if seeds.is_empty() => {
-                let text = Key::generate_text().map_err(|e| e.to_string())?;
-                (
-                    Key::parse(&text, "generated").map_err(|e| e.to_string())?,
-                    true,
-                )
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        let (key, ephemeral, key_from) = self.key(seeds.is_empty())?;
         let mut m = MembershipConfig::new(self.node.as_str(), bind, key);
         m.seeds = seeds;
         let (handle, rx) = Membership::start(m).map_err(|e| e.to_string())?;
@@ -184,12 +200,61 @@ impl Member {
         self.running = Some((handle, rx));
         self.bind_from = Some(from);
         self.ephemeral = ephemeral;
+        self.key_from = Some(key_from);
         Ok(())
+    }
+
+    /// The key, whether it was made up here, and where it came from. `alone`: no other node
+    /// to share a key with.
+    fn key(&self, alone: bool) -> Result<(Key, bool, String), String> {
+        match &self.cfg.key {
+            KeySource::File(path) => match Key::read(path) {
+                Ok(k) => Ok((k, false, self.cfg.key.describe())),
+                // A lone node has nobody to share a key with: a random one keeps strangers out.
+                Err(KeyError::Missing { .. }) if alone => {
+                    let text = Key::generate_text().map_err(|e| e.to_string())?;
+                    let key = Key::parse(&text, "generated").map_err(|e| e.to_string())?;
+                    Ok((key, true, "generated at start".into()))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            KeySource::Secret(Some(rx)) => match &*rx.borrow() {
+                KeyState::Ready { text, from } => Key::parse(text, from)
+                    .map(|k| (k, false, from.clone()))
+                    .map_err(|e| e.to_string()),
+                KeyState::Pending { error } => Err(format!(
+                    "waiting for the L2 membership key in Secret {}: {}",
+                    l2key::SECRET_NAME,
+                    error.as_deref().unwrap_or("not read yet")
+                )),
+            },
+            KeySource::Secret(None) => Err(format!(
+                "the L2 membership key Secret {} is not being read (the kube source did not start)",
+                l2key::SECRET_NAME
+            )),
+        }
+    }
+
+    /// The fingerprint and origin of the Secret's key while membership does not run.
+    fn pending_key(&self) -> (Option<String>, Option<String>) {
+        match &self.cfg.key {
+            KeySource::Secret(Some(rx)) => match &*rx.borrow() {
+                KeyState::Ready { text, from } => (
+                    Key::parse(text, from)
+                        .ok()
+                        .map(|k| k.fingerprint().to_owned()),
+                    Some(from.clone()),
+                ),
+                KeyState::Pending { .. } => (None, None),
+            },
+            _ => (None, None),
+        }
     }
 
     /// What `ferrite l2` shows.
     pub fn view(&self) -> L2MembershipView {
         let Some((handle, _)) = &self.running else {
+            let (key, key_from) = self.pending_key();
             return L2MembershipView {
                 mode: if self.cfg.standalone {
                     "standalone"
@@ -198,6 +263,8 @@ impl Member {
                 }
                 .into(),
                 error: self.error.clone(),
+                key,
+                key_from,
                 ..L2MembershipView::default()
             };
         };
@@ -210,6 +277,7 @@ impl Member {
             } else {
                 handle.key_fingerprint().to_string()
             }),
+            key_from: self.key_from.clone(),
             error: self.error.clone(),
             rejected: handle.rejected().into(),
         }

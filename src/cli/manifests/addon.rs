@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::source::kube::STATUS_LEASE;
+use crate::source::kube::l2key::SECRET_NAME as L2_KEY_SECRET;
 
 /// The name of every object of the addon (ServiceAccount, roles, bindings, DaemonSet).
 pub const NAME: &str = "ferrite";
@@ -96,12 +97,17 @@ pub const CLUSTER_RULES: &[Rule] = &[
     },
 ];
 
-/// What the agent does in its own namespace (`config::own_namespace`): a namespaced Role, each
-/// rule limited to the names it lists (none = any name).
-/// - the status-writer Lease (`source/kube/lease.rs`): `create` cannot be limited to a name
-///   (the authorizer does not know the name before the object exists); `get`/`update` are;
+/// What the agent does in its own namespace (`config::own_namespace`), a namespaced Role:
+/// - the status-writer Lease (`source/kube/lease.rs`);
+/// - the L2 membership key Secret (`source/kube/l2key.rs`): `get` of that one Secret, and
+///   `create` for the first agent to make it;
 /// - `get` of its own DaemonSet when the agent stops (`source/kube/owner.rs`: uninstall only
 ///   when the addon was deleted).
+///
+/// `create` cannot be limited to a name (the name is not known to the authorizer before the
+/// object exists), so `create` of secrets and leases is namespace-wide; `get`/`update` are
+/// limited to the names in the second field. The agent never lists, watches, updates or
+/// deletes Secrets: it cannot read any Secret but its own.
 pub const NAMESPACED_RULES: &[(Rule, &[&str])] = &[
     (
         Rule {
@@ -118,6 +124,22 @@ pub const NAMESPACED_RULES: &[(Rule, &[&str])] = &[
             verbs: &["get", "update"],
         },
         &[STATUS_LEASE],
+    ),
+    (
+        Rule {
+            group: "",
+            resources: &["secrets"],
+            verbs: &["create"],
+        },
+        &[],
+    ),
+    (
+        Rule {
+            group: "",
+            resources: &["secrets"],
+            verbs: &["get"],
+        },
+        &[L2_KEY_SECRET],
     ),
     (
         Rule {
@@ -318,8 +340,6 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             {"name": "containerd-config", "mountPath": K3S_CONTAINERD_DIR, "readOnly": true},
             {"name": "run", "mountPath": RUN_DIR},
             {"name": "state", "mountPath": STATE_DIR},
-            // The shared L2 membership key (`--l2-key-file` default), when the Secret exists.
-            {"name": "l2-key", "mountPath": "/etc/ferrite", "readOnly": true},
         ],
     });
     json!({
@@ -349,11 +369,6 @@ pub fn daemonset(options: &AddonOptions) -> Value {
                         host_path("containerd-config", K3S_CONTAINERD_DIR, "DirectoryOrCreate"),
                         host_path("run", RUN_DIR, "DirectoryOrCreate"),
                         host_path("state", STATE_DIR, "DirectoryOrCreate"),
-                        // `kubectl -n kube-system create secret generic ferrite-l2-key
-                        // --from-literal=l2.key=$(ferrite l2 keygen)`; optional so a lone node
-                        // starts without it (it then uses a random key).
-                        {"name": "l2-key", "secret": {"secretName": "ferrite-l2-key",
-                            "optional": true, "defaultMode": 0o400}},
                     ],
                 },
             },

@@ -7,7 +7,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{AddonOptions, addon, all_yaml, options};
 
@@ -202,4 +202,48 @@ fn the_lease_is_granted_only_in_the_agents_namespace() {
         assert_eq!(binding["subjects"][0]["namespace"], "net");
         assert_eq!(binding["subjects"][0]["name"], addon::NAME);
     }
+}
+
+#[test]
+fn secrets_are_granted_only_in_the_agents_namespace_and_get_only_the_l2_key() {
+    let docs = addon::rbac("net");
+    let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
+    let secret_rules: Vec<&Value> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("secrets")))
+        })
+        .collect();
+    let verbs = |r: &Value| -> Vec<String> {
+        r["verbs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(secret_rules.len(), 2, "{secret_rules:?}");
+    for r in &secret_rules {
+        match verbs(r).as_slice() {
+            [v] if v == "get" => assert_eq!(r["resourceNames"], json!(["ferrite-l2-key"]), "{r}"),
+            // A create cannot be limited by name (the object does not exist yet).
+            [v] if v == "create" => assert!(r["resourceNames"].is_null(), "{r}"),
+            other => panic!("unexpected secret verbs {other:?}: {r}"),
+        }
+    }
+    let cluster = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("ClusterRole");
+    assert!(
+        !cluster.to_string().contains("secrets"),
+        "no cluster-wide secret access: {cluster}"
+    );
+    // The key is read over the API: no Secret volume in the DaemonSet.
+    let ds = addon::daemonset(&AddonOptions::default());
+    assert!(!ds.to_string().contains("secretName"), "{ds}");
 }

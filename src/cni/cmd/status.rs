@@ -50,7 +50,7 @@ fn agent_ready(socket: &Path) -> Result<(), String> {
     });
     match answer {
         Ok(Ok(v)) if v["ready"] == true => Ok(()),
-        Ok(Ok(v)) => Err(format!("the agent's datapath is not ready: {v}")),
+        Ok(Ok(v)) => Err(format!("the agent is not ready: {v}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "the agent at {} did not answer within {AGENT_TIMEOUT:?}",

@@ -14,6 +14,7 @@ mod cache;
 mod conditions;
 pub mod config;
 pub mod crd;
+pub mod l2key;
 pub mod lease;
 pub mod owner;
 mod ratelimit;
@@ -74,14 +75,18 @@ pub struct Running {
     pub status_writer: StatusWriter,
     /// Whether this node holds the status Lease (only the holder should write status).
     pub leading: channel::Receiver<bool>,
+    /// The L2 membership key from the Secret (when asked for; see [`l2key`]).
+    pub l2_key: Option<channel::Receiver<l2key::KeyState>>,
 }
 
 /// Connects and runs the source on the current runtime, feeding `tx` until every receiver is
-/// gone. `lease_timing` is [`lease::LeaseTiming::default`] unless a test shortens it.
+/// gone. `lease_timing` is [`lease::LeaseTiming::default`] unless a test shortens it. With
+/// `l2_key`, the L2 membership key Secret is got (or created) too.
 pub async fn spawn(
     node_name: &str,
     client: ClientOptions,
     lease_timing: lease::LeaseTiming,
+    l2_key: bool,
     tx: channel::Sender<Arc<Snapshot>>,
 ) -> Result<Running, KubeError> {
     let source = KubeSource::connect(KubeOptions {
@@ -96,6 +101,7 @@ pub async fn spawn(
         errors: source.error_handle(),
         status_writer: source.status_writer(),
         leading: source.leadership(),
+        l2_key: l2_key.then(|| l2key::spawn(source.client.clone(), source.namespace())),
     };
     tokio::spawn(source.run(tx));
     Ok(running)
@@ -148,6 +154,14 @@ impl KubeSource {
         self.leading_tx.subscribe()
     }
 
+    /// The namespace of the Lease and the L2 key Secret: the pod's, else `kube-system`.
+    pub fn namespace(&self) -> String {
+        self.options
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(config::own_namespace)
+    }
+
     /// Watches until every receiver of `tx` is gone.
     pub async fn run(self, tx: channel::Sender<Arc<Snapshot>>) {
         let kinds = watch::kinds(&self.options.node_name);
@@ -162,11 +176,7 @@ impl KubeSource {
             ));
         }
         drop(updates_tx);
-        let namespace = self
-            .options
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(config::own_namespace);
+        let namespace = self.namespace();
         let elector = lease::LeaderElector::new(
             self.client.clone(),
             &namespace,

@@ -85,6 +85,7 @@ pub const RESOURCES: &[Resource] = &[
     core("nodes", "Node", false, true),
     core("namespaces", "Namespace", false, true),
     core("configmaps", "ConfigMap", true, false),
+    core("secrets", "Secret", true, false),
     grouped(
         "discovery.k8s.io",
         "v1",

@@ -18,6 +18,7 @@ pub mod addr;
 pub mod cgroup;
 pub mod child;
 pub mod cmd;
+pub mod cri;
 pub mod errno;
 pub mod http;
 pub mod kubeproxy;

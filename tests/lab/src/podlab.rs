@@ -18,6 +18,7 @@
 //! with the conflist the agent wrote, as containerd would ([`cni`]).
 
 pub mod cni;
+pub mod containerd;
 mod node;
 
 use std::fmt::Write as _;
@@ -56,6 +57,10 @@ pub struct PodLabConfig {
     pub extra_args: Vec<String>,
     /// `FERRITE_LOG`.
     pub log_level: String,
+    /// Run Debian's containerd on every node, as k3s does, with the CNI dirs in its
+    /// `config.toml` (the agent detects them there) and a shared L2 key file; pods are then
+    /// made over CRI ([`containerd`]).
+    pub containerd: bool,
 }
 
 impl Default for PodLabConfig {
@@ -66,6 +71,7 @@ impl Default for PodLabConfig {
             far_nodes: 1,
             extra_args: Vec::new(),
             log_level: "info".into(),
+            containerd: false,
         }
     }
 }
@@ -197,6 +203,7 @@ impl PodLab {
                 .map_err(io_err("write a Node manifest"))?;
             lab_nodes.push(PodNode::new(name, i + 1, ns, port, work.path(), p)?);
         }
+        let work_dir = work.path().to_owned();
         let mut lab = Self {
             nodes: lab_nodes,
             wan,
@@ -210,6 +217,22 @@ impl PodLab {
             _lans: vec![lan, far, wan_lan],
             _work: work,
         };
+        if lab.config.containerd {
+            containerd::require_tools()?;
+            let image = containerd::build_sandbox_image(&work_dir)?;
+            let key = work_dir.join("l2.key");
+            crate::l2lab::write_key(&key)?;
+            for node in &mut lab.nodes {
+                node.containerd = Some(containerd::Containerd::start(
+                    &node.ns,
+                    &node.dir,
+                    &node.conf_dir,
+                    &node.bin_dir,
+                    &image,
+                )?);
+                node.l2_key = Some(key.clone());
+            }
+        }
         for i in 0..lab.nodes.len() {
             lab.start_agent(i)?;
         }

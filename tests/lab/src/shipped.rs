@@ -29,8 +29,9 @@ pub struct LabRewrite<'a> {
     /// `status.hostIP` for the downward API.
     pub host_ip: Option<IpAddr>,
     pub paths: AgentPaths<'a>,
-    pub cni_conf_dir: &'a Path,
-    pub cni_bin_dir: &'a Path,
+    /// The CNI conf and bin dirs; `None` leaves them to the agent's detection (k3s's containerd
+    /// `config.toml`, as on a real node).
+    pub cni_dirs: Option<(&'a Path, &'a Path)>,
 }
 
 /// Flags whose value is a host path (or the source): replaced, or added when the manifest
@@ -89,15 +90,26 @@ pub fn daemonset_args(
             "--cgroup" => rw.paths.cgroup.display().to_string(),
             "--api-socket" => rw.paths.api_socket.display().to_string(),
             "--state-dir" => rw.paths.state_dir.display().to_string(),
-            "--cni-conf-dir" => rw.cni_conf_dir.display().to_string(),
-            _ => rw.cni_bin_dir.display().to_string(),
+            "--cni-conf-dir" => rw
+                .cni_dirs
+                .map(|d| d.0.display().to_string())
+                .unwrap_or_default(),
+            _ => rw
+                .cni_dirs
+                .map(|d| d.1.display().to_string())
+                .unwrap_or_default(),
         }
     };
+    let detected =
+        |flag: &str| rw.cni_dirs.is_none() && (flag == "--cni-conf-dir" || flag == "--cni-bin-dir");
     let mut out_args = Vec::new();
     let mut seen = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        if REWRITTEN.contains(&a.as_str()) {
+        if detected(&a) {
+            let _ = it.next();
+            seen.push(a);
+        } else if REWRITTEN.contains(&a.as_str()) {
             let _ = it.next();
             out_args.push(a.clone());
             out_args.push(lab_value(&a));
@@ -107,7 +119,7 @@ pub fn daemonset_args(
         }
     }
     for flag in REWRITTEN {
-        if !seen.iter().any(|s| s == flag) {
+        if !detected(flag) && !seen.iter().any(|s| s == flag) {
             out_args.push(flag.to_owned());
             out_args.push(lab_value(flag));
         }

@@ -56,7 +56,7 @@ pub struct BenchArgs {
     /// north-south: wrk connections (default 16)
     #[argh(option, default = "16")]
     wrk_connections: u32,
-    /// l2: failover trials per fault kind (kill -9, SIGSTOP, link down; default 8, --quick 2)
+    /// l2: failover trials per fault kind (kill -9, SIGSTOP, link down; default 10, --quick 2)
     #[argh(option)]
     l2_trials: Option<usize>,
     /// cni: ADD+DEL cycles per plugin set and row (default 200, --quick 20)
@@ -323,7 +323,7 @@ fn l2_section(
     let settings = l2::L2Settings {
         trials_per_fault: args
             .l2_trials
-            .unwrap_or(if args.quick { 2 } else { 8 })
+            .unwrap_or(if args.quick { 2 } else { 10 })
             .max(1),
         rate_run: Duration::from_millis(if args.quick { 500 } else { 2000 }),
     };

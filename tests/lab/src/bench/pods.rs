@@ -228,6 +228,7 @@ fn across_nodes(
             far_nodes: 0,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
             log_level: "warn".into(),
+            containerd: false,
         },
     )
     .map_err(|e| format!("pod lab: {e}"))?;

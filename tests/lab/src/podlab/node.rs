@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::cni::CniPod;
+use super::containerd::{Containerd, agent_wrapper};
 use crate::cgroup::Cgroup;
 use crate::child::Child;
 use crate::cmd::{self, AgentPaths};
@@ -23,6 +24,10 @@ use crate::wait::wait_until;
 pub struct PodNode {
     pub pods: Vec<CniPod>,
     agent: Option<Child>,
+    /// The node's containerd (labs driven over CRI; see [`super::containerd`]).
+    pub containerd: Option<Containerd>,
+    /// `--l2-key-file` for the agent (the DaemonSet's Secret, as a lab file), when set.
+    pub l2_key: Option<PathBuf>,
     pub name: String,
     /// 1-based: the `N` of its PodCIDRs.
     pub index: usize,
@@ -68,6 +73,8 @@ impl PodNode {
         Ok(Self {
             pods: Vec::new(),
             agent: None,
+            containerd: None,
+            l2_key: None,
             name,
             index,
             port,
@@ -144,11 +151,20 @@ impl PodNode {
                     api_socket: &self.socket,
                     state_dir: &self.state_dir,
                 },
-                cni_conf_dir: &self.conf_dir,
-                cni_bin_dir: &self.bin_dir,
+                // With containerd, the agent reads the dirs from its config.toml.
+                cni_dirs: self
+                    .containerd
+                    .is_none()
+                    .then_some((&self.conf_dir, &self.bin_dir)),
             },
         )
         .map_err(|e| NsLabError::Other(e.to_string()))?;
+        if let Some(key) = &self.l2_key {
+            command.arg("--l2-key-file").arg(key);
+        }
+        if let Some(c) = &self.containerd {
+            command = agent_wrapper(&command, &c.etc)?;
+        }
         command
             .args(extra)
             .env("FERRITE_LOG", log_level)
@@ -244,6 +260,7 @@ impl Drop for PodNode {
         if let Some(mut c) = self.agent.take() {
             let _ = c.stop(Duration::from_secs(3));
         }
+        self.containerd = None;
         if !self.ferrite.as_os_str().is_empty()
             && let Ok(mut c) = self.ns.command(&self.ferrite)
         {

@@ -142,8 +142,7 @@ impl VmScenario {
                     api_socket: Path::new(API_SOCKET),
                     state_dir: Path::new(STATE_DIR),
                 },
-                cni_conf_dir: Path::new(CNI_CONF_DIR),
-                cni_bin_dir: Path::new(CNI_BIN_DIR),
+                cni_dirs: Some((Path::new(CNI_CONF_DIR), Path::new(CNI_BIN_DIR))),
             },
         )?;
         let mut agent_env = String::new();
