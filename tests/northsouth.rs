@@ -315,7 +315,10 @@ fn legacy_tc_attach_serves_adopts_repairs_and_survives_a_failed_attach() {
     lab.restart_agent_keeping_datapath(0, &config).unwrap();
     let after = tc_filters(&lab, 0, "ingress");
     assert_eq!(
-        after.matches("fe_host_ingress").count(),
+        after
+            .lines()
+            .filter(|l| l.contains("handle 0xfe") && l.contains("fe_host_ingress"))
+            .count(),
         1,
         "one filter, adopted: before {before}\nafter {after}"
     );
@@ -340,13 +343,24 @@ fn legacy_tc_attach_serves_adopts_repairs_and_survives_a_failed_attach() {
     wait_answers(&lab, 0, target, Proto::Tcp);
     assert!(tc_filters(&lab, 0, "ingress").contains("fe_host_ingress"));
 
-    // A foreign filter at ferrite's egress priority: the attach fails on eth0, the agent runs on.
+    // A foreign (classic BPF) filter at ferrite's egress priority and handle: the attach fails
+    // on eth0, the agent runs on.
     lab.stop_agent(0);
     tc(
         &lab,
         &[
-            "filter", "add", "dev", "eth0", "egress", "pref", "65025", "handle", "0xfe",
-            "matchall", "action", "pass",
+            "filter",
+            "add",
+            "dev",
+            "eth0",
+            "egress",
+            "pref",
+            "65025",
+            "handle",
+            "0xfe",
+            "bpf",
+            "bytecode",
+            "1,6 0 0 0,",
         ],
     );
     lab.start_agent(0, &config).unwrap();
@@ -365,13 +379,14 @@ fn legacy_tc_attach_serves_adopts_repairs_and_survives_a_failed_attach() {
         "north-south must report eth0's failure: {}",
         lab.agent_logs(20)
     );
-    let check = lab.agent(0).cli(&["status", "--check"]).unwrap();
-    assert!(!check.status.success(), "status --check fails meanwhile");
+    // `cli` is an error for a non-zero exit.
+    let check = lab.agent(0).cli(&["status", "--check"]);
+    assert!(check.is_err(), "status --check fails meanwhile: {check:?}");
     assert!(lab.agent_mut(0).running(), "the agent keeps running");
     tc(
         &lab,
         &[
-            "filter", "del", "dev", "eth0", "egress", "pref", "65025", "handle", "0xfe", "matchall",
+            "filter", "del", "dev", "eth0", "egress", "pref", "65025", "handle", "0xfe", "bpf",
         ],
     );
     wait_answers(&lab, 0, target, Proto::Tcp);
