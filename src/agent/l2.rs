@@ -29,6 +29,7 @@ const BURST: [Duration; 4] = [
 ];
 
 mod member;
+mod takeover;
 
 pub use member::{DEFAULT_KEY_FILE, MemberConfig};
 
@@ -96,6 +97,9 @@ pub struct L2Part {
     /// Live members at the last decision: a member (re)joining may have claimed and announced
     /// addresses this node kept (while it was cut off), so the keeper announces them again.
     live_seen: BTreeSet<String>,
+    /// Announcements, takeovers and failover durations for `/metrics`.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    takeovers: takeover::Takeovers,
 }
 
 impl Drop for L2Part {
@@ -145,6 +149,7 @@ impl L2Part {
         dp: &DatapathConfig,
         node: &str,
         cfg: L2Config,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, crate::datapath::DatapathError> {
         let mut responder = L2Responder::open(dp)?;
         // A previous run's claims stay pinned: answering from them before this run has heard
@@ -182,6 +187,8 @@ impl L2Part {
             view: L2View::default(),
             owned_now: OwnedNow::default(),
             last_poll: std::time::Instant::now(),
+            metrics,
+            takeovers: takeover::Takeovers::default(),
         })
     }
 
@@ -336,6 +343,7 @@ impl L2Part {
                 o.mac,
                 *ip,
                 self.owned_now.clone(),
+                self.metrics.clone(),
             );
         }
     }
@@ -363,6 +371,9 @@ impl L2Part {
 
     /// Ownership from the current view; updates the responder map and announces gains.
     pub fn decide(&mut self) {
+        if let Some((_, rx)) = &self.member.running {
+            self.takeovers.observe(&rx.borrow().members);
+        }
         let mut members = self.members();
         // This node's own eligibility is always current locally (the view may lag by a tick).
         let mine: BTreeSet<IpAddr> = self
@@ -432,6 +443,7 @@ impl L2Part {
         for (ip, o) in &self.owned {
             if !next.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "stopped announcing");
+                self.metrics.l2_released();
                 if let IpAddr::V6(v6) = ip
                     && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6)
                 {
@@ -442,6 +454,12 @@ impl L2Part {
         for (ip, o) in &next {
             if !self.owned.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "announcing");
+                if let takeover::Gain::Takeover { failover } =
+                    self.takeovers
+                        .gained(*ip, &self.node, &self.view.addresses, now)
+                {
+                    self.metrics.l2_takeover(failover);
+                }
                 if let IpAddr::V6(v6) = ip
                     && let Err(e) = self.multicast.join(&o.interface, o.ifindex, *v6)
                 {
@@ -453,6 +471,7 @@ impl L2Part {
                     o.mac,
                     *ip,
                     self.owned_now.clone(),
+                    self.metrics.clone(),
                 );
             }
         }
@@ -479,6 +498,7 @@ impl L2Part {
                 o.mac,
                 *ip,
                 self.owned_now.clone(),
+                self.metrics.clone(),
             );
         }
     }
@@ -490,8 +510,9 @@ impl L2Part {
 
     pub fn reannounce(&self) {
         for (ip, o) in &self.owned {
-            if let Err(e) = announce(&o.interface, o.ifindex, o.mac, *ip) {
-                warn!(error = %e, "re-announcing");
+            match announce(&o.interface, o.ifindex, o.mac, *ip) {
+                Ok(()) => self.metrics.l2_announced(*ip),
+                Err(e) => warn!(error = %e, "re-announcing"),
             }
         }
     }
@@ -534,7 +555,14 @@ impl L2Part {
 }
 
 /// Gratuitous ARP / unsolicited NA now and a few times after, off the reconcile path.
-fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr, owned: OwnedNow) {
+fn burst(
+    ifname: String,
+    ifindex: u32,
+    mac: [u8; 6],
+    ip: IpAddr,
+    owned: OwnedNow,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     tokio::spawn(async move {
         for delay in BURST {
             tokio::time::sleep(delay).await;
@@ -545,8 +573,9 @@ fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr, owned: OwnedNow
             {
                 return;
             }
-            if let Err(e) = announce(&ifname, ifindex, mac, ip) {
-                warn!(error = %e, "announcing");
+            match announce(&ifname, ifindex, mac, ip) {
+                Ok(()) => metrics.l2_announced(ip),
+                Err(e) => warn!(error = %e, "announcing"),
             }
         }
     });

@@ -32,6 +32,10 @@ pub struct AgentConfig {
     pub source: SourceSpec,
     pub node_name: String,
     pub api_socket: PathBuf,
+    /// `--api-listen` and its certificates: the API on TCP with TLS and client certificates.
+    pub api_tcp: Option<api::TcpConfig>,
+    /// `--metrics-listen`: `/metrics` in plain HTTP for Prometheus.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub datapath: DatapathConfig,
     /// L2 announcements (`--l2-bind`, `--l2-peers`, …).
     pub l2: l2::L2Config,
@@ -92,6 +96,11 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
             source_errors: Vec::new(),
             subsystems: Vec::new(),
             masquerade: None,
+            api: api::ApiListeners {
+                socket: cfg.api_socket.display().to_string(),
+                tls: cfg.api_tcp.as_ref().map(|t| t.listen.to_string()),
+                metrics: cfg.metrics_listen.map(|m| m.to_string()),
+            },
         },
         services: Vec::new(),
         source_errors: None,
@@ -99,6 +108,8 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         pools: api::PoolsView::default(),
         l2: api::L2View::default(),
         routes: crate::routing::task::SharedRoutes::default(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        maps_dir: Some(cfg.datapath.maps_dir()),
     }
 }
 
@@ -257,11 +268,12 @@ fn start_routing(
     rx: &watch::Receiver<Arc<Snapshot>>,
 ) -> Result<watch::Receiver<Option<u32>>, AgentError> {
     let (pod_mtu_tx, pod_mtu_rx) = watch::channel(None);
-    let routes = shared
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .routes
-        .clone();
+    let (routes, metrics) = {
+        let guard = shared
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (guard.routes.clone(), guard.metrics.clone())
+    };
     // The task runs until the runtime ends; its handle is not needed.
     drop(crate::routing::task::spawn(
         cfg.routing,
@@ -270,6 +282,7 @@ fn start_routing(
         rx.clone(),
         routes,
         pod_mtu_tx,
+        metrics,
     )?);
     Ok(pod_mtu_rx)
 }
@@ -359,9 +372,31 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         );
     }
     let (errors, status_feed) = start_source(&cfg, tx).await?;
+    let metrics = shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .metrics
+        .clone();
+    let source_kind = match cfg.source {
+        SourceSpec::Dir(_) => "dir",
+        SourceSpec::Kube => "kube",
+    };
+    // The plugin reports every ADD and DEL here (counted into /metrics).
+    let _cni_events = crate::metrics::cni::listen(&cfg.api_socket, metrics.clone())
+        .inspect_err(|e| error!(error = %e, "CNI ADD/DEL metrics unavailable"))
+        .ok()
+        .map(AbortOnDrop);
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();
     let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
+    // The optional listeners end the agent when they fail (a port taken, a bad certificate).
+    let mut listeners = tokio::task::JoinSet::new();
+    if let Some(tcp) = cfg.api_tcp.clone() {
+        listeners.spawn(api::serve_tls(tcp, shared.clone()));
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        listeners.spawn(api::serve_metrics(addr, shared.clone()));
+    }
     shared
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -386,7 +421,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut reconciler = Reconciler::new(sock, state, shared.clone(), host, cfg.node_name.clone())
         .with_lbipam(IpamState::for_source(&cfg.source, &cfg.state_dir))
         .with_status_feed(status_feed);
-    match l2::L2Part::open(&cfg.datapath, &cfg.node_name, cfg.l2.clone()) {
+    match l2::L2Part::open(
+        &cfg.datapath,
+        &cfg.node_name,
+        cfg.l2.clone(),
+        metrics.clone(),
+    ) {
         Ok(part) => reconciler.l2 = Some(part),
         Err(e) => error!(error = %e, "L2 announcements unavailable"),
     }
@@ -421,6 +461,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     break;
                 }
                 let snapshot = rx.borrow_and_update().clone();
+                metrics.source_event(source_kind);
                 reconciler.reconcile(&snapshot);
                 // A new InternalIP moves north-south now, not at the next tick.
                 let now = node_ips(&snapshot, &cfg.node_name);
@@ -442,6 +483,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     l2.reannounce();
                 }
             }
+            Some(res) = listeners.join_next(), if !listeners.is_empty() => {
+                match res {
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(())) => info!("an API listener stopped"),
+                    Err(e) => error!(error = %e, "API listener task failed"),
+                }
+                break;
+            }
             res = &mut api_task => {
                 match res {
                     Ok(Err(e)) => return Err(e.into()),
@@ -455,5 +504,15 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     }
     let _ = std::fs::remove_file(&cfg.api_socket);
+    let _ = std::fs::remove_file(crate::metrics::cni::socket_path(&cfg.api_socket));
     Ok(())
+}
+
+/// Ends a background task when dropped (the agent's helpers end with its loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -14,6 +14,7 @@ mod link;
 mod maputil;
 mod masq;
 mod netdump;
+mod pressure;
 mod sock;
 mod xdp;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use lbmaps::LbMaps;
 pub(crate) use link::obj_get;
 pub use masq::{MasqMaps, snat_flows};
 pub use netdump::Netlink;
+pub use pressure::map_fill;
 pub use sock::{SockLb, cleanup};
 pub use xdp::XdpMode;
 
