@@ -4,6 +4,11 @@
 //! listener: TLS with client certificates only (plain TCP, no certificate and a foreign CA
 //! refused), `/openapi.json` validated and the API fuzzed against it with schemathesis.
 
+#![expect(
+    clippy::float_cmp,
+    reason = "the samples compared exactly are small integer counts, exact in f64"
+)]
+
 mod cni_common;
 mod common;
 
@@ -89,14 +94,14 @@ fn parse(text: &str, format: Format) -> Families {
         Format::Classic => "prometheus_client.parser",
     };
     let script = format!(
-        r#"
+        r"
 import json, sys
 from {module} import text_string_to_metric_families
 out = {{}}
 for f in text_string_to_metric_families(sys.stdin.read()):
     out[f.name] = [f.type, [[s.name, s.labels, s.value] for s in f.samples]]
 print(json.dumps(out))
-"#
+"
     );
     let mut child = Command::new(PYTHON)
         .args(["-c", &script])
@@ -133,8 +138,10 @@ fn value(f: &Families, family: &str, sample: &str, want: &[(&str, &str)]) -> f64
                     .iter()
                     .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
         })
-        .map(|s| s.2)
-        .unwrap_or_else(|| panic!("no sample {sample}{want:?} in {family}: {samples:?}"))
+        .map_or_else(
+            || panic!("no sample {sample}{want:?} in {family}: {samples:?}"),
+            |s| s.2,
+        )
 }
 
 /// Every family the agent exports without north-south devices, with its OpenMetrics type.
@@ -192,6 +199,10 @@ fn cni(lab: &cni_common::NodeLab, agent: &AgentLab, command: &str, netns: &Path)
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: scrape, traffic, snapshot, CNI, scrape again"
+)]
 fn metrics_have_every_family_and_move_with_traffic_snapshots_and_cni() {
     require_root();
     require_python();
@@ -547,8 +558,15 @@ fn the_tcp_api_serves_only_tls_clients_of_its_ca_and_matches_its_openapi_spec() 
     // The spec: valid OpenAPI 3.0, and every answer of the API conforms to it.
     let (rc, code, spec) = curl(&mine, &format!("https://{TLS_ADDR}/openapi.json"));
     assert_eq!((rc, code), (0, 200));
+    fuzz(&spec, &agent, &pki);
+}
+
+/// `spec` validated by openapi-spec-validator, then the API fuzzed against it by schemathesis
+/// over the TLS listener with `pki`'s client certificate.
+fn fuzz(spec: &str, agent: &AgentLab, pki: &Pki) {
+    let (ca, client, client_key) = (pki.s("ca.pem"), pki.s("client.pem"), pki.s("client.key"));
     let spec_file = agent.work.path().join("openapi.json");
-    std::fs::write(&spec_file, &spec).expect("write the spec");
+    std::fs::write(&spec_file, spec).expect("write the spec");
     let venv = |tool: &str| Path::new(API_VENV).join("bin").join(tool);
     let out = run(Command::new(venv("openapi-spec-validator")).arg(&spec_file));
     assert!(out.status.success(), "openapi-spec-validator: {out:?}");

@@ -440,17 +440,7 @@ impl L2Part {
         if let Err(e) = self.responder.set_owned(&set) {
             warn!(error = %e, "updating the L2 responder map");
         }
-        for (ip, o) in &self.owned {
-            if !next.contains_key(ip) {
-                info!(address = %ip, interface = %o.interface, "stopped announcing");
-                self.metrics.l2_released();
-                if let IpAddr::V6(v6) = ip
-                    && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6)
-                {
-                    warn!(error = %e, "leaving solicited-node group");
-                }
-            }
-        }
+        self.release_lost(&next);
         for (ip, o) in &next {
             if !self.owned.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "announcing");
@@ -484,6 +474,21 @@ impl L2Part {
         }
         self.owned = next;
         self.publish(&owners, &members);
+    }
+
+    /// Stops announcing what `next` no longer owns: leaves its solicited-node groups, counts it.
+    fn release_lost(&mut self, next: &BTreeMap<IpAddr, Owned>) {
+        for (ip, o) in &self.owned {
+            if !next.contains_key(ip) {
+                info!(address = %ip, interface = %o.interface, "stopped announcing");
+                self.metrics.l2_released();
+                if let IpAddr::V6(v6) = ip
+                    && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6)
+                {
+                    warn!(error = %e, "leaving solicited-node group");
+                }
+            }
+        }
     }
 
     /// After refuting a suspicion or death claim, when a member (re)joins, or when a claim hold

@@ -108,7 +108,7 @@ fn text_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 fn read<R>(state: &SharedState, f: impl FnOnce(&super::ApiState) -> R) -> R {
-    f(&*state
+    f(&state
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner))
 }

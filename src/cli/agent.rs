@@ -172,22 +172,9 @@ pub fn run(cmd: AgentCmd) -> i32 {
         let routing_ok = cleanup_routing();
         return i32::from(!errors.is_empty() || !routing_ok);
     }
-    let l2 = match l2_config(&cmd) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}");
-            return 2;
-        }
-    };
-    let north_south = match north_south(&cmd) {
-        Ok(ns) => ns,
-        Err(e) => {
-            error!("{e}");
-            return 2;
-        }
-    };
-    let (api_tcp, metrics_listen) = match api_listeners(&cmd) {
-        Ok(l) => l,
+    let parts = l2_config(&cmd).and_then(|l2| Ok((l2, north_south(&cmd)?, api_listeners(&cmd)?)));
+    let (l2, north_south, (api_tcp, metrics_listen)) = match parts {
+        Ok(parts) => parts,
         Err(e) => {
             error!("{e}");
             return 2;

@@ -404,6 +404,52 @@ impl Scrape {
             "Generation of the last snapshot applied to the maps",
             self.generation,
         );
+        self.register_maps(r);
+        if let Some(n) = self.snat_flows {
+            gauge(
+                r,
+                "ferrite_masquerade_snat_flows",
+                "Masqueraded flows in the SNAT table",
+                n,
+            );
+        }
+        gauge(
+            r,
+            "ferrite_l2_members",
+            "Alive members of the L2 membership, this node included",
+            self.l2_members,
+        );
+        gauge(
+            r,
+            "ferrite_l2_owned_addresses",
+            "LoadBalancer addresses this node answers ARP/NDP for",
+            self.l2_owned,
+        );
+        self.register_rejected(r);
+        let ready = Family::<SubsystemLabels, Gauge<i64>>::default();
+        for (name, ok) in &self.subsystems {
+            ready
+                .get_or_create(&SubsystemLabels {
+                    subsystem: name.clone(),
+                })
+                .set(i64::from(*ok));
+        }
+        r.register(
+            "ferrite_subsystem_ready",
+            "1 when the subsystem reports ready (what /readyz and `ferrite status` show)",
+            ready,
+        );
+        gauge(
+            r,
+            "ferrite_source_errors",
+            "Objects the source cannot read right now (dir: files that do not parse)",
+            self.source_errors,
+        );
+        self.process.register(r);
+    }
+
+    /// `ferrite_bpf_map_pressure` and `ferrite_bpf_map_entries`.
+    fn register_maps(&self, r: &mut Registry) {
         let pressure = Family::<MapLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let entries = Family::<MapLabels, Gauge<i64>>::default();
         for m in &self.maps {
@@ -434,26 +480,9 @@ impl Scrape {
             "Entries in each pinned eBPF hash map",
             entries,
         );
-        if let Some(n) = self.snat_flows {
-            gauge(
-                r,
-                "ferrite_masquerade_snat_flows",
-                "Masqueraded flows in the SNAT table",
-                n,
-            );
-        }
-        gauge(
-            r,
-            "ferrite_l2_members",
-            "Alive members of the L2 membership, this node included",
-            self.l2_members,
-        );
-        gauge(
-            r,
-            "ferrite_l2_owned_addresses",
-            "LoadBalancer addresses this node answers ARP/NDP for",
-            self.l2_owned,
-        );
+    }
+
+    fn register_rejected(&self, r: &mut Registry) {
         let rejected = Family::<ReasonLabels, Counter>::default();
         for (reason, n) in &self.l2_rejected {
             rejected
@@ -467,26 +496,6 @@ impl Scrape {
             "Membership datagrams refused, by reason",
             rejected,
         );
-        let ready = Family::<SubsystemLabels, Gauge<i64>>::default();
-        for (name, ok) in &self.subsystems {
-            ready
-                .get_or_create(&SubsystemLabels {
-                    subsystem: name.clone(),
-                })
-                .set(i64::from(*ok));
-        }
-        r.register(
-            "ferrite_subsystem_ready",
-            "1 when the subsystem reports ready (what /readyz and `ferrite status` show)",
-            ready,
-        );
-        gauge(
-            r,
-            "ferrite_source_errors",
-            "Objects the source cannot read right now (dir: files that do not parse)",
-            self.source_errors,
-        );
-        self.process.register(r);
     }
 }
 
