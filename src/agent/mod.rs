@@ -381,6 +381,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         SourceSpec::Dir(_) => "dir",
         SourceSpec::Kube => "kube",
     };
+    metrics.source_configured(source_kind);
     // The plugin reports every ADD and DEL here (counted into /metrics).
     let _cni_events = crate::metrics::cni::listen(&cfg.api_socket, metrics.clone())
         .inspect_err(|e| error!(error = %e, "CNI ADD/DEL metrics unavailable"))

@@ -262,6 +262,13 @@ impl Metrics {
         m
     }
 
+    /// The agent's source is `source`: its series exists from the start, at zero.
+    pub fn source_configured(&self, source: &str) {
+        let _ = self.source_events.get_or_create(&SourceLabels {
+            source: source.into(),
+        });
+    }
+
     /// A snapshot arrived from `source` (`kube` or `dir`).
     pub fn source_event(&self, source: &str) {
         self.source_events
