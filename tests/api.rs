@@ -591,9 +591,8 @@ fn fuzz(spec: &str, agent: &AgentLab, pki: &Pki) {
             "14",
             "--no-color",
         ])
-        .args(["--report-dir"])
-        .arg(agent.work.path().join("schemathesis"))
-        .env("SCHEMATHESIS_HOOKS", ""));
+        .env_remove("SCHEMATHESIS_HOOKS")
+        .current_dir(agent.work.path()));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
