@@ -7,6 +7,10 @@ set -euo pipefail
 
 NIGHTLY="${FERRITE_NIGHTLY:-nightly}"
 BPF_LINKER_VERSION="0.13.0"
+# The API's fuzz test (tests/api.rs): schemathesis and the OpenAPI validator from PyPI, pinned,
+# in their own venv (Debian ships neither).
+API_VENV="${FERRITE_API_VENV:-/opt/ferrite-apitest}"
+API_VENV_PACKAGES=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
 STAMP_DIR="${FERRITE_SETUP_STAMP_DIR:-/var/lib/ferrite-setup}"
 APT_PACKAGES=(
   llvm-22-dev clang-22 lld-22 libpolly-22-dev libzstd-dev zlib1g-dev
@@ -16,6 +20,7 @@ APT_PACKAGES=(
   dpkg-dev rpm qemu-user-static procps psmisc curl socat netcat-openbsd file
   zstd systemd containerd
   qemu-system-x86 qemu-system-arm xz-utils
+  python3-prometheus-client python3-venv openssl
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -72,6 +77,18 @@ install_bpf_linker() {
     --no-default-features --features llvm-22
 }
 
+install_api_venv() {
+  local stamp="$API_VENV/.ferrite-packages"
+  if [ -x "$API_VENV/bin/schemathesis" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${API_VENV_PACKAGES[*]}" ]; then
+    log "api test venv ($API_VENV): present"
+    return
+  fi
+  log "installing ${API_VENV_PACKAGES[*]} into $API_VENV"
+  as_root /usr/bin/python3 -m venv "$API_VENV"
+  as_root "$API_VENV/bin/pip" install -q --disable-pip-version-check "${API_VENV_PACKAGES[@]}"
+  echo "${API_VENV_PACKAGES[*]}" | as_root tee "$stamp" >/dev/null
+}
+
 mount_bpffs() {
   if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
     as_root mkdir -p /sys/fs/bpf
@@ -88,5 +105,6 @@ install_apt
 fetch_kernels
 install_rust
 install_bpf_linker
+install_api_venv
 mount_bpffs
 log "ready"

@@ -11,6 +11,7 @@ mod l2;
 mod lb;
 mod lbipam;
 mod masq;
+mod metrics;
 mod model;
 mod routing;
 mod source;

@@ -1,5 +1,6 @@
 //! Every checked-in file of `k3s-addon/` is what `ferrite manifests` prints from the Rust types:
-//! `crds.yaml` (the CRDs) and `ferrite.yaml` (the whole addon: CRDs, RBAC, DaemonSet).
+//! `crds.yaml` (the CRDs), `ferrite.yaml` (the whole addon: CRDs, RBAC, DaemonSet) and
+//! `servicemonitor.yaml` (the Prometheus Operator's ServiceMonitor for the agents' metrics).
 
 use std::process::Command;
 
@@ -33,6 +34,11 @@ fn k3s_addon_manifest_matches_the_generated_addon() {
 }
 
 #[test]
+fn k3s_addon_service_monitor_matches_the_generated_one() {
+    assert_checked_in("servicemonitor.yaml", &["manifests", "servicemonitor"]);
+}
+
+#[test]
 fn every_checked_in_addon_file_is_generated() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/k3s-addon");
     let mut files: Vec<String> = std::fs::read_dir(dir)
@@ -42,7 +48,7 @@ fn every_checked_in_addon_file_is_generated() {
     files.sort();
     assert_eq!(
         files,
-        ["crds.yaml", "ferrite.yaml"],
+        ["crds.yaml", "ferrite.yaml", "servicemonitor.yaml"],
         "a file in k3s-addon/ that no test compares with `ferrite manifests`"
     );
 }

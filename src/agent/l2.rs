@@ -29,6 +29,7 @@ const BURST: [Duration; 4] = [
 ];
 
 mod member;
+mod takeover;
 
 pub use member::{DEFAULT_KEY_FILE, KeySource, MemberConfig};
 
@@ -100,6 +101,9 @@ pub struct L2Part {
     /// update; they are not eligible meanwhile: a node must not own an address it cannot
     /// answer ARP/NDP for).
     attach_failures: Vec<(String, String)>,
+    /// Announcements, takeovers and failover durations for `/metrics`.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    takeovers: takeover::Takeovers,
 }
 
 impl Drop for L2Part {
@@ -149,6 +153,7 @@ impl L2Part {
         dp: &DatapathConfig,
         node: &str,
         cfg: L2Config,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, crate::datapath::DatapathError> {
         let mut responder = L2Responder::open(dp)?;
         // A previous run's claims stay pinned: answering from them before this run has heard
@@ -187,6 +192,8 @@ impl L2Part {
             view: L2View::default(),
             owned_now: OwnedNow::default(),
             last_poll: std::time::Instant::now(),
+            metrics,
+            takeovers: takeover::Takeovers::default(),
         })
     }
 
@@ -361,6 +368,7 @@ impl L2Part {
                 o.mac,
                 *ip,
                 self.owned_now.clone(),
+                self.metrics.clone(),
             );
         }
     }
@@ -388,6 +396,9 @@ impl L2Part {
 
     /// Ownership from the current view; updates the responder map and announces gains.
     pub fn decide(&mut self) {
+        if let Some((_, rx)) = &self.member.running {
+            self.takeovers.observe(&rx.borrow().members);
+        }
         let mut members = self.members();
         // This node's own eligibility is always current locally (the view may lag by a tick).
         let mine: BTreeSet<IpAddr> = self
@@ -454,19 +465,16 @@ impl L2Part {
         if let Err(e) = self.responder.set_owned(&set) {
             warn!(error = %e, "updating the L2 responder map");
         }
-        for (ip, o) in &self.owned {
-            if !next.contains_key(ip) {
-                info!(address = %ip, interface = %o.interface, "stopped announcing");
-                if let IpAddr::V6(v6) = ip
-                    && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6)
-                {
-                    warn!(error = %e, "leaving solicited-node group");
-                }
-            }
-        }
+        self.release_lost(&next);
         for (ip, o) in &next {
             if !self.owned.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "announcing");
+                if let takeover::Gain::Takeover { failover } =
+                    self.takeovers
+                        .gained(*ip, &self.node, &self.view.addresses, now)
+                {
+                    self.metrics.l2_takeover(failover);
+                }
                 if let IpAddr::V6(v6) = ip
                     && let Err(e) = self.multicast.join(&o.interface, o.ifindex, *v6)
                 {
@@ -478,6 +486,7 @@ impl L2Part {
                     o.mac,
                     *ip,
                     self.owned_now.clone(),
+                    self.metrics.clone(),
                 );
             }
         }
@@ -492,6 +501,21 @@ impl L2Part {
         self.publish(&owners, &members);
     }
 
+    /// Stops announcing what `next` no longer owns: leaves its solicited-node groups, counts it.
+    fn release_lost(&mut self, next: &BTreeMap<IpAddr, Owned>) {
+        for (ip, o) in &self.owned {
+            if !next.contains_key(ip) {
+                info!(address = %ip, interface = %o.interface, "stopped announcing");
+                self.metrics.l2_released();
+                if let IpAddr::V6(v6) = ip
+                    && let Err(e) = self.multicast.leave(&o.interface, o.ifindex, *v6)
+                {
+                    warn!(error = %e, "leaving solicited-node group");
+                }
+            }
+        }
+    }
+
     /// After refuting a suspicion or death claim, when a member (re)joins, or when a claim hold
     /// ends: peers may have moved (and announced) this node's addresses briefly, so it announces
     /// those it kept again (gained ones got their burst already).
@@ -504,6 +528,7 @@ impl L2Part {
                 o.mac,
                 *ip,
                 self.owned_now.clone(),
+                self.metrics.clone(),
             );
         }
     }
@@ -515,8 +540,9 @@ impl L2Part {
 
     pub fn reannounce(&self) {
         for (ip, o) in &self.owned {
-            if let Err(e) = announce(&o.interface, o.ifindex, o.mac, *ip) {
-                warn!(error = %e, "re-announcing");
+            match announce(&o.interface, o.ifindex, o.mac, *ip) {
+                Ok(()) => self.metrics.l2_announced(*ip),
+                Err(e) => warn!(error = %e, "re-announcing"),
             }
         }
     }
@@ -559,7 +585,14 @@ impl L2Part {
 }
 
 /// Gratuitous ARP / unsolicited NA now and a few times after, off the reconcile path.
-fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr, owned: OwnedNow) {
+fn burst(
+    ifname: String,
+    ifindex: u32,
+    mac: [u8; 6],
+    ip: IpAddr,
+    owned: OwnedNow,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     tokio::spawn(async move {
         for delay in BURST {
             tokio::time::sleep(delay).await;
@@ -570,8 +603,9 @@ fn burst(ifname: String, ifindex: u32, mac: [u8; 6], ip: IpAddr, owned: OwnedNow
             {
                 return;
             }
-            if let Err(e) = announce(&ifname, ifindex, mac, ip) {
-                warn!(error = %e, "announcing");
+            match announce(&ifname, ifindex, mac, ip) {
+                Ok(()) => metrics.l2_announced(ip),
+                Err(e) => warn!(error = %e, "announcing"),
             }
         }
     });

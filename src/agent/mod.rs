@@ -34,6 +34,10 @@ pub struct AgentConfig {
     pub source: SourceSpec,
     pub node_name: String,
     pub api_socket: PathBuf,
+    /// `--api-listen` and its certificates: the API on TCP with TLS and client certificates.
+    pub api_tcp: Option<api::TcpConfig>,
+    /// `--metrics-listen`: `/metrics` in plain HTTP for Prometheus.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub datapath: DatapathConfig,
     /// How devices are attached and why (`--tc-attach`, resolved), for the status.
     pub tc_attach: String,
@@ -103,6 +107,11 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
             source_errors: Vec::new(),
             subsystems: Vec::new(),
             masquerade: None,
+            api: api::ApiListeners {
+                socket: cfg.api_socket.display().to_string(),
+                tls: cfg.api_tcp.as_ref().map(|t| t.listen.to_string()),
+                metrics: cfg.metrics_listen.map(|m| m.to_string()),
+            },
         },
         services: Vec::new(),
         source_errors: None,
@@ -110,6 +119,8 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         pools: api::PoolsView::default(),
         l2: api::L2View::default(),
         routes: crate::routing::task::SharedRoutes::default(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        maps_dir: Some(cfg.datapath.maps_dir()),
     }
 }
 
@@ -286,11 +297,12 @@ fn start_routing(
     rx: &watch::Receiver<Arc<Snapshot>>,
 ) -> Result<watch::Receiver<Option<u32>>, AgentError> {
     let (pod_mtu_tx, pod_mtu_rx) = watch::channel(None);
-    let routes = shared
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .routes
-        .clone();
+    let (routes, metrics) = {
+        let guard = shared
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (guard.routes.clone(), guard.metrics.clone())
+    };
     // The task runs until the runtime ends; its handle is not needed.
     drop(crate::routing::task::spawn(
         cfg.routing,
@@ -299,6 +311,7 @@ fn start_routing(
         rx.clone(),
         routes,
         pod_mtu_tx,
+        metrics,
     )?);
     Ok(pod_mtu_rx)
 }
@@ -383,13 +396,19 @@ impl LateParts {
 
     /// Opens the L2 responder if it is not open (first call, or a failed open); true when it
     /// opened now.
-    fn retry_l2(&mut self, cfg: &AgentConfig, l2: &l2::L2Config, rec: &mut Reconciler) -> bool {
+    fn retry_l2(
+        &mut self,
+        cfg: &AgentConfig,
+        l2: &l2::L2Config,
+        metrics: &Arc<crate::metrics::Metrics>,
+        rec: &mut Reconciler,
+    ) -> bool {
         if rec.l2.is_some() || (self.l2_tried && self.l2.is_none()) {
             return false;
         }
         let first = !self.l2_tried;
         self.l2_tried = true;
-        match l2::L2Part::open(&cfg.datapath, &cfg.node_name, l2.clone()) {
+        match l2::L2Part::open(&cfg.datapath, &cfg.node_name, l2.clone(), metrics.clone()) {
             Ok(part) => {
                 if !first {
                     info!("L2 responder loaded");
@@ -498,9 +517,32 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         status_feed,
         l2_key,
     } = start_source(&cfg, tx).await?;
+    let metrics = shared
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .metrics
+        .clone();
+    let source_kind = match cfg.source {
+        SourceSpec::Dir(_) => "dir",
+        SourceSpec::Kube => "kube",
+    };
+    metrics.source_configured(source_kind);
+    // The plugin reports every ADD and DEL here (counted into /metrics).
+    let _cni_events = crate::metrics::cni::listen(&cfg.api_socket, metrics.clone())
+        .inspect_err(|e| error!(error = %e, "CNI ADD/DEL metrics unavailable"))
+        .ok()
+        .map(AbortOnDrop);
     let api_path = cfg.api_socket.clone();
     let api_state = shared.clone();
     let mut api_task = tokio::spawn(async move { api::serve(&api_path, api_state).await });
+    // The optional listeners end the agent when they fail (a port taken, a bad certificate).
+    let mut listeners = tokio::task::JoinSet::new();
+    if let Some(tcp) = cfg.api_tcp.clone() {
+        listeners.spawn(api::serve_tls(tcp, shared.clone()));
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        listeners.spawn(api::serve_metrics(addr, shared.clone()));
+    }
     shared
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -534,7 +576,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     if l2_key.is_some() {
         l2_cfg.member.key = l2::KeySource::Secret(l2_key);
     }
-    late.retry_l2(&cfg, &l2_cfg, &mut reconciler);
+    late.retry_l2(&cfg, &l2_cfg, &metrics, &mut reconciler);
     let routing_on = cfg.routing.mode != crate::routing::RoutingMode::Off;
     let report_subsystems = |late: &LateParts| {
         subsystems::report(&shared, &ready, routing_on, late.l2.as_deref());
@@ -574,6 +616,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                     break;
                 }
                 let snapshot = rx.borrow_and_update().clone();
+                metrics.source_event(source_kind);
                 reconciler.reconcile(&snapshot);
                 // A new InternalIP moves north-south now, not at the next tick.
                 let now = node_ips(&snapshot, &cfg.node_name);
@@ -593,7 +636,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .snat_flows = Some(snat_flows(&cfg));
                 }
-                if late.retry_l2(&cfg, &l2_cfg, &mut reconciler) {
+                if late.retry_l2(&cfg, &l2_cfg, &metrics, &mut reconciler) {
                     view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
                 }
                 reconciler.l2_retry_attach();
@@ -608,6 +651,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 if let Some(l2) = &reconciler.l2 {
                     l2.reannounce();
                 }
+            }
+            Some(res) = listeners.join_next(), if !listeners.is_empty() => {
+                match res {
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(())) => info!("an API listener stopped"),
+                    Err(e) => error!(error = %e, "API listener task failed"),
+                }
+                break;
             }
             res = &mut api_task => {
                 match res {
@@ -629,6 +680,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         uninstall_on_delete(&cfg, why).await;
     }
     let _ = std::fs::remove_file(&cfg.api_socket);
+    let _ = std::fs::remove_file(crate::metrics::cni::socket_path(&cfg.api_socket));
     Ok(())
 }
 
@@ -681,4 +733,13 @@ async fn uninstall_on_delete(cfg: &AgentConfig, why: String) {
         errors = report.errors.len(),
         "uninstalled"
     );
+}
+
+/// Ends a background task when dropped (the agent's helpers end with its loop).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -72,6 +72,8 @@ pub struct Reconciler {
     frontends: FrontendCache,
     /// The frontends the API's service views were made from.
     views: ViewCache,
+    /// Reconcile latency for `/metrics`.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Reconciler {
@@ -82,7 +84,13 @@ impl Reconciler {
         host: Option<HostPart>,
         node_name: String,
     ) -> Self {
+        let metrics = shared
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .metrics
+            .clone();
         Self {
+            metrics,
             l2: None,
             last: None,
             sock,
@@ -285,6 +293,8 @@ impl Reconciler {
                 (0, Some(e.to_string()))
             }
         };
+        self.metrics
+            .reconciled(crate::metrics::RECONCILE_LB, duration, error.is_none());
         let report = ApplyReport {
             generation: self.generation,
             at_unix_ms: SystemTime::now()

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::l2::hold::{HoldReason, HoldStatus};
 use crate::l2::view::Clock;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct L2View {
     pub node: String,
     /// Alive members of the L2 membership, this node included.
@@ -21,7 +21,7 @@ pub struct L2View {
 }
 
 /// The state of this node's L2 membership.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct L2MembershipView {
     /// `bound` (running), `unbound` (not running: see `error`; nothing is claimed) or
     /// `standalone` (`--l2-standalone`: this node decides alone).
@@ -48,7 +48,9 @@ pub struct L2MembershipView {
 }
 
 /// Refused membership datagrams by reason.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub struct L2RejectedView {
     pub unauthenticated: u64,
     pub bad_mac: u64,
@@ -68,7 +70,7 @@ impl From<crate::l2::membership::Rejected> for L2RejectedView {
 }
 
 /// Why new claims are held, since when and until what.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct L2HoldView {
     /// `start`, `link-up` or `freeze`.
     pub reason: String,
@@ -108,7 +110,7 @@ impl From<(&HoldStatus, &Clock)> for L2HoldView {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct L2AddressView {
     pub address: String,
     pub service: String,

@@ -1,17 +1,23 @@
-//! The local API: JSON over HTTP/1.1 on a unix socket (mode 0600). The agent publishes views of
-//! its model and applied state into [`ApiState`]; the CLI reads them with [`client`].
+//! The local API: JSON over HTTP/1.1 on a unix socket (mode 0600) and, optionally, on TCP with
+//! TLS and client certificates; `/metrics`, `/openapi.json`, health probes. The agent publishes
+//! views of its model and applied state into [`ApiState`]; the CLI reads them with [`client`].
 
 pub mod client;
 mod l2;
+mod openapi;
 mod pools;
+mod routes;
+mod scrape;
 mod server;
+mod tls;
 mod types;
 
 pub use l2::{L2AddressView, L2MembershipView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
-pub use server::{ApiError, serve};
+pub use server::{ApiError, serve, serve_metrics, serve_tls};
+pub use tls::TcpConfig;
 pub use types::{
-    ApplyReport, DatapathStatus, DeviceIngress, DeviceView, MasqStatus, ServiceView,
+    ApiListeners, ApplyReport, DatapathStatus, DeviceIngress, DeviceView, MasqStatus, ServiceView,
     SourceErrorView, Status, Subsystem,
 };
 
@@ -37,6 +43,10 @@ pub struct ApiState {
     pub l2: L2View,
     /// The pod network between nodes (`/v1/routes`), written by the routing task.
     pub routes: crate::routing::task::SharedRoutes,
+    /// Event counters for `/metrics` (the agent's parts count into the same instance).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The pinned maps, whose fill `/metrics` reads when scraped.
+    pub maps_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -9,14 +9,14 @@ use smol_str::SmolStr;
 use crate::lbipam::Allocation;
 use crate::model::{Condition, IpPool};
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct PoolsView {
     pub pools: Vec<PoolView>,
     /// Every LoadBalancer service ferrite allocates for.
     pub services: Vec<LbServiceView>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct PoolView {
     pub name: String,
     /// `CIDR` or `START-STOP`, as parsed.
@@ -30,7 +30,7 @@ pub struct PoolView {
     pub conditions: Vec<ConditionView>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ConditionView {
     #[serde(rename = "type")]
     pub condition_type: String,
@@ -39,7 +39,7 @@ pub struct ConditionView {
     pub message: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct LbServiceView {
     pub service: String,
     /// Allocated addresses (IPv4 first).

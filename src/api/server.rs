@@ -1,17 +1,24 @@
-//! HTTP/1.1 server on a unix socket (hyper).
+//! HTTP/1.1 servers (hyper): the unix socket (mode 0600), the optional TCP listener with TLS
+//! and client certificates, and the optional plain `/metrics` port for Prometheus.
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, info};
 
 use super::SharedState;
+use super::routes::{Reply, RouteSet, dispatch};
+use super::tls::{TcpConfig, TlsError, server_config};
+
+/// A TLS handshake that takes longer than this is dropped (a client that never speaks).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -21,6 +28,14 @@ pub enum ApiError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{op} {addr}: {source}")]
+    Tcp {
+        op: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API's TLS listener: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Binds `path` (replacing a stale socket, mode 0600) and serves until the task is dropped.
@@ -46,83 +61,102 @@ pub async fn serve(path: &Path, state: SharedState) -> Result<(), ApiError> {
     info!(path = %path.display(), "API listening");
     loop {
         let (stream, _) = listener.accept().await.map_err(err("accepting on"))?;
+        tokio::spawn(connection(stream, state.clone(), RouteSet::All));
+    }
+}
+
+fn tcp_listener(addr: std::net::SocketAddr) -> Result<TcpListener, ApiError> {
+    let err = |op| move |source| ApiError::Tcp { op, addr, source };
+    let std = std::net::TcpListener::bind(addr).map_err(err("binding"))?;
+    std.set_nonblocking(true).map_err(err("configuring"))?;
+    TcpListener::from_std(std).map_err(err("registering"))
+}
+
+/// `--api-listen`: every route, over TLS with a client certificate signed by the client CA.
+/// Connections that do not complete such a handshake (plain TCP, no or a foreign certificate)
+/// are closed without an answer.
+pub async fn serve_tls(cfg: TcpConfig, state: SharedState) -> Result<(), ApiError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&cfg)?);
+    let listener = tcp_listener(cfg.listen)?;
+    info!(addr = %cfg.listen, client_ca = %cfg.client_ca.display(), "API listening (TLS, client certificates required)");
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "accepting an API connection");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                debug!(error = %e, "API connection ended with an error");
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection(tls, state, RouteSet::All).await,
+                Ok(Err(e)) => info!(%peer, error = %e, "API connection refused (TLS)"),
+                Err(_) => info!(%peer, "API connection refused (no TLS handshake in time)"),
             }
         });
     }
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec_pretty(body).unwrap_or_else(|e| {
-        format!("{{\"error\":\"serializing the response: {e}\"}}").into_bytes()
-    });
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    resp
+/// `--metrics-listen`: `/metrics` in plain HTTP for Prometheus (Cilium's agent does the same
+/// on :9962); every other path answers 404.
+pub async fn serve_metrics(addr: std::net::SocketAddr, state: SharedState) -> Result<(), ApiError> {
+    let listener = tcp_listener(addr)?;
+    info!(%addr, "metrics listening");
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, state.clone(), RouteSet::Metrics));
+            }
+            Err(e) => debug!(error = %e, "accepting a metrics connection"),
+        }
+    }
 }
 
-fn route(req: &Request<Incoming>, state: &SharedState) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "only GET"}),
+async fn connection<S>(io: S, state: SharedState, set: RouteSet)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let reply = dispatch(
+                set,
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                accept,
+                &state,
+            );
+            Ok::<_, Infallible>(response(reply))
+        }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+    {
+        debug!(error = %e, "API connection ended with an error");
+    }
+}
+
+fn response(reply: Reply) -> Response<Full<bytes::Bytes>> {
+    let mut resp = Response::new(Full::new(reply.body));
+    *resp.status_mut() = reply.status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(reply.content_type),
+    );
+    if reply.status == hyper::StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
         );
     }
-    let guard = state
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match req.uri().path() {
-        "/v1/status" => json(StatusCode::OK, &guard.current_status()),
-        "/v1/l2" => json(StatusCode::OK, &guard.l2),
-        "/v1/services" => json(StatusCode::OK, &guard.services),
-        "/v1/pools" => json(StatusCode::OK, &guard.pools),
-        "/v1/routes" => json(
-            StatusCode::OK,
-            &*guard
-                .routes
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        ),
-        // Both report every subsystem; 503 names those not ready (CNI STATUS shows it).
-        "/healthz" | "/readyz" => {
-            let st = &guard.status;
-            let not_ready: Vec<&crate::api::Subsystem> = st.not_ready();
-            let ready = st.datapath.ready && not_ready.is_empty();
-            let code = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let failing: Vec<String> = not_ready
-                .iter()
-                .map(|s| format!("{}: {}", s.name, s.detail))
-                .collect();
-            json(
-                code,
-                &serde_json::json!({
-                    "ready": ready,
-                    "not_ready": failing,
-                    "subsystems": st.subsystems,
-                }),
-            )
-        }
-        other => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": format!("no route {other}")}),
-        ),
-    }
+    resp
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Status {
     pub version: String,
     pub node_name: String,
@@ -16,13 +16,29 @@ pub struct Status {
     /// The masquerade on the north-south devices (absent without `--devices`).
     #[serde(default)]
     pub masquerade: Option<MasqStatus>,
+    /// Where the API is served.
+    #[serde(default)]
+    pub api: ApiListeners,
+}
+
+/// The API's listeners.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ApiListeners {
+    /// The unix socket (mode 0600).
+    pub socket: String,
+    /// `--api-listen`: TLS with client certificates.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// `--metrics-listen`: `/metrics` in plain HTTP.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// One part of the agent whose readiness `/readyz`, `status --check` and CNI STATUS report:
 /// "datapath" (pins and links present), "source" (synced and applied), "north-south" (attached
 /// on every device), "cni" (plugin installed), "l2" (membership bound) and "routing" (every
 /// remote PodCIDR route applied); see `agent::readiness` and `agent::subsystems`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Subsystem {
     pub name: String,
     pub ready: bool,
@@ -42,7 +58,7 @@ impl Status {
 }
 
 /// `--masquerade`, the CIDRs in its maps and the flows in its SNAT table.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct MasqStatus {
     pub enabled: bool,
     /// The cluster's pod CIDRs (sources masqueraded, destinations never).
@@ -52,7 +68,7 @@ pub struct MasqStatus {
     pub snat_flows: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct DatapathStatus {
     pub ready: bool,
     pub bpf_root: String,
@@ -77,7 +93,7 @@ pub struct DatapathStatus {
 }
 
 /// A north-south device and every address NodePort answers on.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct DeviceView {
     pub name: String,
     pub ifindex: u32,
@@ -85,14 +101,14 @@ pub struct DeviceView {
 }
 
 /// One external device and its ingress hook: "xdp-native", "xdp-generic" or "tc".
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct DeviceIngress {
     pub device: String,
     pub hook: String,
 }
 
 /// The last reconcile of the load balancer maps.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ApplyReport {
     /// Increments with every snapshot the agent applied.
     pub generation: u64,
@@ -106,13 +122,13 @@ pub struct ApplyReport {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SourceErrorView {
     pub path: String,
     pub message: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ServiceView {
     pub service: String,
     pub port_name: String,

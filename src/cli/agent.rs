@@ -27,6 +27,22 @@ pub struct AgentCmd {
     /// path of the API unix socket
     #[argh(option, default = "super::default_api_socket()")]
     pub api_socket: PathBuf,
+    /// also serve the API on this TCP address (ADDR:PORT), TLS only with client certificates:
+    /// needs --api-tls-cert, --api-tls-key and --api-client-ca
+    #[argh(option)]
+    pub api_listen: Option<String>,
+    /// the TLS listener's certificate chain (PEM)
+    #[argh(option)]
+    pub api_tls_cert: Option<PathBuf>,
+    /// the TLS listener's private key (PEM)
+    #[argh(option)]
+    pub api_tls_key: Option<PathBuf>,
+    /// the CA (PEM) that must have signed every client's certificate on --api-listen
+    #[argh(option)]
+    pub api_client_ca: Option<PathBuf>,
+    /// serve /metrics (Prometheus, plain HTTP, nothing else) on this TCP address (ADDR:PORT)
+    #[argh(option)]
+    pub metrics_listen: Option<String>,
     /// bpffs directory for pinned maps and links
     #[argh(option, default = "super::default_bpf_root()")]
     pub bpf_root: PathBuf,
@@ -159,15 +175,9 @@ pub fn run(cmd: AgentCmd) -> i32 {
     if cmd.cleanup {
         return run_cleanup(&datapath);
     }
-    let l2 = match l2_config(&cmd) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}");
-            return 2;
-        }
-    };
-    let north_south = match north_south(&cmd) {
-        Ok(ns) => ns,
+    let parts = l2_config(&cmd).and_then(|l2| Ok((l2, north_south(&cmd)?, api_listeners(&cmd)?)));
+    let (l2, north_south, (api_tcp, metrics_listen)) = match parts {
+        Ok(parts) => parts,
         Err(e) => {
             error!("{e}");
             return 2;
@@ -193,6 +203,8 @@ pub fn run(cmd: AgentCmd) -> i32 {
         source: cmd.source,
         node_name: cmd.node_name.unwrap_or_else(hostname),
         api_socket: cmd.api_socket,
+        api_tcp,
+        metrics_listen,
         datapath,
         tc_attach: kernel.tc_attach,
         degraded: kernel.degraded,
@@ -397,4 +409,82 @@ fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
         },
         host_ip.as_deref(),
     )
+}
+
+type Listeners = (Option<crate::api::TcpConfig>, Option<std::net::SocketAddr>);
+
+/// `--api-listen` with its three certificate files (all or none), and `--metrics-listen`.
+fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
+    let addr = |flag: &str, v: &str| {
+        v.parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("{flag} {v:?}: {e} (expected ADDR:PORT, e.g. 0.0.0.0:9443)"))
+    };
+    let files = (
+        cmd.api_tls_cert.clone(),
+        cmd.api_tls_key.clone(),
+        cmd.api_client_ca.clone(),
+    );
+    let tcp = match (cmd.api_listen.as_deref(), files) {
+        (None, (None, None, None)) => None,
+        (None, _) => {
+            return Err(
+                "--api-tls-cert, --api-tls-key and --api-client-ca need --api-listen".into(),
+            );
+        }
+        (Some(listen), (Some(cert), Some(key), Some(client_ca))) => Some(crate::api::TcpConfig {
+            listen: addr("--api-listen", listen)?,
+            cert,
+            key,
+            client_ca,
+        }),
+        (Some(_), _) => {
+            return Err(
+                "--api-listen serves only TLS with client certificates: give \
+                        --api-tls-cert, --api-tls-key and --api-client-ca"
+                    .into(),
+            );
+        }
+    };
+    let metrics = cmd
+        .metrics_listen
+        .as_deref()
+        .map(|m| addr("--metrics-listen", m))
+        .transpose()?;
+    Ok((tcp, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use argh::FromArgs;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> AgentCmd {
+        AgentCmd::from_args(&["agent"], args).expect("args parse")
+    }
+
+    #[test]
+    fn the_tcp_api_needs_all_three_certificate_files() {
+        assert_eq!(api_listeners(&parse(&[])).unwrap(), (None, None));
+        let err = api_listeners(&parse(&["--api-listen", "127.0.0.1:9443"])).unwrap_err();
+        assert!(err.contains("--api-client-ca"), "{err}");
+        let err = api_listeners(&parse(&["--api-tls-cert", "c.pem"])).unwrap_err();
+        assert!(err.contains("need --api-listen"), "{err}");
+        let (tcp, metrics) = api_listeners(&parse(&[
+            "--api-listen",
+            "127.0.0.1:9443",
+            "--api-tls-cert",
+            "c.pem",
+            "--api-tls-key",
+            "k.pem",
+            "--api-client-ca",
+            "ca.pem",
+            "--metrics-listen",
+            "0.0.0.0:9962",
+        ]))
+        .unwrap();
+        assert_eq!(tcp.unwrap().listen.port(), 9443);
+        assert_eq!(metrics.unwrap().port(), 9962);
+        assert!(api_listeners(&parse(&["--metrics-listen", "9962"])).is_err());
+    }
 }

@@ -11,6 +11,8 @@ mod output;
 mod pools;
 mod query;
 mod routes;
+mod status;
+mod status_report;
 mod uninstall;
 
 use std::path::PathBuf;
@@ -35,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     Version(VersionCmd),
     Agent(agent::AgentCmd),
-    Status(query::StatusCmd),
+    Status(status::StatusCmd),
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
     Routes(routes::RoutesCmd),
@@ -81,7 +83,7 @@ pub fn run(cli: Cli) -> i32 {
             0
         }
         Command::Agent(a) => agent::run(a),
-        Command::Status(s) => query::status(&s),
+        Command::Status(s) => status::status(&s),
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),
         Command::Routes(r) => routes::run(&r),

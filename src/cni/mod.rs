@@ -85,9 +85,28 @@ fn run(stdin: &[u8], requested: Option<&str>) -> Result<Option<Value>, CniError>
         }
     };
     log::init(Some(&conf));
+    let started = std::time::Instant::now();
+    let report = |command: &str, ok: bool| {
+        crate::metrics::cni::report(
+            &conf.api_socket,
+            &crate::metrics::cni::CniEvent {
+                command: command.into(),
+                ok,
+                duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            },
+        );
+    };
     match env.command {
-        Command::Add => cmd::add::run(&env, &conf).map(Some),
-        Command::Del => cmd::del::run(&env, &conf).map(|()| None),
+        Command::Add => {
+            let out = cmd::add::run(&env, &conf).map(Some);
+            report(crate::metrics::cni::ADD, out.is_ok());
+            out
+        }
+        Command::Del => {
+            let out = cmd::del::run(&env, &conf).map(|()| None);
+            report(crate::metrics::cni::DEL, out.is_ok());
+            out
+        }
         Command::Check => cmd::check::run(&env, &conf).map(|()| None),
         Command::Gc => cmd::gc::run(&conf).map(|()| None),
         Command::Status => cmd::status::run(&conf).map(|()| None),

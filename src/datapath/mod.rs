@@ -16,6 +16,7 @@ mod link;
 mod maputil;
 mod masq;
 mod netdump;
+mod pressure;
 pub mod probe;
 mod sock;
 pub mod tcnl;
@@ -35,6 +36,7 @@ pub use legacy::remove as remove_hook;
 pub(crate) use link::obj_get;
 pub use masq::{MasqMaps, snat_flows};
 pub use netdump::Netlink;
+pub use pressure::map_fill;
 pub use sock::{SockLb, cleanup};
 
 /// Whether `pin` under `<bpf-root>/links` records a netlink attachment (legacy tc filter,

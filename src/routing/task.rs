@@ -21,7 +21,7 @@ use crate::model::Snapshot;
 pub const RESYNC: Duration = Duration::from_secs(2);
 
 /// One remote PodCIDR in `ferrite routes`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteView {
     pub node: String,
     pub cidr: String,
@@ -36,7 +36,7 @@ pub struct RouteView {
 }
 
 /// ferrite's VXLAN device in `ferrite routes`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VxlanView {
     pub device: String,
     pub vni: u32,
@@ -46,7 +46,7 @@ pub struct VxlanView {
 }
 
 /// `/v1/routes`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RoutesView {
     pub mode: String,
     pub node: String,
@@ -262,6 +262,7 @@ pub fn spawn(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     view: SharedRoutes,
     pod_mtu: watch::Sender<Option<u32>>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, super::RoutingError> {
     if cfg.mode == RoutingMode::Off {
         return Ok(None);
@@ -302,7 +303,15 @@ pub fn spawn(
                 continue;
             }
             let snapshot = snapshots.borrow_and_update().clone();
+            let started = std::time::Instant::now();
             routing.sync(&snapshot).await;
+            let ok = routing
+                .view
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .last_error
+                .is_none();
+            metrics.reconciled(crate::metrics::RECONCILE_ROUTING, started.elapsed(), ok);
         }
     })))
 }

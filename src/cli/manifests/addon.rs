@@ -36,6 +36,10 @@ const HOST_CGROUP: &str = "/host/sys/fs/cgroup";
 const RUN_DIR: &str = "/run/ferrite";
 const STATE_DIR: &str = "/var/lib/ferrite";
 const BPF_ROOT: &str = "/sys/fs/bpf";
+/// The agent's Prometheus port on every node (Cilium's agent uses the same one).
+pub const METRICS_PORT: u16 = 9962;
+/// The port's name in the pod and in the metrics Service (what the ServiceMonitor selects).
+const METRICS_PORT_NAME: &str = "prometheus";
 
 /// One RBAC rule: API group, resources (`plural` or `plural/subresource`), verbs.
 pub struct Rule {
@@ -268,7 +272,13 @@ fn agent_args() -> Vec<String> {
         NAME,
     ]
     .map(str::to_owned)
-    .to_vec()
+    .into_iter()
+    // `/metrics` only, plain HTTP, on the node's addresses (host network) for Prometheus.
+    .chain([
+        "--metrics-listen".to_owned(),
+        format!("0.0.0.0:{METRICS_PORT}"),
+    ])
+    .collect()
 }
 
 /// The agent's API is a unix socket (the pod has no HTTP port to probe): liveness = `ferrite
@@ -332,6 +342,7 @@ pub fn daemonset(options: &AddonOptions) -> Value {
         "readinessProbe": probe(5, 3, true),
         "livenessProbe": liveness,
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "hostPort": METRICS_PORT, "protocol": "TCP"}],
         "volumeMounts": [
             {"name": "bpf", "mountPath": BPF_ROOT, "mountPropagation": "HostToContainer"},
             {"name": "cgroup", "mountPath": HOST_CGROUP},
@@ -350,7 +361,15 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": labels()},
+                "metadata": {
+                    "labels": labels(),
+                    // Prometheus' kubernetes_sd pod role scrapes what these name.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": METRICS_PORT.to_string(),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": NAME,
                     "hostNetwork": true,
@@ -374,4 +393,36 @@ pub fn daemonset(options: &AddonOptions) -> Value {
             },
         },
     })
+}
+
+/// For the Prometheus Operator: a headless Service in front of every agent's metrics port and
+/// a ServiceMonitor scraping it (`k3s-addon/servicemonitor.yaml`; needs the operator's CRDs,
+/// hence not part of the addon file).
+pub fn service_monitor(namespace: &str) -> Vec<Value> {
+    let service = format!("{NAME}-metrics");
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": service, "namespace": namespace, "labels": labels()},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app.kubernetes.io/name": NAME},
+                "ports": [{"name": METRICS_PORT_NAME, "port": METRICS_PORT,
+                           "targetPort": METRICS_PORT_NAME, "protocol": "TCP"}],
+            },
+        }),
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": NAME, "namespace": namespace, "labels": labels()},
+            "spec": {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+                "namespaceSelector": {"matchNames": [namespace]},
+                "endpoints": [{"port": METRICS_PORT_NAME, "path": "/metrics", "interval": "30s",
+                               "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                                "targetLabel": "node"}]}],
+            },
+        }),
+    ]
 }

@@ -26,6 +26,16 @@ fn round_trips<T: DeserializeOwned + Serialize>(value: &Value) {
     assert_eq!(&back, value, "fields the API does not know");
 }
 
+/// The container's args.
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 #[test]
 fn every_document_parses_and_is_a_known_kubernetes_object() {
     let docs = parse(&all_yaml(&AddonOptions::default()).expect("all"));
@@ -82,12 +92,7 @@ fn the_daemonset_runs_the_kube_agent_on_every_node_with_k3s_paths() {
     assert_eq!(pod["serviceAccountName"], addon::NAME);
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "example/ferrite:dev");
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let args = args_of(container);
     let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
     assert_eq!(args[0], "agent");
     assert_eq!(after("--source"), Some("kube"));
@@ -246,4 +251,48 @@ fn secrets_are_granted_only_in_the_agents_namespace_and_get_only_the_l2_key() {
     // The key is read over the API: no Secret volume in the DaemonSet.
     let ds = addon::daemonset(&AddonOptions::default());
     assert!(!ds.to_string().contains("secretName"), "{ds}");
+}
+
+#[test]
+fn the_agents_expose_metrics_with_prometheus_annotations_and_a_service_monitor() {
+    let ds = addon::daemonset(&AddonOptions::default());
+    let template = &ds["spec"]["template"];
+    let port = addon::METRICS_PORT.to_string();
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["prometheus.io/port"],
+        port.as_str()
+    );
+    let container = &template["spec"]["containers"][0];
+    let args = args_of(container);
+    let listen = args
+        .iter()
+        .position(|a| *a == "--metrics-listen")
+        .map(|i| args[i + 1])
+        .expect("--metrics-listen");
+    assert!(listen.ends_with(&format!(":{port}")), "{listen}");
+    assert_eq!(container["ports"][0]["containerPort"], addon::METRICS_PORT);
+    let docs = addon::service_monitor("net");
+    round_trips::<k8s_openapi::api::core::v1::Service>(&docs[0]);
+    assert_eq!(
+        docs[0]["spec"]["ports"][0]["targetPort"],
+        container["ports"][0]["name"]
+    );
+    assert_eq!(docs[1]["kind"], "ServiceMonitor");
+    assert_eq!(
+        docs[1]["spec"]["endpoints"][0]["port"],
+        container["ports"][0]["name"]
+    );
+    let selector = &docs[1]["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        selector,
+        &serde_json::json!({"app.kubernetes.io/name": addon::NAME})
+    );
+    assert_eq!(
+        docs[0]["metadata"]["labels"]["app.kubernetes.io/name"],
+        addon::NAME
+    );
 }

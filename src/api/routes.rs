@@ -1,0 +1,318 @@
+//! Every route of the API in one table: the server dispatches through [`ROUTES`] and
+//! `/openapi.json` is generated from it, so a route cannot be served without being in the spec
+//! (or documented without being served).
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use super::{L2View, PoolsView, ServiceView, SharedState, Status, Subsystem};
+use crate::routing::task::RoutesView;
+
+/// What a route answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Media {
+    Json,
+    /// The OpenMetrics text exposition.
+    OpenMetrics,
+}
+
+impl Media {
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::OpenMetrics => crate::metrics::CONTENT_TYPE,
+        }
+    }
+
+    /// The media types as the spec names them (no parameters): OpenMetrics, or the classic
+    /// text format when the request does not accept OpenMetrics.
+    #[must_use]
+    pub fn spec_names(self) -> &'static [&'static str] {
+        match self {
+            Self::Json => &["application/json"],
+            Self::OpenMetrics => &["application/openmetrics-text", "text/plain"],
+        }
+    }
+}
+
+/// One GET route.
+pub struct Route {
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub media: Media,
+    /// The 200 body's schema (JSON routes), registered with the generator.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Also answers 503 with the same body (health probes).
+    pub unavailable: bool,
+    /// Answers with the state and the request's `Accept` header.
+    pub handler: fn(&SharedState, Option<&str>) -> Reply,
+}
+
+/// A response before it becomes an HTTP one.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+impl Reply {
+    #[must_use]
+    pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Self {
+        let bytes = serde_json::to_vec_pretty(body).unwrap_or_else(|e| {
+            format!("{{\"error\":\"serializing the response: {e}\"}}").into_bytes()
+        });
+        Self {
+            status,
+            content_type: Media::Json.content_type(),
+            body: Bytes::from(bytes),
+        }
+    }
+
+    #[must_use]
+    pub fn error(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::json(
+            status,
+            &ErrorBody {
+                error: message.into(),
+            },
+        )
+    }
+}
+
+/// The body of every 4xx answer.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// What was wrong with the request.
+    pub error: String,
+}
+
+/// `/healthz` and `/readyz`: 200 when ready, 503 naming what is not.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct Health {
+    pub ready: bool,
+    /// `name: detail` of every subsystem not ready.
+    pub not_ready: Vec<String>,
+    pub subsystems: Vec<Subsystem>,
+}
+
+fn schema_of<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+fn text_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({"type": "string"})
+}
+
+fn read<R>(state: &SharedState, f: impl FnOnce(&super::ApiState) -> R) -> R {
+    f(&state
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+fn status(state: &SharedState, _: Option<&str>) -> Reply {
+    Reply::json(
+        StatusCode::OK,
+        &read(state, super::ApiState::current_status),
+    )
+}
+
+fn services(state: &SharedState, _: Option<&str>) -> Reply {
+    read(state, |s| Reply::json(StatusCode::OK, &s.services))
+}
+
+fn pools(state: &SharedState, _: Option<&str>) -> Reply {
+    read(state, |s| Reply::json(StatusCode::OK, &s.pools))
+}
+
+fn l2(state: &SharedState, _: Option<&str>) -> Reply {
+    read(state, |s| Reply::json(StatusCode::OK, &s.l2))
+}
+
+fn routes(state: &SharedState, _: Option<&str>) -> Reply {
+    let routes = read(state, |s| s.routes.clone());
+    let view = routes
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Reply::json(StatusCode::OK, &*view)
+}
+
+/// Both probes report every subsystem; 503 names those not ready (CNI STATUS shows it).
+fn health(state: &SharedState, _: Option<&str>) -> Reply {
+    let h = read(state, |s| {
+        let st = &s.status;
+        let not_ready: Vec<String> = st
+            .not_ready()
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.detail))
+            .collect();
+        Health {
+            ready: st.datapath.ready && not_ready.is_empty(),
+            not_ready,
+            subsystems: st.subsystems.clone(),
+        }
+    });
+    let code = if h.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Reply::json(code, &h)
+}
+
+/// OpenMetrics, or the classic text format for a scraper that does not accept it.
+fn metrics(state: &SharedState, accept: Option<&str>) -> Reply {
+    let text = super::scrape::render(state);
+    let (content_type, text) = if crate::metrics::accepts_openmetrics(accept) {
+        (Media::OpenMetrics.content_type(), text)
+    } else {
+        (
+            crate::metrics::CLASSIC_CONTENT_TYPE,
+            crate::metrics::to_classic(&text),
+        )
+    };
+    Reply {
+        status: StatusCode::OK,
+        content_type,
+        body: Bytes::from(text),
+    }
+}
+
+fn openapi(_: &SharedState, _: Option<&str>) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        content_type: Media::Json.content_type(),
+        body: super::openapi::document_bytes(),
+    }
+}
+
+fn openapi_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "This document (OpenAPI 3.0)",
+        "required": ["openapi", "info", "paths"],
+        "properties": {"openapi": {"type": "string"}, "info": {"type": "object"}, "paths": {"type": "object"}}
+    })
+}
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/v1/status",
+        summary: "The agent: version, node, source, datapath, last apply, subsystems, masquerade",
+        media: Media::Json,
+        schema: schema_of::<Status>,
+        unavailable: false,
+        handler: status,
+    },
+    Route {
+        path: "/v1/services",
+        summary: "Service frontends and their backends as programmed in the datapath",
+        media: Media::Json,
+        schema: schema_of::<Vec<ServiceView>>,
+        unavailable: false,
+        handler: services,
+    },
+    Route {
+        path: "/v1/pools",
+        summary: "LoadBalancer IP pools and what LB IPAM allocated to each service",
+        media: Media::Json,
+        schema: schema_of::<PoolsView>,
+        unavailable: false,
+        handler: pools,
+    },
+    Route {
+        path: "/v1/l2",
+        summary: "L2 announcements: every address, its owner, membership",
+        media: Media::Json,
+        schema: schema_of::<L2View>,
+        unavailable: false,
+        handler: l2,
+    },
+    Route {
+        path: "/v1/routes",
+        summary: "How every other node's PodCIDRs are reached",
+        media: Media::Json,
+        schema: schema_of::<RoutesView>,
+        unavailable: false,
+        handler: routes,
+    },
+    Route {
+        path: "/healthz",
+        summary: "Liveness: 200 when every subsystem is ready, else 503 naming those that are not",
+        media: Media::Json,
+        schema: schema_of::<Health>,
+        unavailable: true,
+        handler: health,
+    },
+    Route {
+        path: "/readyz",
+        summary: "Readiness: 200 when every subsystem is ready, else 503 naming those that are not",
+        media: Media::Json,
+        schema: schema_of::<Health>,
+        unavailable: true,
+        handler: health,
+    },
+    Route {
+        path: "/metrics",
+        summary: "Prometheus metrics (OpenMetrics text format)",
+        media: Media::OpenMetrics,
+        schema: text_schema,
+        unavailable: false,
+        handler: metrics,
+    },
+    Route {
+        path: "/openapi.json",
+        summary: "This API's OpenAPI 3.0 description",
+        media: Media::Json,
+        schema: openapi_schema,
+        unavailable: false,
+        handler: openapi,
+    },
+];
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteSet {
+    /// The API (unix socket, TLS listener).
+    All,
+    /// `--metrics-listen`: `/metrics` only, for Prometheus.
+    Metrics,
+}
+
+impl RouteSet {
+    fn find(self, path: &str) -> Option<&'static Route> {
+        ROUTES
+            .iter()
+            .find(|r| r.path == path && (self == Self::All || r.media == Media::OpenMetrics))
+    }
+}
+
+/// The answer to `method path?query` from the routes of `set`.
+pub fn dispatch(
+    set: RouteSet,
+    method: &hyper::Method,
+    path: &str,
+    query: Option<&str>,
+    accept: Option<&str>,
+    state: &SharedState,
+) -> Reply {
+    let Some(route) = set.find(path) else {
+        return Reply::error(StatusCode::NOT_FOUND, format!("no route {path}"));
+    };
+    if *method != hyper::Method::GET {
+        return Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} answers only GET, not {method}"),
+        );
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("{path} takes no query parameters (got {q:?})"),
+        );
+    }
+    (route.handler)(state, accept)
+}
