@@ -223,6 +223,14 @@ impl PodLab {
             let key = work_dir.join("l2.key");
             crate::l2lab::write_key(&key)?;
             for node in &mut lab.nodes {
+                // containerd runs the `loopback` plugin for every sandbox; k3s ships it in its
+                // CNI bin dir next to where ferrite installs itself.
+                fs::copy(containerd::LOOPBACK_PLUGIN, node.bin_dir.join("loopback")).map_err(
+                    io_err(format!(
+                        "copy {} (Debian's containernetworking-plugins)",
+                        containerd::LOOPBACK_PLUGIN
+                    )),
+                )?;
                 node.containerd = Some(containerd::Containerd::start(
                     &node.ns,
                     &node.dir,

@@ -22,6 +22,8 @@ use crate::wait::wait_until;
 
 /// k3s's containerd config dir, where the agent looks for `config.toml`.
 pub const K3S_CONTAINERD_DIR: &str = "/var/lib/rancher/k3s/agent/etc/containerd";
+/// The reference loopback plugin (Debian's containernetworking-plugins).
+pub const LOOPBACK_PLUGIN: &str = "/usr/lib/cni/loopback";
 /// The sandbox ("pause") image of the lab.
 pub const SANDBOX_IMAGE: &str = "ferrite.test/pause:3.9";
 const IMAGE_BASE: &str = "ferrite.test/pause";
