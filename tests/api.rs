@@ -477,6 +477,12 @@ fn the_tcp_api_serves_only_tls_clients_of_its_ca_and_matches_its_openapi_spec() 
         &(service_yaml("web", &["10.96.0.20"], None)
             + &slice_yaml("web-v4", "web", "IPv4", &[("10.244.9.2", true)])),
     );
+    // The agent runs in the root netns: its Node's InternalIP is the loopback address, so the
+    // L2 membership binds and the agent becomes ready (`/healthz`, `/readyz` answer 200).
+    agent.write(
+        "node.yaml",
+        &ferrite_lab::manifest::node_yaml("test-node", "127.0.0.1".parse().unwrap(), &[]),
+    );
     let source = format!("dir:{}", agent.manifests.display());
     let (cert, key, ca) = (pki.s("server.pem"), pki.s("server.key"), pki.s("ca.pem"));
     agent.start_with(
@@ -493,6 +499,15 @@ fn the_tcp_api_serves_only_tls_clients_of_its_ca_and_matches_its_openapi_spec() 
         ],
         &[],
         true,
+    );
+    let ready = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        agent.ferrite(&["status", "--check"]).status.success()
+    });
+    assert!(
+        ready.is_ok(),
+        "agent never ready: {}\n{}",
+        String::from_utf8_lossy(&agent.ferrite(&["status"]).stdout),
+        agent.log()
     );
     let url = format!("https://{TLS_ADDR}/v1/status");
     let trust = ["--cacert", ca.as_str()];

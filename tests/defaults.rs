@@ -337,7 +337,11 @@ fn an_l2_bind_failure_fails_readiness_with_its_error_until_the_address_is_local(
     assert!(
         table
             .lines()
-            .any(|l| l.contains("subsystem l2") && l.contains("NOT READY") && l.contains(&error)),
+            .any(|l| l.starts_with("l2:") && l.contains("Failure")),
+        "ferrite status lists l2 as failed:\n{table}"
+    );
+    assert!(
+        table.contains(&format!("last error: {error}")),
         "ferrite status lists l2 with its error:\n{table}"
     );
     // Nothing is announced meanwhile, and the agent does not decide alone.

@@ -69,6 +69,17 @@ fn from_readiness(s: Option<&Subsystem>, absent: Health) -> (Health, Vec<String>
     (health, details)
 }
 
+/// A line built from its own view, failed when its readiness entry is not ready (whose detail
+/// and last error are added).
+fn with_readiness(mut l: Line, s: Option<&Subsystem>) -> Line {
+    if let Some(s) = s.filter(|s| !s.ready) {
+        l.health = Health::Failure;
+        let (_, details) = from_readiness(Some(s), Health::Ok);
+        l.details.extend(details);
+    }
+    l
+}
+
 fn datapath(st: &Status) -> Vec<Line> {
     let dp = &st.datapath;
     let (mut health, details) = from_readiness(subsystem(st, "datapath"), Health::Ok);
@@ -351,14 +362,14 @@ fn api(st: &Status) -> Line {
 pub fn report(st: &Status, l2_view: &L2View, routes: &RoutesView) -> Vec<Line> {
     let mut out = datapath(st);
     out.push(socket_lb(st));
-    out.push(routing(routes));
+    out.push(with_readiness(routing(routes), subsystem(st, "routing")));
     out.push(masquerade(st));
-    out.push(l2(l2_view));
+    out.push(with_readiness(l2(l2_view), subsystem(st, "l2")));
     out.push(cni(st));
     out.push(source(st));
     out.push(api(st));
     // Subsystems the readiness model knows that no line above covers.
-    let covered = ["datapath", "north-south", "cni", "source"];
+    let covered = ["datapath", "north-south", "cni", "source", "l2", "routing"];
     for s in st
         .subsystems
         .iter()
