@@ -427,8 +427,32 @@ impl LateParts {
         }
     }
 
-    /// Readiness of the parts that failed to open, and of the L2 responder's attachments.
-    fn report(&self, ready: &readiness::Readiness, rec: &Reconciler) {
+    /// The L2 responder's problem as (detail, error): it failed to load, or it is not attached
+    /// on some interfaces (reported by `subsystems::report` as the `l2` readiness).
+    fn l2_problem(&self, rec: &Reconciler) -> Option<(String, String)> {
+        if let Some(e) = &self.l2 {
+            return Some((
+                "the L2 responder failed to load (retrying)".into(),
+                e.clone(),
+            ));
+        }
+        let failed = rec.l2.as_ref()?.attach_failures();
+        if failed.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = failed.iter().map(|(i, _)| i.as_str()).collect();
+        let why: Vec<String> = failed.iter().map(|(i, e)| format!("{i}: {e}")).collect();
+        Some((
+            format!(
+                "responder not attached on {} (retrying; not eligible there meanwhile)",
+                names.join(", ")
+            ),
+            why.join("; "),
+        ))
+    }
+
+    /// Readiness of the parts that failed to open.
+    fn report(&self, ready: &readiness::Readiness) {
         if let Some(e) = &self.host {
             ready.set(
                 readiness::NORTH_SOUTH,
@@ -436,34 +460,6 @@ impl LateParts {
                 "the north-south programs failed to load (retrying)",
                 Some(e.clone()),
             );
-        }
-        if let Some(e) = &self.l2 {
-            ready.set(
-                readiness::L2,
-                false,
-                "the L2 responder failed to load (retrying)",
-                Some(e.clone()),
-            );
-        } else if let Some(l2) = &rec.l2 {
-            let failed = l2.attach_failures();
-            if failed.is_empty() {
-                ready.set(readiness::L2, true, "responder loaded", None);
-            } else {
-                let why: Vec<String> = failed.iter().map(|(i, e)| format!("{i}: {e}")).collect();
-                ready.set(
-                    readiness::L2,
-                    false,
-                    format!(
-                        "responder not attached on {} (retrying; not eligible there meanwhile)",
-                        failed
-                            .iter()
-                            .map(|(i, _)| i.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    Some(why.join("; ")),
-                );
-            }
         }
     }
 }
@@ -578,10 +574,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
     late.retry_l2(&cfg, &l2_cfg, &metrics, &mut reconciler);
     let routing_on = cfg.routing.mode != crate::routing::RoutingMode::Off;
-    let report_subsystems = |late: &LateParts| {
-        subsystems::report(&shared, &ready, routing_on, late.l2.as_deref());
+    let report_subsystems = |late: &LateParts, rec: &Reconciler| {
+        subsystems::report(&shared, &ready, routing_on, late.l2_problem(rec));
     };
-    report_subsystems(&late);
+    report_subsystems(&late, &reconciler);
     let mut ips = node_ips(&rx.borrow(), &cfg.node_name);
     northsouth::maintain(
         &mut reconciler,
@@ -592,7 +588,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cfg.north_south.is_none(),
     )
     .await;
-    late.report(&ready, &reconciler);
+    late.report(&ready);
     let mut maintain_tick = tokio::time::interval(northsouth::MAINTAIN_INTERVAL);
     maintain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut view_rx = reconciler.l2.as_ref().and_then(l2::L2Part::view_receiver);
@@ -623,10 +619,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 if now != ips {
                     ips = now;
                     northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
-                    late.report(&ready, &reconciler);
+                    late.report(&ready);
                 }
                 after_apply(&shared, &ready, &mut cni, &cfg.source.to_string());
-                report_subsystems(&late);
+                report_subsystems(&late, &reconciler);
                 notified.applied();
             }
             _ = maintain_tick.tick() => {
@@ -641,9 +637,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
                 reconciler.l2_retry_attach();
                 northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
-                late.report(&ready, &reconciler);
+                late.report(&ready);
                 cni.try_install(&ready);
-                report_subsystems(&late);
+                report_subsystems(&late, &reconciler);
             }
             () = view_change(&mut view_rx) => reconciler.l2_refresh(false),
             _ = iface_poll.tick() => reconciler.l2_refresh(true),

@@ -140,12 +140,12 @@ pub fn routing_state(view: &RoutesView) -> State {
 }
 
 /// Publishes both states from the shared views. `routing_on` is false with `--routing off`;
-/// `l2_open_error` is set when the L2 part could not start.
+/// `l2_problem` (detail, error) is set when the L2 responder could not load or attach.
 pub fn report(
     shared: &SharedState,
     ready: &Readiness,
     routing_on: bool,
-    l2_open_error: Option<&str>,
+    l2_problem: Option<(String, String)>,
 ) {
     let (l2, routes) = {
         let guard = shared.read().unwrap_or_else(PoisonError::into_inner);
@@ -156,7 +156,11 @@ pub fn report(
             .clone();
         (guard.l2.membership.clone(), routes)
     };
-    let s = l2_state(&l2, l2_open_error);
+    // The responder's own problem (not loaded, not attached somewhere) comes first.
+    let s = match l2_problem {
+        Some((detail, error)) => State::failing(detail, Some(error)),
+        None => l2_state(&l2, None),
+    };
     ready.set(L2, s.ready, s.detail, s.error);
     let s = if routing_on {
         routing_state(&routes)
