@@ -2,10 +2,12 @@
 
 mod health;
 mod l2;
+mod late;
 mod northsouth;
 mod notify;
 pub mod readiness;
 mod reconcile;
+mod shutdown;
 mod status;
 mod subsystems;
 
@@ -22,6 +24,8 @@ use crate::lbipam::IpamState;
 use crate::model::Snapshot;
 use crate::source::kube::owner::Termination;
 use crate::source::{SourceSpec, dir::DirSource};
+use late::LateParts;
+use shutdown::{on_sigterm, uninstall_on_delete};
 
 pub use l2::{DEFAULT_KEY_FILE, KeySource, L2Config, MemberConfig};
 pub use reconcile::Reconciler;
@@ -356,114 +360,6 @@ async fn view_change(view_rx: &mut Option<watch::Receiver<crate::l2::membership:
     }
 }
 
-/// Parts of the agent whose open failed (their error), retried on every maintenance tick.
-#[derive(Default)]
-struct LateParts {
-    host: Option<String>,
-    l2: Option<String>,
-    l2_tried: bool,
-}
-
-impl LateParts {
-    /// Opens the north-south part again if it failed; true when it is in now.
-    fn retry_host(
-        &mut self,
-        cfg: &AgentConfig,
-        rec: &mut Reconciler,
-        watch: &mut Option<northsouth::DeviceWatch>,
-    ) -> bool {
-        if self.host.is_none() {
-            return false;
-        }
-        match open_host(cfg) {
-            Ok((Some(host), w)) => {
-                info!("north-south datapath loaded");
-                rec.set_host(host);
-                *watch = w;
-                self.host = None;
-                true
-            }
-            Ok((None, _)) => {
-                self.host = None;
-                false
-            }
-            Err(e) => {
-                self.host = Some(e.to_string());
-                false
-            }
-        }
-    }
-
-    /// Opens the L2 responder if it is not open (first call, or a failed open); true when it
-    /// opened now.
-    fn retry_l2(
-        &mut self,
-        cfg: &AgentConfig,
-        l2: &l2::L2Config,
-        metrics: &Arc<crate::metrics::Metrics>,
-        rec: &mut Reconciler,
-    ) -> bool {
-        if rec.l2.is_some() || (self.l2_tried && self.l2.is_none()) {
-            return false;
-        }
-        let first = !self.l2_tried;
-        self.l2_tried = true;
-        match l2::L2Part::open(&cfg.datapath, &cfg.node_name, l2.clone(), metrics.clone()) {
-            Ok(part) => {
-                if !first {
-                    info!("L2 responder loaded");
-                }
-                rec.l2 = Some(part);
-                self.l2 = None;
-                true
-            }
-            Err(e) => {
-                if first {
-                    error!(error = %e, "L2 announcements unavailable; retrying every second");
-                }
-                self.l2 = Some(e.to_string());
-                false
-            }
-        }
-    }
-
-    /// The L2 responder's problem as (detail, error): it failed to load, or it is not attached
-    /// on some interfaces (reported by `subsystems::report` as the `l2` readiness).
-    fn l2_problem(&self, rec: &Reconciler) -> Option<(String, String)> {
-        if let Some(e) = &self.l2 {
-            return Some((
-                "the L2 responder failed to load (retrying)".into(),
-                e.clone(),
-            ));
-        }
-        let failed = rec.l2.as_ref()?.attach_failures();
-        if failed.is_empty() {
-            return None;
-        }
-        let names: Vec<&str> = failed.iter().map(|(i, _)| i.as_str()).collect();
-        let why: Vec<String> = failed.iter().map(|(i, e)| format!("{i}: {e}")).collect();
-        Some((
-            format!(
-                "responder not attached on {} (retrying; not eligible there meanwhile)",
-                names.join(", ")
-            ),
-            why.join("; "),
-        ))
-    }
-
-    /// Readiness of the parts that failed to open.
-    fn report(&self, ready: &readiness::Readiness) {
-        if let Some(e) = &self.host {
-            ready.set(
-                readiness::NORTH_SOUTH,
-                false,
-                "the north-south programs failed to load (retrying)",
-                Some(e.clone()),
-            );
-        }
-    }
-}
-
 /// Runs until SIGINT/SIGTERM. The datapath stays in place when the agent exits.
 #[expect(
     clippy::too_many_lines,
@@ -678,57 +574,6 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let _ = std::fs::remove_file(&cfg.api_socket);
     let _ = std::fs::remove_file(crate::metrics::cni::socket_path(&cfg.api_socket));
     Ok(())
-}
-
-/// How long a stopping agent waits for the API server to say whether its DaemonSet is gone
-/// (well inside the DaemonSet's 30 s grace period, leaving time to uninstall).
-const OWNER_LOOKUP: Duration = Duration::from_secs(5);
-
-/// SIGTERM: in kube mode with `--daemonset`, uninstall only if that DaemonSet was deleted.
-async fn on_sigterm(cfg: &AgentConfig) -> Termination {
-    let decision = match (&cfg.source, &cfg.daemonset) {
-        (SourceSpec::Kube, Some(ds)) => {
-            crate::source::kube::owner::termination(cfg.k8s_client, ds, OWNER_LOOKUP).await
-        }
-        _ => Termination::Keep("not run by a DaemonSet".into()),
-    };
-    if let Termination::Keep(why) = &decision {
-        info!(reason = %why, "terminated; datapath stays pinned");
-    }
-    decision
-}
-
-/// `ferrite uninstall`'s steps on this agent's own paths, after `kubectl delete` of the addon
-/// (on a blocking thread: the pod network's teardown runs its own netlink runtime).
-async fn uninstall_on_delete(cfg: &AgentConfig, why: String) {
-    info!(reason = %why, "terminated by the deletion of the addon: uninstalling");
-    let (conf, bin) = cfg
-        .cni
-        .as_ref()
-        .map(|c| (vec![c.conf_dir.clone()], vec![c.bin_dir.clone()]))
-        .unwrap_or_default();
-    let steps = crate::uninstall::plan(&crate::uninstall::UninstallOptions {
-        bpf_root: cfg.datapath.bpf_root.clone(),
-        cgroup: Some(cfg.datapath.cgroup.clone()),
-        api_socket: cfg.api_socket.clone(),
-        cni_conf_dirs: conf,
-        cni_bin_dirs: bin,
-    });
-    let report = match tokio::task::spawn_blocking(move || crate::uninstall::apply(&steps)).await {
-        Ok(report) => report,
-        Err(e) => {
-            error!(error = %e, "uninstall task failed");
-            return;
-        }
-    };
-    for e in &report.errors {
-        error!(step = %e.step, target = %e.target, error = %e.error, "uninstall");
-    }
-    info!(
-        done = report.done.len(),
-        errors = report.errors.len(),
-        "uninstalled"
-    );
 }
 
 /// Ends a background task when dropped (the agent's helpers end with its loop).
