@@ -62,6 +62,19 @@ fn uninstall(lab: &AgentLab, bpf_root: &Path, cni: &Path) -> (bool, serde_json::
     (out.status.success(), report)
 }
 
+/// Until the agent has written its conflist and installed the plugin.
+fn wait_installed(lab: &AgentLab, conflist: &Path, plugin: &Path) {
+    let installed =
+        ferrite_lab::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            conflist.is_file() && plugin.is_file()
+        });
+    assert!(
+        installed.is_ok(),
+        "CNI never installed; log:\n{}",
+        lab.log()
+    );
+}
+
 fn count(report: &serde_json::Value, what: &str) -> usize {
     report["done"]
         .as_array()
@@ -111,15 +124,7 @@ fn uninstall_detaches_everything_and_the_cluster_ip_stops_translating() {
     lab.wait_for_backends("10.96.0.10:80", 1);
     let conflist = conf_dir.join("05-ferrite.conflist");
     let plugin = bin_dir.join("ferrite");
-    let installed =
-        ferrite_lab::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            conflist.is_file() && plugin.is_file()
-        });
-    assert!(
-        installed.is_ok(),
-        "CNI never installed; log:\n{}",
-        lab.log()
-    );
+    wait_installed(&lab, &conflist, &plugin);
     let args = [
         "--target",
         "10.96.0.10:80",
@@ -239,15 +244,7 @@ fn sigterm_uninstalls_only_when_the_daemonset_was_deleted() {
     let start = |lab: &mut AgentLab| {
         lab.start_with("kube", &args, &env, true);
         lab.wait_for_backends("10.96.0.10:80", 1);
-        let installed =
-            ferrite_lab::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-                conflist.is_file() && plugin.is_file()
-            });
-        assert!(
-            installed.is_ok(),
-            "CNI never installed; log:\n{}",
-            lab.log()
-        );
+        wait_installed(lab, &conflist, &plugin);
     };
 
     // DaemonSet present: SIGTERM is an upgrade; everything stays and keeps serving.
