@@ -4,7 +4,7 @@
 //! a scratch root twice (maintainer scripts idempotent) and purges to nothing, the rpm likewise
 //! with `rpm --root`; the OCI index carries both platforms and the labels, each image is the
 //! static binary alone and runs `ferrite version` (arm64 under qemu); the airgap tarball imports
-//! into containerd as exactly the DaemonSet's image and runs there.
+//! into containerd as exactly the DaemonSet's image and runs `ferrite version` and `ferrite doctor` there.
 
 mod common;
 
@@ -615,4 +615,39 @@ fn the_airgap_tarball_imports_as_the_daemonsets_image_and_runs() {
         "version",
     ]));
     assert_eq!(version.trim(), format!("ferrite {} (x86_64)", p.version));
+    // `ferrite doctor` runs from the image as k3s would start it: a report of every check
+    // (whether the container's view of this host has blocking problems is not the point).
+    let doctor = containerd
+        .ctr(&[
+            "run",
+            "--rm",
+            "--net-host",
+            "--snapshotter",
+            "native",
+            &image,
+            &format!("{name}-doctor"),
+            "ferrite",
+            "doctor",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("ctr run ferrite doctor");
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor JSON: {e}: {}{}",
+            String::from_utf8_lossy(&doctor.stdout),
+            String::from_utf8_lossy(&doctor.stderr)
+        )
+    });
+    let checks = report["checks"].as_array().expect("doctor checks");
+    assert!(
+        checks.iter().any(|c| c["name"] == "kernel") && report["ok"].is_boolean(),
+        "{report}"
+    );
+    assert_eq!(
+        doctor.status.success(),
+        report["ok"] == true,
+        "doctor's exit code follows its verdict: {report}"
+    );
 }
