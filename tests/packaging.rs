@@ -603,34 +603,26 @@ fn the_airgap_tarball_imports_as_the_daemonsets_image_and_runs() {
     let images = stdout(&mut containerd.ctr(&["images", "ls", "-q"]));
     assert!(images.lines().any(|l| l == image), "{images}");
     let name = format!("pkg-ferrite-{}", std::process::id());
-    let version = stdout(&mut containerd.ctr(&[
-        "run",
-        "--rm",
-        "--net-host",
-        "--snapshotter",
-        "native",
-        &image,
-        &name,
-        "ferrite",
-        "version",
-    ]));
-    assert_eq!(version.trim(), format!("ferrite {} (x86_64)", p.version));
-    // `ferrite doctor` runs from the image as k3s would start it: a report of every check
-    // (whether the container's view of this host has blocking problems is not the point).
-    let doctor = containerd
-        .ctr(&[
+    // `ctr run` of the image with host networking, as k3s's containerd runs the DaemonSet.
+    let in_image = |container: &str, args: &[&str]| {
+        let mut cmd = containerd.ctr(&[
             "run",
             "--rm",
             "--net-host",
             "--snapshotter",
             "native",
             &image,
-            &format!("{name}-doctor"),
+            container,
             "ferrite",
-            "doctor",
-            "-o",
-            "json",
-        ])
+        ]);
+        cmd.args(args);
+        cmd
+    };
+    let version = stdout(&mut in_image(&name, &["version"]));
+    assert_eq!(version.trim(), format!("ferrite {} (x86_64)", p.version));
+    // `ferrite doctor` runs from the image as k3s would start it: a report of every check
+    // (whether the container's view of this host has blocking problems is not the point).
+    let doctor = in_image(&format!("{name}-doctor"), &["doctor", "-o", "json"])
         .output()
         .expect("ctr run ferrite doctor");
     let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap_or_else(|e| {
