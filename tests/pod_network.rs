@@ -154,29 +154,6 @@ fn assert_reaches(lab: &PodLab, from: (usize, usize), to: (usize, usize), v6: bo
     }
 }
 
-fn routes_of(node: &PodNode) -> Vec<Value> {
-    node.routes().expect("ferrite routes")["routes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn mode_of(node: &PodNode, cidr: &str) -> String {
-    routes_of(node)
-        .iter()
-        .find(|r| r["cidr"] == cidr)
-        .map_or_else(
-            || "absent".into(),
-            |r| {
-                format!(
-                    "{}/{}",
-                    r["mode"].as_str().unwrap_or("?"),
-                    r["state"].as_str().unwrap_or("?")
-                )
-            },
-        )
-}
-
 /// One pod per node (two on node 1), each serving; returns the servers.
 fn pods_and_servers(lab: &mut PodLab, extra_on_first: usize) -> Vec<Child> {
     let prefix = lab.config.prefix.clone();
@@ -226,10 +203,10 @@ fn auto_routes_lan_nodes_natively_and_the_far_node_over_vxlan() {
     let n = lab.nodes.len();
     // What each agent says about the others.
     let near = &lab.nodes[0];
-    assert_eq!(mode_of(near, "10.246.2.0/24"), "native/ok");
-    assert_eq!(mode_of(near, "fd00:246:3::/64"), "native/ok");
-    assert_eq!(mode_of(near, "10.246.4.0/24"), "vxlan/ok");
-    assert_eq!(mode_of(&lab.nodes[3], "10.246.1.0/24"), "vxlan/ok");
+    assert_eq!(near.route_mode("10.246.2.0/24"), "native/ok");
+    assert_eq!(near.route_mode("fd00:246:3::/64"), "native/ok");
+    assert_eq!(near.route_mode("10.246.4.0/24"), "vxlan/ok");
+    assert_eq!(lab.nodes[3].route_mode("10.246.1.0/24"), "vxlan/ok");
     let routes = near
         .ip(&["route", "show", "proto", "197"])
         .expect("ip route");
@@ -315,8 +292,8 @@ fn a_cluster_ip_whose_only_backend_is_on_another_node_works_from_pods_and_nodes(
 fn forced_vxlan_tunnels_every_node() {
     let mut lab = start("pnv", 1, &["--routing", "vxlan"]);
     let _servers = pods_and_servers(&mut lab, 0);
-    assert_eq!(mode_of(&lab.nodes[0], "10.246.2.0/24"), "vxlan/ok");
-    assert_eq!(mode_of(&lab.nodes[0], "fd00:246:2::/64"), "vxlan/ok");
+    assert_eq!(lab.nodes[0].route_mode("10.246.2.0/24"), "vxlan/ok");
+    assert_eq!(lab.nodes[0].route_mode("fd00:246:2::/64"), "vxlan/ok");
     for (a, b) in [(0, 1), (1, 2), (2, 3), (3, 0)] {
         assert_reaches(&lab, (a, 0), (b, 0), false);
         assert_reaches(&lab, (a, 0), (b, 0), true);
@@ -437,10 +414,9 @@ fn routes_heal_follow_nodes_and_survive_an_agent_restart() {
     assert!(gone.is_some(), "node3's route left with its Node object");
     lab.write_node_object(2).expect("node3 back");
     assert!(
-        within(Duration::from_secs(5), || mode_of(
-            &lab.nodes[0],
-            "10.246.3.0/24"
-        ) == "native/ok")
+        within(Duration::from_secs(5), || &lab.nodes[0]
+            .route_mode("10.246.3.0/24")
+            == "native/ok")
         .is_some()
     );
 

@@ -185,27 +185,6 @@ fn wait_reachable(exe: &Path, ns: &Ns, target: SocketAddr) -> Result<(), String>
     }
 }
 
-/// The route ferrite programmed for node 2's pods, as `mode/state` from `ferrite routes`.
-fn route_mode(lab: &PodLab) -> String {
-    lab.nodes[0]
-        .routes()
-        .ok()
-        .and_then(|v| {
-            v["routes"]
-                .as_array()?
-                .iter()
-                .find(|r| r["cidr"] == NODE2_PODS)
-                .map(|r| {
-                    format!(
-                        "{}/{}",
-                        r["mode"].as_str().unwrap_or("?"),
-                        r["state"].as_str().unwrap_or("?")
-                    )
-                })
-        })
-        .unwrap_or_else(|| "absent".into())
-}
-
 /// Two LAN nodes running the shipped agent (plus `extra`), a pod on each: node1 → node2
 /// and pod1 → pod2, interleaved.
 #[expect(clippy::too_many_arguments, reason = "one lab's whole shape")]
@@ -237,11 +216,11 @@ fn across_nodes(
     }
     let wanted = format!("{mode}/ok");
     let start = Instant::now();
-    while route_mode(&lab) != wanted {
+    while lab.nodes[0].route_mode(NODE2_PODS) != wanted {
         if start.elapsed() > Duration::from_secs(15) {
             return Err(format!(
                 "node1's route to {NODE2_PODS} is {}, not {wanted}",
-                route_mode(&lab)
+                lab.nodes[0].route_mode(NODE2_PODS)
             ));
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -239,6 +239,23 @@ impl PodNode {
         self.json(&["routes", "-o", "json"])
     }
 
+    /// The route this agent reports for `cidr` as `mode/state` (e.g. `vxlan/ok`), `absent`
+    /// when `ferrite routes` has none.
+    #[must_use]
+    pub fn route_mode(&self, cidr: &str) -> String {
+        self.routes()
+            .ok()
+            .and_then(|v| {
+                let r = v["routes"].as_array()?.iter().find(|r| r["cidr"] == cidr)?;
+                Some(format!(
+                    "{}/{}",
+                    r["mode"].as_str().unwrap_or("?"),
+                    r["state"].as_str().unwrap_or("?")
+                ))
+            })
+            .unwrap_or_else(|| "absent".into())
+    }
+
     /// The last `lines` lines of the agent's log.
     #[must_use]
     pub fn log_tail(&self, lines: usize) -> String {
