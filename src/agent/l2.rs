@@ -14,9 +14,9 @@ use crate::datapath::{DatapathConfig, L2Responder};
 use crate::l2::announce::{Multicast, announce};
 use crate::l2::eligibility::{Candidate, LocalInterface, candidates};
 use crate::l2::heartbeat::{self, Progress};
-use crate::l2::hold::{ClaimHold, Claims, HoldReason, SETTLE, refuted_since};
+use crate::l2::hold::{ClaimHold, Claims, HoldReason, PeerSyncs, SETTLE, refuted_since};
 use crate::l2::membership::{MemberState, MemberView, MembershipView};
-use crate::l2::ownership::{AddrReq, assign};
+use crate::l2::ownership::{AddrReq, NodeName, assign};
 use crate::l2::view::{self, Claimed, Clock, ViewInput};
 use crate::model::{ServiceName, Snapshot};
 
@@ -208,12 +208,21 @@ impl L2Part {
         self.progress.bump();
     }
 
-    /// The view's full-state exchange count (0 without membership).
-    fn syncs(&self) -> u64 {
+    /// The view's full-state exchanges per peer, and the peers it holds live (this node
+    /// excluded); both empty without membership.
+    fn syncs(&self) -> (PeerSyncs, BTreeSet<NodeName>) {
         self.member
             .running
             .as_ref()
-            .map_or(0, |(_, rx)| rx.borrow().syncs)
+            .map_or_else(Default::default, |(_, rx)| {
+                let v = rx.borrow();
+                let live = v
+                    .live()
+                    .filter(|m| m.name != v.local)
+                    .map(|m| m.name.clone())
+                    .collect();
+                (v.peer_syncs.clone(), live)
+            })
     }
 
     /// Holds new claims (and with `drop_existing` the current ones) until membership synced
@@ -229,9 +238,9 @@ impl L2Part {
             why = %reason,
             drop_existing, "holding L2 claims until membership has synced"
         );
-        let syncs = self.syncs();
+        let (syncs, _) = self.syncs();
         self.hold
-            .hold(std::time::Instant::now(), syncs, drop_existing, reason);
+            .hold(std::time::Instant::now(), &syncs, drop_existing, reason);
     }
 
     /// A receiver of membership view changes, for the agent loop (none when standalone).
@@ -249,8 +258,12 @@ impl L2Part {
     fn ensure_membership(&mut self, snapshot: &Snapshot) -> bool {
         let started = self.member.ensure(snapshot);
         if started {
-            self.hold
-                .hold(std::time::Instant::now(), 0, false, HoldReason::Start);
+            self.hold.hold(
+                std::time::Instant::now(),
+                &PeerSyncs::new(),
+                false,
+                HoldReason::Start,
+            );
         }
         started
     }
@@ -349,7 +362,10 @@ impl L2Part {
         let started = self.member.running.is_none()
             && !self.member.standalone()
             && self.ensure_membership(snapshot);
-        if started || local_interfaces() != self.last_interfaces {
+        if started
+            || local_interfaces() != self.last_interfaces
+            || self.responder.has_stale_interfaces()
+        {
             self.update(snapshot, lb_ips);
         } else if self.hold.is_held() {
             self.decide();
@@ -412,9 +428,11 @@ impl L2Part {
         }
         let owners = assign(&AddrReq::from_candidates(&self.candidates), &members);
         let now = unix_ms();
-        let syncs = self.syncs();
+        let (syncs, live_peers) = self.syncs();
         let was_held = self.hold.is_held();
-        let claims = self.hold.check(std::time::Instant::now(), syncs);
+        let claims = self
+            .hold
+            .check(std::time::Instant::now(), &syncs, &live_peers);
         // A hold that ends (synced, or the hold-down passed) is when the interim owner has
         // released: what this node kept through the hold (a link that came back up) may have
         // been announced by that owner meanwhile, and its last GARP may have gone out after
@@ -547,11 +565,7 @@ impl L2Part {
         }
     }
 
-    fn publish(
-        &mut self,
-        owners: &BTreeMap<IpAddr, crate::l2::ownership::NodeName>,
-        members: &[MemberView],
-    ) {
+    fn publish(&mut self, owners: &BTreeMap<IpAddr, NodeName>, members: &[MemberView]) {
         let claimed: BTreeMap<IpAddr, Claimed<'_>> = self
             .owned
             .iter()

@@ -102,7 +102,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::l2::hold::{ClaimHold, HoldReason};
+    use crate::l2::hold::{ClaimHold, HoldReason, PeerSyncs};
     use crate::l2::membership::MemberState;
 
     fn member(name: &str) -> MemberView {
@@ -204,7 +204,12 @@ mod tests {
     fn during_a_hold_unclaimed_owned_addresses_are_marked_and_the_hold_is_shown() {
         let t0 = Instant::now();
         let mut hold = ClaimHold::new(Duration::from_secs(1), Duration::from_millis(50));
-        hold.hold(t0, 0, false, HoldReason::LinkUp(vec!["eth0".into()]));
+        hold.hold(
+            t0,
+            &PeerSyncs::new(),
+            false,
+            HoldReason::LinkUp(vec!["eth0".into()]),
+        );
         let clock = Clock {
             now: t0 + Duration::from_millis(200),
             unix: Duration::from_micros(1_000_200_400),
@@ -236,7 +241,12 @@ mod tests {
         assert!(!h.drop_existing);
 
         // A peer synced at +300 ms: claims resume at +350 ms.
-        hold.check(t0 + Duration::from_millis(300), 1);
+        let peer: NodeName = "node2".into();
+        hold.check(
+            t0 + Duration::from_millis(300),
+            &[(peer.clone(), 1)].into_iter().collect(),
+            &[peer].into_iter().collect(),
+        );
         let clock = Clock {
             now: t0 + Duration::from_millis(320),
             unix: Duration::from_millis(1_000_320),

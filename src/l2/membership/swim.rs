@@ -132,6 +132,8 @@ pub struct Swim {
     clock: (Instant, u64),
     /// Full-state messages received from peers (see [`MembershipView::syncs`]).
     syncs: u64,
+    /// The same, per peer (see [`MembershipView::peer_syncs`]).
+    peer_syncs: std::collections::BTreeMap<NodeName, u64>,
     /// Times this node refuted a suspicion or death claim (see [`MembershipView::refutations`]).
     refutations: u64,
 }
@@ -170,6 +172,7 @@ impl Swim {
             changed: true,
             clock: (now, unix_ms),
             syncs: 0,
+            peer_syncs: std::collections::BTreeMap::new(),
             refutations: 0,
         };
         let own = swim.own_record();
@@ -312,6 +315,7 @@ impl Swim {
             local: self.me.name.clone(),
             members,
             syncs: self.syncs,
+            peer_syncs: self.peer_syncs.clone(),
             refutations: self.refutations,
         }
     }
@@ -415,6 +419,7 @@ impl Swim {
         let ask_again = full && buried;
         if full && !buried {
             self.syncs += 1;
+            *self.peer_syncs.entry(packet.from.clone()).or_default() += 1;
             self.changed = true;
         }
         match packet.msg {

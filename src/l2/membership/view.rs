@@ -95,6 +95,9 @@ pub struct MembershipView {
     /// ours sent to it). The agent holds new claims after a link-up or start until this grows:
     /// then its rendezvous view is the one the others use.
     pub syncs: u64,
+    /// [`Self::syncs`] per peer: a node coming back waits until every live peer synced with it
+    /// after the event, not only the first one to answer (that may not be the interim owner).
+    pub peer_syncs: std::collections::BTreeMap<NodeName, u64>,
     /// Suspicion or death claims about this node it refuted since start. Peers may have moved
     /// its addresses meanwhile: the agent announces what it owns again when this grows.
     pub refutations: u64,
