@@ -585,3 +585,33 @@ fn legacy_attach_owner_alone_answers_from_a_cls_bpf_filter() {
         );
     }
 }
+
+/// The owner's LAN interface deleted and created again under the same name (new ifindex and
+/// MAC, as ifupdown or a replugged USB NIC leave it): the responder attaches to the new device
+/// and the owner answers ARP and NDP there again, with the new MAC, alone.
+#[test]
+fn a_recreated_interface_is_answered_on_again() {
+    let mut lab = start("l2r");
+    let o = owner(&lab, IpAddr::V4(LB_V4));
+    assert_only_owner_answers(&lab, IpAddr::V4(LB_V4), o);
+    let old_mac = mac_string(&lab, o);
+    lab.lab_mut()
+        .replug_node(o)
+        .unwrap_or_else(|e| panic!("re-creating the owner's {LAN_IFNAME}: {e}"));
+    let new_mac = mac_string(&lab, o);
+    assert_ne!(old_mac, new_mac, "the re-created interface kept its MAC");
+    let answered = wait_until(GENEROUS * 2, Duration::from_millis(200), || {
+        lab.wait_owner(IpAddr::V4(LB_V4), Duration::from_secs(1))
+            .is_ok_and(|now| now == o)
+            && arping(&lab, 0, LB_V4, 1).0 == vec![new_mac.clone()]
+    });
+    assert!(
+        answered.is_ok(),
+        "{LB_V4} is not answered with the re-created interface's MAC {new_mac}: {:?}{}",
+        arping(&lab, 0, LB_V4, 2),
+        lab.lab().agent_logs(30)
+    );
+    assert_only_owner_answers(&lab, IpAddr::V4(LB_V4), o);
+    let o6 = owner(&lab, IpAddr::V6(LB_V6));
+    assert_only_owner_answers(&lab, IpAddr::V6(LB_V6), o6);
+}

@@ -90,8 +90,20 @@ impl L2Responder {
     /// at the legacy priority that runs before the north-south filter) so it answers before
     /// anything else looks at the frame. An interface that fails is returned with its error
     /// and left out (the next call retries it); the others are attached.
+    ///
+    /// An interface deleted and created again under the same name (a VLAN or bridge rebuilt
+    /// by ifupdown, a USB NIC replugged) has a new ifindex and nothing attached: the old entry
+    /// is dropped and the new device attached, so the responder answers there again.
     pub fn attach(&mut self, names: &[String]) -> Vec<(String, DatapathError)> {
         let mut failed = Vec::new();
+        self.interfaces.retain(|(d, _)| {
+            let now = ifindex_now(&d.name);
+            if now != Some(d.ifindex) {
+                info!(interface = %d.name, old = d.ifindex, new = ?now,
+                      "interface re-created or gone; the L2 responder attaches again");
+            }
+            now == Some(d.ifindex)
+        });
         for name in names {
             if self.interfaces.iter().any(|(d, _)| &d.name == name) {
                 continue;
@@ -101,6 +113,16 @@ impl L2Responder {
             }
         }
         failed
+    }
+
+    /// Whether an attached interface is gone or was re-created since (a new ifindex): the next
+    /// [`Self::attach`] attaches again. Cheap (one `if_nametoindex` per interface), for the
+    /// agent's 100 ms interface poll, which a fast delete + create would otherwise not notice.
+    #[must_use]
+    pub fn has_stale_interfaces(&self) -> bool {
+        self.interfaces
+            .iter()
+            .any(|(d, _)| ifindex_now(&d.name) != Some(d.ifindex))
     }
 
     fn attach_one(&mut self, name: &str) -> Result<(), DatapathError> {
@@ -198,4 +220,12 @@ impl L2Responder {
         }
         Ok(())
     }
+}
+
+/// The current ifindex of `name` (`None`: no such device now).
+fn ifindex_now(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: valid C string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
 }

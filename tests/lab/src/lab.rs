@@ -311,6 +311,21 @@ impl Lan {
             v6: addr6,
         })
     }
+
+    /// Deletes `port`'s veth and creates it again under the same names with the same
+    /// addresses (a new ifindex and MAC, as when ifupdown rebuilds an interface or a USB NIC
+    /// is replugged), plugged into the bridge again.
+    pub fn replug(&mut self, port: &mut LanPort) -> Result<(), LabError> {
+        let (a, b) = (port.veth.a().clone(), port.veth.b().clone());
+        a.delete()?;
+        let fresh = Veth::create(a, b)?;
+        self.bridge.attach(fresh.b())?;
+        fresh.a().add_addr(port.v4)?;
+        fresh.a().add_addr(port.v6)?;
+        // The old Veth's drop must not delete the new pair: forget it.
+        std::mem::forget(std::mem::replace(&mut port.veth, fresh));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -475,6 +475,13 @@ impl NsLab {
         Ok(())
     }
 
+    /// Deletes node `i`'s LAN interface and creates it again (same name and addresses, a new
+    /// ifindex and MAC), with its routes; see [`Lan::replug`].
+    pub fn replug_node(&mut self, i: usize) -> Result<(), NsLabError> {
+        self.lan.replug(&mut self.nodes[i].port)?;
+        self.add_node_routes(i)
+    }
+
     /// Re-routes client `client`'s LB range via node `node`.
     pub fn route_lb_via(&self, client: usize, node: usize) -> Result<(), NsLabError> {
         Route::via(self.config.lb_v4, IpAddr::V4(self.nodes[node].v4()))

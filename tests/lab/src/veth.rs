@@ -132,7 +132,8 @@ impl Iface {
             })
     }
 
-    fn delete(&self) -> Result<(), CommandError> {
+    /// `ip link del`; a link already gone is not an error.
+    pub fn delete(&self) -> Result<(), CommandError> {
         match self.ns.ip_run(["link", "del", "dev", &self.name]) {
             Ok(_) => Ok(()),
             // Gone with its namespace or its peer: nothing left to clean.
