@@ -250,3 +250,61 @@ fn agent_kill9_and_restart_during_an_upload_loses_nothing() {
     let (got, took) = result.unwrap_or_else(|e| panic!("upload across the restart: {e}"));
     assert_eq!(got, bytes, "the sink got {got} of {bytes} bytes ({took:?})");
 }
+
+/// A pod CIDR routed on the LAN (the router has a route to node1's pods): flows the WAN host
+/// opens to a pod's own address are answered from that address, TCP and UDP, IPv4 and IPv6
+/// (a masqueraded reply would come from the node's address, and the WAN host's connected
+/// socket would never see it). The pod's own flows to the WAN are still masqueraded.
+#[test]
+fn flows_opened_from_outside_to_a_pod_address_are_answered_from_it() {
+    let mut lab = lab("mqi", 1);
+    start(&mut lab, 0, &[]);
+    let node = lab.node(0);
+    let cfg = node.pods.config();
+    let router = lab.router().ns().clone();
+    for (net, via) in [
+        (cfg.v4.network().to_string(), node.v4().to_string()),
+        (cfg.v6.network().to_string(), node.v6().to_string()),
+    ] {
+        let out = router
+            .ip_run(["route", "add", &net, "via", &via])
+            .unwrap_or_else(|e| panic!("router: route {net} via {via}: {e}"));
+        assert!(
+            out.status.success(),
+            "router: route {net} via {via}: {out:?}"
+        );
+    }
+    let pod = &node.pods.pods()[0];
+    let wan = lab.wan().ns().clone();
+    let (wan4_ip, wan6_ip) = (IpAddr::V4(WAN_V4), IpAddr::V6(WAN_V6));
+    for (dst, wan_ip) in [
+        (SocketAddr::from((pod.v4, POD_ECHO)), wan4_ip),
+        (SocketAddr::from((pod.v6, POD_ECHO)), wan6_ip),
+    ] {
+        // UDP: several flows, each answered (the connected socket takes only the pod's address).
+        let seen = udp_many(&wan, dst, 8).unwrap_or_else(|e| {
+            panic!(
+                "WAN → pod {dst} UDP: {e} (replies masqueraded?)\n{}",
+                agent_log(&lab, 0)
+            )
+        });
+        assert!(
+            seen.iter().all(|s| s.ip() == wan_ip),
+            "the pod saw {seen:?}, not the WAN host's own address"
+        );
+        let seen = tcp_ask(&wan, dst).unwrap_or_else(|e| panic!("WAN → pod {dst} TCP: {e}"));
+        assert_eq!(seen.ip(), wan_ip, "WAN → pod {dst} TCP: the pod saw {seen}");
+    }
+    // The pod's own flows to the WAN still leave with the node's address.
+    let pod_ns = pod.netns.ns().clone();
+    for (dst, node_ip) in [
+        (wan4(WAN_ECHO), IpAddr::V4(node.v4())),
+        (wan6(WAN_ECHO), IpAddr::V6(node.v6())),
+    ] {
+        let seen = udp_many(&pod_ns, dst, 4).unwrap_or_else(|e| panic!("pod → {dst} UDP: {e}"));
+        assert!(
+            seen.iter().all(|s| s.ip() == node_ip),
+            "pod → {dst} UDP: the WAN host saw {seen:?}"
+        );
+    }
+}

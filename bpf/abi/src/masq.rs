@@ -4,7 +4,9 @@
 //! The SNAT table is keyed by [`crate::CtKey`] (a packet's tuple as on the wire) and holds both
 //! directions of a flow: the pod's original tuple → the node address and port it leaves with
 //! ([`SNAT_FLAG_EGRESS`]), and the reply tuple to that node address and port → the pod's address
-//! and port ([`SNAT_FLAG_REPLY`]). For ICMP echo the identifier is the "port": a request's
+//! and port ([`SNAT_FLAG_REPLY`]); and, for UDP flows opened from outside to a pod's address,
+//! the pod's reply tuple marked [`SNAT_FLAG_INBOUND`] so those replies keep the pod's address
+//! (TCP needs no entry: only a SYN opens a masqueraded flow). For ICMP echo the identifier is the "port": a request's
 //! `sport`, a reply's `dport` (the other one is zero).
 
 /// Data part of an LPM key of `fe_mqpod` / `fe_mqexcl`: the family, then the address. The
@@ -35,6 +37,10 @@ pub struct SnatValue {
 pub const SNAT_FLAG_EGRESS: u16 = 1;
 /// `SnatValue::flags`: a reply to a masqueraded flow (rewrite the destination).
 pub const SNAT_FLAG_REPLY: u16 = 2;
+/// `SnatValue::flags`: the tuple of a pod's replies to a UDP flow someone outside the cluster
+/// sent to the pod's own address (a routed pod CIDR): never masqueraded, the peer must see the
+/// address it talked to. `addr` and `port` are unused.
+pub const SNAT_FLAG_INBOUND: u16 = 4;
 
 /// Source ports (and ICMP identifiers) the masquerade allocates on the node's address. The
 /// north-south LB's SNAT uses the same range on the same address; each allocator checks the

@@ -90,6 +90,11 @@ pub static MASQ_PODS: LpmTrie<MasqCidr, u8> = LpmTrie::pinned(map_sizes::MASQ_PO
 #[map(name = "fe_mqexcl_v1")]
 pub static MASQ_EXCLUDE: LpmTrie<MasqCidr, u8> = LpmTrie::pinned(map_sizes::MASQ_EXCLUDE, 1);
 
+/// The reply tuple of an inbound UDP flow being recorded (`masq::note_inbound`), per CPU and
+/// not pinned: scratch space off the 512-byte stack of the ingress programs.
+#[map(name = "fe_mqscratch")]
+pub static MASQ_SCRATCH: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(1, 0);
+
 /// The parameters of one FIB lookup, per CPU and not pinned: scratch space off the 512-byte
 /// stack (see `nat_lb::fib`).
 #[map(name = "fe_fibscratch")]

@@ -12,10 +12,10 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, maps::lpm_tr
 use ferrite_abi::{
     CtKey, DEV_HAS_V4, DEV_HAS_V6, FAMILY_V4, FAMILY_V6, MASQ_CIDR_PREFIX_BITS, MASQ_PORT_MAX,
     MASQ_PORT_MIN, MasqCidr, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SNAT_FLAG_EGRESS,
-    SNAT_FLAG_REPLY, SnatValue,
+    SNAT_FLAG_INBOUND, SNAT_FLAG_REPLY, SnatValue,
 };
 
-use crate::maps::{CONNTRACK, DEVICES, MASQ_EXCLUDE, MASQ_PODS, SNAT};
+use crate::maps::{CONNTRACK, DEVICES, MASQ_EXCLUDE, MASQ_PODS, MASQ_SCRATCH, SNAT};
 use crate::pkt::PacketCtx;
 
 const ETH_HLEN: usize = 14;
@@ -287,6 +287,10 @@ fn snat_for(k: &CtKey, node: &[u32; 4], opens: bool) -> Option<SnatValue> {
     // SAFETY: lookup in an LRU hash of plain structs.
     if let Some(v) = unsafe { SNAT.get(k) } {
         let v = *v;
+        // The pod answers a UDP flow opened to its own address from outside.
+        if v.flags & SNAT_FLAG_INBOUND != 0 {
+            return None;
+        }
         if v.addr == *node {
             // The LRU may have evicted the reply half alone: put it back.
             let rk = reply_key(k, node, v.port);
@@ -429,6 +433,7 @@ pub fn ingress<C: PacketCtx>(ctx: &mut C) -> Verdict {
     let k = &p.key;
     // SAFETY: lookup in an LRU hash of plain structs.
     let Some(v) = (unsafe { SNAT.get(k) }) else {
+        note_inbound(k);
         return Verdict::Pass;
     };
     let v = *v;
@@ -436,6 +441,45 @@ pub fn ingress<C: PacketCtx>(ctx: &mut C) -> Verdict {
         return Verdict::Pass;
     }
     rewrite_flow(ctx, &p, false, &v)
+}
+
+/// A UDP datagram from outside the cluster to a pod's own address (the pod CIDR is routed on
+/// the LAN): the pod's replies to it must leave with the pod's address, so their tuple is
+/// marked inbound before the pod can answer. The key is built in per-CPU scratch space: the
+/// ingress programs' stack is close to the verifier's 512 bytes.
+#[inline(always)]
+fn note_inbound(k: &CtKey) {
+    if k.proto != PROTO_UDP
+        || !in_trie(&MASQ_PODS, k.family, &k.daddr)
+        || in_trie(&MASQ_PODS, k.family, &k.saddr)
+    {
+        return;
+    }
+    let Some(rk) = MASQ_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU slot is ours for the duration of this program run.
+    let rk = unsafe { &mut *rk };
+    rk.saddr = k.daddr;
+    rk.daddr = k.saddr;
+    rk.sport = k.dport;
+    rk.dport = k.sport;
+    rk.proto = k.proto;
+    rk.family = k.family;
+    rk._pad = [0; 2];
+    let rk: &CtKey = rk;
+    // SAFETY: lookup in an LRU hash of plain structs.
+    if unsafe { SNAT.get(rk) }.is_some() {
+        return;
+    }
+    let v = SnatValue {
+        addr: [0; 4],
+        port: 0,
+        flags: SNAT_FLAG_INBOUND,
+        _pad: 0,
+    };
+    // Best effort: a full table only means this flow's replies are masqueraded, as before.
+    let _ = SNAT.insert(rk, &v, u64::from(BPF_NOEXIST));
 }
 
 /// An ICMP error about a masqueraded packet (frag-needed, packet too big, port unreachable,
