@@ -62,7 +62,7 @@ fmt:
 demo: setup build
 	scripts/demo.sh target/release/ferrite target/release/ferrite-lab
 
-bench: setup build
+bench: setup build package
 	target/release/ferrite-lab bench --out target/bench --ferrite target/release/ferrite
 
 clean:

@@ -10,6 +10,7 @@ mod northsouth;
 mod pods;
 mod results;
 mod services;
+mod sizes;
 mod topology;
 
 use std::net::SocketAddr;
@@ -47,12 +48,17 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods (default all)
+    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods, sizes
+    /// (default all)
     #[argh(
         option,
-        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods\")"
+        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods,sizes\")"
     )]
     sections: String,
+    /// sizes: the cargo target folder holding `make cross` and `make package` output
+    /// (default target)
+    #[argh(option, default = "PathBuf::from(\"target\")")]
+    target_dir: PathBuf,
     /// north-south: wrk connections (default 16)
     #[argh(option, default = "16")]
     wrk_connections: u32,
@@ -133,6 +139,7 @@ struct Sections {
     cni: bool,
     kube: bool,
     pods: bool,
+    sizes: bool,
 }
 
 fn parse_sections(text: &str) -> Result<Sections, String> {
@@ -143,6 +150,7 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
         cni: false,
         kube: false,
         pods: false,
+        sizes: false,
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
@@ -152,14 +160,15 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
             "cni" => s.cni = true,
             "kube" => s.kube = true,
             "pods" => s.pods = true,
+            "sizes" => s.sizes = true,
             other => {
                 return Err(format!(
-                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods)"
+                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods, sizes)"
                 ));
             }
         }
     }
-    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube || s.pods {
+    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube || s.pods || s.sizes {
         Ok(s)
     } else {
         Err("no section to run".into())
@@ -208,6 +217,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         cni: None,
         kube: None,
         pods: None,
+        sizes: None,
         notes: Vec::new(),
     };
     if sections.clusterip {
@@ -269,6 +279,9 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         )));
         results.notes.extend(pods::notes());
     }
+    if sections.sizes {
+        results.sizes = Some(sizes::measure(&args.target_dir, &work));
+    }
 
     let md = results::markdown(&results);
     let json = serde_json::to_string_pretty(&results).expect("results serialize");
@@ -305,7 +318,11 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         || results
             .pods
             .as_ref()
-            .is_some_and(|p| p.value().is_none_or(pods::PodsBench::incomplete));
+            .is_some_and(|p| p.value().is_none_or(pods::PodsBench::incomplete))
+        || results
+            .sizes
+            .as_ref()
+            .is_some_and(sizes::SizesBench::incomplete);
     Ok(if incomplete {
         ExitCode::from(2)
     } else {
@@ -658,8 +675,10 @@ mod tests {
                 cni: false,
                 kube: false,
                 pods: false,
+                sizes: false,
             }
         );
+        assert!(parse_sections("sizes").unwrap().sizes);
         assert!(parse_sections("kube").unwrap().kube);
         assert!(parse_sections("pods").unwrap().pods);
         assert!(parse_sections("l2").unwrap().l2);

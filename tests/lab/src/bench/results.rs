@@ -112,6 +112,9 @@ pub struct Results {
     /// The pod network across nodes (`None` when not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<Cell<super::pods::PodsBench>>,
+    /// Binary and image sizes (`None` when not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<super::sizes::SizesBench>,
     pub notes: Vec<String>,
 }
 
@@ -300,6 +303,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(pods) = &r.pods {
         super::pods::markdown(pods, &mut out);
+    }
+    if let Some(sizes) = &r.sizes {
+        super::sizes::markdown(sizes, &mut out);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");
