@@ -205,10 +205,6 @@ fn held_ips(node: &PodNode) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "not passing yet: containerd, the image, the agent's CNI detection, CRI NetworkReady \
-            and the CNI ADD work, but runc's create of the sandbox container fails on this VM \
-            (\"can't get final child's PID from pipe: EOF\"; not the rlimits); run with \
-            --ignored to see it"]
 fn cri_sandboxes_get_pod_addresses_reach_other_nodes_and_cluster_ips_and_release_them() {
     let lab = start();
     assert_installed_where_config_toml_says(&lab);

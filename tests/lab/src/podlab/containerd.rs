@@ -100,6 +100,11 @@ pub fn build_sandbox_image(dir: &Path) -> Result<PathBuf, NsLabError> {
 
 /// The `config.toml` of a node's containerd (k3s's shape, version 2, CRI plugin
 /// `io.containerd.grpc.v1.cri`).
+///
+/// `restrict_oom_score_adj`: the CRI plugin gives sandboxes `oom_score_adj` -998, which needs
+/// `CAP_SYS_RESOURCE`; these test machines run without it (CapEff bit 24 clear), so runc's
+/// init died writing it ("can't get final child's PID from pipe: EOF"; crun names the write).
+/// k3s sets the same option when it runs without that capability (rootless).
 #[must_use]
 pub fn config_toml(dir: &Path, cni_conf: &Path, cni_bin: &Path) -> String {
     let d = dir.display();
@@ -120,6 +125,7 @@ state = "{d}/state"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{SANDBOX_IMAGE}"
   disable_apparmor = true
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   enable_selinux = false
 
