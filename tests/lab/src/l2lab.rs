@@ -401,7 +401,10 @@ impl L2Lab {
         let t_end = Instant::now();
         let attempts = requests.stop()?;
         let log = watch.stop().map_err(|e| format!("ARP poller: {e}"))?;
-        let healed_owner = steady?;
+        // The first agreement can come before the healed node noticed its own link again (its
+        // eligibility lags by an interface poll), so the owner that counts is the one agreed
+        // after the settle period.
+        let healed_owner = steady.and_then(|_| self.wait_owner(ip, timing.limit))?;
         let healed_mac = self.mac(healed_owner).map_err(|e| e.to_string())?;
         let client_not_following_after_heal = self
             .client_neighbor(0, ip)
