@@ -207,6 +207,60 @@ fn load_balancer_source_ranges_refuse_clients_outside() {
         );
     }
 
+    // The flows say so (node1 receives the LB IP): client1's SYNs forwarded to a backend,
+    // client2's dropped for the source range, each with the client's address.
+    let flows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec![
+            "observe",
+            "-o",
+            "json",
+            "--type",
+            "north-south",
+            "--last",
+            "200",
+        ];
+        all.extend_from_slice(args);
+        let out = lab.agent(0).cli(&all).expect("ferrite observe");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("flow JSON"))
+            .collect()
+    };
+    let (c1, c2) = (
+        lab.client(0).v4().to_string(),
+        lab.client(1).v4().to_string(),
+    );
+    let fwd = flows(&[
+        "--from-ip",
+        &c1,
+        "--protocol",
+        "TCP",
+        "--verdict",
+        "FORWARDED",
+    ]);
+    assert!(!fwd.is_empty(), "no forwarded north-south flow from {c1}");
+    for f in &fwd {
+        assert_eq!(f["destination_ip"], lb_ip(12).to_string(), "{f}");
+        assert_eq!(f["tcp_flags"], serde_json::json!(["SYN"]), "{f}");
+        assert!(
+            f["translated_ip"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("10.244.")),
+            "{f}"
+        );
+        assert_eq!(f["interface"], "eth0", "{f}");
+    }
+    let dropped = flows(&["--from-ip", &c2, "--verdict", "DROPPED"]);
+    assert!(!dropped.is_empty(), "no dropped flow from {c2}");
+    assert!(
+        dropped.iter().all(|f| f["drop_reason"] == "source-range"),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.iter().any(|f| f["protocol"] == "UDP"),
+        "UDP drops too: {dropped:?}"
+    );
+
     ranged.source_ranges = vec!["192.168.50.0/24".parse().unwrap()];
     lab.write_manifest("ranged.yaml", &ranged.to_yaml())
         .unwrap();
@@ -391,4 +445,44 @@ fn legacy_tc_attach_serves_adopts_repairs_and_survives_a_failed_attach() {
     );
     wait_answers(&lab, 0, target, Proto::Tcp);
     assert_legacy_attach(&lab, 0, "fe_host_ingress");
+
+    assert_uninstall_removes_legacy_filters(&mut lab, target);
+}
+
+/// `ferrite uninstall` (the package's prerm, the DaemonSet's cleanup) after a kill -9: the
+/// legacy filters go with the rest, and the LB IP no longer answers through node 1.
+fn assert_uninstall_removes_legacy_filters(lab: &mut NsLab, target: std::net::SocketAddr) {
+    lab.agent(0).signal(libc::SIGKILL).unwrap();
+    let dead = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        !lab.agent_mut(0).running()
+    });
+    assert!(dead.is_ok(), "the agent survived SIGKILL");
+    assert!(tc_filters(lab, 0, "ingress").contains("fe_host_ingress"));
+    let agent = lab.agent(0);
+    let cni = agent.state_dir.join("no-cni");
+    let mut uninstall = std::process::Command::new(common::FERRITE);
+    uninstall
+        .arg("uninstall")
+        .arg("--bpf-root")
+        .arg(&agent.bpf_root)
+        .arg("--cgroup")
+        .arg(agent.cgroup().path())
+        .arg("--api-socket")
+        .arg(&agent.socket)
+        .arg("--cni-conf-dir")
+        .arg(cni.join("net.d"))
+        .arg("--cni-bin-dir")
+        .arg(cni.join("bin"));
+    let out = lab.node(0).ns().exec(&mut uninstall).unwrap();
+    assert!(out.status.success(), "ferrite uninstall: {out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("netlink attachment"), "{report}");
+    for dir in ["ingress", "egress"] {
+        let left = tc_filters(lab, 0, dir);
+        assert!(
+            !left.contains("fe_"),
+            "ferrite's {dir} filter is still on eth0 after uninstall:\n{left}\n{report}"
+        );
+    }
+    assert_eq!(refused(lab, 0, target, Proto::Tcp).ok, 0, "{report}");
 }
