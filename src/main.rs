@@ -7,6 +7,7 @@ mod cli;
 mod cni;
 mod datapath;
 mod doctor;
+mod flows;
 mod l2;
 mod lb;
 mod lbipam;

@@ -96,6 +96,31 @@ fn pod_to_wan_leaves_with_the_node_address_and_pod_to_pod_keeps_the_pod_address(
         seen.port() < 61_000,
         "the node's own flow was translated: {seen}"
     );
+    // `ferrite observe` shows the pod's masqueraded flows: pod address → node address.
+    let out = lab
+        .agent(0)
+        .expect("agent")
+        .cli(&[
+            "observe",
+            "-o",
+            "json",
+            "--type",
+            "masquerade",
+            "--from-ip",
+            &me.v4.to_string(),
+        ])
+        .expect("ferrite observe");
+    let flows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("flow JSON"))
+        .collect();
+    assert!(
+        flows.iter().any(|f| f["protocol"] == "TCP"
+            && f["destination_ip"] == WAN_V4.to_string()
+            && f["translated_ip"] == n4.to_string()),
+        "{flows:?}"
+    );
+    assert!(flows.iter().any(|f| f["protocol"] == "UDP"), "{flows:?}");
     // ferrite status shows it.
     let status = lab.agent(0).expect("agent").status().expect("status");
     let masq = &status["masquerade"];

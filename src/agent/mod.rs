@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub routing: crate::routing::RoutingConfig,
     /// `--daemonset`: the DaemonSet whose deletion makes a stopping agent uninstall.
     pub daemonset: Option<String>,
+    /// `--flow-rate`: flow events per second and CPU (0: off).
+    pub flow_rate: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +127,48 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         routes: crate::routing::task::SharedRoutes::default(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         maps_dir: Some(cfg.datapath.maps_dir()),
+        flows: None,
+    }
+}
+
+/// Starts the flow reader (`--flow-rate` > 0) and publishes its history to the API; with 0,
+/// tells the programs to send nothing. A failure leaves everything else running.
+fn start_flows(
+    cfg: &AgentConfig,
+    shared: &api::SharedState,
+) -> Option<crate::flows::reader::FlowReader> {
+    let maps_dir = cfg.datapath.maps_dir();
+    if cfg.flow_rate == 0 {
+        if let Err(e) = crate::flows::reader::set_rate(&maps_dir, 0) {
+            error!(error = %e, "turning flow events off");
+        }
+        return None;
+    }
+    let history = Arc::new(crate::flows::history::FlowHistory::new(
+        crate::flows::history::DEFAULT_CAPACITY,
+    ));
+    match crate::flows::reader::FlowReader::start(
+        &maps_dir,
+        &cfg.node_name,
+        history.clone(),
+        cfg.flow_rate,
+    ) {
+        Ok(reader) => {
+            shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .flows = Some(api::FlowsSource {
+                history,
+                received: reader.received_counter(),
+                maps_dir,
+                rate_per_cpu: cfg.flow_rate,
+            });
+            Some(reader)
+        }
+        Err(e) => {
+            error!(error = %e, "flow events unavailable");
+            None
+        }
     }
 }
 
@@ -375,6 +419,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         "datapath ready"
     );
     let shared = Arc::new(RwLock::new(initial_api_state(&cfg, sock.adopted)));
+    let _flows = start_flows(&cfg, &shared);
     let ready = readiness::Readiness::new(shared.clone());
     ready.set(
         readiness::SOURCE,

@@ -3,6 +3,7 @@
 //! views of its model and applied state into [`ApiState`]; the CLI reads them with [`client`].
 
 pub mod client;
+mod flows;
 mod l2;
 mod openapi;
 mod pools;
@@ -12,6 +13,7 @@ mod server;
 mod tls;
 mod types;
 
+pub use flows::{FlowsSource, FlowsView};
 pub use l2::{L2AddressView, L2MembershipView, L2View};
 pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve, serve_metrics, serve_tls};
@@ -47,6 +49,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The pinned maps, whose fill `/metrics` reads when scraped.
     pub maps_dir: Option<std::path::PathBuf>,
+    /// Flow events (`/v1/flows`), once the reader runs.
+    pub flows: Option<FlowsSource>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -27,6 +27,28 @@ pub fn document_bytes() -> Bytes {
         .clone()
 }
 
+fn param(p: &super::routes::Param) -> Value {
+    let mut schema = if p.kind == "ip" {
+        json!({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
+    } else {
+        json!({"type": p.kind})
+    };
+    if !p.values.is_empty() {
+        schema["enum"] = p.values.iter().map(|v| Value::from(*v)).collect();
+    }
+    if let Some((min, max)) = p.bounds {
+        schema["minimum"] = min.into();
+        schema["maximum"] = max.into();
+    }
+    json!({
+        "name": p.name,
+        "in": "query",
+        "required": false,
+        "description": p.description,
+        "schema": schema,
+    })
+}
+
 fn build() -> Value {
     let mut generator = SchemaSettings::openapi3()
         .with(|s| s.contract = Contract::Serialize)
@@ -52,19 +74,20 @@ fn build() -> Value {
         responses.insert(
             "4XX".into(),
             json!({
-                "description": "Bad request: a query parameter (none is taken), or a method other than GET",
+                "description": "Bad request: a query parameter it does not take or a bad value, or a method other than GET",
                 "content": {"application/json": {"schema": error}},
             }),
         );
         let op_id = route.path.trim_start_matches('/').replace(['/', '.'], "_");
-        paths.insert(
-            route.path.into(),
-            json!({"get": {
-                "operationId": op_id,
-                "summary": route.summary,
-                "responses": responses,
-            }}),
-        );
+        let mut get = json!({
+            "operationId": op_id,
+            "summary": route.summary,
+            "responses": responses,
+        });
+        if !route.params.is_empty() {
+            get["parameters"] = route.params.iter().map(param).collect();
+        }
+        paths.insert(route.path.into(), json!({ "get": get }));
     }
     let schemas = generator.take_definitions(true);
     json!({

@@ -47,8 +47,22 @@ pub struct Route {
     pub schema: fn(&mut SchemaGenerator) -> Schema,
     /// Also answers 503 with the same body (health probes).
     pub unavailable: bool,
-    /// Answers with the state and the request's `Accept` header.
-    pub handler: fn(&SharedState, Option<&str>) -> Reply,
+    /// The query parameters it takes (none: a query is a 400).
+    pub params: &'static [Param],
+    /// Answers with the state, the request's `Accept` header and its query string.
+    pub handler: fn(&SharedState, Option<&str>, Option<&str>) -> Reply,
+}
+
+/// One optional query parameter, as the spec describes it.
+pub struct Param {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// JSON schema type: `string`, `integer` or `boolean`; `ip` is a string holding an IPv4
+    /// or IPv6 address.
+    pub kind: &'static str,
+    /// Allowed values (strings), or bounds (integers: min, max) — empty for none.
+    pub values: &'static [&'static str],
+    pub bounds: Option<(u64, u64)>,
 }
 
 /// A response before it becomes an HTTP one.
@@ -113,26 +127,26 @@ fn read<R>(state: &SharedState, f: impl FnOnce(&super::ApiState) -> R) -> R {
         .unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
-fn status(state: &SharedState, _: Option<&str>) -> Reply {
+fn status(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     Reply::json(
         StatusCode::OK,
         &read(state, super::ApiState::current_status),
     )
 }
 
-fn services(state: &SharedState, _: Option<&str>) -> Reply {
+fn services(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     read(state, |s| Reply::json(StatusCode::OK, &s.services))
 }
 
-fn pools(state: &SharedState, _: Option<&str>) -> Reply {
+fn pools(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     read(state, |s| Reply::json(StatusCode::OK, &s.pools))
 }
 
-fn l2(state: &SharedState, _: Option<&str>) -> Reply {
+fn l2(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     read(state, |s| Reply::json(StatusCode::OK, &s.l2))
 }
 
-fn routes(state: &SharedState, _: Option<&str>) -> Reply {
+fn routes(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     let routes = read(state, |s| s.routes.clone());
     let view = routes
         .read()
@@ -141,7 +155,7 @@ fn routes(state: &SharedState, _: Option<&str>) -> Reply {
 }
 
 /// Both probes report every subsystem; 503 names those not ready (CNI STATUS shows it).
-fn health(state: &SharedState, _: Option<&str>) -> Reply {
+fn health(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     let h = read(state, |s| {
         let st = &s.status;
         let not_ready: Vec<String> = st
@@ -164,7 +178,7 @@ fn health(state: &SharedState, _: Option<&str>) -> Reply {
 }
 
 /// OpenMetrics, or the classic text format for a scraper that does not accept it.
-fn metrics(state: &SharedState, accept: Option<&str>) -> Reply {
+fn metrics(state: &SharedState, accept: Option<&str>, _: Option<&str>) -> Reply {
     let text = super::scrape::render(state);
     let (content_type, text) = if crate::metrics::accepts_openmetrics(accept) {
         (Media::OpenMetrics.content_type(), text)
@@ -181,7 +195,7 @@ fn metrics(state: &SharedState, accept: Option<&str>) -> Reply {
     }
 }
 
-fn openapi(_: &SharedState, _: Option<&str>) -> Reply {
+fn openapi(_: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     Reply {
         status: StatusCode::OK,
         content_type: Media::Json.content_type(),
@@ -205,6 +219,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<Status>,
         unavailable: false,
+        params: &[],
         handler: status,
     },
     Route {
@@ -213,6 +228,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<Vec<ServiceView>>,
         unavailable: false,
+        params: &[],
         handler: services,
     },
     Route {
@@ -221,6 +237,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<PoolsView>,
         unavailable: false,
+        params: &[],
         handler: pools,
     },
     Route {
@@ -229,6 +246,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<L2View>,
         unavailable: false,
+        params: &[],
         handler: l2,
     },
     Route {
@@ -237,7 +255,17 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<RoutesView>,
         unavailable: false,
+        params: &[],
         handler: routes,
+    },
+    Route {
+        path: "/v1/flows",
+        summary: "Flow events (what the datapath did to each new flow), newest last, filtered",
+        media: Media::Json,
+        schema: schema_of::<super::flows::FlowsView>,
+        unavailable: false,
+        params: super::flows::PARAMS,
+        handler: super::flows::handler,
     },
     Route {
         path: "/healthz",
@@ -245,6 +273,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<Health>,
         unavailable: true,
+        params: &[],
         handler: health,
     },
     Route {
@@ -253,6 +282,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: schema_of::<Health>,
         unavailable: true,
+        params: &[],
         handler: health,
     },
     Route {
@@ -261,6 +291,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::OpenMetrics,
         schema: text_schema,
         unavailable: false,
+        params: &[],
         handler: metrics,
     },
     Route {
@@ -269,6 +300,7 @@ pub const ROUTES: &[Route] = &[
         media: Media::Json,
         schema: openapi_schema,
         unavailable: false,
+        params: &[],
         handler: openapi,
     },
 ];
@@ -308,11 +340,12 @@ pub fn dispatch(
             format!("{path} answers only GET, not {method}"),
         );
     }
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
+    let query = query.filter(|q| !q.is_empty());
+    if let Some(q) = query.filter(|_| route.params.is_empty()) {
         return Reply::error(
             StatusCode::BAD_REQUEST,
             format!("{path} takes no query parameters (got {q:?})"),
         );
     }
-    (route.handler)(state, accept)
+    (route.handler)(state, accept, query)
 }

@@ -140,6 +140,10 @@ pub struct AgentCmd {
     /// every other stop keeps the datapath
     #[argh(option)]
     pub daemonset: Option<String>,
+    /// flow events (`ferrite observe`): at most this many per second and CPU are sent by the
+    /// programs, the rest only counted (default 2000; 0 turns flows off)
+    #[argh(option, default = "crate::flows::reader::DEFAULT_RATE_PER_CPU")]
+    pub flow_rate: u32,
     /// duration of the status-writer Lease in seconds (tests shorten it; default 15)
     #[argh(option, default = "15", hidden_help)]
     pub status_lease_seconds: u16,
@@ -218,6 +222,7 @@ pub fn run(cmd: AgentCmd) -> i32 {
         },
         status_lease: std::time::Duration::from_secs(cmd.status_lease_seconds.into()),
         daemonset: cmd.daemonset,
+        flow_rate: cmd.flow_rate,
         routing: crate::routing::RoutingConfig {
             mode: cmd.routing,
             vni: cmd.vxlan_vni,

@@ -7,6 +7,7 @@ mod l2;
 mod l2flags;
 mod l2member;
 mod manifests;
+mod observe;
 mod output;
 mod pools;
 mod query;
@@ -41,6 +42,7 @@ pub enum Command {
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
     Routes(routes::RoutesCmd),
+    Observe(observe::ObserveCmd),
     L2(l2::L2Cmd),
     L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
@@ -87,6 +89,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),
         Command::Routes(r) => routes::run(&r),
+        Command::Observe(o) => observe::run(&o),
         Command::L2(c) => l2::run(&c),
         Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),

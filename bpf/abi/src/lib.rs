@@ -6,11 +6,18 @@
 //! IPv6 as four such words, ports as network-order `u16`.
 #![no_std]
 
+mod flow;
 mod l2;
 mod masq;
 mod nat;
 mod xdp;
 
+pub use flow::{
+    FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
+    FLOW_FLAG_SNAT, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB,
+    FLOW_RING_BYTES, FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_STATS,
+    FlowConfig, FlowEvent, FlowLimit,
+};
 pub use l2::{L2_HEARTBEAT_GRACE_NS, L2Key, L2Value};
 pub use masq::{
     MASQ_CIDR_PREFIX_BITS, MASQ_PORT_MAX, MASQ_PORT_MIN, MasqCidr, PROTO_ICMP, PROTO_ICMPV6,
@@ -52,6 +59,10 @@ pub mod map_names {
     pub const SNAT: &str = "fe_snat_v1";
     pub const MASQ_PODS: &str = "fe_mqpod_v1";
     pub const MASQ_EXCLUDE: &str = "fe_mqexcl_v1";
+    pub const FLOWS: &str = "fe_flows_v1";
+    pub const FLOW_CONFIG: &str = "fe_flowcfg_v1";
+    pub const FLOW_LIMIT: &str = "fe_flowlim_v1";
+    pub const FLOW_STATS: &str = "fe_flowstat_v1";
 }
 
 /// Capacity of each map (entries).

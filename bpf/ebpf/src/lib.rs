@@ -2,6 +2,7 @@
 //! Entry points live in one file per attach point (`sock.rs`, …).
 #![no_std]
 
+pub mod flow;
 pub mod l2_ndp;
 pub mod l2_resp;
 pub mod maps;

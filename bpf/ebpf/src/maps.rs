@@ -99,3 +99,20 @@ pub static MASQ_SCRATCH: PerCpuArray<CtKey> = PerCpuArray::with_max_entries(1, 0
 /// stack (see `nat_lb::fib`).
 #[map(name = "fe_fibscratch")]
 pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
+// ---- flow events (see `crate::flow`) ----
+
+use aya_ebpf::maps::RingBuf;
+use ferrite_abi::{FLOW_RING_BYTES, FLOW_STATS, FlowConfig, FlowLimit};
+
+#[map(name = "fe_flows_v1")]
+pub static FLOWS: RingBuf = RingBuf::pinned(FLOW_RING_BYTES, 0);
+
+#[map(name = "fe_flowcfg_v1")]
+pub static FLOW_CONFIG: Array<FlowConfig> = Array::pinned(1, 0);
+
+#[map(name = "fe_flowlim_v1")]
+pub static FLOW_LIMIT: PerCpuArray<FlowLimit> = PerCpuArray::pinned(1, 0);
+
+#[map(name = "fe_flowstat_v1")]
+pub static FLOW_STAT: PerCpuArray<u64> = PerCpuArray::pinned(FLOW_STATS, 0);

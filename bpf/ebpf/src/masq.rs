@@ -10,10 +10,12 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
 use ferrite_abi::{
-    CtKey, DEV_HAS_V4, DEV_HAS_V6, FAMILY_V4, FAMILY_V6, MASQ_CIDR_PREFIX_BITS, MASQ_PORT_MAX,
-    MASQ_PORT_MIN, MasqCidr, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SNAT_FLAG_EGRESS,
-    SNAT_FLAG_INBOUND, SNAT_FLAG_REPLY, SnatValue,
+    CtKey, DEV_HAS_V4, DEV_HAS_V6, FAMILY_V4, FAMILY_V6, FLOW_DROP_NO_SNAT, FLOW_KIND_MASQUERADE,
+    MASQ_CIDR_PREFIX_BITS, MASQ_PORT_MAX, MASQ_PORT_MIN, MasqCidr, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP, PROTO_UDP, SNAT_FLAG_EGRESS, SNAT_FLAG_INBOUND, SNAT_FLAG_REPLY, SnatValue,
 };
+
+use crate::flow::{Flow, emit};
 
 use crate::maps::{CONNTRACK, DEVICES, MASQ_EXCLUDE, MASQ_PODS, MASQ_SCRATCH, SNAT};
 use crate::pkt::PacketCtx;
@@ -277,7 +279,7 @@ fn reply_key(k: &CtKey, node: &[u32; 4], port: u16) -> CtKey {
 
 /// Finds (or creates) the SNAT entry of a pod's flow: the node address and port it leaves with.
 #[inline(always)]
-fn snat_for(k: &CtKey, node: &[u32; 4], opens: bool) -> Option<SnatValue> {
+fn snat_for(k: &CtKey, node: &[u32; 4], opens: bool, ifindex: u32) -> Option<SnatValue> {
     let back = SnatValue {
         addr: k.saddr,
         port: k.sport,
@@ -321,14 +323,41 @@ fn snat_for(k: &CtKey, node: &[u32; 4], opens: bool) -> Option<SnatValue> {
             break;
         }
     }
+    let Some(port) = chosen else {
+        flow_event(k, node, 0, ifindex, FLOW_DROP_NO_SNAT);
+        return None;
+    };
     let v = SnatValue {
         addr: *node,
-        port: chosen?,
+        port,
         flags: SNAT_FLAG_EGRESS,
         _pad: 0,
     };
     SNAT.insert(k, &v, 0).ok()?;
+    flow_event(k, node, port, ifindex, 0);
     Some(v)
+}
+
+/// The flow event of a new masqueraded flow (leaving as `node`:`port`), or of a flow that
+/// found no free port (`reason`; it leaves untranslated).
+#[inline(always)]
+fn flow_event(k: &CtKey, node: &[u32; 4], port: u16, ifindex: u32, reason: u8) {
+    emit(&Flow {
+        kind: FLOW_KIND_MASQUERADE,
+        reason,
+        proto: k.proto,
+        family: k.family,
+        tcp_flags: 0,
+        flags: 0,
+        ifindex,
+        cookie: 0,
+        saddr: &k.saddr,
+        daddr: &k.daddr,
+        xaddr: node,
+        sport: k.sport,
+        dport: k.dport,
+        xport: port,
+    });
 }
 
 /// What the masquerade did to a packet.
@@ -378,7 +407,7 @@ pub fn egress<C: PacketCtx>(ctx: &mut C) -> Verdict {
     let Some(node) = node_addr(ctx, k.family) else {
         return Verdict::Pass;
     };
-    let Some(v) = snat_for(k, &node, p.opens) else {
+    let Some(v) = snat_for(k, &node, p.opens, ctx.ifindex()) else {
         return Verdict::Pass;
     };
     rewrite_flow(ctx, &p, true, &v)

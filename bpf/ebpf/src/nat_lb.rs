@@ -17,10 +17,12 @@ use aya_ebpf::{
 use ferrite_abi::{
     CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, EXT_FLAG_CLIENT_AFFINITY,
     EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue, FAMILY_V4, FAMILY_V6,
-    NodeAddrKey, PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS,
-    SrcRangeData, SvcKey,
+    FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
+    FLOW_FLAG_SNAT, FLOW_KIND_NORTH_SOUTH, NodeAddrKey, PROTO_TCP, PROTO_UDP, SNAT_PORT_MAX,
+    SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData, SvcKey,
 };
 
+use crate::flow::{Flow, emit};
 use crate::maps::{
     BACKENDS, CONNTRACK, DEVICES, EXTERNAL, FIB_SCRATCH, MAGLEV, NODE_ADDRS, SNAT, SOURCE_RANGES,
     TUNNELS,
@@ -324,17 +326,65 @@ pub fn ingress<C: PacketCtx>(ctx: &mut C, p: &Packet) -> Outcome {
     let Some(svc) = frontend(&p.key) else {
         return Outcome::Pass;
     };
-    if !source_allowed(svc, &p.key) || svc.count == 0 {
-        return Outcome::Drop;
-    }
+    let drop = if !source_allowed(svc, &p.key) {
+        FLOW_DROP_SOURCE_RANGE
+    } else if svc.count == 0 {
+        FLOW_DROP_NO_BACKEND
     // Only a SYN opens a TCP flow; anything else without state is invalid (as conntrack would say).
-    if p.key.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
+    } else if p.key.proto == PROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN {
+        FLOW_DROP_INVALID
+    } else {
+        0
+    };
+    if drop != 0 {
+        flow_event(ctx, p, None, drop);
         return Outcome::Drop;
     }
     match new_flow(ctx, p, svc) {
-        Some(ct) => Outcome::Forward(ct),
-        None => Outcome::Drop,
+        Some(ct) => {
+            flow_event(ctx, p, Some(&ct), 0);
+            Outcome::Forward(ct)
+        }
+        None => {
+            flow_event(ctx, p, None, FLOW_DROP_NO_SNAT);
+            Outcome::Drop
+        }
     }
+}
+
+/// The flow event of a new north-south flow (`ct`: its translation) or of its drop.
+#[inline(always)]
+fn flow_event<C: PacketCtx>(ctx: &C, p: &Packet, ct: Option<&CtValue>, reason: u8) {
+    const NONE: [u32; 4] = [0; 4];
+    let k = &p.key;
+    let (xaddr, xport, flags) = match ct {
+        Some(ct) => (
+            &ct.new_daddr,
+            ct.new_dport,
+            if ct.flags & CT_REWRITE_SRC != 0 {
+                FLOW_FLAG_SNAT
+            } else {
+                0
+            },
+        ),
+        None => (&NONE, 0, 0),
+    };
+    emit(&Flow {
+        kind: FLOW_KIND_NORTH_SOUTH,
+        reason,
+        proto: k.proto,
+        family: k.family,
+        tcp_flags: p.tcp_flags,
+        flags,
+        ifindex: ctx.ifindex(),
+        cookie: 0,
+        saddr: &k.saddr,
+        daddr: &k.daddr,
+        xaddr,
+        sport: k.sport,
+        dport: k.dport,
+        xport,
+    });
 }
 
 #[inline(always)]

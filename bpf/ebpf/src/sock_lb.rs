@@ -6,11 +6,39 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use ferrite_abi::{
-    AffinityKey, AffinityValue, Backend, ECONNREFUSED, FAMILY_V4, RevNatKey, RevNatValue,
-    SVC_FLAG_AFFINITY, SlotKey, SvcKey, SvcValue,
+    AffinityKey, AffinityValue, Backend, ECONNREFUSED, FAMILY_V4, FLOW_DROP_NO_BACKEND,
+    FLOW_KIND_SOCK_LB, RevNatKey, RevNatValue, SVC_FLAG_AFFINITY, SlotKey, SvcKey, SvcValue,
 };
 
+use crate::flow::{Flow, emit};
 use crate::maps::{AFFINITY, BACKENDS, REVNAT, SERVICES, SLOTS};
+
+const NO_ADDR: [u32; 4] = [0; 4];
+
+/// The flow event of a translation (`backend`) or a refusal (`None`).
+#[inline(always)]
+fn flow_event(key: &SvcKey, backend: Option<&Backend>, cookie: u64) {
+    let (xaddr, xport, reason) = match backend {
+        Some(b) => (&b.addr, b.port, 0),
+        None => (&NO_ADDR, 0, FLOW_DROP_NO_BACKEND),
+    };
+    emit(&Flow {
+        kind: FLOW_KIND_SOCK_LB,
+        reason,
+        proto: key.proto,
+        family: key.family,
+        tcp_flags: 0,
+        flags: 0,
+        ifindex: 0,
+        cookie,
+        saddr: &NO_ADDR,
+        daddr: &key.addr,
+        xaddr,
+        sport: 0,
+        dport: key.port,
+        xport,
+    });
+}
 
 /// What a forward hook (connect/sendmsg) decided.
 pub enum Verdict {
@@ -120,7 +148,10 @@ pub fn forward(ctx: &SockAddrContext, family: u8) -> Verdict {
     let Some(svc) = (unsafe { SERVICES.get(&key) }) else {
         return Verdict::Pass;
     };
+    // SAFETY: helper valid for cgroup sock_addr programs.
+    let cookie = unsafe { bpf_get_socket_cookie(sa.cast()) };
     if svc.count == 0 {
+        flow_event(&key, None, cookie);
         return Verdict::Refuse;
     }
     let backend_id = if svc.flags & SVC_FLAG_AFFINITY != 0 {
@@ -129,22 +160,19 @@ pub fn forward(ctx: &SockAddrContext, family: u8) -> Verdict {
         random_backend(svc)
     };
     // A slot or backend missing in the middle of an update: refuse rather than hang on the VIP.
-    let Some(backend_id) = backend_id else {
-        return Verdict::Refuse;
-    };
     // SAFETY: a lookup in a hash map of plain structs.
-    let Some(backend) = (unsafe { BACKENDS.get(&backend_id) }) else {
+    let Some(backend) = backend_id.and_then(|id| unsafe { BACKENDS.get(&id) }) else {
+        flow_event(&key, None, cookie);
         return Verdict::Refuse;
     };
-    remember_reverse(ctx, &key, backend);
+    remember_reverse(cookie, &key, backend);
+    flow_event(&key, Some(backend), cookie);
     write_addr(sa, family, &backend.addr, backend.port);
     Verdict::Pass
 }
 
 #[inline(always)]
-fn remember_reverse(ctx: &SockAddrContext, svc: &SvcKey, backend: &Backend) {
-    // SAFETY: helper valid for cgroup sock_addr programs.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+fn remember_reverse(cookie: u64, svc: &SvcKey, backend: &Backend) {
     let key = RevNatKey {
         cookie,
         addr: backend.addr,

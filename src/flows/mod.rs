@@ -1,0 +1,312 @@
+//! Flow events (`ferrite observe`): what the eBPF programs decided about each new flow, read
+//! from the pinned ring buffer ([`reader`]), kept in a bounded history ([`history`]) and
+//! served filtered by the API ([`filter`]). Each [`Flow`] carries Hubble's fields where they
+//! apply: time, node, verdict and drop reason, addresses and ports, L4 protocol and TCP flags,
+//! the service (filled in from the programmed frontends when served), interface.
+
+pub mod filter;
+pub mod history;
+pub mod reader;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ferrite_abi::{
+    FAMILY_V4, FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
+    FLOW_FLAG_SNAT, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB, FlowEvent,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One flow event as the API and `ferrite observe` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Flow {
+    /// Position in this agent's history (a cursor for `after`).
+    pub seq: u64,
+    /// When the program saw it (Unix milliseconds).
+    pub time_unix_ms: u64,
+    pub node: String,
+    /// `sock-lb`, `north-south` or `masquerade`.
+    pub kind: String,
+    /// `FORWARDED` or `DROPPED` (Hubble's words).
+    pub verdict: String,
+    /// Why it was dropped: `no-backend`, `source-range`, `invalid`, `no-snat-port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+    /// `TCP`, `UDP`, `ICMP`, `ICMPv6` or the protocol number.
+    pub protocol: String,
+    /// The client; absent for socket-LB events (the socket may not be bound yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
+    pub destination_ip: String,
+    pub destination_port: u16,
+    /// What the destination (LB) or the source (masquerade) became.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated_port: Option<u16>,
+    /// The Service of the frontend (`namespace/name`), when it is one this node programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The device (TC/XDP events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// TCP flags of the packet (north-south), e.g. `["SYN"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_flags: Vec<String>,
+    /// A north-south flow SNATed to the node (its backend is on another node).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snat: bool,
+    /// The socket's cookie (socket-LB events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_cookie: Option<u64>,
+}
+
+fn addr(family: u8, words: &[u32; 4]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::from(u32::from_be(words[0])))
+    } else {
+        let mut b = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(b))
+    }
+}
+
+#[must_use]
+pub fn protocol_name(proto: u8) -> String {
+    match proto {
+        PROTO_TCP => "TCP".into(),
+        PROTO_UDP => "UDP".into(),
+        PROTO_ICMP => "ICMP".into(),
+        PROTO_ICMPV6 => "ICMPv6".into(),
+        n => n.to_string(),
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        FLOW_KIND_SOCK_LB => "sock-lb",
+        FLOW_KIND_NORTH_SOUTH => "north-south",
+        FLOW_KIND_MASQUERADE => "masquerade",
+        _ => "unknown",
+    }
+}
+
+fn drop_reason(reason: u8) -> Option<String> {
+    Some(
+        match reason {
+            0 => return None,
+            FLOW_DROP_NO_BACKEND => "no-backend",
+            FLOW_DROP_SOURCE_RANGE => "source-range",
+            FLOW_DROP_INVALID => "invalid",
+            FLOW_DROP_NO_SNAT => "no-snat-port",
+            _ => "unknown",
+        }
+        .to_owned(),
+    )
+}
+
+fn tcp_flags(flags: u8) -> Vec<String> {
+    const NAMES: [(u8, &str); 6] = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x20, "URG"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| (*n).to_owned())
+        .collect()
+}
+
+/// Turns the kernel's record into a [`Flow`]. `mono_to_unix_ns` is the Unix time minus
+/// CLOCK_MONOTONIC (the programs stamp with `bpf_ktime_get_ns`); `ifname` names a device.
+#[must_use]
+pub fn decode(
+    ev: &FlowEvent,
+    seq: u64,
+    node: &str,
+    mono_to_unix_ns: i128,
+    ifname: impl Fn(u32) -> Option<String>,
+) -> Flow {
+    let unix_ns = i128::from(ev.ts_ns) + mono_to_unix_ns;
+    let time_unix_ms = u64::try_from(unix_ns / 1_000_000).unwrap_or(0);
+    let dropped = ev.reason != 0;
+    let sock = ev.kind == FLOW_KIND_SOCK_LB;
+    let translated = !dropped && ev.xaddr != [0; 4];
+    Flow {
+        seq,
+        time_unix_ms,
+        node: node.to_owned(),
+        kind: kind_name(ev.kind).to_owned(),
+        verdict: if dropped { "DROPPED" } else { "FORWARDED" }.to_owned(),
+        drop_reason: drop_reason(ev.reason),
+        protocol: protocol_name(ev.proto),
+        source_ip: (!sock).then(|| addr(ev.family, &ev.saddr).to_string()),
+        source_port: (!sock).then(|| u16::from_be(ev.sport)),
+        destination_ip: addr(ev.family, &ev.daddr).to_string(),
+        destination_port: u16::from_be(ev.dport),
+        translated_ip: translated.then(|| addr(ev.family, &ev.xaddr).to_string()),
+        translated_port: translated.then(|| u16::from_be(ev.xport)),
+        service: None,
+        interface: (ev.ifindex != 0).then(|| ifname(ev.ifindex)).flatten(),
+        tcp_flags: tcp_flags(ev.tcp_flags),
+        snat: ev.flags & FLOW_FLAG_SNAT != 0,
+        socket_cookie: (sock && ev.cookie != 0).then_some(ev.cookie),
+    }
+}
+
+fn endpoint(ip: &str, port: Option<u16>) -> String {
+    let ip = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    match port {
+        Some(p) => format!("{ip}:{p}"),
+        None => ip,
+    }
+}
+
+/// One line like `hubble observe`'s compact output.
+#[must_use]
+pub fn compact(f: &Flow, time: &str) -> String {
+    let src = f
+        .source_ip
+        .as_deref()
+        .map_or_else(|| "socket".to_owned(), |ip| endpoint(ip, f.source_port));
+    let dst = endpoint(&f.destination_ip, Some(f.destination_port));
+    let mut line = format!("{time} {} {}: {src} -> {dst}", f.node, f.kind);
+    if let Some(svc) = &f.service {
+        let _ = write!(line, " ({svc})");
+    }
+    if let Some(ip) = &f.translated_ip {
+        let arrow = if f.kind == "masquerade" { "as" } else { "=>" };
+        let _ = write!(line, " {arrow} {}", endpoint(ip, f.translated_port));
+    }
+    let _ = write!(line, " {} {}", f.protocol, f.verdict);
+    if let Some(r) = &f.drop_reason {
+        let _ = write!(line, " ({r})");
+    }
+    if !f.tcp_flags.is_empty() {
+        let _ = write!(line, " [{}]", f.tcp_flags.join(","));
+    }
+    if f.snat {
+        line.push_str(" snat");
+    }
+    if let Some(i) = &f.interface {
+        let _ = write!(line, " on {i}");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4]) -> [u32; 4] {
+        [u32::from_be_bytes(a).to_be(), 0, 0, 0]
+    }
+
+    #[test]
+    fn a_socket_lb_translation_decodes_to_its_service_frontend_and_backend() {
+        let ev = FlowEvent {
+            ts_ns: 5_000_000,
+            daddr: v4([10, 96, 0, 10]),
+            xaddr: v4([10, 244, 0, 5]),
+            dport: 80u16.to_be(),
+            xport: 8080u16.to_be(),
+            kind: FLOW_KIND_SOCK_LB,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            cookie: 42,
+            ..FlowEvent::default()
+        };
+        let f = decode(&ev, 7, "node1", 1_700_000_000_000_000_000, |_| None);
+        assert_eq!(f.seq, 7);
+        assert_eq!(f.time_unix_ms, 1_700_000_000_005);
+        assert_eq!(
+            (f.kind.as_str(), f.verdict.as_str()),
+            ("sock-lb", "FORWARDED")
+        );
+        assert_eq!((f.source_ip.as_deref(), f.source_port), (None, None));
+        assert_eq!(
+            (f.destination_ip.as_str(), f.destination_port),
+            ("10.96.0.10", 80)
+        );
+        assert_eq!(f.translated_ip.as_deref(), Some("10.244.0.5"));
+        assert_eq!(f.translated_port, Some(8080));
+        assert_eq!(f.socket_cookie, Some(42));
+        assert_eq!(
+            compact(&f, "12:00:00.000"),
+            "12:00:00.000 node1 sock-lb: socket -> 10.96.0.10:80 => 10.244.0.5:8080 TCP FORWARDED"
+        );
+    }
+
+    #[test]
+    fn a_north_south_drop_and_an_ipv6_masquerade_decode() {
+        let ev = FlowEvent {
+            saddr: v4([192, 168, 1, 9]),
+            daddr: v4([10, 20, 30, 100]),
+            sport: 40000u16.to_be(),
+            dport: 443u16.to_be(),
+            kind: FLOW_KIND_NORTH_SOUTH,
+            reason: FLOW_DROP_SOURCE_RANGE,
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            tcp_flags: 0x02,
+            ifindex: 3,
+            ..FlowEvent::default()
+        };
+        let f = decode(&ev, 1, "n", 0, |i| Some(format!("eth{i}")));
+        assert_eq!(f.verdict, "DROPPED");
+        assert_eq!(f.drop_reason.as_deref(), Some("source-range"));
+        assert_eq!(f.source_ip.as_deref(), Some("192.168.1.9"));
+        assert_eq!(f.source_port, Some(40000));
+        assert_eq!(f.translated_ip, None);
+        assert_eq!(f.tcp_flags, ["SYN"]);
+        assert_eq!(f.interface.as_deref(), Some("eth3"));
+        assert!(compact(&f, "t").ends_with("TCP DROPPED (source-range) [SYN] on eth3"));
+
+        let pod: Ipv6Addr = "fd00:10:244::5".parse().unwrap();
+        let node: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let words = |a: Ipv6Addr| {
+            let o = a.octets();
+            let mut w = [0u32; 4];
+            for (i, c) in o.chunks(4).enumerate() {
+                w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            w
+        };
+        let ev = FlowEvent {
+            saddr: words(pod),
+            daddr: words("2001:db8:100::10".parse().unwrap()),
+            xaddr: words(node),
+            sport: 5555u16.to_be(),
+            dport: 53u16.to_be(),
+            xport: 61234u16.to_be(),
+            kind: FLOW_KIND_MASQUERADE,
+            proto: PROTO_UDP,
+            family: 6,
+            ..FlowEvent::default()
+        };
+        let f = decode(&ev, 2, "n", 0, |_| None);
+        assert_eq!(f.source_ip.as_deref(), Some("fd00:10:244::5"));
+        assert_eq!(f.translated_ip.as_deref(), Some("2001:db8::1"));
+        assert!(
+            compact(&f, "t").contains(
+                "[fd00:10:244::5]:5555 -> [2001:db8:100::10]:53 as [2001:db8::1]:61234 UDP"
+            ),
+            "{}",
+            compact(&f, "t")
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! Flow events end to end, as root: the agent's socket LB (cgroup hooks) sends one event per
+//! translated or refused `connect()`/`sendmsg()` through the pinned ring buffer, and
+//! `ferrite observe` shows them — with the service, the chosen backend, the verdict and the
+//! drop reason — within a second; its filters and outputs work; a flood of refused connects is
+//! capped at `--flow-rate` per CPU and counted, with the agent's memory bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{AgentLab, PodLab, lab_bin, require_root, service_yaml, slice_yaml};
+use ferrite_lab::wait_until;
+use serde_json::Value;
+
+fn lab(prefix: &str, args: &[&str]) -> (PodLab, AgentLab) {
+    require_root();
+    let pods = PodLab::new(prefix, 2);
+    let mut agent = AgentLab::new(prefix);
+    let web = service_yaml("web", &["10.96.0.10"], None)
+        + &slice_yaml(
+            "web-v4",
+            "web",
+            "IPv4",
+            &[(&pods.pod_v4(0), true), (&pods.pod_v4(1), true)],
+        );
+    agent.write("web.yaml", &web);
+    let empty = service_yaml("empty", &["10.96.0.11"], None)
+        + &slice_yaml("empty-v4", "empty", "IPv4", &[]);
+    agent.write("empty.yaml", &empty);
+    let source = format!("dir:{}", agent.manifests.display());
+    agent.start_with(&source, args, &[], true);
+    agent.wait_for_backends("10.96.0.10:80", 2);
+    (pods, agent)
+}
+
+/// `ferrite observe ARGS -o json`: one flow per line.
+fn observe(agent: &AgentLab, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["observe", "-o", "json"];
+    all.extend_from_slice(args);
+    let out = agent.ferrite(&all);
+    assert!(out.status.success(), "ferrite observe {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn observe_text(agent: &AgentLab, args: &[&str]) -> String {
+    let mut all = vec!["observe"];
+    all.extend_from_slice(args);
+    let out = agent.ferrite(&all);
+    assert!(out.status.success(), "ferrite observe {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (≤ `limit`) until `observe ARGS` shows at least `n` flows; returns them and the wait.
+fn wait_flows(
+    agent: &AgentLab,
+    args: &[&str],
+    n: usize,
+    limit: Duration,
+) -> (Vec<Value>, Duration) {
+    let t0 = Instant::now();
+    let mut flows = Vec::new();
+    let _ = wait_until(limit, Duration::from_millis(50), || {
+        flows = observe(agent, args);
+        flows.len() >= n
+    });
+    (flows, t0.elapsed())
+}
+
+#[test]
+fn socket_lb_translations_and_refusals_show_in_observe_within_a_second() {
+    let (pods, agent) = lab("fl1", &[]);
+    let backends = [pods.pod_v4(0), pods.pod_v4(1)];
+    let r = agent.client(
+        &pods.node,
+        &[
+            "--target",
+            "10.96.0.10:80",
+            "--count",
+            "5",
+            "--timeout-ms",
+            "500",
+        ],
+    );
+    assert_eq!(r.ok, 5, "{r:?}");
+    let (flows, waited) = wait_flows(
+        &agent,
+        &[
+            "--type",
+            "sock-lb",
+            "--to-ip",
+            "10.96.0.10",
+            "--protocol",
+            "TCP",
+        ],
+        5,
+        Duration::from_secs(5),
+    );
+    assert_eq!(flows.len(), 5, "{flows:?}\n{}", agent.log());
+    assert!(
+        waited <= Duration::from_secs(1),
+        "the flows took {waited:?} to show"
+    );
+    for f in &flows {
+        assert_eq!(f["verdict"], "FORWARDED", "{f}");
+        assert_eq!(f["service"], "test/web", "{f}");
+        assert_eq!(f["destination_ip"], "10.96.0.10", "{f}");
+        assert_eq!(f["destination_port"], 80, "{f}");
+        assert_eq!(f["translated_port"], 8080, "{f}");
+        assert_eq!(f["node"], "test-node", "{f}");
+        assert!(f["socket_cookie"].as_u64().is_some(), "{f}");
+        let to = f["translated_ip"].as_str().unwrap_or_default();
+        assert!(backends.iter().any(|b| b == to), "{f}: not a backend");
+    }
+
+    // UDP (sendmsg) to the dns port, and a refused connect to the service without endpoints.
+    let r = agent.client(
+        &pods.node,
+        &[
+            "--target",
+            "10.96.0.10:53",
+            "--proto",
+            "udp",
+            "--count",
+            "2",
+            "--timeout-ms",
+            "500",
+        ],
+    );
+    assert_eq!(r.ok, 2, "{r:?}");
+    let r = agent.client(
+        &pods.node,
+        &[
+            "--target",
+            "10.96.0.11:80",
+            "--count",
+            "3",
+            "--timeout-ms",
+            "300",
+        ],
+    );
+    assert_eq!(r.ok, 0, "{r:?}");
+    let (udp, _) = wait_flows(
+        &agent,
+        &["--protocol", "UDP", "--port", "53"],
+        2,
+        Duration::from_secs(2),
+    );
+    assert!(udp.len() >= 2, "{udp:?}");
+    assert!(udp.iter().all(|f| f["translated_port"] == 5353), "{udp:?}");
+    let (dropped, waited) =
+        wait_flows(&agent, &["--verdict", "DROPPED"], 3, Duration::from_secs(5));
+    assert_eq!(dropped.len(), 3, "{dropped:?}");
+    assert!(waited <= Duration::from_secs(1), "drops took {waited:?}");
+    for f in &dropped {
+        assert_eq!(f["drop_reason"], "no-backend", "{f}");
+        assert_eq!(f["service"], "test/empty", "{f}");
+        assert!(f.get("translated_ip").is_none(), "{f}");
+    }
+    assert_filters_and_outputs(&agent);
+    assert_follow_prints_new_flows(&pods, &agent);
+}
+
+/// `--not`, `--service`, `--last`, the compact and table outputs, bad filters.
+fn assert_filters_and_outputs(agent: &AgentLab) {
+    // Filters: --not inverts, --service matches by name, --last bounds the answer.
+    let forwarded = observe(agent, &["--not", "--verdict", "DROPPED", "--last", "100"]);
+    assert!(forwarded.len() >= 7 && forwarded.iter().all(|f| f["verdict"] == "FORWARDED"));
+    assert_eq!(observe(agent, &["--service", "empty"]).len(), 3);
+    assert_eq!(observe(agent, &["--last", "2"]).len(), 2);
+    assert!(observe(agent, &["--from-ip", "192.0.2.1"]).is_empty());
+    // The human outputs.
+    let compact = observe_text(agent, &["--verdict", "DROPPED", "--last", "1"]);
+    assert!(
+        compact.contains("sock-lb: socket -> 10.96.0.11:80 (test/empty) TCP DROPPED (no-backend)"),
+        "{compact}"
+    );
+    let table = observe_text(
+        agent,
+        &[
+            "-o",
+            "table",
+            "--type",
+            "sock-lb",
+            "--verdict",
+            "FORWARDED",
+            "--last",
+            "3",
+        ],
+    );
+    assert!(
+        table.starts_with("TIME") && table.contains("test/web"),
+        "{table}"
+    );
+    // Bad filters fail before any request, with the reason.
+    let out = agent.ferrite(&["observe", "--verdict", "maybe"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("verdict"),
+        "{out:?}"
+    );
+}
+
+/// A flow made after `observe -f` started is printed by it, once.
+fn assert_follow_prints_new_flows(pods: &PodLab, agent: &AgentLab) {
+    // Follow: a flow made after `observe -f` started is printed by it.
+    let mut follow = std::process::Command::new(common::FERRITE)
+        .args([
+            "observe",
+            "-f",
+            "-o",
+            "json",
+            "--type",
+            "sock-lb",
+            "--api-socket",
+        ])
+        .arg(&agent.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn observe -f");
+    std::thread::sleep(Duration::from_millis(600));
+    let r = agent.client(
+        &pods.node,
+        &[
+            "--target",
+            "10.96.0.10:80",
+            "--count",
+            "1",
+            "--timeout-ms",
+            "500",
+        ],
+    );
+    assert_eq!(r.ok, 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = follow.kill();
+    let out = follow.wait_with_output().expect("observe -f output");
+    let followed: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(followed.len(), 1, "observe -f printed {followed:?}");
+    assert!(followed[0].contains("\"FORWARDED\""), "{followed:?}");
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The counters `/v1/flows` answers with (the CLI prints only flows).
+fn stats(agent: &AgentLab) -> Value {
+    let route = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&agent.socket)
+        .arg("http://ferrite/v1/flows?last=1")
+        .output()
+        .expect("curl (apt-get install curl)");
+    let v: Value = serde_json::from_slice(&route.stdout).expect("flows JSON");
+    v["stats"].clone()
+}
+
+#[test]
+fn a_flood_of_refused_connects_is_capped_at_the_rate_and_counted() {
+    let rate = 200u64;
+    let (pods, agent) = lab("fl2", &["--flow-rate", "200"]);
+    let pid = agent.agent.as_ref().expect("agent").id();
+    let rss_before = rss_kb(pid);
+    let t0 = Instant::now();
+    let out = agent
+        .cgroup
+        .command(lab_bin(), Some(pods.node.ns()))
+        .expect("connect-rate command")
+        .args([
+            "connect-rate",
+            "--target",
+            "10.96.0.11:80",
+            "--duration-ms",
+            "3000",
+            "--threads",
+            "2",
+        ])
+        .output()
+        .expect("run connect-rate");
+    let took = t0.elapsed();
+    let secs = took.as_secs_f64();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("connect-rate JSON");
+    let refused = report["errors"].as_u64().unwrap_or(0);
+    assert!(
+        refused >= 20_000,
+        "only {refused} refused connects: not a flood ({report})"
+    );
+    // Let the reader drain what was sent.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stats(&agent);
+    let cpus =
+        std::thread::available_parallelism().map_or(2, |n| u64::try_from(n.get()).unwrap_or(2));
+    let emitted = s["emitted"].as_u64().unwrap();
+    let limited = s["rate_limited"].as_u64().unwrap();
+    eprintln!(
+        "flood: {refused} refused connects in {secs:.1} s; emitted {emitted}, rate-limited {limited}, \
+         ring full {}, received {}, history {}/{}",
+        s["ring_full"], s["received"], s["in_history"], s["capacity"]
+    );
+    // Per CPU at most `rate` per started second (windows are per CPU and not aligned).
+    let bound = rate * cpus * (took.as_secs() + 3);
+    assert!(
+        emitted <= bound,
+        "{emitted} events sent, bound {bound}: {s}"
+    );
+    assert!(emitted >= rate, "the first window's events were sent: {s}");
+    let ring_full = s["ring_full"].as_u64().unwrap();
+    assert!(
+        limited + emitted + ring_full >= refused,
+        "every refusal was sent or counted: {s}"
+    );
+    assert!(limited > 0, "{s}");
+    assert_eq!(
+        s["received"], s["emitted"],
+        "the agent read everything sent: {s}"
+    );
+    assert!(s["in_history"].as_u64().unwrap() <= s["capacity"].as_u64().unwrap());
+    let rss_after = rss_kb(pid);
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "agent RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    // The agent still serves, and flows still show.
+    let r = agent.client(
+        &pods.node,
+        &[
+            "--target",
+            "10.96.0.10:80",
+            "--count",
+            "3",
+            "--timeout-ms",
+            "500",
+        ],
+    );
+    assert_eq!(r.ok, 3, "{r:?}");
+}
