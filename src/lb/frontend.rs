@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use smol_str::SmolStr;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::model::{
     EndpointSlice, Protocol, Service, ServiceName, ServicePort, SessionAffinity, Snapshot,
@@ -157,6 +157,10 @@ pub(super) fn slices_by_service(
 }
 
 fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice]) -> Vec<Frontend> {
+    if let Some(reason) = &svc.not_proxied {
+        debug!(service = %svc.name, ?reason, "left to another proxy by its labels; not served");
+        return Vec::new();
+    }
     let affinity_timeout = match svc.session_affinity {
         SessionAffinity::None => None,
         SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),

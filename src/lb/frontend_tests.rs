@@ -264,3 +264,19 @@ fn affinity_timeout_is_carried_and_duplicate_frontends_dropped() {
     assert_eq!(fes[0].service.name, "a");
     assert_eq!(fes[0].affinity_timeout, Some(60));
 }
+
+#[test]
+fn services_left_to_another_proxy_have_no_frontends() {
+    let port = [("", Protocol::Tcp, 80, TargetPort::Number(80))];
+    let mut other = svc("other", &["10.96.0.10"], &port);
+    other.not_proxied = Some(crate::model::NotProxied::OtherProxy("istio".into()));
+    let mut headless = svc("headless", &["10.96.0.11"], &port);
+    headless.not_proxied = Some(crate::model::NotProxied::HeadlessLabel);
+    let served = svc("served", &["10.96.0.12"], &port);
+    let fes = frontends(&snapshot(vec![other, headless, served], vec![]));
+    let names: Vec<&str> = fes.iter().map(|f| f.service.name.as_str()).collect();
+    assert_eq!(names, ["served"]);
+    // The label taken away again: served like any other service.
+    let back = svc("other", &["10.96.0.10"], &port);
+    assert_eq!(frontends(&snapshot(vec![back], vec![])).len(), 1);
+}

@@ -8,9 +8,14 @@ use smol_str::SmolStr;
 
 use super::{ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, protocol, take};
 use crate::model::{
-    self, IpFamily, IpFamilyPolicy, ServicePort, ServiceType, SessionAffinity, TargetPort,
-    TrafficPolicy,
+    self, IpFamily, IpFamilyPolicy, NotProxied, ServicePort, ServiceType, SessionAffinity,
+    TargetPort, TrafficPolicy,
 };
+
+/// A Service with this label (any value) belongs to another proxy: kube-proxy and ferrite skip it.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// A Service with this label is not proxied (kube-proxy's other skip label).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10_800;
@@ -101,6 +106,8 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         spec.session_affinity_config,
     )?;
     let status: ServiceStatus = decode_field(take(&mut value, "status"), "status")?;
+    let labels = ObjectMeta::string_map(metadata.labels.as_ref(), "metadata.labels")?;
+    let not_proxied = not_proxied(&labels);
     Ok(model::Service {
         name,
         service_type,
@@ -108,7 +115,7 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         ports,
         session_affinity,
         created_unix: metadata.created_unix()?,
-        labels: ObjectMeta::string_map(metadata.labels.as_ref(), "metadata.labels")?,
+        labels,
         annotations: ObjectMeta::string_map(metadata.annotations.as_ref(), "metadata.annotations")?,
         load_balancer_ip: nonempty(spec.load_balancer_ip.as_deref()),
         load_balancer_class: nonempty(spec.load_balancer_class.as_deref()),
@@ -127,7 +134,18 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
                 .unwrap_or_default(),
         )?,
         internal_traffic_policy: traffic_policy(spec.internal_traffic_policy.as_deref())?,
+        not_proxied,
     })
+}
+
+/// The labels that hand a service to another proxy, as kube-proxy reads them (presence only).
+fn not_proxied(labels: &std::collections::BTreeMap<SmolStr, SmolStr>) -> Option<NotProxied> {
+    if let Some(proxy) = labels.get(SERVICE_PROXY_NAME_LABEL) {
+        return Some(NotProxied::OtherProxy(proxy.clone()));
+    }
+    labels
+        .contains_key(HEADLESS_LABEL)
+        .then_some(NotProxied::HeadlessLabel)
 }
 
 #[path = "service_north_south.rs"]
