@@ -121,7 +121,10 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         load_balancer_class: nonempty(spec.load_balancer_class.as_deref()),
         ip_family_policy: ip_family_policy(spec.ip_family_policy.as_deref())?,
         ip_families: ip_families(spec.ip_families.as_deref().unwrap_or_default())?,
-        external_traffic_policy: traffic_policy(spec.external_traffic_policy.as_deref())?,
+        external_traffic_policy: traffic_policy(
+            spec.external_traffic_policy.as_deref(),
+            "spec.externalTrafficPolicy",
+        )?,
         status_ingress: status_ingress(status)?,
         external_ips: north_south::external_ips(spec.external_ips.as_deref().unwrap_or_default())?,
         health_check_node_port: spec
@@ -133,7 +136,10 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
                 .as_deref()
                 .unwrap_or_default(),
         )?,
-        internal_traffic_policy: traffic_policy(spec.internal_traffic_policy.as_deref())?,
+        internal_traffic_policy: traffic_policy(
+            spec.internal_traffic_policy.as_deref(),
+            "spec.internalTrafficPolicy",
+        )?,
         not_proxied,
     })
 }
@@ -194,13 +200,13 @@ fn ip_families(values: &[String]) -> Result<Vec<IpFamily>, ObjectError> {
     Ok(families)
 }
 
-fn traffic_policy(value: Option<&str>) -> Result<TrafficPolicy, ObjectError> {
+fn traffic_policy(value: Option<&str>, field: &str) -> Result<TrafficPolicy, ObjectError> {
     match value {
         // `Global` is the pre-1.14 spelling of Cluster, still accepted by the API server.
         None | Some("Cluster" | "Global") => Ok(TrafficPolicy::Cluster),
         Some("Local") => Ok(TrafficPolicy::Local),
         Some(other) => Err(invalid(
-            "spec.externalTrafficPolicy",
+            field,
             format!("unknown policy `{other}` (expected Cluster or Local)"),
         )),
     }

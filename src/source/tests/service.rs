@@ -3,6 +3,7 @@ use std::net::IpAddr;
 use super::{one_service, parse_err};
 use crate::model::{
     NotProxied, Protocol, ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
 };
 
 fn ip(text: &str) -> IpAddr {
@@ -290,4 +291,16 @@ fn proxy_name_and_headless_labels_hand_the_service_to_another_proxy() {
     assert!(!headless.proxied());
     // The rest of the service is still read (LB IPAM and the API see it).
     assert_eq!(headless.ports.len(), 1);
+}
+
+#[test]
+fn internal_traffic_policy_is_read_and_named_in_errors() {
+    let service = one_service(&with_spec("  internalTrafficPolicy: Local\n"));
+    assert_eq!(service.internal_traffic_policy, TrafficPolicy::Local);
+    assert_eq!(service.external_traffic_policy, TrafficPolicy::Cluster);
+    let error = parse_err(&with_spec("  internalTrafficPolicy: Nearby\n"));
+    assert!(
+        error.contains("spec.internalTrafficPolicy: unknown policy `Nearby`"),
+        "{error}"
+    );
 }
