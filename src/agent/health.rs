@@ -32,6 +32,7 @@ pub fn desired(snapshot: &Snapshot, node: &str) -> BTreeMap<u16, (ServiceName, u
         };
         if svc.service_type != ServiceType::LoadBalancer
             || svc.external_traffic_policy != TrafficPolicy::Local
+            || !svc.proxied()
         {
             continue;
         }

@@ -89,6 +89,7 @@ impl Reconciler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .metrics
             .clone();
+        let frontends = FrontendCache::new(&node_name);
         Self {
             metrics,
             l2: None,
@@ -101,7 +102,7 @@ impl Reconciler {
             generation: 0,
             lbipam: IpamState::in_memory(),
             status_feed: None,
-            frontends: FrontendCache::default(),
+            frontends,
             views: ViewCache::default(),
         }
     }
@@ -246,7 +247,7 @@ impl Reconciler {
         // Every debug build (all the agent's tests) checks the memoised frontends against the
         // full computation.
         debug_assert!(
-            frontends == lb::frontends_with(snapshot, &lb_ips),
+            frontends == lb::frontends_with(snapshot, &lb_ips, &self.node_name),
             "memoised frontends differ from the full computation"
         );
         let frontends_done = started.elapsed();

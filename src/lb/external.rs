@@ -71,7 +71,7 @@ pub fn external_frontends(
     let slices = slices_by_service(snapshot);
     let mut out = Vec::new();
     for svc in snapshot.services.values() {
-        if svc.service_type == ServiceType::ExternalName {
+        if svc.service_type == ServiceType::ExternalName || !svc.proxied() {
             continue;
         }
         let local_only = svc.external_traffic_policy == TrafficPolicy::Local;

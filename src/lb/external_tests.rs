@@ -107,3 +107,12 @@ fn allocated_addresses_win_over_status_and_node_port_range_applies() {
     let fes = external_frontends(&snapshot(TrafficPolicy::Cluster), &alloc, &narrow);
     assert!(fes.iter().all(|f| f.kind != ExtKind::NodePort));
 }
+
+#[test]
+fn a_service_left_to_another_proxy_has_no_external_frontends() {
+    let mut s = snapshot(TrafficPolicy::Cluster);
+    for svc in s.services.values_mut() {
+        svc.not_proxied = Some(crate::model::NotProxied::OtherProxy("other".into()));
+    }
+    assert!(external_frontends(&s, &BTreeMap::new(), &node("node1")).is_empty());
+}

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use smol_str::SmolStr;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::model::{
     EndpointSlice, Protocol, Service, ServiceName, ServicePort, SessionAffinity, Snapshot,
-    TargetPort,
+    TargetPort, TrafficPolicy,
 };
 
 /// One address:port/protocol a client can reach a service on.
@@ -31,16 +31,18 @@ pub struct Frontend {
 /// address:port/protocol the first by namespace/name keeps it and the other is logged.
 #[cfg(test)]
 pub fn frontends(snapshot: &Snapshot) -> Vec<Frontend> {
-    frontends_with(snapshot, &BTreeMap::new())
+    frontends_with(snapshot, &BTreeMap::new(), "")
 }
 
 /// Like [`frontends`], with extra addresses per service (allocated LoadBalancer IPs) served on
-/// every port of the service exactly like its cluster IPs.
+/// every port of the service like its cluster IPs, as seen from node `node` (whose endpoints are
+/// the only ones of an `internalTrafficPolicy: Local` service's cluster IPs).
 pub fn frontends_with(
     snapshot: &Snapshot,
     extra_ips: &BTreeMap<ServiceName, Vec<IpAddr>>,
+    node: &str,
 ) -> Vec<Frontend> {
-    FrontendCache::default().compute(snapshot, extra_ips)
+    FrontendCache::new(node).compute(snapshot, extra_ips)
 }
 
 /// Extra addresses per service (allocated LoadBalancer IPs).
@@ -50,8 +52,10 @@ type ExtraIps = BTreeMap<ServiceName, Vec<IpAddr>>;
 /// addresses equal those of the previous snapshot keeps its frontends, so an event costs one
 /// comparison per service instead of rebuilding every backend set. Gives exactly what
 /// [`frontends_with`] gives (`frontend_tests` compares both along random walks).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrontendCache {
+    /// This node (for `internalTrafficPolicy: Local`).
+    node: SmolStr,
     /// The previous call's inputs (the reconciler keeps that snapshot alive anyway).
     previous: Option<(Arc<Snapshot>, ExtraIps)>,
     /// Each service's frontends (before duplicates across services are dropped).
@@ -59,6 +63,15 @@ pub struct FrontendCache {
 }
 
 impl FrontendCache {
+    /// An empty cache for the frontends as node `node` serves them.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: SmolStr::new(node),
+            previous: None,
+            by_service: HashMap::new(),
+        }
+    }
+
     /// The frontends of `snapshot`, recomputing only services changed since the last call.
     pub fn update(
         &mut self,
@@ -105,14 +118,14 @@ impl FrontendCache {
                 Some(memo) => {
                     *memo = Memo {
                         slices: slices.len(),
-                        frontends: service_frontends(svc, extra, slices),
+                        frontends: service_frontends(svc, extra, slices, &self.node),
                     };
                     &memo.frontends
                 }
                 None => {
                     let memo = Memo {
                         slices: slices.len(),
-                        frontends: service_frontends(svc, extra, slices),
+                        frontends: service_frontends(svc, extra, slices, &self.node),
                     };
                     &self
                         .by_service
@@ -156,21 +169,35 @@ pub(super) fn slices_by_service(
     by_service
 }
 
-fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice]) -> Vec<Frontend> {
+/// One service's frontends on node `node`: its cluster IPs use only `node`'s endpoints when its
+/// `internalTrafficPolicy` is `Local` (none there: no backend, so connections are refused, as
+/// kube-proxy does); extra (LoadBalancer) addresses always use every endpoint.
+fn service_frontends(
+    svc: &Service,
+    extra: &[IpAddr],
+    slices: &[&EndpointSlice],
+    node: &str,
+) -> Vec<Frontend> {
+    if let Some(reason) = &svc.not_proxied {
+        debug!(service = %svc.name, ?reason, "left to another proxy by its labels; not served");
+        return Vec::new();
+    }
     let affinity_timeout = match svc.session_affinity {
         SessionAffinity::None => None,
         SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
     };
+    let internal_only = (svc.internal_traffic_policy == TrafficPolicy::Local).then_some(node);
     let mut out = Vec::new();
     for port in &svc.ports {
-        for &addr in svc.cluster_ips.iter().chain(extra) {
+        let cluster = svc.cluster_ips.iter().map(|ip| (*ip, internal_only));
+        for (addr, only_node) in cluster.chain(extra.iter().map(|ip| (*ip, None))) {
             out.push(Frontend {
                 service: svc.name.clone(),
                 port_name: port.name.clone(),
                 addr,
                 port: port.port,
                 protocol: port.protocol,
-                backends: backends_for(port, addr.is_ipv4(), slices, None),
+                backends: backends_for(port, addr.is_ipv4(), slices, only_node),
                 affinity_timeout,
             });
         }
@@ -180,7 +207,7 @@ fn service_frontends(svc: &Service, extra: &[IpAddr], slices: &[&EndpointSlice])
 
 /// Endpoints of `slices` serving `port` in the frontend's family: the ready ones, or when none is
 /// ready the serving-and-terminating ones (graceful termination, as kube-proxy and Cilium do).
-/// With `only_node`, endpoints on other nodes are left out (externalTrafficPolicy Local).
+/// With `only_node`, endpoints on other nodes are left out (a traffic policy `Local`).
 pub(super) fn backends_for(
     port: &ServicePort,
     v4: bool,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::*;
-use crate::model::{Endpoint, EndpointPort, ServicePort, ServiceType};
+use crate::model::{Endpoint, EndpointPort, ServicePort, ServiceType, TrafficPolicy};
 
 /// A small deterministic generator (xorshift64*), so failures replay.
 struct Rng(u64);
@@ -46,6 +46,11 @@ fn service(i: usize, rng: &mut Rng) -> Service {
         } else {
             SessionAffinity::None
         },
+        internal_traffic_policy: if rng.below(3) == 0 {
+            TrafficPolicy::Local
+        } else {
+            TrafficPolicy::Cluster
+        },
         ..Service::default()
     }
 }
@@ -70,7 +75,7 @@ fn slice(name: usize, service: usize, rng: &mut Rng) -> EndpointSlice {
                 ready: rng.below(3) != 0,
                 serving: true,
                 terminating: rng.below(2) == 0,
-                node_name: None,
+                node_name: Some(if rng.below(2) == 0 { "node1" } else { "node2" }.into()),
             })
             .collect(),
     }
@@ -88,7 +93,7 @@ fn memoised_frontends_equal_the_full_computation_along_random_walks() {
             let e = slice(i, i, &mut rng);
             snapshot.endpoint_slices.insert(e.name.clone(), e);
         }
-        let mut cache = FrontendCache::default();
+        let mut cache = FrontendCache::new("node1");
         for step in 0..300 {
             match rng.below(6) {
                 // An endpoint change (the common event), possibly a new slice.
@@ -123,7 +128,7 @@ fn memoised_frontends_equal_the_full_computation_along_random_walks() {
             for _ in 0..repeats {
                 assert_eq!(
                     cache.update(&shared, &extra),
-                    frontends_with(&snapshot, &extra),
+                    frontends_with(&snapshot, &extra, "node1"),
                     "seed {seed}, step {step}"
                 );
             }

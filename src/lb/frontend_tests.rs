@@ -264,3 +264,65 @@ fn affinity_timeout_is_carried_and_duplicate_frontends_dropped() {
     assert_eq!(fes[0].service.name, "a");
     assert_eq!(fes[0].affinity_timeout, Some(60));
 }
+
+#[test]
+fn services_left_to_another_proxy_have_no_frontends() {
+    let port = [("", Protocol::Tcp, 80, TargetPort::Number(80))];
+    let mut other = svc("other", &["10.96.0.10"], &port);
+    other.not_proxied = Some(crate::model::NotProxied::OtherProxy("istio".into()));
+    let mut headless = svc("headless", &["10.96.0.11"], &port);
+    headless.not_proxied = Some(crate::model::NotProxied::HeadlessLabel);
+    let served = svc("served", &["10.96.0.12"], &port);
+    let fes = frontends(&snapshot(vec![other, headless, served], vec![]));
+    let names: Vec<&str> = fes.iter().map(|f| f.service.name.as_str()).collect();
+    assert_eq!(names, ["served"]);
+    // The label taken away again: served like any other service.
+    let back = svc("other", &["10.96.0.10"], &port);
+    assert_eq!(frontends(&snapshot(vec![back], vec![])).len(), 1);
+}
+
+#[test]
+fn internal_traffic_policy_local_keeps_only_this_nodes_endpoints_on_cluster_ips() {
+    let on = |ip: &str, node: &str| Endpoint {
+        node_name: Some(node.into()),
+        ..ep(&[ip], true, true, false)
+    };
+    let mut web = svc(
+        "web",
+        &["10.96.0.10"],
+        &[("http", Protocol::Tcp, 80, TargetPort::Number(8080))],
+    );
+    web.internal_traffic_policy = crate::model::TrafficPolicy::Local;
+    let s = snapshot(
+        vec![web],
+        vec![slice(
+            "web-a",
+            "web",
+            &[("http", 8080)],
+            vec![on("10.1.1.2", "node1"), on("10.1.2.2", "node2")],
+        )],
+    );
+    let lb_ip: IpAddr = "192.0.2.10".parse().unwrap();
+    let extra = BTreeMap::from([(ServiceName::new("default", "web"), vec![lb_ip])]);
+    let fes = frontends_with(&s, &extra, "node1");
+    let by_addr = |addr: &str| {
+        let fe = fes
+            .iter()
+            .find(|f| f.addr.to_string() == addr)
+            .unwrap_or_else(|| panic!("no frontend {addr}: {fes:?}"));
+        backends(fe)
+    };
+    assert_eq!(by_addr("10.96.0.10"), ["10.1.1.2:8080"]);
+    // LoadBalancer addresses from inside follow the external policy: every endpoint.
+    assert_eq!(by_addr("192.0.2.10"), ["10.1.1.2:8080", "10.1.2.2:8080"]);
+    // From a node with no endpoint of its own: no backend, so connections are refused.
+    let elsewhere = frontends_with(&s, &BTreeMap::new(), "node3");
+    assert!(elsewhere[0].backends.is_empty(), "{elsewhere:?}");
+    // Cluster (the default): every node sees every endpoint.
+    let mut cluster = s.clone();
+    for svc in cluster.services.values_mut() {
+        svc.internal_traffic_policy = crate::model::TrafficPolicy::Cluster;
+    }
+    let all = frontends_with(&cluster, &BTreeMap::new(), "node3");
+    assert_eq!(backends(&all[0]), ["10.1.1.2:8080", "10.1.2.2:8080"]);
+}

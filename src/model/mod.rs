@@ -19,8 +19,8 @@ pub use pool::{
     PoolProblem, PoolStatus, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, ServiceIpamStatus,
 };
 pub use service::{
-    Endpoint, EndpointPort, EndpointSlice, IpFamilyPolicy, Protocol, Service, ServiceName,
-    ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    Endpoint, EndpointPort, EndpointSlice, IpFamilyPolicy, NotProxied, Protocol, Service,
+    ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
 };
 
 use std::collections::BTreeMap;

@@ -140,6 +140,25 @@ pub struct Service {
     pub source_ranges: Vec<(IpAddr, u8)>,
     /// `spec.internalTrafficPolicy`.
     pub internal_traffic_policy: TrafficPolicy,
+    /// Set when the service's labels hand it to another proxy: ferrite then programs none of
+    /// its frontends (as kube-proxy and Cilium skip it).
+    pub not_proxied: Option<NotProxied>,
+}
+
+/// Why a service is left to another proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum NotProxied {
+    /// `service.kubernetes.io/service-proxy-name` names a proxy (any value, even empty).
+    OtherProxy(SmolStr),
+    /// `service.kubernetes.io/headless` is set.
+    HeadlessLabel,
+}
+
+impl Service {
+    /// Whether ferrite load-balances this service at all.
+    pub fn proxied(&self) -> bool {
+        self.not_proxied.is_none()
+    }
 }
 
 /// `spec.ipFamilyPolicy`.

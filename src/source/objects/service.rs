@@ -8,9 +8,14 @@ use smol_str::SmolStr;
 
 use super::{ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, protocol, take};
 use crate::model::{
-    self, IpFamily, IpFamilyPolicy, ServicePort, ServiceType, SessionAffinity, TargetPort,
-    TrafficPolicy,
+    self, IpFamily, IpFamilyPolicy, NotProxied, ServicePort, ServiceType, SessionAffinity,
+    TargetPort, TrafficPolicy,
 };
+
+/// A Service with this label (any value) belongs to another proxy: kube-proxy and ferrite skip it.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// A Service with this label is not proxied (kube-proxy's other skip label).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10_800;
@@ -101,6 +106,8 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         spec.session_affinity_config,
     )?;
     let status: ServiceStatus = decode_field(take(&mut value, "status"), "status")?;
+    let labels = ObjectMeta::string_map(metadata.labels.as_ref(), "metadata.labels")?;
+    let not_proxied = not_proxied(&labels);
     Ok(model::Service {
         name,
         service_type,
@@ -108,13 +115,16 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
         ports,
         session_affinity,
         created_unix: metadata.created_unix()?,
-        labels: ObjectMeta::string_map(metadata.labels.as_ref(), "metadata.labels")?,
+        labels,
         annotations: ObjectMeta::string_map(metadata.annotations.as_ref(), "metadata.annotations")?,
         load_balancer_ip: nonempty(spec.load_balancer_ip.as_deref()),
         load_balancer_class: nonempty(spec.load_balancer_class.as_deref()),
         ip_family_policy: ip_family_policy(spec.ip_family_policy.as_deref())?,
         ip_families: ip_families(spec.ip_families.as_deref().unwrap_or_default())?,
-        external_traffic_policy: traffic_policy(spec.external_traffic_policy.as_deref())?,
+        external_traffic_policy: traffic_policy(
+            spec.external_traffic_policy.as_deref(),
+            "spec.externalTrafficPolicy",
+        )?,
         status_ingress: status_ingress(status)?,
         external_ips: north_south::external_ips(spec.external_ips.as_deref().unwrap_or_default())?,
         health_check_node_port: spec
@@ -126,8 +136,22 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
                 .as_deref()
                 .unwrap_or_default(),
         )?,
-        internal_traffic_policy: traffic_policy(spec.internal_traffic_policy.as_deref())?,
+        internal_traffic_policy: traffic_policy(
+            spec.internal_traffic_policy.as_deref(),
+            "spec.internalTrafficPolicy",
+        )?,
+        not_proxied,
     })
+}
+
+/// The labels that hand a service to another proxy, as kube-proxy reads them (presence only).
+fn not_proxied(labels: &std::collections::BTreeMap<SmolStr, SmolStr>) -> Option<NotProxied> {
+    if let Some(proxy) = labels.get(SERVICE_PROXY_NAME_LABEL) {
+        return Some(NotProxied::OtherProxy(proxy.clone()));
+    }
+    labels
+        .contains_key(HEADLESS_LABEL)
+        .then_some(NotProxied::HeadlessLabel)
 }
 
 #[path = "service_north_south.rs"]
@@ -176,13 +200,13 @@ fn ip_families(values: &[String]) -> Result<Vec<IpFamily>, ObjectError> {
     Ok(families)
 }
 
-fn traffic_policy(value: Option<&str>) -> Result<TrafficPolicy, ObjectError> {
+fn traffic_policy(value: Option<&str>, field: &str) -> Result<TrafficPolicy, ObjectError> {
     match value {
         // `Global` is the pre-1.14 spelling of Cluster, still accepted by the API server.
         None | Some("Cluster" | "Global") => Ok(TrafficPolicy::Cluster),
         Some("Local") => Ok(TrafficPolicy::Local),
         Some(other) => Err(invalid(
-            "spec.externalTrafficPolicy",
+            field,
             format!("unknown policy `{other}` (expected Cluster or Local)"),
         )),
     }

@@ -1,7 +1,10 @@
 use std::net::IpAddr;
 
 use super::{one_service, parse_err};
-use crate::model::{Protocol, ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort};
+use crate::model::{
+    NotProxied, Protocol, ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
+};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("test IP")
@@ -261,4 +264,43 @@ fn client_ip_affinity_timeout_bounds() {
 fn service_without_name_is_rejected() {
     let error = parse_err("apiVersion: v1\nkind: Service\nmetadata: {namespace: x}\n");
     assert!(error.contains("metadata.name is required"), "{error}");
+}
+
+#[test]
+fn proxy_name_and_headless_labels_hand_the_service_to_another_proxy() {
+    let labelled = |labels: &str| {
+        one_service(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {{{labels}}}\n\
+             spec:\n  clusterIP: 10.43.0.10\n  ports:\n  - port: 80\n"
+        ))
+    };
+    let plain = labelled("app: web");
+    assert_eq!(plain.not_proxied, None);
+    assert!(plain.proxied());
+    assert_eq!(
+        labelled("service.kubernetes.io/service-proxy-name: other").not_proxied,
+        Some(NotProxied::OtherProxy("other".into()))
+    );
+    // Presence is what counts, as in kube-proxy's label selector: an empty value too.
+    assert_eq!(
+        labelled("service.kubernetes.io/service-proxy-name: ''").not_proxied,
+        Some(NotProxied::OtherProxy("".into()))
+    );
+    let headless = labelled("service.kubernetes.io/headless: ''");
+    assert_eq!(headless.not_proxied, Some(NotProxied::HeadlessLabel));
+    assert!(!headless.proxied());
+    // The rest of the service is still read (LB IPAM and the API see it).
+    assert_eq!(headless.ports.len(), 1);
+}
+
+#[test]
+fn internal_traffic_policy_is_read_and_named_in_errors() {
+    let service = one_service(&with_spec("  internalTrafficPolicy: Local\n"));
+    assert_eq!(service.internal_traffic_policy, TrafficPolicy::Local);
+    assert_eq!(service.external_traffic_policy, TrafficPolicy::Cluster);
+    let error = parse_err(&with_spec("  internalTrafficPolicy: Nearby\n"));
+    assert!(
+        error.contains("spec.internalTrafficPolicy: unknown policy `Nearby`"),
+        "{error}"
+    );
 }
