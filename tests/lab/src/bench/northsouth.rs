@@ -7,6 +7,8 @@
 //! - through ferrite's `LoadBalancer` IP and `NodePort` on node1 (`ferrite agent --devices eth0`);
 //! - the same through node4, whose agent runs the ingress translation in native XDP
 //!   (`--xdp native` on the lab's veth), its own service and pod: XDP next to TC, same run;
+//! - the same through node5, whose agent attaches its TC programs the legacy way
+//!   (`--tc-attach legacy`: clsact + cls_bpf, what kernels before 6.6 get): legacy next to TCX;
 //! - through the same `LoadBalancer` IP and `NodePort` shapes on node2, served by the iptables
 //!   rules kube-proxy writes (`KUBE-SERVICES`/`KUBE-NODEPORTS` → `KUBE-EXT` → `KUBE-SVC` →
 //!   `KUBE-SEP`, masquerade, conntrack).
@@ -28,12 +30,14 @@ use serde::Serialize;
 use super::results::{Cell, Rate, median, ratio};
 use super::{check_interrupted, progress};
 
+mod paths;
 mod report;
 pub(super) mod tools;
 
+use paths::paths;
 pub use report::markdown;
 pub use tools::tools_missing;
-use tools::{check_path, iperf3, wrk};
+use tools::{iperf3, wrk};
 
 const PREFIX: &str = "flb";
 const FERRITE_LB: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 10);
@@ -43,11 +47,15 @@ const NODE_PORT_IPERF: u16 = 30201;
 const XDP_LB: Ipv4Addr = Ipv4Addr::new(172, 30, 2, 10);
 const XDP_NODE_PORT_HTTP: u16 = 30081;
 const XDP_NODE_PORT_IPERF: u16 = 30202;
+const LEGACY_LB: Ipv4Addr = Ipv4Addr::new(172, 30, 3, 10);
+const LEGACY_NODE_PORT_HTTP: u16 = 30082;
+const LEGACY_NODE_PORT_IPERF: u16 = 30203;
 /// Node indexes in the lab.
 const FERRITE_NODE: usize = 0;
 const IPTABLES_NODE: usize = 1;
 const PLAIN_NODE: usize = 2;
 const XDP_NODE: usize = 3;
+const LEGACY_NODE: usize = 4;
 
 /// How long and how hard to measure.
 #[derive(Clone, Debug)]
@@ -91,6 +99,9 @@ pub struct NorthSouth {
     pub ferrite_vs_iptables: Vec<NsVersus>,
     /// ferrite with XDP over ferrite with TC, per frontend kind.
     pub xdp_vs_tc: Vec<NsVersus>,
+    /// ferrite attached the legacy way (clsact + cls_bpf) over ferrite through TCX links.
+    #[serde(default)]
+    pub legacy_vs_tcx: Vec<NsVersus>,
     pub seconds: u32,
     pub runs: usize,
     pub wrk_connections: u32,
@@ -158,7 +169,7 @@ fn with_node_ports(
 fn lab_config() -> NsLabConfig {
     NsLabConfig {
         prefix: PREFIX.into(),
-        nodes: 4,
+        nodes: 5,
         pods_per_node: 1,
         clients: 1,
         iperf3: true,
@@ -217,6 +228,17 @@ pub fn measure(
         SvcEndpoint::new(lab.node(XDP_NODE).pod_v4(0), &lab.node(XDP_NODE).name),
         (XDP_NODE_PORT_HTTP, XDP_NODE_PORT_IPERF),
     );
+    let legacy_service = with_node_ports(
+        "bench-legacy",
+        Ipv4Addr::new(10, 96, 0, 12),
+        LEGACY_LB,
+        SvcEndpoint::new(lab.node(LEGACY_NODE).pod_v4(0), &lab.node(LEGACY_NODE).name),
+        (LEGACY_NODE_PORT_HTTP, LEGACY_NODE_PORT_IPERF),
+    );
+    let legacy_lb_range: Cidr = "172.30.3.0/24".parse().expect("valid");
+    Route::via(legacy_lb_range, IpAddr::V4(lab.node(LEGACY_NODE).v4()))
+        .add(lab.client(0).ns())
+        .map_err(|e| e.to_string())?;
     let xdp_lb_range: Cidr = "172.30.2.0/24".parse().expect("valid");
     Route::via(xdp_lb_range, IpAddr::V4(lab.node(XDP_NODE).v4()))
         .add(lab.client(0).ns())
@@ -224,7 +246,7 @@ pub fn measure(
     let fer_ready = ferrite.map_err(Clone::clone).and_then(|path| {
         lab.write_manifest(
             "bench.yaml",
-            &(fer_service.to_yaml() + &xdp_service.to_yaml()),
+            &(fer_service.to_yaml() + &xdp_service.to_yaml() + &legacy_service.to_yaml()),
         )
         .map_err(|e| e.to_string())?;
         let mut config = AgentConfig::new(path);
@@ -232,30 +254,22 @@ pub fn measure(
         lab.start_agent(FERRITE_NODE, &config)
             .map_err(|e| format!("agent: {e}"))
     });
-    let xdp_ready = ferrite.map_err(Clone::clone).and_then(|path| {
-        let mut config = AgentConfig::new(path);
-        config.log_level = "info".into();
-        config.extra_args = vec!["--xdp".into(), "native".into()];
-        lab.start_agent(XDP_NODE, &config)
-            .map_err(|e| format!("agent: {e}"))?;
-        let status = lab.agent(XDP_NODE).status().map_err(|e| e.to_string())?;
-        let hook = &status["datapath"]["ingress"][0]["hook"];
-        if hook == "xdp-native" {
-            Ok(())
-        } else {
-            Err(format!(
-                "--xdp native did not attach in native mode: {hook}"
-            ))
-        }
-    });
+    let xdp_ready = ferrite
+        .map_err(Clone::clone)
+        .and_then(|path| start_xdp(&mut lab, path));
 
-    let mut paths = paths(&lab, &fer_ready, &ipt_ready, &xdp_ready);
+    let legacy_ready = ferrite
+        .map_err(Clone::clone)
+        .and_then(|path| start_legacy(&mut lab, path));
+
+    let mut paths = paths(&lab, &fer_ready, &ipt_ready, &xdp_ready, &legacy_ready);
     let load_before = loadavg();
     run_rounds(&lab, &mut paths, settings)?;
     let load_after = loadavg();
     for (node, ready, tag) in [
         (FERRITE_NODE, &fer_ready, "ferrite "),
         (XDP_NODE, &xdp_ready, "ferrite+XDP"),
+        (LEGACY_NODE, &legacy_ready, "ferrite legacy TC"),
     ] {
         if let Some(agent) = lab_agent_exited(&mut lab, node, ready) {
             for p in paths.iter_mut().filter(|p| p.label.starts_with(tag)) {
@@ -269,93 +283,38 @@ pub fn measure(
     Ok(ns)
 }
 
-/// The paths to measure, each checked with one HTTP request through it.
-fn paths(
-    lab: &NsLab,
-    fer_ready: &Result<(), String>,
-    ipt_ready: &Result<(), String>,
-    xdp_ready: &Result<(), String>,
-) -> Vec<Path_> {
-    let pod = |node: usize| lab.node(node).pod_name(0);
-    let (fer_pod, ipt_pod, plain_pod) = (pod(FERRITE_NODE), pod(IPTABLES_NODE), pod(PLAIN_NODE));
-    let xdp_pod = pod(XDP_NODE);
-    let n = |i: usize| lab.node(i);
-    let at = |ip: Ipv4Addr, port: u16| SocketAddr::from((ip, port));
-    vec![
-        (
-            "direct to pod (plain node)",
-            at(n(PLAIN_NODE).pod_v4(0), POD_HTTP),
-            at(n(PLAIN_NODE).pod_v4(0), POD_IPERF),
-            Ok(()),
-            &plain_pod,
-        ),
-        (
-            "direct to pod (through ferrite's node)",
-            at(n(FERRITE_NODE).pod_v4(0), POD_HTTP),
-            at(n(FERRITE_NODE).pod_v4(0), POD_IPERF),
-            fer_ready.clone(),
-            &fer_pod,
-        ),
-        (
-            "ferrite LoadBalancer IP",
-            at(FERRITE_LB, 80),
-            at(FERRITE_LB, POD_IPERF),
-            fer_ready.clone(),
-            &fer_pod,
-        ),
-        (
-            "ferrite NodePort",
-            at(n(FERRITE_NODE).v4(), NODE_PORT_HTTP),
-            at(n(FERRITE_NODE).v4(), NODE_PORT_IPERF),
-            fer_ready.clone(),
-            &fer_pod,
-        ),
-        (
-            "ferrite+XDP LoadBalancer IP (native, veth)",
-            at(XDP_LB, 80),
-            at(XDP_LB, POD_IPERF),
-            xdp_ready.clone(),
-            &xdp_pod,
-        ),
-        (
-            "ferrite+XDP NodePort (native, veth)",
-            at(n(XDP_NODE).v4(), XDP_NODE_PORT_HTTP),
-            at(n(XDP_NODE).v4(), XDP_NODE_PORT_IPERF),
-            xdp_ready.clone(),
-            &xdp_pod,
-        ),
-        (
-            "iptables LoadBalancer IP (kube-proxy rules)",
-            at(IPTABLES_LB, 80),
-            at(IPTABLES_LB, POD_IPERF),
-            ipt_ready.clone(),
-            &ipt_pod,
-        ),
-        (
-            "iptables NodePort (kube-proxy rules)",
-            at(n(IPTABLES_NODE).v4(), NODE_PORT_HTTP),
-            at(n(IPTABLES_NODE).v4(), NODE_PORT_IPERF),
-            ipt_ready.clone(),
-            &ipt_pod,
-        ),
-    ]
-    .into_iter()
-    .map(|(label, http, iperf, ready, backend)| {
-        let ready = ready.and_then(|()| check_path(lab, http, backend));
-        progress(&format!("  {label}: {http}: {ready:?}"));
-        Path_ {
-            label,
-            http,
-            iperf,
-            ready,
-            gbps: Vec::new(),
-            rps: Vec::new(),
-            errors_gbps: 0,
-            errors_rps: 0,
-            failed: None,
-        }
-    })
-    .collect()
+/// node4's agent with `--xdp native`; an error unless its status says native XDP.
+fn start_xdp(lab: &mut NsLab, ferrite: &Path) -> Result<(), String> {
+    let mut config = AgentConfig::new(ferrite);
+    config.log_level = "info".into();
+    config.extra_args = vec!["--xdp".into(), "native".into()];
+    lab.start_agent(XDP_NODE, &config)
+        .map_err(|e| format!("agent: {e}"))?;
+    let status = lab.agent(XDP_NODE).status().map_err(|e| e.to_string())?;
+    let hook = &status["datapath"]["ingress"][0]["hook"];
+    if hook == "xdp-native" {
+        Ok(())
+    } else {
+        Err(format!(
+            "--xdp native did not attach in native mode: {hook}"
+        ))
+    }
+}
+
+/// node5's agent with `--tc-attach legacy`; an error unless its status says legacy.
+fn start_legacy(lab: &mut NsLab, ferrite: &Path) -> Result<(), String> {
+    let mut config = AgentConfig::new(ferrite);
+    config.log_level = "info".into();
+    config.extra_args = vec!["--tc-attach".into(), "legacy".into()];
+    lab.start_agent(LEGACY_NODE, &config)
+        .map_err(|e| format!("agent: {e}"))?;
+    let status = lab.agent(LEGACY_NODE).status().map_err(|e| e.to_string())?;
+    let how = status["datapath"]["tc_attach"].as_str().unwrap_or_default();
+    if how.starts_with("legacy") {
+        Ok(())
+    } else {
+        Err(format!("--tc-attach legacy attached as {how:?}"))
+    }
 }
 
 /// Measures every ready path `settings.runs` times, rotating the order each round so drift
@@ -495,10 +454,19 @@ fn summarise(paths: Vec<Path_>, settings: &NsSettings, rules: usize) -> NorthSou
         ),
         versus("NodePort", "ferrite+XDP NodePort", "ferrite NodePort"),
     ];
+    let legacy_vs_tcx = vec![
+        versus(
+            "LoadBalancer IP",
+            "ferrite legacy TC LoadBalancer IP",
+            "ferrite LoadBalancer IP",
+        ),
+        versus("NodePort", "ferrite legacy TC NodePort", "ferrite NodePort"),
+    ];
     NorthSouth {
         rows,
         ferrite_vs_iptables,
         xdp_vs_tc,
+        legacy_vs_tcx,
         seconds: settings.seconds,
         runs: settings.runs,
         wrk_connections: settings.wrk_connections,

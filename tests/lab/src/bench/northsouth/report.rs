@@ -74,6 +74,11 @@ pub fn markdown(ns: &Cell<NorthSouth>, out: &mut String) {
         &ns.xdp_vs_tc,
     );
     let _ = writeln!(out, "\n{}", xdp_note(&ns.xdp_vs_tc));
+    versus_table(
+        out,
+        "ferrite attached the legacy way (node5: clsact + cls_bpf, kernels before 6.6) over TCX links (node1)",
+        &ns.legacy_vs_tcx,
+    );
 }
 
 /// Within this band XDP/TC counts as "no change": run-to-run noise on a shared machine.
