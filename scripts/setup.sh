@@ -20,7 +20,7 @@ APT_PACKAGES=(
   dpkg-dev rpm qemu-user-static procps psmisc curl socat netcat-openbsd file
   zstd systemd containerd
   qemu-system-x86 qemu-system-arm xz-utils
-  python3-prometheus-client python3-venv openssl
+  python3-prometheus-client python3-venv openssl chromium
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

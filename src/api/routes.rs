@@ -7,7 +7,7 @@ use hyper::StatusCode;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use super::{L2View, PoolsView, ServiceView, SharedState, Status, Subsystem};
+use super::{L2View, NodeView, PoolsView, ServiceView, SharedState, Status, Subsystem};
 use crate::routing::task::RoutesView;
 
 /// What a route answers with.
@@ -16,6 +16,8 @@ pub enum Media {
     Json,
     /// The OpenMetrics text exposition.
     OpenMetrics,
+    /// The embedded web page.
+    Html,
 }
 
 impl Media {
@@ -24,6 +26,7 @@ impl Media {
         match self {
             Self::Json => "application/json",
             Self::OpenMetrics => crate::metrics::CONTENT_TYPE,
+            Self::Html => "text/html; charset=utf-8",
         }
     }
 
@@ -34,6 +37,7 @@ impl Media {
         match self {
             Self::Json => &["application/json"],
             Self::OpenMetrics => &["application/openmetrics-text", "text/plain"],
+            Self::Html => &["text/html"],
         }
     }
 }
@@ -146,6 +150,10 @@ fn l2(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     read(state, |s| Reply::json(StatusCode::OK, &s.l2))
 }
 
+fn nodes(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
+    read(state, |s| Reply::json(StatusCode::OK, &s.nodes))
+}
+
 fn routes(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     let routes = read(state, |s| s.routes.clone());
     let view = routes
@@ -203,6 +211,15 @@ fn openapi(_: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     }
 }
 
+/// The web page: one file, no external assets, reading the JSON routes above.
+fn ui(_: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        content_type: Media::Html.content_type(),
+        body: Bytes::from_static(include_bytes!("ui.html")),
+    }
+}
+
 fn openapi_schema(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({
         "type": "object",
@@ -250,6 +267,15 @@ pub const ROUTES: &[Route] = &[
         handler: l2,
     },
     Route {
+        path: "/v1/nodes",
+        summary: "The cluster's nodes: InternalIPs, PodCIDRs, readiness (what `observe --all-nodes` asks)",
+        media: Media::Json,
+        schema: schema_of::<Vec<NodeView>>,
+        unavailable: false,
+        params: &[],
+        handler: nodes,
+    },
+    Route {
         path: "/v1/routes",
         summary: "How every other node's PodCIDRs are reached",
         media: Media::Json,
@@ -293,6 +319,15 @@ pub const ROUTES: &[Route] = &[
         unavailable: false,
         params: &[],
         handler: metrics,
+    },
+    Route {
+        path: "/ui",
+        summary: "The web page: services and backends, LoadBalancer IPs and owners, pools, routes, live flows",
+        media: Media::Html,
+        schema: text_schema,
+        unavailable: false,
+        params: &[],
+        handler: ui,
     },
     Route {
         path: "/openapi.json",
