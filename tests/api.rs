@@ -15,10 +15,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::{AgentLab, PodLab, require_root, require_tools, service_yaml, slice_yaml};
 use ferrite_lab::wait_until;
 use serde_json::{Value, json};
@@ -144,7 +145,8 @@ fn value(f: &Families, family: &str, sample: &str, want: &[(&str, &str)]) -> f64
         )
 }
 
-/// Every family the agent exports without north-south devices, with its OpenMetrics type.
+/// Every family the agent exports without north-south devices, with its OpenMetrics type
+/// (`ferrite_flows_forwarded`/`_dropped` appear with their first flow: checked after traffic).
 const FAMILIES: [(&str, &str); 26] = [
     ("ferrite_source_events", "counter"),
     ("ferrite_reconcile_duration_seconds", "histogram"),
@@ -312,6 +314,23 @@ fn metrics_have_every_family_and_move_with_traffic_snapshots_and_cni() {
         value(&after, "ferrite_services", "ferrite_services", &[]),
         2.0
     );
+    // The programs count every translated connect (events or not).
+    let forwarded = |f: &Families| {
+        f.get("ferrite_flows_forwarded")
+            .and_then(|(_, samples)| {
+                samples.iter().find(|(name, labels, _)| {
+                    name == "ferrite_flows_forwarded_total"
+                        && labels.get("flow_type").map(String::as_str) == Some("sock-lb")
+                })
+            })
+            .map_or(0.0, |s| s.2)
+    };
+    assert!(
+        forwarded(&after) >= forwarded(&before) + 25.0,
+        "{} → {}",
+        forwarded(&before),
+        forwarded(&after)
+    );
     let events = |f: &Families| {
         value(
             f,
@@ -368,101 +387,20 @@ fn metrics_have_every_family_and_move_with_traffic_snapshots_and_cni() {
     assert!(error["error"].is_string(), "{error}");
 }
 
-/// A throwaway PKI made with the openssl CLI: a CA, the server's certificate for 127.0.0.1, a
-/// client certificate from that CA and one from another CA.
-struct Pki {
-    dir: common::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = common::TempDir::new("ob-pki");
-        let pki = Self { dir };
-        pki.ca("ca");
-        pki.ca("other-ca");
-        pki.leaf(
-            "server",
-            "ca",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-        );
-        pki.leaf("client", "ca", "extendedKeyUsage=clientAuth");
-        pki.leaf("stranger", "other-ca", "extendedKeyUsage=clientAuth");
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn s(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = run(Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path()));
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    }
-
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN=ferrite test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
-
-    fn leaf(&self, name: &str, ca: &str, ext: &str) {
-        std::fs::write(self.path(&format!("{name}.ext")), format!("{ext}\n")).expect("ext file");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-days",
-            "1",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
+/// A CA, the server's certificate for 127.0.0.1, a client certificate from that CA and one
+/// from another CA.
+fn api_pki() -> Pki {
+    let pki = Pki::new("ob-pki");
+    pki.ca("ca");
+    pki.ca("other-ca");
+    pki.leaf(
+        "server",
+        "ca",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+    );
+    pki.leaf("client", "ca", "extendedKeyUsage=clientAuth");
+    pki.leaf("stranger", "other-ca", "extendedKeyUsage=clientAuth");
+    pki
 }
 
 #[test]
@@ -470,7 +408,7 @@ fn the_tcp_api_serves_only_tls_clients_of_its_ca_and_matches_its_openapi_spec() 
     require_root();
     require_python();
     require_venv();
-    let pki = Pki::new();
+    let pki = api_pki();
     let mut agent = AgentLab::new("ob2");
     agent.write(
         "web.yaml",

@@ -263,6 +263,20 @@ fn stats(agent: &AgentLab) -> Value {
     v["stats"].clone()
 }
 
+/// One sample of the agent's `/metrics` (0 when absent).
+fn metric(agent: &AgentLab, sample: &str) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&agent.socket)
+        .arg("http://ferrite/metrics")
+        .output()
+        .expect("curl (apt-get install curl)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_flood_of_refused_connects_is_capped_at_the_rate_and_counted() {
     let rate = 200u64;
@@ -319,6 +333,15 @@ fn a_flood_of_refused_connects_is_capped_at_the_rate_and_counted() {
         "every refusal was sent or counted: {s}"
     );
     assert!(limited > 0, "{s}");
+    // /metrics counts every refusal, over the cap or not.
+    let dropped = metric(
+        &agent,
+        "ferrite_flows_dropped_total{flow_type=\"sock-lb\",reason=\"no-backend\"}",
+    );
+    assert!(
+        dropped >= refused,
+        "ferrite_flows_dropped_total counted {dropped} of {refused} refusals"
+    );
     assert_eq!(
         s["received"], s["emitted"],
         "the agent read everything sent: {s}"

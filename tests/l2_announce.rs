@@ -57,6 +57,8 @@ fn the_elected_owner_alone_answers_arp_and_ndp_with_its_mac() {
     assert_only_owner_answers(&lab, IpAddr::V6(LB_V6), o6);
     assert_nobody_answers(&lab, IpAddr::V4(UNOWNED_V4));
     assert_nobody_answers(&lab, IpAddr::V6(UNOWNED_V6));
+    assert_answers_are_flows(&lab, IpAddr::V4(LB_V4), o4, "ARP");
+    assert_answers_are_flows(&lab, IpAddr::V6(LB_V6), o6, "NDP");
 
     // The client has no route for the address: it resolved it on-link, to the owner.
     assert_served_by_all_nodes(&lab, IpAddr::V4(LB_V4));
@@ -90,6 +92,44 @@ fn the_elected_owner_alone_answers_arp_and_ndp_with_its_mac() {
         .unwrap();
     assert_eq!(owner(&lab, IpAddr::V4(LB_V4)), o4);
     assert_only_owner_answers(&lab, IpAddr::V4(LB_V4), o4);
+}
+
+/// The answers just sent are `l2` flows in `ferrite observe` on the owner (asker, address,
+/// interface), and on no other node.
+fn assert_answers_are_flows(lab: &L2Lab, addr: IpAddr, owner: usize, protocol: &str) {
+    let to = addr.to_string();
+    let flows_of = |i: usize| -> Vec<Value> {
+        let out = lab
+            .lab()
+            .agent(i)
+            .cli(&["observe", "-o", "json", "--type", "l2", "--to-ip", &to])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let clients: Vec<String> = (0..2)
+        .flat_map(|c| {
+            let client = lab.lab().client(c);
+            [client.v4().to_string(), client.v6().to_string()]
+        })
+        .collect();
+    let flows = flows_of(owner);
+    assert!(
+        flows.iter().any(|f| f["protocol"] == protocol
+            && f["verdict"] == "FORWARDED"
+            && f["interface"] == LAN_IFNAME
+            // ndisc6 may ask from the client's link-local address.
+            && f["source_ip"]
+                .as_str()
+                .is_some_and(|s| clients.iter().any(|c| c == s) || s.starts_with("fe80:"))),
+        "no {protocol} answer for {addr} to a client in the owner's flows: {flows:?}"
+    );
+    for other in (0..3).filter(|i| *i != owner) {
+        let f = flows_of(other);
+        assert!(f.is_empty(), "node{} answered {addr}? {f:?}", other + 1);
+    }
 }
 
 fn write_trials(trials: &[Trial]) {

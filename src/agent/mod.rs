@@ -128,6 +128,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         maps_dir: Some(cfg.datapath.maps_dir()),
         flows: None,
+        nodes: Vec::new(),
     }
 }
 

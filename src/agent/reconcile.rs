@@ -182,6 +182,21 @@ impl Reconciler {
         }
     }
 
+    /// `/v1/pools` (when LB IPAM ran) and `/v1/nodes` (when the nodes changed).
+    fn publish_lists(
+        &self,
+        api: &mut crate::api::ApiState,
+        snapshot: &Snapshot,
+        ipam_unchanged: bool,
+    ) {
+        if !ipam_unchanged {
+            api.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
+        }
+        if let Some(nodes) = node_views(self.last.as_ref().map(|(l, _)| &**l), snapshot) {
+            api.nodes = nodes;
+        }
+    }
+
     /// Retries the L2 responder's attach on the interfaces where it failed (they become
     /// eligible once it is in place).
     pub fn l2_retry_attach(&mut self) {
@@ -329,9 +344,7 @@ impl Reconciler {
         let mut views = std::mem::take(&mut guard.services);
         self.views.update(&mut views, frontends, &external);
         guard.services = views;
-        if !ipam_unchanged {
-            guard.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
-        }
+        self.publish_lists(&mut guard, snapshot, ipam_unchanged);
         drop(guard);
         debug!(
             l2_us = l2_done.as_micros(),
@@ -397,6 +410,17 @@ impl ViewCache {
         views.extend(external.iter().map(ext_view));
         self.frontends = frontends;
     }
+}
+
+/// `/v1/nodes` for `snapshot`, when its nodes differ from `last`'s.
+fn node_views(last: Option<&Snapshot>, snapshot: &Snapshot) -> Option<Vec<crate::api::NodeView>> {
+    last.is_none_or(|l| l.nodes != snapshot.nodes).then(|| {
+        snapshot
+            .nodes
+            .values()
+            .map(crate::api::NodeView::of)
+            .collect()
+    })
 }
 
 fn view(fe: &Frontend) -> ServiceView {

@@ -80,16 +80,16 @@ pub const PARAMS: &[Param] = &[
     },
     Param {
         name: "type",
-        description: "sock-lb, north-south or masquerade",
+        description: "sock-lb, north-south, masquerade or l2",
         kind: "string",
-        values: &["sock-lb", "north-south", "masquerade"],
+        values: &["sock-lb", "north-south", "masquerade", "l2"],
         bounds: None,
     },
     Param {
         name: "protocol",
-        description: "TCP, UDP, ICMP or ICMPv6",
+        description: "TCP, UDP, ICMP, ICMPv6, ARP or NDP",
         kind: "string",
-        values: &["TCP", "UDP", "ICMP", "ICMPv6"],
+        values: &["TCP", "UDP", "ICMP", "ICMPv6", "ARP", "NDP"],
         bounds: None,
     },
     Param {

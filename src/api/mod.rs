@@ -10,7 +10,7 @@ mod pools;
 mod routes;
 mod scrape;
 mod server;
-mod tls;
+pub mod tls;
 mod types;
 
 pub use flows::{FlowsSource, FlowsView};
@@ -19,8 +19,8 @@ pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve, serve_metrics, serve_tls};
 pub use tls::TcpConfig;
 pub use types::{
-    ApiListeners, ApplyReport, DatapathStatus, DeviceIngress, DeviceView, MasqStatus, ServiceView,
-    SourceErrorView, Status, Subsystem,
+    ApiListeners, ApplyReport, DatapathStatus, DeviceIngress, DeviceView, MasqStatus, NodeView,
+    ServiceView, SourceErrorView, Status, Subsystem,
 };
 
 use std::sync::{Arc, RwLock};
@@ -51,6 +51,8 @@ pub struct ApiState {
     pub maps_dir: Option<std::path::PathBuf>,
     /// Flow events (`/v1/flows`), once the reader runs.
     pub flows: Option<FlowsSource>,
+    /// The cluster's nodes (`/v1/nodes`), as of the last applied snapshot.
+    pub nodes: Vec<NodeView>,
 }
 
 impl std::fmt::Debug for ApiState {

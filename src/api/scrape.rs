@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use tracing::warn;
 
 use super::SharedState;
-use crate::metrics::{MapFill, ProcessStats, Scrape};
+use crate::metrics::{FlowCount, MapFill, ProcessStats, Scrape};
 
 /// The exposition for `GET /metrics`. The lock is held only to copy the views; the pinned
 /// maps are walked after it is released.
@@ -20,9 +20,30 @@ pub fn render(state: &SharedState) -> String {
             guard.maps_dir.clone(),
         )
     };
+    scrape.flows = flows(maps_dir.as_deref());
     scrape.maps = maps(maps_dir);
     scrape.process = ProcessStats::read();
     metrics.encode(&scrape)
+}
+
+fn flows(maps_dir: Option<&std::path::Path>) -> Vec<FlowCount> {
+    let Some(dir) = maps_dir else {
+        return Vec::new();
+    };
+    match crate::flows::reader::verdict_counts(dir) {
+        Ok(counts) => counts
+            .into_iter()
+            .map(|c| FlowCount {
+                kind: c.kind.to_owned(),
+                drop_reason: c.drop_reason,
+                flows: c.flows,
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "reading the flow verdict counters for /metrics");
+            Vec::new()
+        }
+    }
 }
 
 fn maps(maps_dir: Option<PathBuf>) -> Vec<MapFill> {
@@ -57,6 +78,7 @@ fn from_views(st: &super::ApiState) -> Scrape {
         backends: apply.backends as u64,
         generation: apply.generation,
         maps: Vec::new(),
+        flows: Vec::new(),
         snat_flows: status.masquerade.as_ref().map(|m| m.snat_flows),
         l2_members: l2.members.len() as u64,
         l2_owned: l2

@@ -94,3 +94,44 @@ pub fn server_config(cfg: &TcpConfig) -> Result<Arc<rustls::ServerConfig>, TlsEr
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A client's certificate files (`ferrite observe --all-nodes`): its own certificate and key,
+/// and the CA that signed the agents' server certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// The client configuration for `files`: the agents' certificates must chain to `ca` and name
+/// the address dialled; this client presents its own certificate.
+pub fn client_config(files: &ClientFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in certs("server CA certificates", &files.ca)? {
+        roots.add(ca).map_err(|source| TlsError::Ca {
+            path: files.ca.clone(),
+            source,
+        })?;
+    }
+    let chain = certs("client certificates", &files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Pem {
+        what: "a private key",
+        path: files.key.clone(),
+        source,
+    })?;
+    let config_err = |source| TlsError::Config {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        source,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(config_err)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(config_err)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -128,6 +128,28 @@ pub struct SourceErrorView {
     pub message: String,
 }
 
+/// A node of the cluster as the source knows it (`/v1/nodes`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct NodeView {
+    pub name: String,
+    /// `InternalIP` addresses, in the Node's order.
+    pub internal_ips: Vec<String>,
+    pub pod_cidrs: Vec<String>,
+    pub ready: bool,
+}
+
+impl NodeView {
+    #[must_use]
+    pub fn of(node: &crate::model::Node) -> Self {
+        Self {
+            name: node.name.to_string(),
+            internal_ips: node.internal_ips.iter().map(ToString::to_string).collect(),
+            pod_cidrs: node.pod_cidrs.iter().map(ToString::to_string).collect(),
+            ready: node.ready,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ServiceView {
     pub service: String,

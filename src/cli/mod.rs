@@ -8,12 +8,14 @@ mod l2flags;
 mod l2member;
 mod manifests;
 mod observe;
+mod observe_all;
 mod output;
 mod pools;
 mod query;
 mod routes;
 mod status;
 mod status_report;
+mod ui;
 mod uninstall;
 
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ pub enum Command {
     Pools(pools::PoolsCmd),
     Routes(routes::RoutesCmd),
     Observe(observe::ObserveCmd),
+    Ui(ui::UiCmd),
     L2(l2::L2Cmd),
     L2Member(l2member::L2MemberCmd),
     Cni(cni::CniCmd),
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Pools(p) => pools::run(&p),
         Command::Routes(r) => routes::run(&r),
         Command::Observe(o) => observe::run(&o),
+        Command::Ui(u) => ui::run(&u),
         Command::L2(c) => l2::run(&c),
         Command::L2Member(c) => l2member::run(&c),
         Command::Cni(c) => cni::run(c),

@@ -30,10 +30,10 @@ pub struct ObserveCmd {
     /// FORWARDED or DROPPED
     #[argh(option)]
     pub verdict: Option<String>,
-    /// sock-lb, north-south or masquerade
+    /// sock-lb, north-south, masquerade or l2
     #[argh(option, long = "type")]
     pub kind: Option<String>,
-    /// TCP, UDP, ICMP or ICMPv6
+    /// TCP, UDP, ICMP, ICMPv6, ARP or NDP
     #[argh(option)]
     pub protocol: Option<String>,
     /// a source, destination or translated port
@@ -60,6 +60,22 @@ pub struct ObserveCmd {
     /// the agent's API socket
     #[argh(option, default = "super::default_api_socket()")]
     pub api_socket: PathBuf,
+    /// ask every node's agent (its TLS listener, --api-listen) and merge by time, like
+    /// hubble-relay; the nodes come from this node's agent
+    #[argh(switch)]
+    pub all_nodes: bool,
+    /// with --all-nodes: the agents' TLS port (default 9443)
+    #[argh(option, default = "9443")]
+    pub api_port: u16,
+    /// with --all-nodes: this client's certificate (PEM), signed by the agents' --api-client-ca
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// with --all-nodes: this client's private key (PEM)
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// with --all-nodes: the CA (PEM) that signed the agents' server certificates
+    #[argh(option)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `30s`, `5m`, `2h`, `1d` (a bare number is seconds).
@@ -157,7 +173,7 @@ const HEADER: [&str; 10] = [
     "REASON",
 ];
 
-fn print(flows: &[Flow], output: &str) -> std::io::Result<()> {
+pub(super) fn print(flows: &[Flow], output: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         "json" => {
@@ -210,6 +226,9 @@ pub fn run(cmd: &ObserveCmd) -> i32 {
         (None, None, true) => 1,
         (None, None, false) => 20,
     });
+    if cmd.all_nodes {
+        return super::observe_all::run(cmd, q, cutoff);
+    }
     let mut first = true;
     loop {
         let v: FlowsView = match fetch(&cmd.api_socket, &format!("/v1/flows?{}", q.to_query())) {

@@ -39,7 +39,7 @@ pub struct FlowFilter {
 }
 
 const VERDICTS: [&str; 2] = ["FORWARDED", "DROPPED"];
-const KINDS: [&str; 3] = ["sock-lb", "north-south", "masquerade"];
+const KINDS: [&str; 4] = ["sock-lb", "north-south", "masquerade", "l2"];
 
 /// Exactly one of `allowed` (the API is strict; the CLI normalises case first).
 fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<String, String> {
@@ -114,7 +114,7 @@ impl FlowQuery {
                     f.protocol = Some(one_of(
                         "protocol",
                         &value,
-                        &["TCP", "UDP", "ICMP", "ICMPv6"],
+                        &["TCP", "UDP", "ICMP", "ICMPv6", "ARP", "NDP"],
                     )?);
                 }
                 "port" => {

@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ferrite_abi::{
     FAMILY_V4, FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
-    FLOW_FLAG_SNAT, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB, FlowEvent,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    FLOW_FLAG_SNAT, FLOW_KIND_L2, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB,
+    FlowEvent, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,14 +27,15 @@ pub struct Flow {
     /// When the program saw it (Unix milliseconds).
     pub time_unix_ms: u64,
     pub node: String,
-    /// `sock-lb`, `north-south` or `masquerade`.
+    /// `sock-lb`, `north-south`, `masquerade` or `l2` (an ARP/NDP answer for an announced
+    /// address; its destination is the address, port 0).
     pub kind: String,
     /// `FORWARDED` or `DROPPED` (Hubble's words).
     pub verdict: String,
     /// Why it was dropped: `no-backend`, `source-range`, `invalid`, `no-snat-port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_reason: Option<String>,
-    /// `TCP`, `UDP`, `ICMP`, `ICMPv6` or the protocol number.
+    /// `TCP`, `UDP`, `ICMP`, `ICMPv6` (or the protocol number); `ARP` or `NDP` for `l2`.
     pub protocol: String,
     /// The client; absent for socket-LB events (the socket may not be bound yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,16 +89,17 @@ pub fn protocol_name(proto: u8) -> String {
     }
 }
 
-fn kind_name(kind: u8) -> &'static str {
+pub(crate) fn kind_name(kind: u8) -> &'static str {
     match kind {
         FLOW_KIND_SOCK_LB => "sock-lb",
         FLOW_KIND_NORTH_SOUTH => "north-south",
         FLOW_KIND_MASQUERADE => "masquerade",
+        FLOW_KIND_L2 => "l2",
         _ => "unknown",
     }
 }
 
-fn drop_reason(reason: u8) -> Option<String> {
+pub(crate) fn drop_reason(reason: u8) -> Option<String> {
     Some(
         match reason {
             0 => return None,
@@ -141,6 +143,12 @@ pub fn decode(
     let time_unix_ms = u64::try_from(unix_ns / 1_000_000).unwrap_or(0);
     let dropped = ev.reason != 0;
     let sock = ev.kind == FLOW_KIND_SOCK_LB;
+    let l2 = ev.kind == FLOW_KIND_L2;
+    let protocol = match (l2, ev.family) {
+        (true, FAMILY_V4) => "ARP".to_owned(),
+        (true, _) => "NDP".to_owned(),
+        (false, _) => protocol_name(ev.proto),
+    };
     let translated = !dropped && ev.xaddr != [0; 4];
     Flow {
         seq,
@@ -149,9 +157,9 @@ pub fn decode(
         kind: kind_name(ev.kind).to_owned(),
         verdict: if dropped { "DROPPED" } else { "FORWARDED" }.to_owned(),
         drop_reason: drop_reason(ev.reason),
-        protocol: protocol_name(ev.proto),
+        protocol,
         source_ip: (!sock).then(|| addr(ev.family, &ev.saddr).to_string()),
-        source_port: (!sock).then(|| u16::from_be(ev.sport)),
+        source_port: (!sock && !l2).then(|| u16::from_be(ev.sport)),
         destination_ip: addr(ev.family, &ev.daddr).to_string(),
         destination_port: u16::from_be(ev.dport),
         translated_ip: translated.then(|| addr(ev.family, &ev.xaddr).to_string()),
@@ -183,7 +191,8 @@ pub fn compact(f: &Flow, time: &str) -> String {
         .source_ip
         .as_deref()
         .map_or_else(|| "socket".to_owned(), |ip| endpoint(ip, f.source_port));
-    let dst = endpoint(&f.destination_ip, Some(f.destination_port));
+    let dst_port = (f.kind != "l2").then_some(f.destination_port);
+    let dst = endpoint(&f.destination_ip, dst_port);
     let mut line = format!("{time} {} {}: {src} -> {dst}", f.node, f.kind);
     if let Some(svc) = &f.service {
         let _ = write!(line, " ({svc})");

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use ferrite_abi::{
-    FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FlowConfig, FlowEvent,
-    map_names,
+    FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB, FLOW_STAT_EMITTED,
+    FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_VERDICT_REASONS, FlowConfig, FlowEvent,
+    flow_verdict_slot, map_names,
 };
 use tracing::{debug, info, warn};
 
@@ -85,6 +86,44 @@ pub fn kernel_counts(maps_dir: &Path) -> Result<KernelCounts, FlowError> {
         rate_limited: sum(FLOW_STAT_RATE_LIMITED)?,
         ring_full: sum(FLOW_STAT_RING_FULL)?,
     })
+}
+
+/// Flows the programs decided, by kind and drop reason (`None`: forwarded), counted whether or
+/// not an event was sent; only non-zero counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerdictCount {
+    pub kind: &'static str,
+    pub drop_reason: Option<String>,
+    pub flows: u64,
+}
+
+/// Reads `fe_flowverd_v1`, summed over CPUs.
+pub fn verdict_counts(maps_dir: &Path) -> Result<Vec<VerdictCount>, FlowError> {
+    let name = map_names::FLOW_VERDICTS;
+    let counts: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(maps_dir, name)?)
+        .map_err(|source| FlowError::Map { name, source })?;
+    let mut out = Vec::new();
+    for kind in [
+        FLOW_KIND_SOCK_LB,
+        FLOW_KIND_NORTH_SOUTH,
+        FLOW_KIND_MASQUERADE,
+    ] {
+        for reason in 0..u8::try_from(FLOW_VERDICT_REASONS).unwrap_or(u8::MAX) {
+            let flows: u64 = counts
+                .get(&flow_verdict_slot(kind, reason), 0)
+                .map_err(|source| FlowError::Map { name, source })?
+                .iter()
+                .sum();
+            if flows > 0 {
+                out.push(VerdictCount {
+                    kind: super::kind_name(kind),
+                    drop_reason: super::drop_reason(reason),
+                    flows,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn ifname(index: u32) -> Option<String> {

@@ -124,6 +124,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowTypeLabels {
+    pub flow_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowDropLabels {
+    pub flow_type: String,
+    pub reason: String,
+}
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 100 µs to ~13 s (reconciles, CNI commands).
@@ -355,6 +366,14 @@ pub struct MapFill {
     pub max_entries: u64,
 }
 
+/// Flows the datapath decided, by kind and drop reason (`None`: forwarded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowCount {
+    pub kind: String,
+    pub drop_reason: Option<String>,
+    pub flows: u64,
+}
+
 /// State read at scrape time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scrape {
@@ -365,6 +384,8 @@ pub struct Scrape {
     /// The last applied generation.
     pub generation: u64,
     pub maps: Vec<MapFill>,
+    /// The programs' flow verdict counters (every flow, with events on or off).
+    pub flows: Vec<FlowCount>,
     /// Flows in the masquerade's SNAT table (absent without north-south).
     pub snat_flows: Option<u64>,
     /// Alive members of the L2 membership, this node included.
@@ -412,6 +433,7 @@ impl Scrape {
             self.generation,
         );
         self.register_maps(r);
+        self.register_flows(r);
         if let Some(n) = self.snat_flows {
             gauge(
                 r,
@@ -486,6 +508,42 @@ impl Scrape {
             "ferrite_bpf_map_entries",
             "Entries in each pinned eBPF hash map",
             entries,
+        );
+    }
+
+    /// `ferrite_flows_forwarded` and `ferrite_flows_dropped`: counted per new flow (a
+    /// connect, a first packet), not per packet as Cilium's `drop_count_total` is.
+    fn register_flows(&self, r: &mut Registry) {
+        let forwarded = Family::<FlowTypeLabels, Counter>::default();
+        let dropped = Family::<FlowDropLabels, Counter>::default();
+        for c in &self.flows {
+            match &c.drop_reason {
+                None => {
+                    forwarded
+                        .get_or_create(&FlowTypeLabels {
+                            flow_type: c.kind.clone(),
+                        })
+                        .inc_by(c.flows);
+                }
+                Some(reason) => {
+                    dropped
+                        .get_or_create(&FlowDropLabels {
+                            flow_type: c.kind.clone(),
+                            reason: reason.clone(),
+                        })
+                        .inc_by(c.flows);
+                }
+            }
+        }
+        r.register(
+            "ferrite_flows_forwarded",
+            "New flows the datapath translated or passed, by type (sock-lb, north-south, masquerade)",
+            forwarded,
+        );
+        r.register(
+            "ferrite_flows_dropped",
+            "New flows the datapath refused or dropped, by type and reason",
+            dropped,
         );
     }
 

@@ -13,6 +13,18 @@ fn scrape() -> Scrape {
             entries: 16_384,
             max_entries: 65_536,
         }],
+        flows: vec![
+            FlowCount {
+                kind: "sock-lb".into(),
+                drop_reason: None,
+                flows: 12,
+            },
+            FlowCount {
+                kind: "north-south".into(),
+                drop_reason: Some("source-range".into()),
+                flows: 3,
+            },
+        ],
         snat_flows: Some(7),
         l2_members: 2,
         l2_owned: 1,
@@ -52,6 +64,8 @@ fn the_exposition_has_events_then_state_and_one_eof() {
         "ferrite_bpf_map_pressure{map_name=\"fe_svc_v1\"} 0.25",
         "ferrite_bpf_map_entries{map_name=\"fe_svc_v1\"} 16384",
         "ferrite_masquerade_snat_flows 7",
+        "ferrite_flows_forwarded_total{flow_type=\"sock-lb\"} 12",
+        "ferrite_flows_dropped_total{flow_type=\"north-south\",reason=\"source-range\"} 3",
         "ferrite_l2_members 2",
         "ferrite_l2_membership_rejected_total{reason=\"bad_mac\"} 5",
         "ferrite_subsystem_ready{subsystem=\"cni\"} 0",

@@ -12,6 +12,8 @@ use std::time::Duration;
 use ferrite_lab::report::ClientReport;
 use ferrite_lab::{Cgroup, Child, Netns, PodNet, PodNetConfig, wait_until};
 
+pub mod pki;
+
 pub const FERRITE: &str = env!("CARGO_BIN_EXE_ferrite");
 
 /// `ferrite manifests rbac --namespace kube-system`: the addon's RBAC as YAML.

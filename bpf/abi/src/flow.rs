@@ -46,6 +46,9 @@ pub const FLOW_KIND_SOCK_LB: u8 = 1;
 pub const FLOW_KIND_NORTH_SOUTH: u8 = 2;
 /// Masquerade: a pod's new flow to outside the cluster, leaving with the node's address.
 pub const FLOW_KIND_MASQUERADE: u8 = 3;
+/// The L2 responder answered an ARP request or a neighbour solicitation for an announced
+/// address (`saddr` the asker, `daddr` the address; `proto` 0, `family` says ARP or NDP).
+pub const FLOW_KIND_L2: u8 = 4;
 
 /// The service has no ready backend.
 pub const FLOW_DROP_NO_BACKEND: u8 = 1;
@@ -83,6 +86,30 @@ pub const FLOW_STAT_RATE_LIMITED: u32 = 1;
 /// Not sent: the ring buffer was full (the agent is not reading fast enough).
 pub const FLOW_STAT_RING_FULL: u32 = 2;
 pub const FLOW_STATS: u32 = 3;
+
+/// Reasons per kind in `fe_flowverd_v1`: 0 counts forwarded flows, 1.. the `FLOW_DROP_*`.
+pub const FLOW_VERDICT_REASONS: u32 = 8;
+/// Kinds `fe_flowverd_v1` has room for (`FLOW_KIND_*` are below).
+pub const FLOW_VERDICT_KINDS: u32 = 8;
+/// Slots of `fe_flowverd_v1` (per-CPU `u64`): every flow decided, sent as an event or not.
+pub const FLOW_VERDICT_SLOTS: u32 = FLOW_VERDICT_KINDS * FLOW_VERDICT_REASONS;
+
+/// The `fe_flowverd_v1` slot of a flow of `kind` (`FLOW_KIND_*`) with drop `reason` (0:
+/// forwarded); out-of-range values share the last slot of their kind rather than overflow.
+#[must_use]
+pub const fn flow_verdict_slot(kind: u8, reason: u8) -> u32 {
+    let kind = if kind as u32 >= FLOW_VERDICT_KINDS {
+        0
+    } else {
+        kind as u32
+    };
+    let reason = if reason as u32 >= FLOW_VERDICT_REASONS {
+        FLOW_VERDICT_REASONS - 1
+    } else {
+        reason as u32
+    };
+    kind * FLOW_VERDICT_REASONS + reason
+}
 
 /// Bytes of the ring buffer (a power of two, a multiple of the page size): ≈3,200 events.
 pub const FLOW_RING_BYTES: u32 = 256 * 1024;
@@ -137,5 +164,24 @@ mod tests {
     fn ring_size_is_a_power_of_two_of_pages() {
         assert!(FLOW_RING_BYTES.is_power_of_two());
         assert_eq!(FLOW_RING_BYTES % 4096, 0);
+    }
+
+    #[test]
+    fn verdict_slots_are_distinct_and_in_range() {
+        let mut seen = 0u64;
+        for kind in 0..8u8 {
+            for reason in 0..8u8 {
+                let slot = flow_verdict_slot(kind, reason);
+                assert!(slot < FLOW_VERDICT_SLOTS);
+                assert_eq!(seen & (1 << slot), 0, "{kind}/{reason} shares slot {slot}");
+                seen |= 1 << slot;
+            }
+        }
+        assert_eq!(seen, u64::MAX, "every slot used once");
+        assert_eq!(flow_verdict_slot(9, 200), flow_verdict_slot(0, 7));
+        assert_eq!(
+            flow_verdict_slot(FLOW_KIND_SOCK_LB, FLOW_DROP_NO_BACKEND),
+            9
+        );
     }
 }

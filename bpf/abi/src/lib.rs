@@ -14,9 +14,9 @@ mod xdp;
 
 pub use flow::{
     FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
-    FLOW_FLAG_SNAT, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB,
+    FLOW_FLAG_SNAT, FLOW_KIND_L2, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB,
     FLOW_RING_BYTES, FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_STATS,
-    FlowConfig, FlowEvent, FlowLimit,
+    FLOW_VERDICT_REASONS, FLOW_VERDICT_SLOTS, FlowConfig, FlowEvent, FlowLimit, flow_verdict_slot,
 };
 pub use l2::{L2_HEARTBEAT_GRACE_NS, L2Key, L2Value};
 pub use masq::{
@@ -63,6 +63,7 @@ pub mod map_names {
     pub const FLOW_CONFIG: &str = "fe_flowcfg_v1";
     pub const FLOW_LIMIT: &str = "fe_flowlim_v1";
     pub const FLOW_STATS: &str = "fe_flowstat_v1";
+    pub const FLOW_VERDICTS: &str = "fe_flowverd_v1";
 }
 
 /// Capacity of each map (entries).

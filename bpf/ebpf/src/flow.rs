@@ -3,9 +3,11 @@
 //! place in the ring (nothing on the 512-byte stack but the arguments).
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use ferrite_abi::{FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FlowEvent};
+use ferrite_abi::{
+    FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FlowEvent, flow_verdict_slot,
+};
 
-use crate::maps::{FLOW_CONFIG, FLOW_LIMIT, FLOW_STAT, FLOWS};
+use crate::maps::{FLOW_CONFIG, FLOW_LIMIT, FLOW_STAT, FLOW_VERDICT, FLOWS};
 
 const WINDOW_NS: u64 = 1_000_000_000;
 
@@ -62,9 +64,14 @@ fn admit(now: u64) -> bool {
     true
 }
 
-/// Sends one event, unless over the rate or the ring is full (both counted).
+/// Counts the flow's verdict (always, flows on or off), then sends one event unless over the
+/// rate or the ring is full (both counted).
 #[inline(always)]
 pub fn emit(f: &Flow<'_>) {
+    if let Some(c) = FLOW_VERDICT.get_ptr_mut(flow_verdict_slot(f.kind, f.reason)) {
+        // SAFETY: this CPU's slot of a per-CPU array of u64.
+        unsafe { *c += 1 };
+    }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if !admit(now) {

@@ -187,5 +187,6 @@ pub fn ndp(ctx: &mut TcContext) -> Option<()> {
     ctx.store(ETH_HLEN + 8, &target, 0).ok()?;
     ctx.store(ETH_HLEN + 24, &ip_dst, 0).ok()?;
     ctx.store(ICMP, &na, 0).ok()?;
+    crate::l2_resp::answered(ifindex(ctx), FAMILY_V6, &src, &target);
     Some(())
 }

@@ -4,7 +4,7 @@
 //! address passes untouched.
 
 use aya_ebpf::{helpers::generated::bpf_redirect, programs::TcContext};
-use ferrite_abi::{FAMILY_V4, L2_HEARTBEAT_GRACE_NS, L2Key};
+use ferrite_abi::{FAMILY_V4, FLOW_KIND_L2, L2_HEARTBEAT_GRACE_NS, L2Key};
 
 use crate::TCX_NEXT;
 use crate::l2_ndp::ndp;
@@ -89,5 +89,27 @@ fn arp(ctx: &mut TcContext) -> Option<()> {
     ctx.store(ETH_HLEN + 14, &tpa, 0).ok()?;
     ctx.store(ETH_HLEN + 18, &sha, 0).ok()?;
     ctx.store(ETH_HLEN + 24, &spa, 0).ok()?;
+    answered(ifindex(ctx), FAMILY_V4, &[spa, 0, 0, 0], &[tpa, 0, 0, 0]);
     Some(())
+}
+
+/// The flow event of an answer: `asker` asked for `addr` on `ifindex`.
+#[inline(always)]
+pub fn answered(ifindex: u32, family: u8, asker: &[u32; 4], addr: &[u32; 4]) {
+    crate::flow::emit(&crate::flow::Flow {
+        kind: FLOW_KIND_L2,
+        reason: 0,
+        proto: 0,
+        family,
+        tcp_flags: 0,
+        flags: 0,
+        ifindex,
+        cookie: 0,
+        saddr: asker,
+        daddr: addr,
+        xaddr: &[0; 4],
+        sport: 0,
+        dport: 0,
+        xport: 0,
+    });
 }

@@ -103,7 +103,7 @@ pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entr
 // ---- flow events (see `crate::flow`) ----
 
 use aya_ebpf::maps::RingBuf;
-use ferrite_abi::{FLOW_RING_BYTES, FLOW_STATS, FlowConfig, FlowLimit};
+use ferrite_abi::{FLOW_RING_BYTES, FLOW_STATS, FLOW_VERDICT_SLOTS, FlowConfig, FlowLimit};
 
 #[map(name = "fe_flows_v1")]
 pub static FLOWS: RingBuf = RingBuf::pinned(FLOW_RING_BYTES, 0);
@@ -116,3 +116,6 @@ pub static FLOW_LIMIT: PerCpuArray<FlowLimit> = PerCpuArray::pinned(1, 0);
 
 #[map(name = "fe_flowstat_v1")]
 pub static FLOW_STAT: PerCpuArray<u64> = PerCpuArray::pinned(FLOW_STATS, 0);
+
+#[map(name = "fe_flowverd_v1")]
+pub static FLOW_VERDICT: PerCpuArray<u64> = PerCpuArray::pinned(FLOW_VERDICT_SLOTS, 0);
