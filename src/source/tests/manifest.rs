@@ -203,7 +203,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: b, namespace: ns}}
 spec:
-  ports: [{{port: 80, protocol: SCTP}}]
+  ports: [{{port: 80, protocol: QUIC}}]
 "
     );
     let error = parse(&text).expect_err("the second document is invalid");
@@ -218,11 +218,12 @@ spec:
     assert_eq!(
         error.to_string(),
         "test.yaml: document 2 (Service ns/b): \
-         spec.ports[0].protocol: SCTP is not supported by ferrite"
+         spec.ports[0].protocol: unknown protocol `QUIC` (expected TCP, UDP or SCTP)"
     );
     assert_eq!(
         error.message(),
-        "document 2 (Service ns/b): spec.ports[0].protocol: SCTP is not supported by ferrite"
+        "document 2 (Service ns/b): spec.ports[0].protocol: unknown protocol `QUIC` \
+         (expected TCP, UDP or SCTP)"
     );
 }
 
