@@ -195,3 +195,57 @@ fn internal_traffic_policy_local_uses_only_the_nodes_endpoints_and_refuses_witho
     let r = node_client(&lab, 0, None, 20);
     assert_only_local(&lab, &r, 1, 20);
 }
+
+#[test]
+fn a_service_with_an_sctp_port_serves_its_tcp_port_and_names_the_sctp_one() {
+    let (pods, mut agent) = lab("ss3", 1);
+    let service = service_yaml("web", &["10.96.0.10"], None).replacen(
+        "  - name: dns\n",
+        "  - name: sig\n    port: 9999\n    targetPort: 9999\n    protocol: SCTP\n  - name: dns\n",
+        1,
+    );
+    let slice = slice_yaml("web-v4", "web", "IPv4", &[(&pods.pod_v4(0), true)]).replacen(
+        "- name: dns\n",
+        "- name: sig\n  port: 9999\n  protocol: SCTP\n- name: dns\n",
+        1,
+    );
+    agent.write("web.yaml", &(service + &slice));
+    agent.start();
+    agent.wait_for_backends("10.96.0.10:80", 1);
+    let r = tcp(&agent, &pods, "10.96.0.10:80", 5, 1000);
+    assert_eq!(
+        r.ok,
+        5,
+        "TCP 80 through the cluster IP: {r:?}\n{}",
+        agent.log()
+    );
+
+    let status = agent.status().expect("status");
+    let notes = status["unserved_ports"].as_array().expect("unserved_ports");
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains("test/web") && n.contains("sig 9999/SCTP not served"))),
+        "the SCTP port is named: {status}"
+    );
+    assert!(
+        status["source_errors"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "the Service is not an error: {status}"
+    );
+    assert!(
+        agent.log().contains("9999/SCTP not served"),
+        "logged: {}",
+        agent.log()
+    );
+    // Nothing is programmed for the SCTP port.
+    assert!(
+        agent
+            .services()
+            .as_array()
+            .is_some_and(|l| l.iter().all(|s| s["frontend"] != "10.96.0.10:9999")),
+        "{}",
+        agent.services()
+    );
+}
