@@ -249,3 +249,39 @@ fn a_service_with_an_sctp_port_serves_its_tcp_port_and_names_the_sctp_one() {
         agent.services()
     );
 }
+
+#[test]
+fn a_file_of_nested_brackets_does_not_stall_the_agent() {
+    let (pods, mut agent) = lab("ss4", 1);
+    agent.write("web.yaml", &labelled_web(&pods, &[]));
+    agent.start();
+    agent.wait_for_backends("10.96.0.10:80", 1);
+
+    // 200 KB: 100,000 nested `[` once pinned a core for more than 25 s.
+    agent.write("bomb.yaml", &"[".repeat(100_000).repeat(2));
+    let api = service_yaml("api", &["10.96.0.20"], None)
+        + &slice_yaml("api-v4", "api", "IPv4", &[(&pods.pod_v4(0), true)]);
+    let started = std::time::Instant::now();
+    agent.write("api.yaml", &api);
+    agent.wait_for_backends("10.96.0.20:80", 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the valid Service took {:?}\n{}",
+        started.elapsed(),
+        agent.log()
+    );
+    assert_eq!(tcp(&agent, &pods, "10.96.0.20:80", 5, 1000).ok, 5);
+    let status = agent.status().expect("status");
+    let errors = status["source_errors"].as_array().expect("source_errors");
+    assert!(
+        errors.iter().any(|e| {
+            e["path"].as_str().is_some_and(|p| p.ends_with("bomb.yaml"))
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("nest deeper than"))
+        }),
+        "the bad file is named: {status}"
+    );
+    // The service read before is still served.
+    assert_eq!(tcp(&agent, &pods, "10.96.0.10:80", 5, 1000).ok, 5);
+}

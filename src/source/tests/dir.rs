@@ -360,3 +360,26 @@ fn file_error_paths_are_full_paths() {
         Path::new(dir.path()).join("sub/a.yaml")
     );
 }
+
+#[test]
+fn a_file_nested_to_stall_the_parser_is_rejected_at_once_and_the_others_are_read() {
+    let dir = TempDir::new("nested-brackets");
+    dir.write("bomb.yaml", &"[".repeat(200_000));
+    dir.write("web.yaml", &svc("web", "10.43.0.9"));
+    let mut source = DirSource::new(dir.path().to_owned());
+    let started = std::time::Instant::now();
+    assert!(source.rescan());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(names(&source), ["default/web"]);
+    let errors = source.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].path.ends_with("bomb.yaml"), "{errors:?}");
+    assert!(
+        errors[0].message.starts_with("line 1: flow collections"),
+        "{errors:?}"
+    );
+}
