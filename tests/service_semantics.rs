@@ -195,3 +195,97 @@ fn internal_traffic_policy_local_uses_only_the_nodes_endpoints_and_refuses_witho
     let r = node_client(&lab, 0, None, 20);
     assert_only_local(&lab, &r, 1, 20);
 }
+
+#[test]
+fn a_service_with_an_sctp_port_serves_its_tcp_port_and_names_the_sctp_one() {
+    let (pods, mut agent) = lab("ss3", 1);
+    let service = service_yaml("web", &["10.96.0.10"], None).replacen(
+        "  - name: dns\n",
+        "  - name: sig\n    port: 9999\n    targetPort: 9999\n    protocol: SCTP\n  - name: dns\n",
+        1,
+    );
+    let slice = slice_yaml("web-v4", "web", "IPv4", &[(&pods.pod_v4(0), true)]).replacen(
+        "- name: dns\n",
+        "- name: sig\n  port: 9999\n  protocol: SCTP\n- name: dns\n",
+        1,
+    );
+    agent.write("web.yaml", &(service + &slice));
+    agent.start();
+    agent.wait_for_backends("10.96.0.10:80", 1);
+    let r = tcp(&agent, &pods, "10.96.0.10:80", 5, 1000);
+    assert_eq!(
+        r.ok,
+        5,
+        "TCP 80 through the cluster IP: {r:?}\n{}",
+        agent.log()
+    );
+
+    let status = agent.status().expect("status");
+    let notes = status["unserved_ports"].as_array().expect("unserved_ports");
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains("test/web") && n.contains("sig 9999/SCTP not served"))),
+        "the SCTP port is named: {status}"
+    );
+    assert!(
+        status["source_errors"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "the Service is not an error: {status}"
+    );
+    assert!(
+        agent.log().contains("9999/SCTP not served"),
+        "logged: {}",
+        agent.log()
+    );
+    // Nothing is programmed for the SCTP port.
+    assert!(
+        agent
+            .services()
+            .as_array()
+            .is_some_and(|l| l.iter().all(|s| s["frontend"] != "10.96.0.10:9999")),
+        "{}",
+        agent.services()
+    );
+}
+
+#[test]
+fn a_file_of_nested_brackets_does_not_stall_the_agent() {
+    let (pods, mut agent) = lab("ss4", 1);
+    agent.write("web.yaml", &labelled_web(&pods, &[]));
+    agent.start();
+    agent.wait_for_backends("10.96.0.10:80", 1);
+
+    // 100,000 nested `[` (a merge key sends the file through serde_yaml_ng's YAML tree) once
+    // pinned a core for more than 25 s.
+    agent.write(
+        "bomb.yaml",
+        &format!("<<: {{}}\nspec: {}", "[".repeat(100_000)),
+    );
+    let api = service_yaml("api", &["10.96.0.20"], None)
+        + &slice_yaml("api-v4", "api", "IPv4", &[(&pods.pod_v4(0), true)]);
+    let started = std::time::Instant::now();
+    agent.write("api.yaml", &api);
+    agent.wait_for_backends("10.96.0.20:80", 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the valid Service took {:?}\n{}",
+        started.elapsed(),
+        agent.log()
+    );
+    assert_eq!(tcp(&agent, &pods, "10.96.0.20:80", 5, 1000).ok, 5);
+    let status = agent.status().expect("status");
+    let errors = status["source_errors"].as_array().expect("source_errors");
+    assert!(
+        errors.iter().any(|e| {
+            e["path"].as_str().is_some_and(|p| p.ends_with("bomb.yaml"))
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("nest deeper than"))
+        }),
+        "the bad file is named: {status}"
+    );
+    // The service read before is still served.
+    assert_eq!(tcp(&agent, &pods, "10.96.0.10:80", 5, 1000).ok, 5);
+}

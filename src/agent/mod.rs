@@ -111,6 +111,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
             },
             last_apply: None,
             source_errors: Vec::new(),
+            unserved_ports: Vec::new(),
             subsystems: Vec::new(),
             masquerade: None,
             api: api::ApiListeners {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::health::{self, HealthServer};
 use crate::api::{ApplyReport, PoolsView, ServiceView, SharedState};
@@ -340,6 +340,7 @@ impl Reconciler {
         }
         guard.status.last_apply = Some(report);
         guard.status.masquerade = self.host.as_ref().map(HostPart::masq_status);
+        note_unserved(&mut guard.status.unserved_ports, snapshot);
         // Views of unchanged frontends are kept (most of them, after one event).
         let mut views = std::mem::take(&mut guard.services);
         self.views.update(&mut views, frontends, &external);
@@ -356,6 +357,19 @@ impl Reconciler {
             release_freed_memory();
         }
     }
+}
+
+/// Replaces `notes` with the snapshot's unserved ports, logging each one that is new.
+fn note_unserved(notes: &mut Vec<String>, snapshot: &Snapshot) {
+    let now: Vec<String> = snapshot
+        .services
+        .values()
+        .flat_map(crate::model::Service::unserved_notes)
+        .collect();
+    for note in now.iter().filter(|n| !notes.contains(n)) {
+        warn!("{note}; the service's other ports are served");
+    }
+    *notes = now;
 }
 
 /// After the first programming, gives the heap freed since (the initial lists' transient copies)

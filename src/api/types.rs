@@ -10,6 +10,10 @@ pub struct Status {
     pub datapath: DatapathStatus,
     pub last_apply: Option<ApplyReport>,
     pub source_errors: Vec<SourceErrorView>,
+    /// Ports the services declare that the agent does not serve (SCTP), one line each
+    /// (`Service ns/web: port sig 9999/SCTP not served: ...`); their other ports are served.
+    #[serde(default)]
+    pub unserved_ports: Vec<String>,
     /// Readiness of each part of the agent; the agent is ready when all are.
     #[serde(default)]
     pub subsystems: Vec<Subsystem>,

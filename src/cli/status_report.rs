@@ -329,7 +329,8 @@ fn cni(st: &Status) -> Line {
 
 fn source(st: &Status) -> Line {
     let (mut health, mut details) = from_readiness(subsystem(st, "source"), Health::Failure);
-    if !st.source_errors.is_empty() && health == Health::Ok {
+    let noted = !st.source_errors.is_empty() || !st.unserved_ports.is_empty();
+    if noted && health == Health::Ok {
         health = Health::Warning;
     }
     details.extend(
@@ -337,12 +338,12 @@ fn source(st: &Status) -> Line {
             .iter()
             .map(|e| format!("{}: {}", e.path, e.message)),
     );
-    line(
-        "source",
-        health,
-        format!("{}: {} errors", st.source, st.source_errors.len()),
-        details,
-    )
+    details.extend(st.unserved_ports.iter().cloned());
+    let mut summary = format!("{}: {} errors", st.source, st.source_errors.len());
+    if !st.unserved_ports.is_empty() {
+        let _ = write!(summary, ", {} ports not served", st.unserved_ports.len());
+    }
+    line("source", health, summary, details)
 }
 
 fn api(st: &Status) -> Line {

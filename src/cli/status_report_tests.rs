@@ -181,6 +181,26 @@ fn failures_and_warnings_show_with_their_reason() {
 }
 
 #[test]
+fn unserved_ports_warn_on_the_source_line() {
+    let mut st = status();
+    let note = "Service ns/web: port sig 9999/SCTP not served: TCP and UDP only";
+    st.unserved_ports = vec![note.into()];
+    let lines = report(&st, &l2_view(), &routes());
+    let source = by_name(&lines, "source");
+    assert_eq!(source.health, Health::Warning);
+    assert!(
+        source.summary.ends_with("0 errors, 1 ports not served"),
+        "{}",
+        source.summary
+    );
+    assert!(
+        source.details.iter().any(|d| d == note),
+        "{:?}",
+        source.details
+    );
+}
+
+#[test]
 fn what_is_turned_off_says_so() {
     let mut st = status();
     st.datapath.devices.clear();

@@ -19,8 +19,9 @@ pub use pool::{
     PoolProblem, PoolStatus, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL, ServiceIpamStatus,
 };
 pub use service::{
-    Endpoint, EndpointPort, EndpointSlice, IpFamilyPolicy, NotProxied, Protocol, Service,
-    ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    Endpoint, EndpointPort, EndpointSlice, IpFamilyPolicy, NotProxied, Protocol, SCTP_NOT_SERVED,
+    Service, ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    UnservedPort,
 };
 
 use std::collections::BTreeMap;

@@ -143,6 +143,34 @@ pub struct Service {
     /// Set when the service's labels hand it to another proxy: ferrite then programs none of
     /// its frontends (as kube-proxy and Cilium skip it).
     pub not_proxied: Option<NotProxied>,
+    /// Ports the service declares that ferrite does not serve (SCTP), for notes and logs.
+    pub unserved_ports: Vec<UnservedPort>,
+}
+
+/// Why an SCTP port is not served (the Service's other ports are).
+pub const SCTP_NOT_SERVED: &str = "ferrite's load balancer handles TCP and UDP only";
+
+/// A declared port ferrite does not serve, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnservedPort {
+    pub name: SmolStr,
+    pub port: u16,
+    /// The protocol as Kubernetes spells it (`SCTP`).
+    pub protocol: SmolStr,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for UnservedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.name.is_empty() {
+            write!(f, "{} ", self.name)?;
+        }
+        write!(
+            f,
+            "{}/{} not served: {}",
+            self.port, self.protocol, self.reason
+        )
+    }
 }
 
 /// Why a service is left to another proxy.
@@ -158,6 +186,14 @@ impl Service {
     /// Whether ferrite load-balances this service at all.
     pub fn proxied(&self) -> bool {
         self.not_proxied.is_none()
+    }
+
+    /// One line per declared port that is not served (`ns/web: port sig 9999/SCTP not served:
+    /// ...`), for the status and the log.
+    pub fn unserved_notes(&self) -> impl Iterator<Item = String> + '_ {
+        self.unserved_ports
+            .iter()
+            .map(|p| format!("Service {}: port {p}", self.name))
     }
 }
 

@@ -30,6 +30,12 @@ use crate::model::Snapshot;
 
 /// Files larger than this are rejected without being read.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Files larger than this are parsed on a thread of their own, given [`PARSE_TIMEOUT`].
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+/// Longest a file's parse may hold up the scan: past it the file is reported and the other files
+/// are applied (the abandoned parse ends on its own; its result is dropped and the file is read
+/// again when it changes).
+pub const PARSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lower bound for the polling interval given to [`DirSource::run`].
 const MIN_POLL: Duration = Duration::from_millis(10);
 
@@ -77,6 +83,13 @@ enum FileProblem {
     NotUtf8(std::str::Utf8Error),
     #[error("{}", .0.message())]
     Parse(ParseError),
+    #[error(
+        "not parsed within {} s; abandoned until the file changes",
+        PARSE_TIMEOUT.as_secs()
+    )]
+    Timeout,
+    #[error("cannot start a parser thread: {0}")]
+    Thread(io::Error),
 }
 
 #[derive(Debug)]
@@ -266,9 +279,9 @@ impl DirSource {
             state.fingerprint = fingerprint;
             return false;
         }
-        let result = match std::str::from_utf8(&bytes) {
-            Ok(text) => manifest::parse_manifest(path, text).map_err(FileProblem::Parse),
-            Err(error) => Err(FileProblem::NotUtf8(error)),
+        let result = match String::from_utf8(bytes) {
+            Ok(text) => parse_in_time(path, text),
+            Err(error) => Err(FileProblem::NotUtf8(error.utf8_error())),
         };
         self.record(path, fingerprint, Some(hash), result)
     }
@@ -391,6 +404,26 @@ impl DirSource {
             *current = errors;
             true
         });
+    }
+}
+
+/// Parses `text`; a large file on a thread of its own, waited for at most [`PARSE_TIMEOUT`].
+fn parse_in_time(path: &Path, text: String) -> Result<Vec<Object>, FileProblem> {
+    if text.len() <= INLINE_PARSE_BYTES {
+        return manifest::parse_manifest(path, &text).map_err(FileProblem::Parse);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("ferrite-parse".into())
+        .spawn(move || {
+            // The receiver is gone when the scan gave up on this file.
+            let _ = tx.send(manifest::parse_manifest(&owned, &text));
+        })
+        .map_err(FileProblem::Thread)?;
+    match rx.recv_timeout(PARSE_TIMEOUT) {
+        Ok(result) => result.map_err(FileProblem::Parse),
+        Err(_) => Err(FileProblem::Timeout),
     }
 }
 

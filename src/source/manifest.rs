@@ -14,6 +14,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::objects::{self, Decoded, Object, ObjectError};
+use super::yaml_depth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
@@ -29,6 +30,8 @@ pub enum ParseError {
         document: usize,
         source: serde_json::Error,
     },
+    #[error("{}: line {line}: {}", path.display(), too_deep_message())]
+    TooDeep { path: PathBuf, line: usize },
     #[error("{}: {object}: {source}", path.display())]
     Object {
         path: PathBuf,
@@ -51,9 +54,17 @@ impl ParseError {
             } => {
                 format!("document {document}: invalid JSON: {source}")
             }
+            Self::TooDeep { line, .. } => format!("line {line}: {}", too_deep_message()),
             Self::Object { object, source, .. } => format!("{object}: {source}"),
         }
     }
+}
+
+fn too_deep_message() -> String {
+    format!(
+        "flow collections (`[`, `{{`) nest deeper than {} levels; the file is not parsed",
+        yaml_depth::MAX_FLOW_DEPTH
+    )
 }
 
 /// Where an object sits in its file, and what it is when that is known.
@@ -126,6 +137,12 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<Object>, ParseError
             file.document(document_number, value)?;
         }
     } else {
+        if let Some(line) = yaml_depth::too_deep(text) {
+            return Err(ParseError::TooDeep {
+                path: path.to_owned(),
+                line,
+            });
+        }
         let may_merge = text.contains("<<");
         for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let document_number = index + 1;

@@ -12,6 +12,7 @@ mod manifest;
 mod merge;
 mod objects;
 mod walk;
+mod yaml_depth;
 
 #[cfg(test)]
 mod tests;

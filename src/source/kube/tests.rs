@@ -216,7 +216,7 @@ fn invalid_objects_are_reported_and_marked_by_the_lease_holder() {
     api.load_yaml(CRDS).expect("CRDs");
     api.load_yaml(CLUSTER).expect("objects");
     api.load_yaml(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: test}\nspec:\n  clusterIP: 10.96.0.11\n  ports: [{port: 80, protocol: SCTP}]\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: test}\nspec:\n  clusterIP: 10.96.0.11\n  ports: [{port: 80, protocol: QUIC}]\n",
     )
     .expect("bad service");
     runtime().block_on(async {
@@ -228,7 +228,7 @@ fn invalid_objects_are_reported_and_marked_by_the_lease_holder() {
         let first = next_snapshot(&mut rx).await;
         assert!(first.services.keys().all(|k| k.name != "bad"));
         assert!(errors.current().iter().any(|e| e.path.display().to_string() == "Service test/bad"
-            && e.message.contains("SCTP")), "{:?}", errors.current());
+            && e.message.contains("QUIC")), "{:?}", errors.current());
         let condition = |kind: &str, api_version: &str, ns: &str, name: &str| -> Option<Value> {
             let object = api.get(api_version, kind, ns, name)?;
             object.pointer("/status/conditions")?.as_array()?.iter()

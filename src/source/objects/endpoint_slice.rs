@@ -8,7 +8,7 @@ use smol_str::SmolStr;
 
 use super::{
     Decoded, Object, ObjectError, ObjectMeta, decode_field, invalid, missing, port_number,
-    protocol, take,
+    port_protocol, take,
 };
 use crate::model::{self, Endpoint, EndpointPort, ServiceName};
 
@@ -86,10 +86,11 @@ pub(super) fn decode(mut value: Value) -> Result<Decoded, ObjectError> {
         .map(|(index, endpoint)| self::endpoint(endpoint, address_type, index))
         .collect::<Result<_, _>>()?;
     let raw_ports: Vec<Value> = decode_field(take(&mut value, "ports"), "ports")?;
+    // SCTP ports are left out: no Service port of ferrite's uses them.
     let ports = raw_ports
         .into_iter()
         .enumerate()
-        .map(|(index, port)| self::port(port, index))
+        .filter_map(|(index, port)| self::port(port, index).transpose())
         .collect::<Result<_, _>>()?;
     Ok(Decoded::Object(Object::EndpointSlice(
         model::EndpointSlice {
@@ -150,16 +151,21 @@ fn endpoint(
     })
 }
 
-fn port(value: Value, index: usize) -> Result<EndpointPort, ObjectError> {
+/// One port; `None` for an SCTP port (see [`port_protocol`]).
+fn port(value: Value, index: usize) -> Result<Option<EndpointPort>, ObjectError> {
     let field = format!("ports[{index}]");
     let manifest: PortManifest = decode_field(value, &field)?;
     let port = match manifest.port {
         Some(port) => port_number(port, &format!("{field}.port"))?,
         None => return Err(missing(format!("{field}.port"))),
     };
-    Ok(EndpointPort {
+    let Some(protocol) = port_protocol(manifest.protocol.as_deref(), &format!("{field}.protocol"))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(EndpointPort {
         name: SmolStr::new(manifest.name.as_deref().unwrap_or_default()),
-        protocol: protocol(manifest.protocol.as_deref(), &format!("{field}.protocol"))?,
+        protocol,
         port,
-    })
+    }))
 }

@@ -340,6 +340,19 @@ fn protocol(value: Option<&str>, field: &str) -> Result<Protocol, ObjectError> {
     }
 }
 
+/// `protocol` of a Service or `EndpointSlice` port: TCP when unset; `None` for SCTP, which is
+/// valid Kubernetes but not load-balanced by ferrite (the port is skipped, not the object).
+fn port_protocol(value: Option<&str>, field: &str) -> Result<Option<Protocol>, ObjectError> {
+    match value {
+        Some("SCTP") => Ok(None),
+        None | Some("TCP" | "UDP") => protocol(value, field).map(Some),
+        Some(other) => Err(invalid(
+            field,
+            format!("unknown protocol `{other}` (expected TCP, UDP or SCTP)"),
+        )),
+    }
+}
+
 /// A port number in 1..=65535.
 fn port_number(value: i64, field: &str) -> Result<u16, ObjectError> {
     match u16::try_from(value) {

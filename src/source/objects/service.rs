@@ -6,10 +6,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use smol_str::SmolStr;
 
-use super::{ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, protocol, take};
+use super::{
+    ObjectError, ObjectMeta, decode_field, invalid, missing, port_number, port_protocol, take,
+};
 use crate::model::{
-    self, IpFamily, IpFamilyPolicy, NotProxied, ServicePort, ServiceType, SessionAffinity,
-    TargetPort, TrafficPolicy,
+    self, IpFamily, IpFamilyPolicy, NotProxied, Protocol, SCTP_NOT_SERVED, ServicePort,
+    ServiceType, SessionAffinity, TargetPort, TrafficPolicy, UnservedPort,
 };
 
 /// A Service with this label (any value) belongs to another proxy: kube-proxy and ferrite skip it.
@@ -100,7 +102,7 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
     } else {
         cluster_ips(&spec)?
     };
-    let ports = ports(spec.ports.unwrap_or_default())?;
+    let (ports, unserved_ports) = ports(spec.ports.unwrap_or_default())?;
     let session_affinity = session_affinity(
         spec.session_affinity.as_deref(),
         spec.session_affinity_config,
@@ -141,6 +143,7 @@ pub(super) fn decode(mut value: Value) -> Result<model::Service, ObjectError> {
             "spec.internalTrafficPolicy",
         )?,
         not_proxied,
+        unserved_ports,
     })
 }
 
@@ -299,9 +302,11 @@ fn cluster_ips(spec: &ServiceSpec) -> Result<Vec<IpAddr>, ObjectError> {
     Ok(ips)
 }
 
-fn ports(raw: Vec<Value>) -> Result<Vec<ServicePort>, ObjectError> {
+/// The served ports, and the valid ones ferrite does not serve (SCTP).
+fn ports(raw: Vec<Value>) -> Result<(Vec<ServicePort>, Vec<UnservedPort>), ObjectError> {
     let count = raw.len();
     let mut ports = Vec::with_capacity(count);
+    let mut unserved = Vec::new();
     let mut names = BTreeSet::new();
     let mut numbers = BTreeSet::new();
     for (index, value) in raw.into_iter().enumerate() {
@@ -311,7 +316,8 @@ fn ports(raw: Vec<Value>) -> Result<Vec<ServicePort>, ObjectError> {
             Some(port) => port_number(port, &format!("{field}.port"))?,
             None => return Err(missing(format!("{field}.port"))),
         };
-        let protocol = protocol(manifest.protocol.as_deref(), &format!("{field}.protocol"))?;
+        let protocol = port_protocol(manifest.protocol.as_deref(), &format!("{field}.protocol"))?;
+        let protocol_name = protocol.map_or("SCTP", Protocol::as_str);
         let name = SmolStr::new(manifest.name.as_deref().unwrap_or_default());
         if count > 1 && name.is_empty() {
             return Err(invalid(
@@ -325,10 +331,10 @@ fn ports(raw: Vec<Value>) -> Result<Vec<ServicePort>, ObjectError> {
                 format!("duplicate port name `{name}`"),
             ));
         }
-        if !numbers.insert((port, protocol)) {
+        if !numbers.insert((port, protocol_name)) {
             return Err(invalid(
                 format!("{field}.port"),
-                format!("duplicate port {port}/{protocol}"),
+                format!("duplicate port {port}/{protocol_name}"),
             ));
         }
         let target_port = target_port(manifest.target_port, port, &format!("{field}.targetPort"))?;
@@ -337,6 +343,15 @@ fn ports(raw: Vec<Value>) -> Result<Vec<ServicePort>, ObjectError> {
             .filter(|p| *p != 0)
             .map(|p| port_number(p, &format!("{field}.nodePort")))
             .transpose()?;
+        let Some(protocol) = protocol else {
+            unserved.push(UnservedPort {
+                name,
+                port,
+                protocol: SmolStr::new_static("SCTP"),
+                reason: SCTP_NOT_SERVED,
+            });
+            continue;
+        };
         ports.push(ServicePort {
             name,
             protocol,
@@ -345,7 +360,7 @@ fn ports(raw: Vec<Value>) -> Result<Vec<ServicePort>, ObjectError> {
             node_port,
         });
     }
-    Ok(ports)
+    Ok((ports, unserved))
 }
 
 /// `targetPort`: a number, or the name of a container port. Unset, 0 or "" mean `port`, as in

@@ -360,3 +360,31 @@ fn file_error_paths_are_full_paths() {
         Path::new(dir.path()).join("sub/a.yaml")
     );
 }
+
+#[test]
+fn a_file_nested_to_stall_the_parser_is_rejected_at_once_and_the_others_are_read() {
+    let dir = TempDir::new("nested-brackets");
+    // With a merge key (`<<`) serde_yaml_ng builds a YAML tree first: 100,000 nested `[` took it
+    // 14 s (debug build) before it reported the recursion limit.
+    dir.write(
+        "bomb.yaml",
+        &format!("<<: x\nspec: {}", "[".repeat(100_000)),
+    );
+    dir.write("web.yaml", &svc("web", "10.43.0.9"));
+    let mut source = DirSource::new(dir.path().to_owned());
+    let started = std::time::Instant::now();
+    assert!(source.rescan());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(names(&source), ["default/web"]);
+    let errors = source.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].path.ends_with("bomb.yaml"), "{errors:?}");
+    assert!(
+        errors[0].message.starts_with("line 2: flow collections"),
+        "{errors:?}"
+    );
+}

@@ -147,9 +147,9 @@ fn fqdn_slices_are_ignored_and_unknown_address_types_rejected() {
 fn slice_ports_are_validated() {
     let error = parse_err(&with_body("IPv4", "ports:\n- {name: http}\n"));
     assert!(error.contains("ports[0].port is required"), "{error}");
-    let error = parse_err(&with_body("IPv4", "ports:\n- {port: 80, protocol: SCTP}\n"));
+    let error = parse_err(&with_body("IPv4", "ports:\n- {port: 80, protocol: sctp}\n"));
     assert!(
-        error.contains("ports[0].protocol: SCTP is not supported"),
+        error.contains("ports[0].protocol: unknown protocol `sctp`"),
         "{error}"
     );
     let objects = parse_ok(&with_body(
@@ -159,4 +159,21 @@ fn slice_ports_are_validated() {
     let slice = slices(&objects)[0];
     assert_eq!(slice.ports[0].name, "");
     assert!(slice.endpoints.is_empty());
+}
+
+#[test]
+fn sctp_slice_ports_are_skipped_and_the_others_kept() {
+    let slice = one_slice(&with_body(
+        "IPv4",
+        "endpoints:\n- addresses: [10.42.0.5]\nports:\n- {name: http, port: 8080}\n\
+         - {name: sig, port: 9999, protocol: SCTP}\n",
+    ));
+    assert_eq!(
+        slice.ports,
+        vec![EndpointPort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 8080,
+        }]
+    );
 }

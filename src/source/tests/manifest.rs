@@ -4,6 +4,7 @@ use super::{parse, parse_err, parse_ok, services, slices};
 use crate::{
     model::ServiceName,
     source::manifest::{ParseError, parse_manifest},
+    source::objects::Object,
 };
 
 const SERVICE_A: &str = "apiVersion: v1
@@ -203,7 +204,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: b, namespace: ns}}
 spec:
-  ports: [{{port: 80, protocol: SCTP}}]
+  ports: [{{port: 80, protocol: QUIC}}]
 "
     );
     let error = parse(&text).expect_err("the second document is invalid");
@@ -218,11 +219,12 @@ spec:
     assert_eq!(
         error.to_string(),
         "test.yaml: document 2 (Service ns/b): \
-         spec.ports[0].protocol: SCTP is not supported by ferrite"
+         spec.ports[0].protocol: unknown protocol `QUIC` (expected TCP, UDP or SCTP)"
     );
     assert_eq!(
         error.message(),
-        "document 2 (Service ns/b): spec.ports[0].protocol: SCTP is not supported by ferrite"
+        "document 2 (Service ns/b): spec.ports[0].protocol: unknown protocol `QUIC` \
+         (expected TCP, UDP or SCTP)"
     );
 }
 
@@ -294,4 +296,62 @@ spec:
 status: {loadBalancer: {}}
 ";
     assert_eq!(services(&parse_ok(text)).len(), 1);
+}
+
+#[test]
+fn deeply_nested_flow_collections_are_rejected_at_once_with_their_line() {
+    let text = format!("{SERVICE_A}---\nspec: {}\n", "[".repeat(100_000));
+    let started = std::time::Instant::now();
+    let error = parse(&text).expect_err("too deep");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let ParseError::TooDeep { line, .. } = &error else {
+        panic!("too deep: {error}")
+    };
+    assert_eq!(*line, SERVICE_A.lines().count() + 2);
+    assert!(
+        error.to_string().starts_with("test.yaml: line ")
+            && error.to_string().contains("nest deeper than 64 levels"),
+        "{error}"
+    );
+    // Closed, but still too deep.
+    let closed = format!("a: {}{}\n", "{b: ".repeat(65), "}".repeat(65));
+    assert!(matches!(
+        parse(&closed),
+        Err(ParseError::TooDeep { line: 1, .. })
+    ));
+}
+
+#[test]
+fn brackets_that_are_text_do_not_count_as_nesting() {
+    let many = "[".repeat(500);
+    let text = format!(
+        "# {many}
+apiVersion: v1
+kind: Service
+metadata:
+  name: a
+  namespace: ns
+  annotations:
+    plain: x{many}
+    single: '{many}''s'
+    double: \"{many}\\\"\"
+    block: |
+      {many}
+      {{{many}
+    folded: >-
+      {many}
+  managedFields: [[[[[[[[[[{{deep: [ok]}}]]]]]]]]]]
+spec: {{}}
+"
+    );
+    let objects = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    let [Object::Service(service)] = objects.as_slice() else {
+        panic!("one service: {objects:?}")
+    };
+    assert_eq!(service.annotations["plain"], format!("x{many}"));
+    assert_eq!(service.annotations["block"], format!("{many}\n{{{many}\n"));
 }

@@ -2,8 +2,8 @@ use std::net::IpAddr;
 
 use super::{one_service, parse_err};
 use crate::model::{
-    NotProxied, Protocol, ServiceName, ServicePort, ServiceType, SessionAffinity, TargetPort,
-    TrafficPolicy,
+    NotProxied, Protocol, SCTP_NOT_SERVED, ServiceName, ServicePort, ServiceType, SessionAffinity,
+    TargetPort, TrafficPolicy, UnservedPort,
 };
 
 fn ip(text: &str) -> IpAddr {
@@ -151,12 +151,55 @@ fn quoted_numeric_target_port_is_rejected() {
 }
 
 #[test]
-fn sctp_and_unknown_protocols_are_rejected() {
-    let error = parse_err(&with_spec("  ports:\n  - {port: 80, protocol: SCTP}\n"));
-    assert!(
-        error.contains("spec.ports[0].protocol: SCTP is not supported"),
-        "{error}"
+fn sctp_ports_are_not_served_and_the_others_are() {
+    let service = one_service(&with_spec(
+        "  clusterIP: 10.43.0.10\n  ports:\n  - {name: http, port: 80}\n\
+         \x20 - {name: sig, port: 9999, protocol: SCTP, targetPort: 9000}\n\
+         \x20 - {name: dns, port: 53, protocol: UDP}\n",
+    ));
+    let served: Vec<_> = service.ports.iter().map(|p| (p.port, p.protocol)).collect();
+    assert_eq!(served, vec![(80, Protocol::Tcp), (53, Protocol::Udp)]);
+    assert_eq!(
+        service.unserved_ports,
+        vec![UnservedPort {
+            name: "sig".into(),
+            port: 9999,
+            protocol: "SCTP".into(),
+            reason: SCTP_NOT_SERVED,
+        }]
     );
+    let notes: Vec<String> = service.unserved_notes().collect();
+    assert_eq!(
+        notes,
+        vec![format!(
+            "Service default/web: port sig 9999/SCTP not served: {SCTP_NOT_SERVED}"
+        )]
+    );
+    // A Service of SCTP ports only is valid and serves nothing.
+    let service = one_service(&with_spec("  ports:\n  - {port: 7, protocol: SCTP}\n"));
+    assert!(service.ports.is_empty());
+    assert_eq!(service.unserved_notes().count(), 1);
+}
+
+#[test]
+fn sctp_ports_still_follow_the_port_rules() {
+    // The same number over SCTP and TCP is fine; twice over SCTP is not.
+    let service = one_service(&with_spec(
+        "  ports:\n  - {name: a, port: 80}\n  - {name: b, port: 80, protocol: SCTP}\n",
+    ));
+    assert_eq!(service.ports.len(), 1);
+    let error = parse_err(&with_spec(
+        "  ports:\n  - {name: a, port: 80, protocol: SCTP}\n  - {name: b, port: 80, protocol: SCTP}\n",
+    ));
+    assert!(error.contains("duplicate port 80/SCTP"), "{error}");
+    let error = parse_err(&with_spec(
+        "  ports:\n  - {port: 80}\n  - {port: 81, protocol: SCTP}\n",
+    ));
+    assert!(error.contains("spec.ports[0].name"), "{error}");
+}
+
+#[test]
+fn unknown_protocols_are_rejected() {
     let error = parse_err(&with_spec("  ports:\n  - {port: 80, protocol: tcp}\n"));
     assert!(error.contains("unknown protocol `tcp`"), "{error}");
 }
