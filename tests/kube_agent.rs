@@ -245,7 +245,7 @@ fn kube_invalid_objects_get_conditions_and_valid_ones_keep_working() {
     lab.api
         .load_yaml(concat!(
             "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: test}\n",
-            "spec:\n  clusterIP: 10.96.0.11\n  ports: [{port: 80, protocol: SCTP}]\n---\n",
+            "spec:\n  clusterIP: 10.96.0.11\n  ports: [{port: 80, protocol: QUIC}]\n---\n",
             "apiVersion: ferrite.dev/v1alpha1\nkind: L2AnnouncementPolicy\nmetadata: {name: lan}\n",
             "spec: {interfaces: [7], loadBalancerIPs: true}\n",
         ))
@@ -273,7 +273,7 @@ fn kube_invalid_objects_get_conditions_and_valid_ones_keep_working() {
     assert!(
         service["message"]
             .as_str()
-            .is_some_and(|m| m.contains("SCTP")),
+            .is_some_and(|m| m.contains("QUIC")),
         "{service}"
     );
     let status = lab.agent.status().expect("status");

@@ -42,7 +42,7 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
 apiVersion: v1
 kind: Service
 metadata: {name: bad, namespace: test}
-spec: {clusterIP: 10.96.0.11, ports: [{port: 80, protocol: SCTP}]}
+spec: {clusterIP: 10.96.0.11, ports: [{port: 80, protocol: QUIC}]}
 ---
 apiVersion: ferrite.dev/v1alpha1
 kind: L2AnnouncementPolicy
