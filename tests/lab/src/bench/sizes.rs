@@ -95,7 +95,7 @@ fn stripped_size(path: &Path, work: &Path) -> Result<u64, String> {
 /// `blob(digest)` returns a blob's JSON text.
 pub fn oci_pull_sizes(
     index: &str,
-    blob: impl Fn(&str) -> Result<String, String>,
+    blob: &impl Fn(&str) -> Result<String, String>,
 ) -> Result<Vec<(String, u64)>, String> {
     let index: serde_json::Value =
         serde_json::from_str(index).map_err(|e| format!("index.json: {e}"))?;
@@ -104,6 +104,15 @@ pub fn oci_pull_sizes(
         .ok_or("index.json has no manifests")?;
     let mut out = Vec::new();
     for m in manifests {
+        // An OCI layout's index.json may name the image's own index (the multi-arch one):
+        // its manifests are the platforms.
+        if m["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+            let digest = m["digest"]
+                .as_str()
+                .ok_or("an index entry without digest")?;
+            out.extend(oci_pull_sizes(&blob(digest)?, blob)?);
+            continue;
+        }
         let arch = m["platform"]["architecture"]
             .as_str()
             .ok_or("an index entry without platform.architecture")?;
@@ -131,7 +140,7 @@ fn read_oci(layout: &Path) -> Result<Vec<(String, u64)>, String> {
     let index_path = layout.join("index.json");
     let index = std::fs::read_to_string(&index_path)
         .map_err(|e| format!("{}: {e} (run `make package`)", index_path.display()))?;
-    oci_pull_sizes(&index, |digest| {
+    oci_pull_sizes(&index, &|digest: &str| {
         let hex = digest
             .strip_prefix("sha256:")
             .ok_or_else(|| format!("digest {digest} is not sha256"))?;
@@ -262,7 +271,7 @@ mod tests {
             "sha256:bb" => Ok(r#"{"config":{"size":501},"layers":[{"size":3500000}]}"#.to_owned()),
             other => Err(format!("no blob {other}")),
         };
-        let got = oci_pull_sizes(index, blob).unwrap();
+        let got = oci_pull_sizes(index, &blob).unwrap();
         assert_eq!(
             got,
             vec![
@@ -270,8 +279,18 @@ mod tests {
                 ("arm64".to_owned(), 410 + 501 + 3_500_000)
             ]
         );
-        assert!(oci_pull_sizes(r#"{"manifests":[{"digest":"sha256:cc","size":1,"platform":{"architecture":"amd64"}}]}"#, blob).is_err());
-        assert!(oci_pull_sizes("{}", blob).is_err());
+        assert!(oci_pull_sizes(r#"{"manifests":[{"digest":"sha256:cc","size":1,"platform":{"architecture":"amd64"}}]}"#, &blob).is_err());
+        assert!(oci_pull_sizes("{}", &blob).is_err());
+        // A layout whose index.json names the multi-arch index (what buildah/umoci write).
+        let layout = r#"{"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:ii","size":854}]}"#;
+        let nested = |d: &str| {
+            if d == "sha256:ii" {
+                Ok(index.to_owned())
+            } else {
+                blob(d)
+            }
+        };
+        assert_eq!(oci_pull_sizes(layout, &nested).unwrap(), got);
     }
 
     #[test]
