@@ -141,13 +141,10 @@ pub fn run(cmd: &L2Cmd) -> i32 {
     if let Some(L2Sub::Keygen(_)) = cmd.sub {
         return keygen();
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            eprintln!("error: {e}");
             return 1;
         }
     };

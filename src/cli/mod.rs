@@ -63,6 +63,14 @@ pub struct VersionCmd {
     pub output: OutputFormat,
 }
 
+/// The single-threaded runtime the client commands block on.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
 pub fn default_api_socket() -> PathBuf {
     PathBuf::from(crate::api::DEFAULT_SOCKET)
 }

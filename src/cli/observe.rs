@@ -173,7 +173,7 @@ const HEADER: [&str; 10] = [
     "REASON",
 ];
 
-pub(super) fn print(flows: &[Flow], output: &str) -> std::io::Result<()> {
+fn print(flows: &[Flow], output: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         "json" => {
@@ -196,6 +196,28 @@ pub(super) fn print(flows: &[Flow], output: &str) -> std::io::Result<()> {
         }
     }
     out.flush()
+}
+
+/// Prints one answer's flows; `Some(exit code)` when the command is done (not following, or
+/// stdout closed).
+pub(super) fn show(
+    cmd: &ObserveCmd,
+    mut flows: Vec<Flow>,
+    first: bool,
+    cutoff: Option<u64>,
+) -> Option<i32> {
+    if first && cmd.follow && cmd.last.is_none() && cmd.since.is_none() {
+        // Following without --last: only what happens from now on.
+        flows.clear();
+    }
+    if let Some(c) = cutoff {
+        flows.retain(|f| f.time_unix_ms >= c);
+    }
+    if let Err(e) = print(&flows, &cmd.output) {
+        // A closed pipe (`| head`) ends the command quietly.
+        return Some(i32::from(e.kind() != std::io::ErrorKind::BrokenPipe));
+    }
+    (!cmd.follow).then_some(0)
 }
 
 fn now_ms() -> u64 {
@@ -241,20 +263,8 @@ pub fn run(cmd: &ObserveCmd) -> i32 {
         if first && !v.stats.enabled {
             eprintln!("flow events are off on this agent (--flow-rate 0)");
         }
-        let mut flows = v.flows;
-        if first && cmd.follow && cmd.last.is_none() && since.is_none() {
-            // Following without --last: only what happens from now on.
-            flows.clear();
-        }
-        if let Some(c) = cutoff {
-            flows.retain(|f| f.time_unix_ms >= c);
-        }
-        if let Err(e) = print(&flows, &cmd.output) {
-            // A closed pipe (`| head`) ends the command quietly.
-            return i32::from(e.kind() != std::io::ErrorKind::BrokenPipe);
-        }
-        if !cmd.follow {
-            return 0;
+        if let Some(code) = show(cmd, v.flows, first, cutoff) {
+            return code;
         }
         q.after = Some(v.stats.latest_seq.max(q.after.unwrap_or(0)));
         q.last = Some(crate::flows::filter::MAX_LAST);

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::observe::{ObserveCmd, print};
+use super::observe::{ObserveCmd, show};
 use crate::api::tls::{ClientFiles, client_config};
 use crate::api::{FlowsView, NodeView, client};
 use crate::flows::Flow;
@@ -44,8 +44,8 @@ pub fn targets(nodes: &[NodeView], port: u16) -> (Vec<Target>, Vec<String>) {
 
 /// The flows of every node in time order; with `last`, the newest `last` of them.
 #[must_use]
-pub fn merge(mut per_node: Vec<Vec<Flow>>, last: Option<usize>) -> Vec<Flow> {
-    let mut all: Vec<Flow> = per_node.drain(..).flatten().collect();
+pub fn merge(per_node: Vec<Vec<Flow>>, last: Option<usize>) -> Vec<Flow> {
+    let mut all: Vec<Flow> = per_node.into_iter().flatten().collect();
     all.sort_by(|a, b| (a.time_unix_ms, &a.node, a.seq).cmp(&(b.time_unix_ms, &b.node, b.seq)));
     if let Some(n) = last
         && all.len() > n
@@ -116,13 +116,10 @@ pub fn run(cmd: &ObserveCmd, query: FlowQuery, cutoff: Option<u64>) -> i32 {
         );
         return 1;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            eprintln!("error: {e}");
             return 1;
         }
     };
@@ -181,18 +178,8 @@ async fn follow(
             return 1;
         }
         let last = (first && !cmd.follow).then_some(query.last).flatten();
-        let mut flows = merge(per_node, last);
-        if first && cmd.follow && cmd.last.is_none() && cmd.since.is_none() {
-            flows.clear();
-        }
-        if let Some(c) = cutoff {
-            flows.retain(|f| f.time_unix_ms >= c);
-        }
-        if let Err(e) = print(&flows, &cmd.output) {
-            return i32::from(e.kind() != std::io::ErrorKind::BrokenPipe);
-        }
-        if !cmd.follow {
-            return 0;
+        if let Some(code) = show(cmd, merge(per_node, last), first, cutoff) {
+            return code;
         }
         first = false;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -213,26 +200,7 @@ mod tests {
     }
 
     fn flow(node: &str, seq: u64, t: u64) -> Flow {
-        Flow {
-            seq,
-            time_unix_ms: t,
-            node: node.into(),
-            kind: "sock-lb".into(),
-            verdict: "FORWARDED".into(),
-            drop_reason: None,
-            protocol: "TCP".into(),
-            source_ip: None,
-            source_port: None,
-            destination_ip: "10.96.0.10".into(),
-            destination_port: 80,
-            translated_ip: None,
-            translated_port: None,
-            service: None,
-            interface: None,
-            tcp_flags: Vec::new(),
-            snat: false,
-            socket_cookie: None,
-        }
+        crate::flows::test_flow(node, seq, t)
     }
 
     #[test]

@@ -23,10 +23,7 @@ pub(super) fn fetch<T: serde::de::DeserializeOwned>(
     socket: &std::path::Path,
     route: &str,
 ) -> Result<T, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let rt = super::runtime()?;
     rt.block_on(client::get(socket, route))
         .map_err(|e| e.to_string())
 }

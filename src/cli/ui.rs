@@ -115,13 +115,10 @@ pub fn run(cmd: &UiCmd) -> i32 {
         eprintln!("error: {e}");
         return 2;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            eprintln!("error: {e}");
             return 1;
         }
     };

@@ -97,24 +97,8 @@ mod tests {
 
     fn flow(seq: u64, verdict: &str) -> Flow {
         Flow {
-            seq,
-            time_unix_ms: seq,
-            node: "n".into(),
-            kind: "sock-lb".into(),
             verdict: verdict.into(),
-            drop_reason: None,
-            protocol: "TCP".into(),
-            source_ip: None,
-            source_port: None,
-            destination_ip: "10.96.0.10".into(),
-            destination_port: 80,
-            translated_ip: None,
-            translated_port: None,
-            service: None,
-            interface: None,
-            tcp_flags: Vec::new(),
-            snat: false,
-            socket_cookie: None,
+            ..crate::flows::test_flow("n", seq, seq)
         }
     }
 

@@ -217,6 +217,31 @@ pub fn compact(f: &Flow, time: &str) -> String {
     line
 }
 
+/// A forwarded socket-LB flow to 10.96.0.10:80 (tests of the history, filters and merging).
+#[cfg(test)]
+pub(crate) fn test_flow(node: &str, seq: u64, time_unix_ms: u64) -> Flow {
+    Flow {
+        seq,
+        time_unix_ms,
+        node: node.into(),
+        kind: "sock-lb".into(),
+        verdict: "FORWARDED".into(),
+        drop_reason: None,
+        protocol: "TCP".into(),
+        source_ip: None,
+        source_port: None,
+        destination_ip: "10.96.0.10".into(),
+        destination_port: 80,
+        translated_ip: None,
+        translated_port: None,
+        service: None,
+        interface: None,
+        tcp_flags: Vec::new(),
+        snat: false,
+        socket_cookie: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
