@@ -248,6 +248,12 @@ impl L2Part {
         (!self.member.standalone()).then(|| self.member.receiver())
     }
 
+    /// The devices last set by [`Self::set_served`].
+    #[must_use]
+    pub fn served(&self) -> &BTreeSet<String> {
+        &self.served
+    }
+
     /// The devices the north-south datapath is attached to (only they answer ARP/NDP).
     pub fn set_served(&mut self, devices: BTreeSet<String>) {
         self.served = devices;

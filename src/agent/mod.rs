@@ -291,25 +291,61 @@ struct CniInstall {
     started: bool,
     /// The pod MTU the routing plan wants (the conflist follows it once written).
     pod_mtu: watch::Receiver<Option<u32>>,
+    /// The installation running now.
+    job: Option<
+        tokio::task::JoinHandle<
+            Result<crate::cni::install::InstallReport, crate::cni::install::InstallError>,
+        >,
+    >,
 }
 
 impl CniInstall {
+    /// Starts the installation once the datapath is ready and the first snapshot applied, on a
+    /// blocking thread (it copies the agent's binary, megabytes that must not stall the agent's
+    /// loop); the loop awaits it with [`Self::wait`] and reports it with [`Self::finish`].
     fn try_install(&mut self, ready: &readiness::Readiness) {
+        if self.job.is_some() {
+            return;
+        }
         let mtu = *self.pod_mtu.borrow();
         let Some(cfg) = &mut self.pending else {
             return;
         };
         cfg.mtu = mtu;
-        let cfg = &*cfg;
         if !(ready.is_ready(readiness::SOURCE) && ready.is_ready(readiness::DATAPATH)) {
             return;
         }
-        let result = if self.started {
-            crate::cni::install::install(cfg)
-        } else {
-            self.started = true;
-            crate::cni::install::run_in_agent(cfg.clone(), self.snapshots.clone())
+        let cfg = cfg.clone();
+        let first = !self.started;
+        self.started = true;
+        let snapshots = self.snapshots.clone();
+        self.job = Some(tokio::task::spawn_blocking(move || {
+            if first {
+                crate::cni::install::run_in_agent(cfg, snapshots)
+            } else {
+                crate::cni::install::install(&cfg)
+            }
+        }));
+    }
+
+    /// The running installation's result once it ends; pending forever when none runs.
+    async fn wait(&mut self) -> Result<crate::cni::install::InstallReport, String> {
+        let Some(job) = self.job.as_mut() else {
+            return std::future::pending().await;
         };
+        let result = job.await;
+        self.job = None;
+        match result {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the installing thread failed: {e}")),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        result: Result<crate::cni::install::InstallReport, String>,
+        ready: &readiness::Readiness,
+    ) {
         match result {
             Ok(r) => {
                 ready.set(
@@ -326,16 +362,21 @@ impl CniInstall {
                     follow_pod_mtu(cfg, self.pod_mtu.clone());
                 }
             }
-            Err(e) => ready.set(
-                readiness::CNI,
-                false,
-                format!(
-                    "installing into {} and {} failed (retrying)",
-                    cfg.conf_dir.display(),
-                    cfg.bin_dir.display()
-                ),
-                Some(e.to_string()),
-            ),
+            Err(e) => {
+                let Some(cfg) = &self.pending else {
+                    return;
+                };
+                ready.set(
+                    readiness::CNI,
+                    false,
+                    format!(
+                        "installing into {} and {} failed (retrying)",
+                        cfg.conf_dir.display(),
+                        cfg.bin_dir.display()
+                    ),
+                    Some(e),
+                );
+            }
         }
     }
 }
@@ -437,6 +478,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         snapshots: rx.clone(),
         started: false,
         pod_mtu,
+        job: None,
     };
     if let Some(c) = &cni.pending {
         ready.set(
@@ -562,6 +604,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 if now != ips {
                     ips = now;
                     northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
+                    reconciler.l2_follow_served();
                     late.report(&ready);
                 }
                 after_apply(&shared, &ready, &mut cni, &cfg.source.to_string());
@@ -580,8 +623,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
                 reconciler.l2_retry_attach();
                 northsouth::maintain(&mut reconciler, device_watch.as_ref(), &ips, &ready, &shared, cfg.north_south.is_none()).await;
+                reconciler.l2_follow_served();
                 late.report(&ready);
                 cni.try_install(&ready);
+                report_subsystems(&late, &reconciler);
+            }
+            result = cni.wait() => {
+                cni.finish(result, &ready);
                 report_subsystems(&late, &reconciler);
             }
             () = view_change(&mut view_rx) => reconciler.l2_refresh(false),
@@ -615,6 +663,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     }
     drop(reconciler);
+    // An installation still copying must not write the plugin back after an uninstall.
+    if cni.job.is_some() {
+        let result = cni.wait().await;
+        cni.finish(result, &ready);
+    }
     if let Termination::Uninstall(why) = termination {
         uninstall_on_delete(&cfg, why).await;
     }

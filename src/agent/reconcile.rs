@@ -214,6 +214,26 @@ impl Reconciler {
     }
 
     /// Membership changed or the interface poll ticked: re-decide L2 ownership.
+    /// The north-south devices changed between snapshots (detected at runtime: a device that
+    /// appears late, or is re-created): L2 answers move with them at once, since only a device
+    /// the datapath serves may answer for an address.
+    pub fn l2_follow_served(&mut self) {
+        let served = served_devices(self.host.as_ref());
+        let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else {
+            return;
+        };
+        if l2.served() == &served {
+            return;
+        }
+        info!(devices = ?served, "north-south devices changed; L2 answers follow");
+        l2.set_served(served);
+        l2.update(snapshot, lb_ips);
+        self.shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .l2 = l2.view().clone();
+    }
+
     pub fn l2_refresh(&mut self, poll_interfaces: bool) {
         let (Some(l2), Some((snapshot, lb_ips))) = (&mut self.l2, &self.last) else {
             if let Some(l2) = &mut self.l2 {
@@ -325,9 +345,7 @@ impl Reconciler {
         };
         let views_started = Instant::now();
         if let Some(l2) = &mut self.l2 {
-            l2.set_served(self.host.as_ref().map_or_else(Default::default, |h| {
-                h.lb.ingress.iter().map(|(d, _)| d.clone()).collect()
-            }));
+            l2.set_served(served_devices(self.host.as_ref()));
             l2.update(snapshot, &lb_ips);
         }
         let l2_done = views_started.elapsed();
@@ -465,4 +483,11 @@ fn ext_view(fe: &ExtFrontend) -> ServiceView {
         backends: fe.backends.iter().map(ToString::to_string).collect(),
         affinity_timeout_seconds: None,
     }
+}
+
+/// The devices north-south serves (its ingress hooks): the only ones that answer ARP/NDP.
+fn served_devices(host: Option<&HostPart>) -> BTreeSet<String> {
+    host.map_or_else(Default::default, |h| {
+        h.lb.ingress.iter().map(|(d, _)| d.clone()).collect()
+    })
 }

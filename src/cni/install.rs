@@ -3,7 +3,7 @@
 //! conf dir (k3s's paths when k3s is there, else `/etc/cni/net.d` + `/opt/cni/bin`), and
 //! reclaims addresses leaked while it was down.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -223,7 +223,17 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallE
 
 /// Writes `bytes` to `path` through a hidden temp file in the same directory (runtimes watch
 /// the conf dir and must never see half a file).
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+fn write_atomic(path: &Path, mut bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+    write_atomic_from(path, &mut bytes, mode)
+}
+
+/// Writes what `src` reads into `path` through a temporary file renamed over it (streamed: the
+/// agent's binary is never held in memory whole).
+fn write_atomic_from(
+    path: &Path,
+    src: &mut impl std::io::Read,
+    mode: u32,
+) -> Result<(), InstallError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     let name = path
@@ -238,7 +248,7 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError
         .mode(mode)
         .open(&tmp)
         .map_err(io_err("create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("write", &tmp))?;
+    std::io::copy(src, &mut f).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io_err("rename to", path))
@@ -263,8 +273,8 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
     };
     let binary = cfg.bin_dir.join(PLUGIN_NAME);
     if !same_file(&cfg.exe, &binary) {
-        let bytes = std::fs::read(&cfg.exe).map_err(io_err("read", &cfg.exe))?;
-        write_atomic(&binary, &bytes, 0o755)?;
+        let mut exe = std::fs::File::open(&cfg.exe).map_err(io_err("open", &cfg.exe))?;
+        write_atomic_from(&binary, &mut exe, 0o755)?;
     }
     let (conflist, chained) = write_conflist(cfg)?;
     let reclaimed = reclaim::reclaim_all(&cfg.ipam_dir())?.released;
