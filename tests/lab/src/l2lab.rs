@@ -1,7 +1,7 @@
 //! [`L2Lab`]: the north-south lab ([`NsLab`]) with L2 announcements: the `dir:` folder holds a
-//! `Node` per node with its LAN address as `InternalIP`, every node runs `ferrite agent --devices
-//! eth0` with the lab's shared key file (`--l2-key-file`, the path rewritten for the lab) and no
-//! other L2 flag — membership binds to the Node's `InternalIP` on UDP 7946 and finds its peers
+//! `Node` per node with its LAN address as `InternalIP`, every node runs the agent exactly as the
+//! shipped DaemonSet does ([`crate::shipped`]: its args and env, devices detected, only the source
+//! and host paths rewritten, the lab's shared key file `--l2-key-file` among them) — membership binds to the Node's `InternalIP` on UDP 7946 and finds its peers
 //! from the other Nodes, as in a real cluster — and `LoadBalancer` IPs come from the LAN subnet
 //! itself, so clients (which have no route for them) resolve them
 //! on-link with ARP / neighbor discovery and the elected node answers. [`L2Lab::trial`] breaks
@@ -54,7 +54,8 @@ pub struct L2Lab {
 
 impl L2Lab {
     /// Builds `nodes` nodes with `pods_per_node` pods each and two clients on the LAN; agents
-    /// are started by [`L2Lab::start_agents`].
+    /// are started by [`L2Lab::start_agents`], always with the shipped args (`base` gives the
+    /// binary, log level, timeout and `extra_args`; its `devices` is dropped: detected).
     pub fn build(
         prefix: &str,
         nodes: usize,
@@ -81,7 +82,11 @@ impl L2Lab {
         Ok(Self {
             impaired: vec![None; nodes],
             lab,
-            base,
+            base: AgentConfig {
+                shipped: true,
+                devices: None,
+                ..base
+            },
         })
     }
 

@@ -2,6 +2,7 @@
 //! cgroup, API socket and state dir; stopped and cleaned up on drop.
 
 use std::fs;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,6 +42,11 @@ pub struct AgentConfig {
     pub log_level: String,
     /// How long the first apply may take.
     pub ready_timeout: Duration,
+    /// Start the agent with the args and env of `ferrite manifests daemonset` ([`crate::shipped`]:
+    /// only the source and host paths rewritten, the CNI dirs inside the node's work dir), then
+    /// `--devices` when set and `extra_args`. Off: the lab's own minimal command line (tests of
+    /// one flag or one subsystem).
+    pub shipped: bool,
 }
 
 impl AgentConfig {
@@ -52,6 +58,17 @@ impl AgentConfig {
             devices: Some(LAN_IFNAME.to_owned()),
             log_level: "debug".into(),
             ready_timeout: Duration::from_secs(20),
+            shipped: false,
+        }
+    }
+
+    /// The agent as the DaemonSet runs it: shipped args, devices detected, nothing appended.
+    #[must_use]
+    pub fn shipped(ferrite: &Path) -> Self {
+        Self {
+            devices: None,
+            shipped: true,
+            ..Self::new(ferrite)
         }
     }
 }
@@ -62,6 +79,8 @@ impl AgentConfig {
 pub struct NodeAgent {
     child: Option<Child>,
     node: String,
+    /// The node's LAN address (`status.hostIP` of the downward API).
+    host_ip: IpAddr,
     ns: Ns,
     ferrite: PathBuf,
     pub socket: PathBuf,
@@ -101,6 +120,7 @@ impl NodeAgent {
         let mut agent = Self {
             child: None,
             node: node.name.clone(),
+            host_ip: IpAddr::V4(node.v4()),
             ns: node.ns().clone(),
             ferrite: config.ferrite.clone(),
             socket,
@@ -135,23 +155,8 @@ impl NodeAgent {
         let err = out.try_clone().map_err(io_err("dup log"))?;
         let _ = fs::remove_file(&self.socket);
         let source = format!("dir:{}", self.manifests.display());
-        let mut command = crate::cmd::agent_command(
-            config.ferrite.as_os_str(),
-            source.as_ref(),
-            crate::cmd::AgentPaths {
-                bpf_root: &self.bpf_root,
-                cgroup: self.cgroup.path(),
-                api_socket: &self.socket,
-                state_dir: &self.state_dir,
-            },
-        );
-        command.args(["--node-name", &self.node]);
-        if let Some(devices) = &config.devices {
-            command.args(["--devices", devices]);
-        }
+        let mut command = self.command(config, &source)?;
         command
-            // Never install a CNI plugin into the host's directories from a lab.
-            .args(["--cni-conf-dir", "none"])
             .args(&config.extra_args)
             .env("FERRITE_LOG", &config.log_level)
             .stdin(Stdio::null())
@@ -187,6 +192,43 @@ impl NodeAgent {
             )));
         }
         Ok(())
+    }
+
+    /// The agent's command line before `extra_args`: the shipped DaemonSet's (paths rewritten)
+    /// or the lab's minimal one. Never installs a CNI plugin into the host's directories.
+    fn command(&self, config: &AgentConfig, source: &str) -> Result<Command, NsLabError> {
+        let paths = crate::cmd::AgentPaths {
+            bpf_root: &self.bpf_root,
+            cgroup: self.cgroup.path(),
+            api_socket: &self.socket,
+            state_dir: &self.state_dir,
+        };
+        let mut command = if config.shipped {
+            let conf = self.state_dir.with_file_name("cni-conf");
+            let bin = self.state_dir.with_file_name("cni-bin");
+            for dir in [&conf, &bin] {
+                fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+            }
+            let rewrite = crate::shipped::LabRewrite {
+                source,
+                node_name: &self.node,
+                host_ip: Some(self.host_ip),
+                paths,
+                cni_dirs: Some((&conf, &bin)),
+            };
+            crate::shipped::agent_command(&config.ferrite, &rewrite)
+                .map_err(|e| NsLabError::Other(e.to_string()))?
+        } else {
+            let mut c =
+                crate::cmd::agent_command(config.ferrite.as_os_str(), source.as_ref(), paths);
+            c.args(["--node-name", &self.node])
+                .args(["--cni-conf-dir", "none"]);
+            c
+        };
+        if let Some(devices) = &config.devices {
+            command.args(["--devices", devices]);
+        }
+        Ok(command)
     }
 
     #[must_use]
