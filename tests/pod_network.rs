@@ -154,6 +154,50 @@ fn assert_reaches(lab: &PodLab, from: (usize, usize), to: (usize, usize), v6: bo
     }
 }
 
+/// The host-side veth of `pod` (the CNI result's interface without a sandbox).
+fn host_veth(pod: &CniPod) -> String {
+    pod.result["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i.get("sandbox").is_none())
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_else(|| panic!("no host interface in {}", pod.result))
+        .to_owned()
+}
+
+/// BPF host routing carried the traffic: every node lists its pods' veths and sent packets out
+/// past the stack; the first `lan_nodes` (reached over native routes, whose packets arrive on
+/// the external device) also sent packets straight into their pods.
+fn assert_host_routing(lab: &PodLab, lan_nodes: usize) {
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let mut last = Value::Null;
+        let ok = wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
+            last = node.status().expect("ferrite status")["datapath"]["host_routing"].clone();
+            let count = |k: &str| last[k].as_u64().unwrap_or(0);
+            let veths: BTreeSet<&str> = last["pod_devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            last["mode"] == "bpf"
+                && node
+                    .pods
+                    .iter()
+                    .all(|p| veths.contains(host_veth(p).as_str()))
+                && count("redirected_packets") > 0
+                && (i >= lan_nodes || count("to_pod_packets") > 0)
+        });
+        assert!(
+            ok.is_ok(),
+            "{}: BPF host routing did not carry its pods' traffic: {last}\n{}",
+            node.name,
+            node.log_tail(15)
+        );
+    }
+}
+
 /// One pod per node (two on node 1), each serving; returns the servers.
 fn pods_and_servers(lab: &mut PodLab, extra_on_first: usize) -> Vec<Child> {
     let prefix = lab.config.prefix.clone();
@@ -251,6 +295,7 @@ fn auto_routes_lan_nodes_natively_and_the_far_node_over_vxlan() {
         lab.nodes[1].pods[0].v6.unwrap(),
         &["-n", "20M"],
     );
+    assert_host_routing(&lab, 3);
 }
 
 #[test]

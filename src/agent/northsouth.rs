@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::Reconciler;
 use super::readiness::{DATAPATH, NORTH_SOUTH, Readiness};
-use crate::api::{DeviceIngress, DeviceView, SharedState};
+use crate::api::{DeviceIngress, DeviceView, HostRoutingView, SharedState};
 use crate::datapath::{DatapathError, Device, Netlink, detect};
 
 /// How often links, pins and devices are checked.
@@ -40,17 +40,29 @@ impl DeviceWatch {
         }
     }
 
-    /// The devices wanted now and, with `--devices`, the names that do not exist.
-    pub async fn wanted(
-        &self,
-        node_ips: &[IpAddr],
-    ) -> Result<(Vec<Device>, Vec<String>), DatapathError> {
+    /// The devices wanted now, with `--devices` the names that do not exist, and the local
+    /// pods' veths.
+    pub async fn wanted(&self, node_ips: &[IpAddr]) -> Result<Wanted, DatapathError> {
         let facts = self.nl.dump().await?;
-        Ok(match &self.names {
+        let (devices, absent) = match &self.names {
             Some(names) => detect::named(&facts, names),
             None => (detect::detect(&facts, node_ips), Vec::new()),
+        };
+        Ok(Wanted {
+            devices,
+            absent,
+            pod_veths: detect::pod_veths(&facts),
         })
     }
+}
+
+/// What one netlink dump says the datapath should be attached to.
+pub struct Wanted {
+    pub devices: Vec<Device>,
+    /// `--devices` names that do not exist.
+    pub absent: Vec<String>,
+    /// Local pods' host-side veths (BPF host routing).
+    pub pod_veths: Vec<(String, u32)>,
 }
 
 fn pin_names(pins: &[PathBuf]) -> String {
@@ -92,8 +104,17 @@ pub async fn maintain(
     }
     match (watch, rec.host_lb_mut()) {
         (Some(watch), Some(host)) => match watch.wanted(node_ips).await {
-            Ok((devices, absent)) => {
+            Ok(Wanted {
+                devices,
+                absent,
+                pod_veths,
+            }) => {
                 let report = host.sync(&devices);
+                if let Some(pods) = host.pods.as_mut() {
+                    for (dev, e) in pods.sync(&pod_veths).errors {
+                        warn!(device = %dev, error = %e, "host routing attach failed; retrying");
+                    }
+                }
                 for (dev, e) in &report.errors {
                     warn!(device = %dev, error = %e, "north-south attach failed; retrying");
                 }
@@ -185,6 +206,27 @@ fn publish(shared: &SharedState, host: &crate::datapath::HostLb, selection: &str
             addresses: d.addrs.iter().map(ToString::to_string).collect(),
         })
         .collect();
+    dp.host_routing = match &host.pods {
+        Some(pods) => {
+            let c = pods.counters();
+            HostRoutingView {
+                mode: "bpf".into(),
+                pod_devices: pods.attached().keys().cloned().collect(),
+                to_pod_packets: c.to_pod,
+                redirected_packets: c.redirected + c.neigh,
+                stack_packets: c.stack,
+            }
+        }
+        None => HostRoutingView {
+            mode: if host.host_routing {
+                "unavailable"
+            } else {
+                "legacy"
+            }
+            .into(),
+            ..HostRoutingView::default()
+        },
+    };
     dp.ingress = host
         .ingress
         .iter()

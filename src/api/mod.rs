@@ -19,8 +19,8 @@ pub use pools::{ConditionView, LbServiceView, PoolView, PoolsView};
 pub use server::{ApiError, serve, serve_metrics, serve_tls};
 pub use tls::TcpConfig;
 pub use types::{
-    ApiListeners, ApplyReport, DatapathStatus, DeviceIngress, DeviceView, MasqStatus, NodeView,
-    ServiceView, SourceErrorView, Status, Subsystem,
+    ApiListeners, ApplyReport, DatapathStatus, DeviceIngress, DeviceView, HostRoutingView,
+    MasqStatus, NodeView, ServiceView, SourceErrorView, Status, Subsystem,
 };
 
 use std::sync::{Arc, RwLock};

@@ -94,6 +94,29 @@ pub struct DatapathStatus {
     /// Kernel features missing here that change what the agent does, one line each.
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// BPF host routing of pod traffic (`--host-routing`).
+    #[serde(default)]
+    pub host_routing: HostRoutingView,
+}
+
+/// BPF host routing: where it runs and what it forwarded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct HostRoutingView {
+    /// "bpf", "legacy" (`--host-routing legacy`: the stack routes) or "unavailable" (the program
+    /// did not load; the stack routes).
+    pub mode: String,
+    /// The pods' veths the program is attached to.
+    #[serde(default)]
+    pub pod_devices: Vec<String>,
+    /// Packets sent into a local pod's netns past the stack.
+    #[serde(default)]
+    pub to_pod_packets: u64,
+    /// Packets sent out of a device past the stack (neighbour known, or resolved by the kernel).
+    #[serde(default)]
+    pub redirected_packets: u64,
+    /// Packets left to the stack (local delivery, no route, TTL, unresolved pod neighbour).
+    #[serde(default)]
+    pub stack_packets: u64,
 }
 
 /// A north-south device and every address NodePort answers on.

@@ -103,6 +103,11 @@ pub struct AgentCmd {
     /// warning and keeps TC
     #[argh(option, default = "crate::datapath::XdpMode::Off")]
     pub xdp: crate::datapath::XdpMode,
+    /// how pod traffic is forwarded on the node: bpf (the default: eBPF on each pod's veth and
+    /// on the external devices sends it straight to the next device or into the pod, past the
+    /// node's IP stack and netfilter, as Cilium's BPF host routing) or legacy (the stack routes)
+    #[argh(option, default = "String::from(\"bpf\")")]
+    pub host_routing: String,
     /// how programs attach to devices: auto (the default: TCX links when the kernel has them,
     /// Linux ≥ 6.6, else a clsact qdisc with a cls_bpf filter), tcx, or legacy (clsact +
     /// cls_bpf, and XDP over netlink)
@@ -394,6 +399,7 @@ fn north_south(cmd: &AgentCmd) -> Result<Option<NorthSouth>, String> {
             table_size: cmd.maglev_table_size,
             rows: cmd.max_external_tables.max(1),
             xdp: cmd.xdp,
+            host_routing: parse_host_routing(&cmd.host_routing)?,
         },
         nodeport_range: lo..=hi,
     }))
@@ -456,6 +462,15 @@ fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
         .map(|m| addr("--metrics-listen", m))
         .transpose()?;
     Ok((tcp, metrics))
+}
+
+/// `--host-routing bpf|legacy`: whether BPF host routing is on.
+fn parse_host_routing(text: &str) -> Result<bool, String> {
+    match text {
+        "bpf" => Ok(true),
+        "legacy" => Ok(false),
+        other => Err(format!("--host-routing {other:?}: expected bpf or legacy")),
+    }
 }
 
 #[cfg(test)]

@@ -137,6 +137,21 @@ pub fn detect(facts: &NetFacts, node_ips: &[IpAddr]) -> Vec<Device> {
     out
 }
 
+/// Local pods' host-side veths (the CNI plugin's `fer…` names), as (name, ifindex), for BPF host
+/// routing.
+#[must_use]
+pub fn pod_veths(facts: &NetFacts) -> Vec<(String, u32)> {
+    facts
+        .links
+        .iter()
+        .filter(|l| {
+            l.name.starts_with(crate::cni::plan::HOST_IFNAME_PREFIX)
+                && l.kind.as_deref() == Some("veth")
+        })
+        .map(|l| (l.name.clone(), l.index))
+        .collect()
+}
+
 /// The devices named in `--devices`, as the dump sees them; names not found are returned apart.
 #[must_use]
 pub fn named(facts: &NetFacts, names: &[String]) -> (Vec<Device>, Vec<String>) {
@@ -269,6 +284,11 @@ mod tests {
         let mut multi = node();
         multi.routes.push(default_via(false, &[2, 3]));
         assert_eq!(names(&detect(&multi, &[])), ["eth0", "eth1"]);
+    }
+
+    #[test]
+    fn pod_veths_are_the_plugins_veths_only() {
+        assert_eq!(pod_veths(&node()), [("fer1a2b3c4d".to_owned(), 5)]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct HostConfig {
     pub rows: u32,
     /// Where the ingress translation runs (`--xdp`).
     pub xdp: XdpMode,
+    /// BPF host routing on pods' veths (`--host-routing bpf`; see [`super::pods`]).
+    pub host_routing: bool,
 }
 
 /// The loaded north-south programs and the devices they are attached to; [`HostLb::sync`] moves
@@ -36,6 +38,10 @@ pub struct HostLb {
     pub maps: ExtMaps,
     /// The masquerade's maps (its programs are these same TC/XDP programs).
     pub masq: super::MasqMaps,
+    /// BPF host routing on pods' veths; `None` when off or when its program did not load.
+    pub pods: Option<super::PodRouting>,
+    /// `--host-routing bpf` was asked for.
+    pub host_routing: bool,
     /// The hook each attached device's ingress translation runs in, by device name.
     pub ingress: Vec<(String, IngressHook)>,
     /// The devices attached now, with the addresses last published.
@@ -93,8 +99,24 @@ fn loader<'a>(maps_dir: &'a Path, entries: u32, table_size: &'a u32) -> EbpfLoad
     l
 }
 
+/// `--host-routing legacy`: a previous agent's pod hooks come off, and its pod-device map goes
+/// before the host programs load (they then create it empty, so nothing is sent into a pod
+/// past the stack).
+fn forget_host_routing(maps_dir: &Path, links_dir: &Path) {
+    for pin in super::pods::pod_pins(links_dir) {
+        legacy::remove_logged(&pin, "--host-routing legacy");
+    }
+    let map = maps_dir.join(map_names::POD_DEVS);
+    if map.exists() {
+        match std::fs::remove_file(&map) {
+            Ok(()) => info!(pin = %map.display(), "--host-routing legacy: pod-device map removed"),
+            Err(e) => warn!(pin = %map.display(), error = %e, "cannot remove the pod-device map"),
+        }
+    }
+}
+
 /// The TC classifier `name` of `ebpf`.
-fn tc_prog<'a>(
+pub(super) fn tc_prog<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
@@ -107,7 +129,7 @@ fn tc_prog<'a>(
         })
 }
 
-fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
+pub(super) fn load_tc(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
     tc_prog(ebpf, name)?
         .load()
         .map_err(|source| DatapathError::Program {
@@ -130,6 +152,9 @@ impl HostLb {
         }
         let entries = cfg.maglev_entries;
         drop_mismatched_maglev(&maps_dir, entries);
+        if !host.host_routing {
+            forget_host_routing(&maps_dir, &links_dir);
+        }
         let mut ebpf = loader(&maps_dir, entries, &host.table_size)
             .load(HOST_OBJECT)
             .map_err(|e| DatapathError::Load {
@@ -157,9 +182,20 @@ impl HostLb {
                 }
             }
         };
+        let pods = if host.host_routing {
+            super::PodRouting::open(cfg)
+                .inspect_err(|e| {
+                    warn!(error = %e, "BPF host routing unavailable; the stack routes pod traffic");
+                })
+                .ok()
+        } else {
+            None
+        };
         Ok(Self {
             maps,
             masq,
+            pods,
+            host_routing: host.host_routing,
             ingress: Vec::new(),
             devices: Vec::new(),
             links_dir,
@@ -500,7 +536,9 @@ fn remove_stale(dir: &Path, wanted: &[PathBuf]) {
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(PinName::parse)
-            .is_some_and(|p| !matches!(p, PinName::TcxL2 { .. } | PinName::LegacyL2 { .. }));
+            .is_some_and(|p| {
+                !p.is_pod() && !matches!(p, PinName::TcxL2 { .. } | PinName::LegacyL2 { .. })
+            });
         if ours && !wanted.contains(&path) {
             legacy::remove_logged(&path, "stale north-south hook");
         }

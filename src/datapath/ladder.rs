@@ -112,6 +112,10 @@ pub enum PinName {
     XdpLink { dev: String, generic: bool },
     /// `xdpnl_<dev>_<native|generic>`: XDP set over netlink.
     XdpNetlink { dev: String, generic: bool },
+    /// `pod_<dev>` (TCX link of BPF host routing on a pod's veth).
+    TcxPod { dev: String },
+    /// `podtc_<dev>`: legacy filter of BPF host routing on a pod's veth.
+    LegacyPod { dev: String },
 }
 
 /// cls_bpf priorities ferrite owns (lower runs first): the L2 responder answers before the
@@ -157,6 +161,14 @@ impl PinName {
             Some(Self::TcxL2 {
                 dev: dev.to_owned(),
             })
+        } else if let Some(dev) = name.strip_prefix("podtc_") {
+            Some(Self::LegacyPod {
+                dev: dev.to_owned(),
+            })
+        } else if let Some(dev) = name.strip_prefix("pod_") {
+            Some(Self::TcxPod {
+                dev: dev.to_owned(),
+            })
         } else if let Some(rest) = name.strip_prefix("xdpnl_") {
             let (dev, generic) = split_mode(rest)?;
             Some(Self::XdpNetlink { dev, generic })
@@ -179,6 +191,8 @@ impl PinName {
             Self::LegacyL2 { dev } => format!("l2tc_{dev}"),
             Self::XdpLink { dev, generic } => format!("xdp_{dev}_{}", mode(generic)),
             Self::XdpNetlink { dev, generic } => format!("xdpnl_{dev}_{}", mode(generic)),
+            Self::TcxPod { dev } => format!("pod_{dev}"),
+            Self::LegacyPod { dev } => format!("podtc_{dev}"),
         }
     }
 
@@ -202,6 +216,22 @@ impl PinName {
         }
     }
 
+    /// The host-routing pin of pod veth `dev` under `backend`.
+    #[must_use]
+    pub fn pod(backend: TcBackend, dev: &str) -> Self {
+        let dev = dev.to_owned();
+        match backend {
+            TcBackend::Tcx => Self::TcxPod { dev },
+            TcBackend::Legacy => Self::LegacyPod { dev },
+        }
+    }
+
+    /// Whether the pin is a pod veth's (host routing), not a device of the node's.
+    #[must_use]
+    pub fn is_pod(&self) -> bool {
+        matches!(self, Self::TcxPod { .. } | Self::LegacyPod { .. })
+    }
+
     /// The XDP pin of `dev` in a mode under `backend`.
     #[must_use]
     pub fn xdp(backend: TcBackend, dev: &str, generic: bool) -> Self {
@@ -223,6 +253,8 @@ impl PinName {
             Self::LegacyL2 { dev } => Self::TcxL2 { dev },
             Self::XdpLink { dev, generic } => Self::XdpNetlink { dev, generic },
             Self::XdpNetlink { dev, generic } => Self::XdpLink { dev, generic },
+            Self::TcxPod { dev } => Self::LegacyPod { dev },
+            Self::LegacyPod { dev } => Self::TcxPod { dev },
         }
     }
 
@@ -232,7 +264,10 @@ impl PinName {
     pub fn is_netlink(&self) -> bool {
         matches!(
             self,
-            Self::LegacyHost { .. } | Self::LegacyL2 { .. } | Self::XdpNetlink { .. }
+            Self::LegacyHost { .. }
+                | Self::LegacyL2 { .. }
+                | Self::XdpNetlink { .. }
+                | Self::LegacyPod { .. }
         )
     }
 
@@ -245,7 +280,9 @@ impl PinName {
             | Self::TcxL2 { dev }
             | Self::LegacyL2 { dev }
             | Self::XdpLink { dev, .. }
-            | Self::XdpNetlink { dev, .. } => dev,
+            | Self::XdpNetlink { dev, .. }
+            | Self::TcxPod { dev }
+            | Self::LegacyPod { dev } => dev,
         }
     }
 }
@@ -283,6 +320,8 @@ mod tests {
             PinName::l2(TcBackend::Legacy, "eth0"),
             PinName::xdp(TcBackend::Tcx, "en_p1", true),
             PinName::xdp(TcBackend::Legacy, "eth0", false),
+            PinName::pod(TcBackend::Tcx, "fer1a2b3c4d"),
+            PinName::pod(TcBackend::Legacy, "fer1a2b3c4d"),
         ] {
             assert_eq!(PinName::parse(&pin.file_name()), Some(pin.clone()));
             assert_eq!(pin.counterpart().counterpart(), pin);
@@ -298,6 +337,12 @@ mod tests {
             PinName::xdp(TcBackend::Tcx, "eth0", true).file_name(),
             "xdp_eth0_generic"
         );
+        assert_eq!(
+            PinName::parse("podtc_fer1"),
+            Some(PinName::LegacyPod { dev: "fer1".into() })
+        );
+        assert!(PinName::pod(TcBackend::Tcx, "fer1").is_pod());
+        assert!(!PinName::l2(TcBackend::Tcx, "fer1").is_pod());
         assert_eq!(PinName::parse("cg123_fe_connect4"), None);
         assert_eq!(PinName::parse("tcx_eth0_sideways"), None);
     }

@@ -35,6 +35,7 @@ fn legacy_tc(pin: &PinName) -> Option<(Direction, u16)> {
     match pin {
         PinName::LegacyHost { dir, .. } => Some((*dir, super::ladder::PRIO_HOST)),
         PinName::LegacyL2 { .. } => Some((Direction::Ingress, super::ladder::PRIO_L2)),
+        PinName::LegacyPod { .. } => Some((Direction::Ingress, super::ladder::PRIO_HOST)),
         _ => None,
     }
 }

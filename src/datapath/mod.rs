@@ -16,6 +16,7 @@ mod link;
 mod maputil;
 mod masq;
 mod netdump;
+mod pods;
 mod pressure;
 pub mod probe;
 mod sock;
@@ -36,6 +37,7 @@ pub use legacy::remove as remove_hook;
 pub(crate) use link::obj_get;
 pub use masq::{MasqMaps, snat_flows};
 pub use netdump::Netlink;
+pub use pods::PodRouting;
 pub use pressure::map_fill;
 pub use sock::{SockLb, cleanup};
 
@@ -92,6 +94,10 @@ pub(crate) static XDP_OBJECT: &[u8] =
 /// The compiled eBPF object of the L2 responder attach point.
 pub(crate) static L2_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-l2"));
+
+/// The compiled eBPF object of the pod-veth attach point (BPF host routing).
+pub(crate) static POD_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-pod"));
 
 /// The compiled eBPF object of the socket-layer attach point.
 pub(crate) static SOCK_OBJECT: &[u8] =

@@ -64,6 +64,8 @@ pub mod map_names {
     pub const FLOW_LIMIT: &str = "fe_flowlim_v1";
     pub const FLOW_STATS: &str = "fe_flowstat_v1";
     pub const FLOW_VERDICTS: &str = "fe_flowverd_v1";
+    pub const POD_DEVS: &str = "fe_poddev_v1";
+    pub const FWD_STATS: &str = "fe_fwdstat_v1";
 }
 
 /// Capacity of each map (entries).
@@ -88,7 +90,18 @@ pub mod map_sizes {
     pub const SNAT: u32 = 131_072;
     pub const MASQ_PODS: u32 = 1_024;
     pub const MASQ_EXCLUDE: u32 = 1_024;
+    /// Pods' host-side veths on one node (k3s's default is at most 110 pods a node).
+    pub const POD_DEVS: u32 = 4_096;
 }
+
+/// Per-CPU counters of BPF host routing (`fe_fwdstat_v1`), by slot: packets sent into a local
+/// pod's netns with `bpf_redirect_peer`, out of a device with `bpf_redirect`, with
+/// `bpf_redirect_neigh` (neighbour not resolved yet), and left to the stack.
+pub const FWD_STAT_PEER: u32 = 0;
+pub const FWD_STAT_REDIRECT: u32 = 1;
+pub const FWD_STAT_NEIGH: u32 = 2;
+pub const FWD_STAT_STACK: u32 = 3;
+pub const FWD_STATS: u32 = 4;
 
 /// Default Maglev table size (a prime, as Cilium's default); `--maglev-table-size` changes it.
 pub const MAGLEV_DEFAULT_M: u32 = 16_381;

@@ -1,27 +1,28 @@
 //! Attach point: TC (TCX) ingress and egress of the node's external devices. North-south load
 //! balancing for LoadBalancer IPs, externalIPs and NodePorts; masquerade of pods' traffic
-//! leaving the cluster (egress) and its replies (ingress).
+//! leaving the cluster (egress) and its replies (ingress); on ingress, what is left for a local
+//! pod goes straight into its netns (BPF host routing, [`ferrite_ebpf::fwd`]).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use ferrite_ebpf::TCX_NEXT;
 use ferrite_ebpf::masq::{self, Verdict};
 use ferrite_ebpf::nat_lb::{Outcome, egress, forward, ingress, parse};
+use ferrite_ebpf::{TCX_NEXT, fwd};
 
 #[classifier]
 pub fn fe_host_ingress(mut ctx: TcContext) -> i32 {
     // A reply to a masqueraded flow matches its exact tuple in the SNAT table: first.
     match masq::ingress(&mut ctx) {
         Verdict::Pass => {}
-        Verdict::Translated => return TCX_NEXT,
+        Verdict::Translated => return fwd::route(&mut ctx, false),
         Verdict::Drop => return TC_ACT_SHOT as i32,
     }
     let Some(p) = parse(&ctx) else {
-        return TCX_NEXT;
+        return fwd::route(&mut ctx, false);
     };
     match ingress(&mut ctx, &p) {
-        Outcome::Pass => TCX_NEXT,
+        Outcome::Pass => fwd::route(&mut ctx, false),
         Outcome::Drop => TC_ACT_SHOT as i32,
         Outcome::Forward(ct) => forward(&mut ctx, p.key.family, &ct.new_saddr, &ct.new_daddr),
     }

@@ -3,6 +3,7 @@
 #![no_std]
 
 pub mod flow;
+pub mod fwd;
 pub mod l2_ndp;
 pub mod l2_resp;
 pub mod maps;

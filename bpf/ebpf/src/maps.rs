@@ -119,3 +119,12 @@ pub static FLOW_STAT: PerCpuArray<u64> = PerCpuArray::pinned(FLOW_STATS, 0);
 
 #[map(name = "fe_flowverd_v1")]
 pub static FLOW_VERDICT: PerCpuArray<u64> = PerCpuArray::pinned(FLOW_VERDICT_SLOTS, 0);
+
+// ---- BPF host routing (see `crate::fwd`) ----
+
+/// Pods' host-side veths on this node, by ifindex (value unused): `bpf_redirect_peer` targets.
+#[map(name = "fe_poddev_v1")]
+pub static POD_DEVS: HashMap<u32, u32> = HashMap::pinned(map_sizes::POD_DEVS, 0);
+
+#[map(name = "fe_fwdstat_v1")]
+pub static FWD_STATS: PerCpuArray<u64> = PerCpuArray::pinned(ferrite_abi::FWD_STATS, 0);

@@ -9,7 +9,7 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_prandom_u32,
-        generated::{bpf_redirect, bpf_redirect_neigh},
+        generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     },
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -24,8 +24,8 @@ use ferrite_abi::{
 
 use crate::flow::{Flow, emit};
 use crate::maps::{
-    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, FIB_SCRATCH, MAGLEV, NODE_ADDRS, SNAT, SOURCE_RANGES,
-    TUNNELS,
+    BACKENDS, CONNTRACK, DEVICES, EXTERNAL, FIB_SCRATCH, MAGLEV, NODE_ADDRS, POD_DEVS, SNAT,
+    SOURCE_RANGES, TUNNELS,
 };
 use crate::pkt::PacketCtx;
 
@@ -224,8 +224,15 @@ pub fn forward(ctx: &mut TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 
         if ctx.store(0, &params.dmac).is_none() || ctx.store(6, &params.smac).is_none() {
             return TC_ACT_SHOT as i32;
         }
-        // SAFETY: plain helper call.
-        return unsafe { bpf_redirect(params.ifindex, 0) } as i32;
+        // A local pod's veth: into the pod's netns directly (see `crate::fwd`).
+        // SAFETY: lookup in a hash map of plain values; plain helper calls.
+        return unsafe {
+            if POD_DEVS.get(&params.ifindex).is_some() {
+                bpf_redirect_peer(params.ifindex, 0)
+            } else {
+                bpf_redirect(params.ifindex, 0)
+            }
+        } as i32;
     }
     if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         // SAFETY: NULL params lets the kernel resolve the neighbour itself.

@@ -1,0 +1,23 @@
+//! Attach point: TC (TCX) ingress of each local pod's host-side veth — what the pod sends.
+//! BPF host routing ([`ferrite_ebpf::fwd`]): routed traffic leaves by the device the FIB picks
+//! (or enters another local pod) without a pass through the node's IP stack.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use ferrite_ebpf::fwd;
+
+#[classifier]
+pub fn fe_pod_ingress(mut ctx: TcContext) -> i32 {
+    fwd::route(&mut ctx, true)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,279 @@
+//! BPF host routing on pods' veths (`--host-routing bpf`, the default; Cilium's "BPF host
+//! routing"): `fe_pod_ingress` on the TC ingress of every local pod's host-side veth sends what
+//! the pod routes straight out of the device the FIB picks, and the pod-device map tells the
+//! north-south ingress which devices lead into a pod (`bpf_redirect_peer`). The veths come from
+//! the agent's netlink dump each maintenance round, so a pod created by the CNI plugin gets the
+//! program within a second; until then, and whenever the program cannot decide, the node's IP
+//! stack routes as before.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::programs::{LinkOrder, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use ferrite_abi::{FWD_STAT_NEIGH, FWD_STAT_PEER, FWD_STAT_REDIRECT, FWD_STAT_STACK, map_names};
+use tracing::info;
+
+use super::devices::Device;
+use super::ladder::PinName;
+use super::maputil::{ignore_missing, map_err, take};
+use super::{DatapathConfig, DatapathError, POD_OBJECT, TcBackend, legacy, link};
+
+const PROGRAM: &str = "fe_pod_ingress";
+
+/// Packets BPF host routing handled since the maps were created (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwdCounters {
+    /// Into a local pod's netns (`bpf_redirect_peer`).
+    pub to_pod: u64,
+    /// Out of a device (`bpf_redirect`).
+    pub redirected: u64,
+    /// Out of a device whose neighbour was not resolved yet (`bpf_redirect_neigh`).
+    pub neigh: u64,
+    /// Left to the stack (local delivery, no route, TTL, unresolved pod neighbour).
+    pub stack: u64,
+}
+
+/// What one [`PodRouting::sync`] must do: veths to attach, and (name, ifindex) to forget.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodPlan {
+    pub attach: Vec<(String, u32)>,
+    pub detach: Vec<(String, u32)>,
+}
+
+/// The difference between the veths attached and the veths there are. A veth re-created under
+/// the same name (a new ifindex) is detached and attached again: its old link is dead.
+#[must_use]
+pub fn plan(attached: &BTreeMap<String, u32>, wanted: &[(String, u32)]) -> PodPlan {
+    let mut p = PodPlan::default();
+    for (name, index) in wanted {
+        match attached.get(name) {
+            Some(i) if i == index => {}
+            Some(i) => {
+                p.detach.push((name.clone(), *i));
+                p.attach.push((name.clone(), *index));
+            }
+            None => p.attach.push((name.clone(), *index)),
+        }
+    }
+    for (name, index) in attached {
+        if !wanted.iter().any(|(n, _)| n == name) {
+            p.detach.push((name.clone(), *index));
+        }
+    }
+    p
+}
+
+/// The loaded pod program, its maps and the veths it is attached to.
+pub struct PodRouting {
+    ebpf: Ebpf,
+    devs: HashMap<MapData, u32, u32>,
+    stats: PerCpuArray<MapData, u64>,
+    attached: BTreeMap<String, u32>,
+    links_dir: PathBuf,
+    tc: TcBackend,
+}
+
+/// One sync's outcome: veths attached and detached, and failures (retried next round).
+#[derive(Debug, Default)]
+pub struct PodSyncReport {
+    pub attached: Vec<String>,
+    pub detached: Vec<String>,
+    pub errors: Vec<(String, DatapathError)>,
+}
+
+impl PodRouting {
+    /// Loads the program with the shared pinned maps; attaches nothing ([`Self::sync`] does).
+    pub fn open(cfg: &DatapathConfig) -> Result<Self, DatapathError> {
+        let (maps_dir, links_dir) = (cfg.maps_dir(), cfg.links_dir());
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(POD_OBJECT)
+            .map_err(|e| DatapathError::Load {
+                pin_dir: maps_dir.clone(),
+                source: Box::new(e),
+            })?;
+        super::host::load_tc(&mut ebpf, PROGRAM)?;
+        let devs = take(&mut ebpf, map_names::POD_DEVS)?;
+        let stats = take(&mut ebpf, map_names::FWD_STATS)?;
+        Ok(Self {
+            ebpf,
+            devs,
+            stats,
+            attached: BTreeMap::new(),
+            links_dir,
+            tc: cfg.tc,
+        })
+    }
+
+    /// The veths attached now, by name.
+    #[must_use]
+    pub fn attached(&self) -> &BTreeMap<String, u32> {
+        &self.attached
+    }
+
+    fn pin(&self, dev: &str) -> PathBuf {
+        self.links_dir.join(PinName::pod(self.tc, dev).file_name())
+    }
+
+    fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let prog = super::host::tc_prog(&mut self.ebpf, PROGRAM)?;
+        let dev = Device {
+            name: name.to_owned(),
+            ifindex,
+            v4: None,
+            v6: None,
+            addrs: Vec::new(),
+        };
+        link::attach_tc_hook(
+            self.tc,
+            PROGRAM,
+            prog,
+            &dev,
+            TcAttachType::Ingress,
+            LinkOrder::default(),
+            &self.links_dir,
+            &PinName::pod(self.tc, name),
+        )?;
+        self.devs
+            .insert(ifindex, 0, 0)
+            .map_err(map_err(map_names::POD_DEVS))
+    }
+
+    fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
+        ignore_missing(self.devs.remove(&ifindex)).map_err(map_err(map_names::POD_DEVS))?;
+        legacy::remove(&self.pin(name)).map(|_| ())
+    }
+
+    /// Attaches to every veth of `wanted` (adopting pinned links of a previous agent), detaches
+    /// from veths that are gone, and drops pins and map entries nothing accounts for.
+    pub fn sync(&mut self, wanted: &[(String, u32)]) -> PodSyncReport {
+        let mut report = PodSyncReport::default();
+        let todo = plan(&self.attached, wanted);
+        for (name, index) in todo.detach {
+            self.attached.remove(&name);
+            match self.detach(&name, index) {
+                Ok(()) => report.detached.push(name),
+                Err(e) => report.errors.push((name, e)),
+            }
+        }
+        for (name, index) in todo.attach {
+            match self.attach(&name, index) {
+                Ok(()) => {
+                    self.attached.insert(name.clone(), index);
+                    report.attached.push(name);
+                }
+                Err(e) => report.errors.push((name, e)),
+            }
+        }
+        self.remove_strays();
+        if !(report.attached.is_empty() && report.detached.is_empty()) {
+            info!(attached = ?report.attached, detached = ?report.detached,
+                  pods = self.attached.len(), "BPF host routing on pod veths");
+        }
+        report
+    }
+
+    /// Pins of pod veths not attached now (the pod went while no agent ran) and map entries of
+    /// devices that are gone.
+    fn remove_strays(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.links_dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let stray = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(PinName::parse)
+                    .is_some_and(|p| p.is_pod() && !self.attached.contains_key(p.device()));
+                if stray {
+                    legacy::remove_logged(&path, "pod veth gone");
+                }
+            }
+        }
+        let known: Vec<u32> = self.attached.values().copied().collect();
+        let stale: Vec<u32> = self
+            .devs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !known.contains(k))
+            .collect();
+        for k in stale {
+            let _ = ignore_missing(self.devs.remove(&k));
+        }
+    }
+
+    /// The counters, summed over CPUs.
+    #[must_use]
+    pub fn counters(&self) -> FwdCounters {
+        let sum = |slot: u32| -> u64 {
+            self.stats
+                .get(&slot, 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum())
+        };
+        FwdCounters {
+            to_pod: sum(FWD_STAT_PEER),
+            redirected: sum(FWD_STAT_REDIRECT),
+            neigh: sum(FWD_STAT_NEIGH),
+            stack: sum(FWD_STAT_STACK),
+        }
+    }
+}
+
+/// Pin paths of pod veths under `links_dir` (for `ferrite uninstall` and tests).
+#[must_use]
+pub fn pod_pins(links_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(links_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(PinName::parse)
+                .is_some_and(|n| n.is_pod())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attached(v: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        v.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect()
+    }
+
+    fn wanted(v: &[(&str, u32)]) -> Vec<(String, u32)> {
+        v.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect()
+    }
+
+    #[test]
+    fn new_veths_attach_gone_ones_detach_and_the_rest_stay() {
+        let p = plan(
+            &attached(&[("fer1", 10), ("fer2", 11)]),
+            &wanted(&[("fer2", 11), ("fer3", 12)]),
+        );
+        assert_eq!(p.attach, wanted(&[("fer3", 12)]));
+        assert_eq!(p.detach, wanted(&[("fer1", 10)]));
+        assert_eq!(
+            plan(&attached(&[("fer1", 10)]), &wanted(&[("fer1", 10)])),
+            PodPlan::default()
+        );
+    }
+
+    #[test]
+    fn a_veth_recreated_under_its_name_is_attached_again() {
+        let p = plan(&attached(&[("fer1", 10)]), &wanted(&[("fer1", 20)]));
+        assert_eq!(p.detach, wanted(&[("fer1", 10)]));
+        assert_eq!(p.attach, wanted(&[("fer1", 20)]));
+    }
+
+    #[test]
+    fn an_agent_restart_attaches_everything_it_finds() {
+        let p = plan(&BTreeMap::new(), &wanted(&[("fer1", 10), ("fer2", 11)]));
+        assert_eq!(p.attach.len(), 2);
+        assert!(p.detach.is_empty());
+    }
+}
