@@ -182,7 +182,8 @@ impl Reconciler {
         }
     }
 
-    /// `/v1/pools` (when LB IPAM ran) and `/v1/nodes` (when the nodes changed).
+    /// `/v1/pools` (when LB IPAM ran), `/v1/nodes` (when the nodes changed) and the pod index of
+    /// the flows (when the pods changed).
     fn publish_lists(
         &self,
         api: &mut crate::api::ApiState,
@@ -192,8 +193,12 @@ impl Reconciler {
         if !ipam_unchanged {
             api.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
         }
-        if let Some(nodes) = node_views(self.last.as_ref().map(|(l, _)| &**l), snapshot) {
+        let last = self.last.as_ref().map(|(l, _)| &**l);
+        if let Some(nodes) = node_views(last, snapshot) {
             api.nodes = nodes;
+        }
+        if last.is_none_or(|l| l.pods != snapshot.pods) {
+            api.pods = std::sync::Arc::new(crate::flows::pods::PodIndex::build(&snapshot.pods));
         }
     }
 
@@ -207,10 +212,13 @@ impl Reconciler {
             return;
         }
         l2.update(snapshot, lb_ips);
-        self.shared
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .l2 = l2.view().clone();
+        publish_l2(
+            &mut self
+                .shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            l2,
+        );
     }
 
     /// Membership changed or the interface poll ticked: re-decide L2 ownership.
@@ -226,10 +234,13 @@ impl Reconciler {
         } else {
             l2.decide();
         }
-        self.shared
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .l2 = l2.view().clone();
+        publish_l2(
+            &mut self
+                .shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            l2,
+        );
     }
 
     /// LB IPAM's addresses for `snapshot`, and whether the allocator was skipped: it reads
@@ -336,7 +347,7 @@ impl Reconciler {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(l2) = &mut self.l2 {
-            guard.l2 = l2.view().clone();
+            publish_l2(&mut guard, l2);
         }
         guard.status.last_apply = Some(report);
         guard.status.masquerade = self.host.as_ref().map(HostPart::masq_status);
@@ -427,6 +438,18 @@ impl ViewCache {
 }
 
 /// `/v1/nodes` for `snapshot`, when its nodes differ from `last`'s.
+/// Publishes the L2 view, and each address this node started announcing as an `l2` takeover
+/// flow in the flow history (when flows are on).
+fn publish_l2(api: &mut crate::api::ApiState, l2: &mut super::l2::L2Part) {
+    api.l2 = l2.view().clone();
+    let gains = l2.take_gains();
+    if let Some(src) = &api.flows {
+        for g in &gains {
+            src.history.push(|seq| g.flow(seq, &api.status.node_name));
+        }
+    }
+}
+
 fn node_views(last: Option<&Snapshot>, snapshot: &Snapshot) -> Option<Vec<crate::api::NodeView>> {
     last.is_none_or(|l| l.nodes != snapshot.nodes).then(|| {
         snapshot

@@ -2,7 +2,6 @@
 //! flow's service filled in from the frontends this node programs, with the counters that say
 //! what the rate cap or a full ring left out.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,8 +20,11 @@ use crate::flows::history::FlowHistory;
 pub struct FlowsSource {
     pub history: Arc<FlowHistory>,
     pub received: Arc<AtomicU64>,
-    pub maps_dir: PathBuf,
+    /// The programs' counters (opened once, when the reader starts).
+    pub stats: Arc<crate::flows::reader::StatsMap>,
     pub rate_per_cpu: u32,
+    /// `/v1/flows/stream` answers open now.
+    pub streams: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct FlowStats {
     pub evicted: u64,
     /// The newest flow's `seq` (0: none yet): pass it as `after` to get only newer ones.
     pub latest_seq: u64,
+    /// `/v1/flows/stream` answers open now.
+    #[serde(default)]
+    pub streams: u64,
 }
 
 /// The answer of `/v1/flows`.
@@ -128,6 +133,69 @@ pub const PARAMS: &[Param] = &[
         bounds: None,
     },
     Param {
+        name: "from_pod",
+        description: "The source pod: [namespace/]name-prefix (no namespace: default)",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "to_pod",
+        description: "The destination pod (the backend when translated): [namespace/]name-prefix",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "pod",
+        description: "The source or destination pod: [namespace/]name-prefix",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "from_namespace",
+        description: "The source pod's namespace",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "to_namespace",
+        description: "The destination pod's namespace",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "namespace",
+        description: "The source or destination pod's namespace",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "from_label",
+        description: "The source pod's labels: k=v or k, comma-separated, all required",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "to_label",
+        description: "The destination pod's labels: k=v or k, comma-separated, all required",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
+        name: "label",
+        description: "The source or destination pod's labels (all on one of them): k=v or k, comma-separated",
+        kind: "string",
+        values: &[],
+        bounds: None,
+    },
+    Param {
         name: "not",
         description: "Invert the whole filter",
         kind: "boolean",
@@ -156,23 +224,37 @@ pub fn enrich(services: &[ServiceView], f: &mut Flow) {
     }
 }
 
+/// What fills in a served flow: its service (the frontends programmed now) and its pods (the
+/// pod index of the last snapshot).
+pub fn enricher(state: &SharedState) -> impl Fn(&mut Flow) + use<> {
+    let (services, pods) = {
+        let s = state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (s.services.clone(), s.pods.clone())
+    };
+    move |f| {
+        enrich(&services, f);
+        pods.enrich(f);
+    }
+}
+
 pub fn handler(state: &SharedState, _: Option<&str>, query: Option<&str>) -> Reply {
     let q = match FlowQuery::parse(query) {
         Ok(q) => q,
         Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e),
     };
-    let (source, services) = {
-        let s = state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (s.flows.clone(), s.services.clone())
-    };
+    let source = state
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .flows
+        .clone();
     let Some(src) = source else {
         return Reply::json(StatusCode::OK, &FlowsView::default());
     };
-    let flows = src.history.query(&q, |f| enrich(&services, f));
+    let flows = src.history.query(&q, enricher(state));
     let (held, latest, evicted) = src.history.counts();
-    let kernel = crate::flows::reader::kernel_counts(&src.maps_dir).unwrap_or_else(|e| {
+    let kernel = src.stats.counts().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "reading the flow counters");
         crate::flows::reader::KernelCounts::default()
     });
@@ -187,6 +269,7 @@ pub fn handler(state: &SharedState, _: Option<&str>, query: Option<&str>) -> Rep
         capacity: src.history.capacity() as u64,
         evicted,
         latest_seq: latest,
+        streams: src.streams.load(Ordering::Relaxed),
     };
     Reply::json(
         StatusCode::OK,
