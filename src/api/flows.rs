@@ -61,6 +61,9 @@ pub struct FlowsView {
     pub stats: FlowStats,
 }
 
+/// `k=v` or `k`, comma-separated ([`crate::flows::filter::Labels`]): keys not empty.
+const LABELS_PATTERN: &str = "^[^=,]+(=[^,]*)?(,[^=,]+(=[^,]*)?)*$";
+
 pub const PARAMS: &[Param] = &[
     Param {
         name: "after",
@@ -68,6 +71,7 @@ pub const PARAMS: &[Param] = &[
         kind: "integer",
         values: &[],
         bounds: Some((0, MAX_SEQ)),
+        pattern: None,
     },
     Param {
         name: "last",
@@ -75,6 +79,7 @@ pub const PARAMS: &[Param] = &[
         kind: "integer",
         values: &[],
         bounds: Some((1, MAX_LAST as u64)),
+        pattern: None,
     },
     Param {
         name: "verdict",
@@ -82,6 +87,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &["FORWARDED", "DROPPED"],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "type",
@@ -89,6 +95,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &["sock-lb", "north-south", "masquerade", "l2"],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "protocol",
@@ -96,6 +103,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &["TCP", "UDP", "ICMP", "ICMPv6", "ARP", "NDP"],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "port",
@@ -103,6 +111,7 @@ pub const PARAMS: &[Param] = &[
         kind: "integer",
         values: &[],
         bounds: Some((0, 65535)),
+        pattern: None,
     },
     Param {
         name: "from_ip",
@@ -110,6 +119,7 @@ pub const PARAMS: &[Param] = &[
         kind: "ip",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "to_ip",
@@ -117,6 +127,7 @@ pub const PARAMS: &[Param] = &[
         kind: "ip",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "ip",
@@ -124,6 +135,7 @@ pub const PARAMS: &[Param] = &[
         kind: "ip",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "service",
@@ -131,6 +143,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "from_pod",
@@ -138,6 +151,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "to_pod",
@@ -145,6 +159,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "pod",
@@ -152,6 +167,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "from_namespace",
@@ -159,6 +175,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "to_namespace",
@@ -166,6 +183,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "namespace",
@@ -173,6 +191,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "from_label",
@@ -180,6 +199,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: Some(LABELS_PATTERN),
     },
     Param {
         name: "to_label",
@@ -187,6 +207,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: Some(LABELS_PATTERN),
     },
     Param {
         name: "label",
@@ -194,6 +215,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: Some(LABELS_PATTERN),
     },
     Param {
         name: "not",
@@ -201,6 +223,7 @@ pub const PARAMS: &[Param] = &[
         kind: "boolean",
         values: &[],
         bounds: None,
+        pattern: None,
     },
 ];
 

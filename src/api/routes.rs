@@ -71,6 +71,8 @@ pub struct Param {
     /// Allowed values (strings), or bounds (integers: min, max) — empty for none.
     pub values: &'static [&'static str],
     pub bounds: Option<(u64, u64)>,
+    /// A regular expression the value matches (strings).
+    pub pattern: Option<&'static str>,
 }
 
 /// A response before it becomes an HTTP one.
