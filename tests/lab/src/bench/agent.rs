@@ -119,6 +119,16 @@ impl Agent {
     /// Starts `ferrite agent` with an empty watched folder under `work` and waits until its
     /// status answers. `label` names the log file.
     pub fn start(ferrite: &Path, work: &Path, label: &str) -> Result<Self, String> {
+        Self::start_with(ferrite, work, label, &[])
+    }
+
+    /// [`Agent::start`] with `extra` appended to the agent's arguments.
+    pub fn start_with(
+        ferrite: &Path,
+        work: &Path,
+        label: &str,
+        extra: &[&str],
+    ) -> Result<Self, String> {
         ensure_bpffs()?;
         let source_dir = work.join(format!("{label}-services"));
         let state_dir = work.join(format!("{label}-state"));
@@ -149,6 +159,7 @@ impl Agent {
         // The root netns: never attach north-south to the host's own NICs.
         command
             .args(["--devices", "none"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
@@ -247,6 +258,20 @@ impl Agent {
                 "agent did not report {services} services applied within {APPLY_TIMEOUT:?} (last_apply: {seen:?})"
             )),
         }
+    }
+
+    /// The `stats` of the agent's `/v1/flows` (curl over the API socket).
+    pub fn flow_stats(&self) -> Result<Value, String> {
+        let out = cmd::run(
+            Command::new("curl")
+                .args(["-sf", "--unix-socket"])
+                .arg(&self.socket)
+                .arg("http://ferrite/v1/flows?last=1"),
+        )
+        .map_err(|e| format!("curl /v1/flows: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("/v1/flows: {e}"))?;
+        Ok(v["stats"].clone())
     }
 
     /// `VmRSS` and `VmHWM` of the agent.
