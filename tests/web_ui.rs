@@ -11,6 +11,7 @@
 mod common;
 mod l2_common;
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,22 +86,20 @@ fn start_with_pod_cidrs() -> L2Lab {
     lab.lab().write_manifest(NODES_FILE, &nodes).unwrap();
     // The backends as Pod objects: the flow table names them.
     let per_node = lab.lab().config().pods_per_node;
-    let pods: String = lab
-        .lab()
-        .nodes()
-        .iter()
-        .flat_map(|n| (0..per_node).map(move |i| (n, i)))
-        .map(|(n, i)| {
-            format!(
+    let mut pods = String::new();
+    for n in lab.lab().nodes() {
+        for i in 0..per_node {
+            let _ = write!(
+                pods,
                 "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, \
                  labels: {{app: web}}}}\nspec: {{nodeName: {}}}\nstatus: {{phase: Running, \
                  podIP: {}}}\n",
                 n.pod_name(i),
                 n.name,
                 n.pod_v4(i)
-            )
-        })
-        .collect();
+            );
+        }
+    }
     lab.lab().write_manifest("pods.yaml", &pods).unwrap();
     if let Err(e) = lab.start_agents() {
         panic!("starting ferrite agents: {e}");
