@@ -274,6 +274,17 @@ impl Agent {
         Ok(v["stats"].clone())
     }
 
+    /// CPU time the agent used so far (user + system, all threads), from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let text = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+        let ticks = cpu_ticks(&text).ok_or_else(|| format!("no utime/stime in {path}"))?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        #[expect(clippy::cast_precision_loss, reason = "clock ticks are far below 2^52")]
+        Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+    }
+
     /// `VmRSS` and `VmHWM` of the agent.
     pub fn memory(&self) -> Result<Memory, String> {
         Memory::of(self.child.id())
@@ -283,6 +294,16 @@ impl Agent {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/PID/stat line; the command name in parentheses
+/// may hold spaces, so fields count from its closing parenthesis.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 impl Drop for Agent {
@@ -297,6 +318,14 @@ impl Drop for Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_after_the_command_name() {
+        let stat = "4242 (ferrite agent) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0";
+        assert_eq!(cpu_ticks(stat), Some(175));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+        assert_eq!(cpu_ticks("no parenthesis"), None);
+    }
 
     #[test]
     fn finds_last_apply_wherever_it_is() {

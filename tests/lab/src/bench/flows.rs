@@ -51,7 +51,7 @@ pub struct FlowsSettings {
 pub fn notes() -> Vec<String> {
     vec![
         "Flow export cost: two agents in one lab, flows on (default `--flow-rate`, events per second and CPU; beyond it events are only counted) and off (`--flow-rate 0`), measured in alternating order each round; ClusterIP through each agent's cgroup (the clusterip lab), north-south through each agent's node and LoadBalancer IP (a two-node LAN lab)".into(),
-        "Flow intake: an agent with `--flow-rate 1000000000` (no cap), `ferrite-lab connect-rate` to a ClusterIP without endpoints from one thread per CPU (every connect refused: one event each); `/v1/flows` stats after a 500 ms drain".into(),
+        "Flow intake: an agent with `--flow-rate 1000000000` (no cap), `ferrite-lab connect-rate` to a ClusterIP without endpoints from one thread per CPU (every connect refused: one event each); `/v1/flows` stats after a 500 ms drain; the agent's CPU time (utime + stime, all threads) over the flood and the drain".into(),
     ]
 }
 
@@ -160,15 +160,17 @@ fn clusterip(
         let threads =
             u32::try_from(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
                 .unwrap_or(1);
+        let cpu_before = uncapped.cpu_seconds()?;
         let flood =
             lab.connect_rate(client, Some(uncapped.cgroup()), &[empty], s.flood, threads)?;
         std::thread::sleep(Duration::from_millis(500));
+        let cpu = uncapped.cpu_seconds()? - cpu_before;
         let stats = uncapped.flow_stats()?;
         progress(&format!(
-            "  flows intake: {} refused, {stats}",
+            "  flows intake: {} refused, agent CPU {cpu:.2} s, {stats}",
             flood.errors
         ));
-        Intake::of(flood.seconds, flood.errors, &stats)
+        Intake::of(flood.seconds, flood.errors, cpu, &stats)
     })()
     .into();
     Ok((connects, intake, rate))

@@ -50,11 +50,16 @@ pub struct Intake {
     /// Whether the ring ever filled: if so, `received_per_sec` is what the agent keeps up
     /// with; if not, the flood was the limit and the agent takes at least that.
     pub ring_filled: bool,
+    /// The agent's CPU time over the flood, and the events it read per second of it: what
+    /// one CPU given to the agent alone would take.
+    pub agent_cpu_seconds: f64,
+    pub per_agent_cpu_second: Option<f64>,
 }
 
 impl Intake {
-    /// From the flood's length and attempts and the agent's `/v1/flows` `stats` after it.
-    pub fn of(seconds: f64, attempts: u64, stats: &Value) -> Result<Self, String> {
+    /// From the flood's length and attempts, the agent's CPU time over it and its `/v1/flows`
+    /// `stats` after it.
+    pub fn of(seconds: f64, attempts: u64, cpu: f64, stats: &Value) -> Result<Self, String> {
         let n = |k: &str| {
             stats[k]
                 .as_u64()
@@ -78,6 +83,12 @@ impl Intake {
             rate_limited: n("rate_limited")?,
             received_per_sec,
             ring_filled: ring_full > 0,
+            agent_cpu_seconds: cpu,
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "event counts are far below 2^52"
+            )]
+            per_agent_cpu_second: (cpu > 0.0).then(|| received as f64 / cpu),
         })
     }
 }
@@ -170,7 +181,8 @@ pub fn markdown(c: &Cell<FlowsBench>, out: &mut String) {
         Cell::Value(i) => writeln!(
             out,
             "With the cap lifted, a flood of {} refused connects in {:.1} s: the agent read {} \
-             events/s ({} sent, {} read, {} lost to a full ring){}.",
+             events/s ({} sent, {} read, {} lost to a full ring){}. It used {:.2} s of CPU for \
+             them: {} events per CPU-second.",
             thousands(&i.attempts),
             i.seconds,
             thousands_f(i.received_per_sec),
@@ -181,7 +193,10 @@ pub fn markdown(c: &Cell<FlowsBench>, out: &mut String) {
                 ": the ring filled, this is what the reader keeps up with"
             } else {
                 ": the ring never filled, the flood was the limit (the agent takes at least this)"
-            }
+            },
+            i.agent_cpu_seconds,
+            i.per_agent_cpu_second
+                .map_or_else(|| "–".into(), thousands_f)
         ),
         Cell::NotRun { .. } => writeln!(
             out,
@@ -215,16 +230,23 @@ mod tests {
         let stats = serde_json::json!({
             "emitted": 150_000, "received": 150_000, "ring_full": 2_000, "rate_limited": 0
         });
-        let i = Intake::of(2.0, 160_000, &stats).unwrap();
+        let i = Intake::of(2.0, 160_000, 0.5, &stats).unwrap();
         assert!((i.received_per_sec - 75_000.0).abs() < 1e-9);
+        assert_eq!(i.per_agent_cpu_second.map(f64::round), Some(300_000.0));
         assert!(i.ring_filled);
         let calm = serde_json::json!({
             "emitted": 10, "received": 10, "ring_full": 0, "rate_limited": 0
         });
-        assert!(!Intake::of(1.0, 10, &calm).unwrap().ring_filled);
-        assert!(Intake::of(0.0, 10, &calm).is_err());
+        assert!(!Intake::of(1.0, 10, 0.1, &calm).unwrap().ring_filled);
+        assert_eq!(
+            Intake::of(1.0, 10, 0.0, &calm)
+                .unwrap()
+                .per_agent_cpu_second,
+            None
+        );
+        assert!(Intake::of(0.0, 10, 0.1, &calm).is_err());
         assert!(
-            Intake::of(1.0, 10, &serde_json::json!({}))
+            Intake::of(1.0, 10, 0.1, &serde_json::json!({}))
                 .unwrap_err()
                 .contains("emitted")
         );
@@ -240,6 +262,7 @@ mod tests {
                 Intake::of(
                     1.0,
                     5,
+                    0.001,
                     &serde_json::json!({"emitted": 5, "received": 5, "ring_full": 0, "rate_limited": 0}),
                 )
                 .unwrap(),
@@ -267,6 +290,10 @@ mod tests {
         );
         assert!(out.contains("Sampling starts at 4,000 events/s"), "{out}");
         assert!(out.contains("the flood was the limit"), "{out}");
+        assert!(
+            out.contains("0.00 s of CPU for them: 5,000 events per CPU-second"),
+            "{out}"
+        );
         let mut out = String::new();
         markdown(&Cell::not_run("no --ferrite given"), &mut out);
         assert!(out.contains("not run: no --ferrite given"), "{out}");
