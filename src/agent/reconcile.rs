@@ -183,12 +183,13 @@ impl Reconciler {
     }
 
     /// `/v1/pools` (when LB IPAM ran), `/v1/nodes` (when the nodes changed) and the pod index of
-    /// the flows (when the pods changed).
+    /// the flows (when the pods or endpoints changed).
     fn publish_lists(
         &self,
         api: &mut crate::api::ApiState,
         snapshot: &Snapshot,
         ipam_unchanged: bool,
+        pods: Option<std::sync::Arc<crate::flows::pods::PodIndex>>,
     ) {
         if !ipam_unchanged {
             api.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
@@ -197,8 +198,8 @@ impl Reconciler {
         if let Some(nodes) = node_views(last, snapshot) {
             api.nodes = nodes;
         }
-        if last.is_none_or(|l| l.pods != snapshot.pods) {
-            api.pods = std::sync::Arc::new(crate::flows::pods::PodIndex::build(&snapshot.pods));
+        if let Some(pods) = pods {
+            api.pods = pods;
         }
     }
 
@@ -342,6 +343,7 @@ impl Reconciler {
             l2.update(snapshot, &lb_ips);
         }
         let l2_done = views_started.elapsed();
+        let pods = pod_index(self.last.as_ref().map(|(l, _)| &**l), snapshot);
         let mut guard = self
             .shared
             .write()
@@ -356,7 +358,7 @@ impl Reconciler {
         let mut views = std::mem::take(&mut guard.services);
         self.views.update(&mut views, frontends, &external);
         guard.services = views;
-        self.publish_lists(&mut guard, snapshot, ipam_unchanged);
+        self.publish_lists(&mut guard, snapshot, ipam_unchanged, pods);
         drop(guard);
         debug!(
             l2_us = l2_done.as_micros(),
@@ -448,6 +450,21 @@ fn publish_l2(api: &mut crate::api::ApiState, l2: &mut super::l2::L2Part) {
             src.history.push(|seq| g.flow(seq, &api.status.node_name));
         }
     }
+}
+
+/// The flows' pod index for `snapshot`, when its pods or endpoints changed (built before the
+/// API state is locked).
+fn pod_index(
+    last: Option<&Snapshot>,
+    snapshot: &Snapshot,
+) -> Option<std::sync::Arc<crate::flows::pods::PodIndex>> {
+    last.is_none_or(|l| l.pods != snapshot.pods || l.endpoint_slices != snapshot.endpoint_slices)
+        .then(|| {
+            std::sync::Arc::new(crate::flows::pods::PodIndex::build(
+                &snapshot.pods,
+                &snapshot.endpoint_slices,
+            ))
+        })
 }
 
 fn node_views(last: Option<&Snapshot>, snapshot: &Snapshot) -> Option<Vec<crate::api::NodeView>> {

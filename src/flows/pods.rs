@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use super::Flow;
-use crate::model::{Pod, PodPhase, ServiceName};
+use crate::model::{EndpointSlice, Pod, PodPhase, ServiceName};
 
 /// A pod as flows show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +28,13 @@ impl PodIndex {
     /// Indexes every pod's addresses. Host-network pods are left out (their addresses are the
     /// node's), and so are finished pods (their addresses are free for others); when two pods
     /// claim one address (a pod being replaced), a running one wins, then the first by name.
+    /// Endpoints whose `targetRef` is a pod name the addresses no pod of the model holds (the
+    /// kube source reads only this node's pods: backends elsewhere), without labels.
     #[must_use]
-    pub fn build(pods: &BTreeMap<ServiceName, Pod>) -> Self {
+    pub fn build(
+        pods: &BTreeMap<ServiceName, Pod>,
+        slices: &BTreeMap<ServiceName, EndpointSlice>,
+    ) -> Self {
         let mut by_ip: HashMap<IpAddr, PodRef> = HashMap::new();
         for pod in pods.values() {
             if pod.host_network || matches!(pod.phase, PodPhase::Succeeded | PodPhase::Failed) {
@@ -52,6 +57,16 @@ impl PodIndex {
                         by_ip.insert(*ip, entry.clone());
                     }
                 }
+            }
+        }
+        for ep in slices.values().flat_map(|s| &s.endpoints) {
+            let Some(pod) = &ep.pod else { continue };
+            for ip in &ep.addresses {
+                by_ip.entry(*ip).or_insert_with(|| PodRef {
+                    name: pod.to_string(),
+                    labels: Vec::new(),
+                    running: false,
+                });
             }
         }
         Self { by_ip }
@@ -107,7 +122,50 @@ mod tests {
     }
 
     fn index(pods: Vec<Pod>) -> PodIndex {
-        PodIndex::build(&pods.into_iter().map(|p| (p.name.clone(), p)).collect())
+        let pods = pods.into_iter().map(|p| (p.name.clone(), p)).collect();
+        PodIndex::build(&pods, &BTreeMap::new())
+    }
+
+    #[test]
+    fn endpoints_name_the_pods_of_other_nodes_without_labels() {
+        let ep = |ip: &str, pod: Option<&str>| crate::model::Endpoint {
+            addresses: vec![ip.parse().unwrap()],
+            ready: true,
+            serving: true,
+            terminating: false,
+            node_name: Some("n2".into()),
+            pod: pod.map(|p| ServiceName::new("default", p)),
+        };
+        let slice = EndpointSlice {
+            name: ServiceName::new("default", "web-abc"),
+            service: ServiceName::new("default", "web"),
+            ports: Vec::new(),
+            endpoints: vec![
+                ep("10.244.1.5", Some("web-remote")),
+                ep("10.244.0.5", Some("stale-name")),
+                ep("10.244.1.6", None),
+            ],
+        };
+        let slices = BTreeMap::from([(slice.name.clone(), slice)]);
+        let local = pod(
+            "default",
+            "web-1",
+            &["10.244.0.5"],
+            PodPhase::Running,
+            &[("app", "web")],
+        );
+        let pods = BTreeMap::from([(local.name.clone(), local)]);
+        let idx = PodIndex::build(&pods, &slices);
+        let remote = idx.get("10.244.1.5".parse().unwrap()).unwrap();
+        assert_eq!(remote.name, "default/web-remote");
+        assert!(remote.labels.is_empty());
+        // A pod of the model wins over an endpoint's reference (it has the labels).
+        let here = idx.get("10.244.0.5".parse().unwrap()).unwrap();
+        assert_eq!(
+            (here.name.as_str(), here.labels.len()),
+            ("default/web-1", 1)
+        );
+        assert_eq!(idx.get("10.244.1.6".parse().unwrap()), None, "no targetRef");
     }
 
     #[test]
