@@ -27,6 +27,18 @@ fn lab(prefix: &str, args: &[&str]) -> (PodLab, AgentLab) {
     let empty = service_yaml("empty", &["10.96.0.11"], None)
         + &slice_yaml("empty-v4", "empty", "IPv4", &[]);
     agent.write("empty.yaml", &empty);
+    // The backends as pods of the model (their flows name them).
+    for i in 0..2 {
+        agent.write(
+            &format!("pod{i}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-{i}, namespace: test, labels: \
+                 {{app: web, idx: '{i}'}}}}\nspec: {{nodeName: test-node}}\n\
+                 status: {{phase: Running, podIP: {}}}\n",
+                pods.pod_v4(i)
+            ),
+        );
+    }
     let source = format!("dir:{}", agent.manifests.display());
     agent.start_with(&source, args, &[], true);
     agent.wait_for_backends("10.96.0.10:80", 2);
@@ -111,8 +123,7 @@ fn socket_lb_translations_and_refusals_show_in_observe_within_a_second() {
         assert_eq!(f["translated_port"], 8080, "{f}");
         assert_eq!(f["node"], "test-node", "{f}");
         assert!(f["socket_cookie"].as_u64().is_some(), "{f}");
-        let to = f["translated_ip"].as_str().unwrap_or_default();
-        assert!(backends.iter().any(|b| b == to), "{f}: not a backend");
+        assert_backend_pod(f, &backends);
     }
 
     // UDP (sendmsg) to the dns port, and a refused connect to the service without endpoints.
@@ -160,7 +171,154 @@ fn socket_lb_translations_and_refusals_show_in_observe_within_a_second() {
         assert!(f.get("translated_ip").is_none(), "{f}");
     }
     assert_filters_and_outputs(&agent);
+    assert_pod_filters(&agent, &flows[0]);
     assert_follow_prints_new_flows(&pods, &agent);
+    assert_stream_writes_new_flows_and_ends_with_the_client(&pods, &agent);
+}
+
+/// `--to-pod`, `--pod`, `--namespace`, `--label` select by the pods of the model; the compact
+/// output names the backend pod.
+fn assert_pod_filters(agent: &AgentLab, seen: &Value) {
+    let pod = seen["destination_pod"].as_str().expect("a destination pod");
+    let idx = pod.strip_prefix("test/web-").expect("a web pod");
+    let to_it = observe(agent, &["--to-pod", pod, "--last", "100"]);
+    assert!(!to_it.is_empty(), "--to-pod {pod}");
+    assert!(
+        to_it.iter().all(|f| f["destination_pod"] == pod),
+        "{to_it:?}"
+    );
+    let by_label = observe(
+        agent,
+        &["--label", &format!("app=web,idx={idx}"), "--last", "100"],
+    );
+    assert_eq!(by_label.len(), to_it.len(), "{by_label:?}");
+    let in_ns = observe(agent, &["--to-namespace", "test", "--last", "100"]);
+    assert!(
+        in_ns.len() >= to_it.len() && in_ns.iter().all(|f| f["destination_pod"] != Value::Null)
+    );
+    // No namespace means `default` (as in Hubble): none of these pods.
+    assert!(observe(agent, &["--pod", "web", "--last", "100"]).is_empty());
+    assert!(observe(agent, &["--from-namespace", "test"]).is_empty());
+    let not_it = observe(agent, &["--not", "--to-pod", pod, "--last", "100"]);
+    assert!(
+        not_it.iter().all(|f| f["destination_pod"] != pod),
+        "{not_it:?}"
+    );
+    let compact = observe_text(
+        agent,
+        &["--to-pod", pod, "--type", "sock-lb", "--last", "1"],
+    );
+    assert!(compact.contains(&format!("=> {pod}:")), "{compact}");
+    let out = agent.ferrite(&["observe", "--label", "=web"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// `/v1/flows/stream` over the unix socket: NDJSON, a new matching flow is written within a
+/// second, others are not, and the stream ends when the client goes away.
+fn assert_stream_writes_new_flows_and_ends_with_the_client(pods: &PodLab, agent: &AgentLab) {
+    use std::io::BufRead as _;
+    let headers = agent.work.path().join("stream-headers");
+    let mut curl = std::process::Command::new("curl")
+        .args(["-sN", "-D"])
+        .arg(&headers)
+        .arg("--unix-socket")
+        .arg(&agent.socket)
+        .arg("http://ferrite/v1/flows/stream?type=sock-lb&to_pod=test%2Fweb")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl (apt-get install curl)");
+    let stdout = curl.stdout.take().expect("curl stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let open = wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        stats(agent)["streams"] == 1
+    });
+    assert!(open.is_ok(), "the stream did not open: {}", stats(agent));
+    let head = std::fs::read_to_string(&headers).unwrap_or_default();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("application/x-ndjson"),
+        "{head}"
+    );
+    // Opened without `last`: only what happens from now on.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    // A refused connect (no pod) is filtered out; the connect to a web pod is written.
+    let connect = |target: &str, ok: u64| {
+        let r = agent.client(
+            &pods.node,
+            &["--target", target, "--count", "1", "--timeout-ms", "500"],
+        );
+        assert_eq!(r.ok, ok, "{target}: {r:?}");
+        Instant::now()
+    };
+    connect("10.96.0.11:80", 0);
+    let done = connect("10.96.0.10:80", 1);
+    let (at, line) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a flow line on the stream");
+    let line = line.expect("a stream line");
+    let waited = at.saturating_duration_since(done);
+    assert!(waited <= Duration::from_secs(1), "the line took {waited:?}");
+    let f: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(f["verdict"], "FORWARDED", "{f}");
+    assert_eq!(f["service"], "test/web", "{f}");
+    assert!(
+        f["destination_pod"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("test/web-"),
+        "{f}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "one line a flow"
+    );
+    // The client goes away: the agent ends the stream.
+    let _ = curl.kill();
+    let _ = curl.wait();
+    let closed = wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        stats(agent)["streams"] == 0
+    });
+    assert!(
+        closed.is_ok(),
+        "the stream outlived its client: {}",
+        stats(agent)
+    );
+    // A bad filter is a 400 with a JSON error, before any streaming.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&agent.socket)
+        .arg("http://ferrite/v1/flows/stream?verdict=maybe")
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n400") && text.contains("\"error\""),
+        "{text}"
+    );
+}
+
+/// A socket-LB flow went to one of `backends`, named as its pod with its labels (from the
+/// model); the client is a socket (no pod).
+fn assert_backend_pod(f: &Value, backends: &[String]) {
+    let to = f["translated_ip"].as_str().unwrap_or_default();
+    let i = backends
+        .iter()
+        .position(|b| b == to)
+        .unwrap_or_else(|| panic!("{f}: not a backend"));
+    assert_eq!(f["destination_pod"], format!("test/web-{i}"), "{f}");
+    assert_eq!(
+        f["destination_labels"],
+        serde_json::json!(["app=web", format!("idx={i}")]),
+        "{f}"
+    );
+    assert_eq!(f["traffic_direction"], "egress", "{f}");
+    assert!(f.get("source_pod").is_none(), "{f}");
 }
 
 /// `--not`, `--service`, `--last`, the compact and table outputs, bad filters.

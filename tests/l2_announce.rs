@@ -59,6 +59,14 @@ fn the_elected_owner_alone_answers_arp_and_ndp_with_its_mac() {
     assert_nobody_answers(&lab, IpAddr::V6(UNOWNED_V6));
     assert_answers_are_flows(&lab, IpAddr::V4(LB_V4), o4, "ARP");
     assert_answers_are_flows(&lab, IpAddr::V6(LB_V6), o6, "NDP");
+    // Becoming the owner is an `l2` takeover flow on the owner.
+    for (addr, o) in [(IpAddr::V4(LB_V4), o4), (IpAddr::V6(LB_V6), o6)] {
+        let takeovers = takeover_flows(&lab, o, addr);
+        assert!(
+            takeovers.iter().any(|f| f["interface"] == LAN_IFNAME),
+            "no takeover flow for {addr} on its owner: {takeovers:?}"
+        );
+    }
 
     // The client has no route for the address: it resolved it on-link, to the owner.
     assert_served_by_all_nodes(&lab, IpAddr::V4(LB_V4));
@@ -130,6 +138,41 @@ fn assert_answers_are_flows(lab: &L2Lab, addr: IpAddr, owner: usize, protocol: &
         let f = flows_of(other);
         assert!(f.is_empty(), "node{} answered {addr}? {f:?}", other + 1);
     }
+}
+
+/// The `l2` flows of node `i` that say it took `addr` over (`l2_event: takeover`).
+fn takeover_flows(lab: &L2Lab, i: usize, addr: IpAddr) -> Vec<Value> {
+    let to = addr.to_string();
+    let out = lab
+        .lab()
+        .agent(i)
+        .cli(&[
+            "observe", "-o", "json", "--type", "l2", "--to-ip", &to, "--last", "10000",
+        ])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|f| f["l2_event"] == "takeover")
+        .collect()
+}
+
+/// The new owner of a trial has a takeover flow naming the old owner.
+fn takeover_flow_problem(lab: &L2Lab, t: &Trial) -> Option<String> {
+    let new = t.new_owner.as_deref()?;
+    let Some(i) = (0..3).find(|i| lab.lab().node(*i).name == new) else {
+        return Some(format!("{}: no node named {new}", t.fault));
+    };
+    let flows = takeover_flows(lab, i, IpAddr::V4(LB_V4));
+    (!flows
+        .iter()
+        .any(|f| f["l2_previous_owner"] == t.old_owner.as_str()))
+    .then(|| {
+        format!(
+            "{}: {new} has no takeover flow from {}: {flows:?}",
+            t.fault, t.old_owner
+        )
+    })
 }
 
 fn write_trials(trials: &[Trial]) {
@@ -247,6 +290,7 @@ fn requests_survive_kill_stop_and_link_down_of_the_owner() {
             t.heal_double_answers
         );
         problems.extend(trial_problems(&lab, &t));
+        problems.extend(takeover_flow_problem(&lab, &t));
         trials.push(t);
     }
     write_trials(&trials);

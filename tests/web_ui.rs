@@ -11,6 +11,7 @@
 mod common;
 mod l2_common;
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,6 +84,23 @@ fn start_with_pod_cidrs() -> L2Lab {
         .map(|n| node_with_pod_cidrs_yaml(&n.name, IpAddr::V4(n.v4()), &[n.pod_cidr_v4()]))
         .collect();
     lab.lab().write_manifest(NODES_FILE, &nodes).unwrap();
+    // The backends as Pod objects: the flow table names them.
+    let per_node = lab.lab().config().pods_per_node;
+    let mut pods = String::new();
+    for n in lab.lab().nodes() {
+        for i in 0..per_node {
+            let _ = write!(
+                pods,
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, \
+                 labels: {{app: web}}}}\nspec: {{nodeName: {}}}\nstatus: {{phase: Running, \
+                 podIP: {}}}\n",
+                n.pod_name(i),
+                n.name,
+                n.pod_v4(i)
+            );
+        }
+    }
+    lab.lab().write_manifest("pods.yaml", &pods).unwrap();
     if let Err(e) = lab.start_agents() {
         panic!("starting ferrite agents: {e}");
     }
@@ -155,6 +173,11 @@ fn the_web_page_shows_services_backends_the_lb_owner_routes_and_flows_in_chromiu
         "the client's requests to {target} are not in the flow table:\n{flows}"
     );
     assert!(flows.contains("FORWARDED"), "{flows}");
+    // The backend of a translated flow shows as its pod.
+    assert!(
+        flows.contains("default/") && flows.contains("-pod-"),
+        "no backend pod in the flow table:\n{flows}"
+    );
 
     // Screenshots: desktop and phone widths (kept as artifacts, checked to be real images).
     for (name, size) in [("desktop", "1280,1100"), ("phone", "390,1400")] {

@@ -28,8 +28,12 @@ const BURST: [Duration; 4] = [
     Duration::from_secs(1),
 ];
 
+mod ifaces;
 mod member;
 mod takeover;
+
+use ifaces::local_interfaces;
+pub use takeover::{Gain, Gained};
 
 pub use member::{DEFAULT_KEY_FILE, KeySource, MemberConfig};
 
@@ -104,6 +108,9 @@ pub struct L2Part {
     /// Announcements, takeovers and failover durations for `/metrics`.
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     takeovers: takeover::Takeovers,
+    /// Addresses this node started announcing since [`L2Part::take_gains`] (the flow history's
+    /// `l2` takeover events).
+    gains: Vec<Gained>,
 }
 
 impl Drop for L2Part {
@@ -117,35 +124,6 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// This namespace's interfaces with their administrative+operational state.
-fn local_interfaces() -> Vec<LocalInterface> {
-    let mut out: BTreeMap<String, bool> = BTreeMap::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list freed below.
-    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: a node of the list getifaddrs returned; ifa_name is NUL-terminated.
-        let ifa = unsafe { &*cur };
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        let flags = ifa.ifa_flags;
-        let up = flags & (libc::IFF_UP as u32) != 0 && flags & (libc::IFF_RUNNING as u32) != 0;
-        if name != "lo" {
-            *out.entry(name).or_insert(false) |= up;
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: head came from getifaddrs.
-    unsafe { libc::freeifaddrs(head) };
-    out.into_iter()
-        .map(|(name, up)| LocalInterface { name, up })
-        .collect()
 }
 
 impl L2Part {
@@ -194,6 +172,7 @@ impl L2Part {
             last_poll: std::time::Instant::now(),
             metrics,
             takeovers: takeover::Takeovers::default(),
+            gains: Vec::new(),
         })
     }
 
@@ -493,12 +472,7 @@ impl L2Part {
         for (ip, o) in &next {
             if !self.owned.contains_key(ip) {
                 info!(address = %ip, interface = %o.interface, "announcing");
-                if let takeover::Gain::Takeover { failover } =
-                    self.takeovers
-                        .gained(*ip, &self.node, &self.view.addresses, now)
-                {
-                    self.metrics.l2_takeover(failover);
-                }
+                self.gained(*ip, &o.interface, now);
                 if let IpAddr::V6(v6) = ip
                     && let Err(e) = self.multicast.join(&o.interface, o.ifindex, *v6)
                 {
@@ -523,6 +497,28 @@ impl L2Part {
         }
         self.owned = next;
         self.publish(&owners, &members);
+    }
+
+    /// Counts a takeover of `ip` for `/metrics` and keeps the gain for the flow history.
+    fn gained(&mut self, ip: IpAddr, interface: &str, now: u64) {
+        let gain = self
+            .takeovers
+            .gained(ip, &self.node, &self.view.addresses, now);
+        if let Gain::Takeover { failover, .. } = &gain {
+            self.metrics.l2_takeover(*failover);
+        }
+        self.gains.push(Gained {
+            address: ip,
+            interface: interface.to_owned(),
+            gain,
+            at_unix_ms: now,
+        });
+    }
+
+    /// The addresses this node started announcing since the last call (at most one entry per
+    /// address and decision: the caller drains it after every update).
+    pub fn take_gains(&mut self) -> Vec<Gained> {
+        std::mem::take(&mut self.gains)
     }
 
     /// Stops announcing what `next` no longer owns: leaves its solicited-node groups, counts it.

@@ -130,6 +130,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         maps_dir: Some(cfg.datapath.maps_dir()),
         flows: None,
         nodes: Vec::new(),
+        pods: Arc::default(),
     }
 }
 
@@ -149,21 +150,26 @@ fn start_flows(
     let history = Arc::new(crate::flows::history::FlowHistory::new(
         crate::flows::history::DEFAULT_CAPACITY,
     ));
-    match crate::flows::reader::FlowReader::start(
-        &maps_dir,
-        &cfg.node_name,
-        history.clone(),
-        cfg.flow_rate,
-    ) {
-        Ok(reader) => {
+    let started = crate::flows::reader::StatsMap::open(&maps_dir).and_then(|stats| {
+        let reader = crate::flows::reader::FlowReader::start(
+            &maps_dir,
+            &cfg.node_name,
+            history.clone(),
+            cfg.flow_rate,
+        )?;
+        Ok((stats, reader))
+    });
+    match started {
+        Ok((stats, reader)) => {
             shared
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .flows = Some(api::FlowsSource {
                 history,
                 received: reader.received_counter(),
-                maps_dir,
+                stats: Arc::new(stats),
                 rate_per_cpu: cfg.flow_rate,
+                streams: Arc::default(),
             });
             Some(reader)
         }

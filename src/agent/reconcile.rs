@@ -182,18 +182,24 @@ impl Reconciler {
         }
     }
 
-    /// `/v1/pools` (when LB IPAM ran) and `/v1/nodes` (when the nodes changed).
+    /// `/v1/pools` (when LB IPAM ran), `/v1/nodes` (when the nodes changed) and the pod index of
+    /// the flows (when the pods or endpoints changed).
     fn publish_lists(
         &self,
         api: &mut crate::api::ApiState,
         snapshot: &Snapshot,
         ipam_unchanged: bool,
+        pods: Option<std::sync::Arc<crate::flows::pods::PodIndex>>,
     ) {
         if !ipam_unchanged {
             api.pools = PoolsView::new(&snapshot.pools, self.lbipam.last());
         }
-        if let Some(nodes) = node_views(self.last.as_ref().map(|(l, _)| &**l), snapshot) {
+        let last = self.last.as_ref().map(|(l, _)| &**l);
+        if let Some(nodes) = node_views(last, snapshot) {
             api.nodes = nodes;
+        }
+        if let Some(pods) = pods {
+            api.pods = pods;
         }
     }
 
@@ -207,10 +213,13 @@ impl Reconciler {
             return;
         }
         l2.update(snapshot, lb_ips);
-        self.shared
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .l2 = l2.view().clone();
+        publish_l2(
+            &mut self
+                .shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            l2,
+        );
     }
 
     /// Membership changed or the interface poll ticked: re-decide L2 ownership.
@@ -246,10 +255,13 @@ impl Reconciler {
         } else {
             l2.decide();
         }
-        self.shared
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .l2 = l2.view().clone();
+        publish_l2(
+            &mut self
+                .shared
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            l2,
+        );
     }
 
     /// LB IPAM's addresses for `snapshot`, and whether the allocator was skipped: it reads
@@ -349,12 +361,13 @@ impl Reconciler {
             l2.update(snapshot, &lb_ips);
         }
         let l2_done = views_started.elapsed();
+        let pods = pod_index(self.last.as_ref().map(|(l, _)| &**l), snapshot);
         let mut guard = self
             .shared
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(l2) = &mut self.l2 {
-            guard.l2 = l2.view().clone();
+            publish_l2(&mut guard, l2);
         }
         guard.status.last_apply = Some(report);
         guard.status.masquerade = self.host.as_ref().map(HostPart::masq_status);
@@ -363,7 +376,7 @@ impl Reconciler {
         let mut views = std::mem::take(&mut guard.services);
         self.views.update(&mut views, frontends, &external);
         guard.services = views;
-        self.publish_lists(&mut guard, snapshot, ipam_unchanged);
+        self.publish_lists(&mut guard, snapshot, ipam_unchanged, pods);
         drop(guard);
         debug!(
             l2_us = l2_done.as_micros(),
@@ -445,6 +458,33 @@ impl ViewCache {
 }
 
 /// `/v1/nodes` for `snapshot`, when its nodes differ from `last`'s.
+/// Publishes the L2 view, and each address this node started announcing as an `l2` takeover
+/// flow in the flow history (when flows are on).
+fn publish_l2(api: &mut crate::api::ApiState, l2: &mut super::l2::L2Part) {
+    api.l2 = l2.view().clone();
+    let gains = l2.take_gains();
+    if let Some(src) = &api.flows {
+        for g in &gains {
+            src.history.push(|seq| g.flow(seq, &api.status.node_name));
+        }
+    }
+}
+
+/// The flows' pod index for `snapshot`, when its pods or endpoints changed (built before the
+/// API state is locked).
+fn pod_index(
+    last: Option<&Snapshot>,
+    snapshot: &Snapshot,
+) -> Option<std::sync::Arc<crate::flows::pods::PodIndex>> {
+    last.is_none_or(|l| l.pods != snapshot.pods || l.endpoint_slices != snapshot.endpoint_slices)
+        .then(|| {
+            std::sync::Arc::new(crate::flows::pods::PodIndex::build(
+                &snapshot.pods,
+                &snapshot.endpoint_slices,
+            ))
+        })
+}
+
 fn node_views(last: Option<&Snapshot>, snapshot: &Snapshot) -> Option<Vec<crate::api::NodeView>> {
     last.is_none_or(|l| l.nodes != snapshot.nodes).then(|| {
         snapshot

@@ -2,7 +2,6 @@
 //! flow's service filled in from the frontends this node programs, with the counters that say
 //! what the rate cap or a full ring left out.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,8 +20,11 @@ use crate::flows::history::FlowHistory;
 pub struct FlowsSource {
     pub history: Arc<FlowHistory>,
     pub received: Arc<AtomicU64>,
-    pub maps_dir: PathBuf,
+    /// The programs' counters (opened once, when the reader starts).
+    pub stats: Arc<crate::flows::reader::StatsMap>,
     pub rate_per_cpu: u32,
+    /// `/v1/flows/stream` answers open now.
+    pub streams: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -46,6 +48,9 @@ pub struct FlowStats {
     pub evicted: u64,
     /// The newest flow's `seq` (0: none yet): pass it as `after` to get only newer ones.
     pub latest_seq: u64,
+    /// `/v1/flows/stream` answers open now.
+    #[serde(default)]
+    pub streams: u64,
 }
 
 /// The answer of `/v1/flows`.
@@ -56,6 +61,9 @@ pub struct FlowsView {
     pub stats: FlowStats,
 }
 
+/// `k=v` or `k`, comma-separated ([`crate::flows::filter::Labels`]): keys not empty.
+const LABELS_PATTERN: &str = "^[^=,]+(=[^,]*)?(,[^=,]+(=[^,]*)?)*$";
+
 pub const PARAMS: &[Param] = &[
     Param {
         name: "after",
@@ -63,6 +71,7 @@ pub const PARAMS: &[Param] = &[
         kind: "integer",
         values: &[],
         bounds: Some((0, MAX_SEQ)),
+        pattern: None,
     },
     Param {
         name: "last",
@@ -70,6 +79,7 @@ pub const PARAMS: &[Param] = &[
         kind: "integer",
         values: &[],
         bounds: Some((1, MAX_LAST as u64)),
+        pattern: None,
     },
     Param {
         name: "verdict",
@@ -77,6 +87,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &["FORWARDED", "DROPPED"],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "type",
@@ -84,6 +95,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &["sock-lb", "north-south", "masquerade", "l2"],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "protocol",
@@ -91,6 +103,7 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &["TCP", "UDP", "ICMP", "ICMPv6", "ARP", "NDP"],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "port",
@@ -98,6 +111,7 @@ pub const PARAMS: &[Param] = &[
         kind: "integer",
         values: &[],
         bounds: Some((0, 65535)),
+        pattern: None,
     },
     Param {
         name: "from_ip",
@@ -105,6 +119,7 @@ pub const PARAMS: &[Param] = &[
         kind: "ip",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "to_ip",
@@ -112,6 +127,7 @@ pub const PARAMS: &[Param] = &[
         kind: "ip",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "ip",
@@ -119,6 +135,7 @@ pub const PARAMS: &[Param] = &[
         kind: "ip",
         values: &[],
         bounds: None,
+        pattern: None,
     },
     Param {
         name: "service",
@@ -126,6 +143,79 @@ pub const PARAMS: &[Param] = &[
         kind: "string",
         values: &[],
         bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "from_pod",
+        description: "The source pod: [namespace/]name-prefix (no namespace: default)",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "to_pod",
+        description: "The destination pod (the backend when translated): [namespace/]name-prefix",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "pod",
+        description: "The source or destination pod: [namespace/]name-prefix",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "from_namespace",
+        description: "The source pod's namespace",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "to_namespace",
+        description: "The destination pod's namespace",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "namespace",
+        description: "The source or destination pod's namespace",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: None,
+    },
+    Param {
+        name: "from_label",
+        description: "The source pod's labels: k=v or k, comma-separated, all required",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: Some(LABELS_PATTERN),
+    },
+    Param {
+        name: "to_label",
+        description: "The destination pod's labels: k=v or k, comma-separated, all required",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: Some(LABELS_PATTERN),
+    },
+    Param {
+        name: "label",
+        description: "The source or destination pod's labels (all on one of them): k=v or k, comma-separated",
+        kind: "string",
+        values: &[],
+        bounds: None,
+        pattern: Some(LABELS_PATTERN),
     },
     Param {
         name: "not",
@@ -133,6 +223,7 @@ pub const PARAMS: &[Param] = &[
         kind: "boolean",
         values: &[],
         bounds: None,
+        pattern: None,
     },
 ];
 
@@ -156,23 +247,37 @@ pub fn enrich(services: &[ServiceView], f: &mut Flow) {
     }
 }
 
+/// What fills in a served flow: its service (the frontends programmed now) and its pods (the
+/// pod index of the last snapshot).
+pub fn enricher(state: &SharedState) -> impl Fn(&mut Flow) + use<> {
+    let (services, pods) = {
+        let s = state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (s.services.clone(), s.pods.clone())
+    };
+    move |f| {
+        enrich(&services, f);
+        pods.enrich(f);
+    }
+}
+
 pub fn handler(state: &SharedState, _: Option<&str>, query: Option<&str>) -> Reply {
     let q = match FlowQuery::parse(query) {
         Ok(q) => q,
         Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e),
     };
-    let (source, services) = {
-        let s = state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (s.flows.clone(), s.services.clone())
-    };
+    let source = state
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .flows
+        .clone();
     let Some(src) = source else {
         return Reply::json(StatusCode::OK, &FlowsView::default());
     };
-    let flows = src.history.query(&q, |f| enrich(&services, f));
+    let flows = src.history.query(&q, enricher(state));
     let (held, latest, evicted) = src.history.counts();
-    let kernel = crate::flows::reader::kernel_counts(&src.maps_dir).unwrap_or_else(|e| {
+    let kernel = src.stats.counts().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "reading the flow counters");
         crate::flows::reader::KernelCounts::default()
     });
@@ -187,6 +292,7 @@ pub fn handler(state: &SharedState, _: Option<&str>, query: Option<&str>) -> Rep
         capacity: src.history.capacity() as u64,
         evicted,
         latest_seq: latest,
+        streams: src.streams.load(Ordering::Relaxed),
     };
     Reply::json(
         StatusCode::OK,

@@ -10,6 +10,7 @@ mod pools;
 mod routes;
 mod scrape;
 mod server;
+mod stream;
 pub mod tls;
 mod types;
 
@@ -53,6 +54,9 @@ pub struct ApiState {
     pub flows: Option<FlowsSource>,
     /// The cluster's nodes (`/v1/nodes`), as of the last applied snapshot.
     pub nodes: Vec<NodeView>,
+    /// The model's pods by address (a flow's `source_pod` / `destination_pod`), rebuilt when
+    /// the snapshot's pods change.
+    pub pods: Arc<crate::flows::pods::PodIndex>,
 }
 
 impl std::fmt::Debug for ApiState {

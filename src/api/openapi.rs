@@ -36,6 +36,9 @@ fn param(p: &super::routes::Param) -> Value {
     if !p.values.is_empty() {
         schema["enum"] = p.values.iter().map(|v| Value::from(*v)).collect();
     }
+    if let Some(pattern) = p.pattern {
+        schema["pattern"] = pattern.into();
+    }
     if let Some((min, max)) = p.bounds {
         schema["minimum"] = min.into();
         schema["maximum"] = max.into();

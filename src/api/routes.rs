@@ -18,6 +18,8 @@ pub enum Media {
     OpenMetrics,
     /// The embedded web page.
     Html,
+    /// One JSON object a line, written as they happen (the flow stream).
+    Ndjson,
 }
 
 impl Media {
@@ -27,6 +29,7 @@ impl Media {
             Self::Json => "application/json",
             Self::OpenMetrics => crate::metrics::CONTENT_TYPE,
             Self::Html => "text/html; charset=utf-8",
+            Self::Ndjson => super::stream::CONTENT_TYPE,
         }
     }
 
@@ -38,6 +41,7 @@ impl Media {
             Self::Json => &["application/json"],
             Self::OpenMetrics => &["application/openmetrics-text", "text/plain"],
             Self::Html => &["text/html"],
+            Self::Ndjson => &["application/x-ndjson"],
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Param {
     /// Allowed values (strings), or bounds (integers: min, max) — empty for none.
     pub values: &'static [&'static str],
     pub bounds: Option<(u64, u64)>,
+    /// A regular expression the value matches (strings).
+    pub pattern: Option<&'static str>,
 }
 
 /// A response before it becomes an HTTP one.
@@ -74,7 +80,20 @@ pub struct Param {
 pub struct Reply {
     pub status: StatusCode,
     pub content_type: &'static str,
-    pub body: Bytes,
+    pub body: ReplyBody,
+}
+
+/// The whole body, or one that is written as it goes (the flow stream).
+#[derive(Debug)]
+pub enum ReplyBody {
+    Full(Bytes),
+    Stream(Box<super::stream::FlowStream>),
+}
+
+impl From<Bytes> for ReplyBody {
+    fn from(b: Bytes) -> Self {
+        Self::Full(b)
+    }
 }
 
 impl Reply {
@@ -86,7 +105,7 @@ impl Reply {
         Self {
             status,
             content_type: Media::Json.content_type(),
-            body: Bytes::from(bytes),
+            body: Bytes::from(bytes).into(),
         }
     }
 
@@ -199,7 +218,7 @@ fn metrics(state: &SharedState, accept: Option<&str>, _: Option<&str>) -> Reply 
     Reply {
         status: StatusCode::OK,
         content_type,
-        body: Bytes::from(text),
+        body: Bytes::from(text).into(),
     }
 }
 
@@ -207,7 +226,7 @@ fn openapi(_: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     Reply {
         status: StatusCode::OK,
         content_type: Media::Json.content_type(),
-        body: super::openapi::document_bytes(),
+        body: super::openapi::document_bytes().into(),
     }
 }
 
@@ -216,7 +235,7 @@ fn ui(_: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     Reply {
         status: StatusCode::OK,
         content_type: Media::Html.content_type(),
-        body: Bytes::from_static(include_bytes!("ui.html")),
+        body: Bytes::from_static(include_bytes!("ui.html")).into(),
     }
 }
 
@@ -292,6 +311,16 @@ pub const ROUTES: &[Route] = &[
         unavailable: false,
         params: super::flows::PARAMS,
         handler: super::flows::handler,
+    },
+    Route {
+        path: "/v1/flows/stream",
+        summary: "Flow events as NDJSON (one flow a line), kept open and written as they happen; \
+            the filters of /v1/flows; from now on, or the newest `last` first, or after `after`",
+        media: Media::Ndjson,
+        schema: schema_of::<crate::flows::Flow>,
+        unavailable: false,
+        params: super::flows::PARAMS,
+        handler: super::stream::handler,
     },
     Route {
         path: "/healthz",

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, info};
 
 use super::SharedState;
-use super::routes::{Reply, RouteSet, dispatch};
+use super::routes::{Reply, ReplyBody, RouteSet, dispatch};
 use super::tls::{TcpConfig, TlsError, server_config};
 
 /// A TLS handshake that takes longer than this is dropped (a client that never speaks).
@@ -144,8 +144,15 @@ where
     }
 }
 
-fn response(reply: Reply) -> Response<Full<bytes::Bytes>> {
-    let mut resp = Response::new(Full::new(reply.body));
+/// A whole body, or the flow stream's.
+type Body = Either<Full<bytes::Bytes>, super::stream::FlowStream>;
+
+fn response(reply: Reply) -> Response<Body> {
+    let body = match reply.body {
+        ReplyBody::Full(b) => Either::Left(Full::new(b)),
+        ReplyBody::Stream(s) => Either::Right(*s),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = reply.status;
     let headers = resp.headers_mut();
     headers.insert(

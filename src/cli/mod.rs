@@ -33,10 +33,6 @@ pub struct Cli {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once per process; boxing argh subcommands buys nothing"
-)]
 pub enum Command {
     Version(VersionCmd),
     Agent(agent::AgentCmd),

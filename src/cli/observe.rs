@@ -11,7 +11,7 @@ use argh::FromArgs;
 use super::output::table;
 use super::query::fetch;
 use crate::api::FlowsView;
-use crate::flows::filter::{FlowFilter, FlowQuery};
+use crate::flows::filter::{FlowFilter, FlowQuery, Labels};
 use crate::flows::{Flow, compact};
 
 /// Show flow events: what the datapath did to each new flow (like `hubble observe`).
@@ -51,6 +51,33 @@ pub struct ObserveCmd {
     /// the service (namespace/name or name)
     #[argh(option)]
     pub service: Option<String>,
+    /// the source pod: [namespace/]name-prefix (no namespace: default)
+    #[argh(option)]
+    pub from_pod: Option<String>,
+    /// the destination pod (the backend): [namespace/]name-prefix
+    #[argh(option)]
+    pub to_pod: Option<String>,
+    /// the source or destination pod: [namespace/]name-prefix
+    #[argh(option)]
+    pub pod: Option<String>,
+    /// the source pod's namespace
+    #[argh(option)]
+    pub from_namespace: Option<String>,
+    /// the destination pod's namespace
+    #[argh(option)]
+    pub to_namespace: Option<String>,
+    /// the source or destination pod's namespace
+    #[argh(option)]
+    pub namespace: Option<String>,
+    /// the source pod's labels: k=v or k, comma-separated
+    #[argh(option)]
+    pub from_label: Option<String>,
+    /// the destination pod's labels: k=v or k, comma-separated
+    #[argh(option)]
+    pub to_label: Option<String>,
+    /// the source's or the destination's labels: k=v or k, comma-separated
+    #[argh(option)]
+    pub label: Option<String>,
     /// invert the filter
     #[argh(switch)]
     pub not: bool,
@@ -104,6 +131,8 @@ fn query_of(cmd: &ObserveCmd) -> Result<FlowQuery, String> {
             })
             .transpose()
     };
+    let labels =
+        |flag: &str, v: &Option<String>| v.as_deref().map(|s| Labels::parse(flag, s)).transpose();
     let q = FlowQuery {
         after: None,
         last: None,
@@ -122,6 +151,15 @@ fn query_of(cmd: &ObserveCmd) -> Result<FlowQuery, String> {
             to_ip: ip("--to-ip", &cmd.to_ip)?,
             ip: ip("--ip", &cmd.ip)?,
             service: cmd.service.clone(),
+            from_pod: cmd.from_pod.clone(),
+            to_pod: cmd.to_pod.clone(),
+            pod: cmd.pod.clone(),
+            from_namespace: cmd.from_namespace.clone(),
+            to_namespace: cmd.to_namespace.clone(),
+            namespace: cmd.namespace.clone(),
+            from_label: labels("--from-label", &cmd.from_label)?,
+            to_label: labels("--to-label", &cmd.to_label)?,
+            label: labels("--label", &cmd.label)?,
             not: cmd.not,
         },
     };

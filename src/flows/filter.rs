@@ -35,7 +35,87 @@ pub struct FlowFilter {
     pub ip: Option<IpAddr>,
     /// `namespace/name`, or a name in any namespace.
     pub service: Option<String>,
+    /// The source pod: `[namespace/]name-prefix` (no namespace: `default`, as Hubble has it).
+    pub from_pod: Option<String>,
+    /// The destination pod, the same way.
+    pub to_pod: Option<String>,
+    /// The source or the destination pod.
+    pub pod: Option<String>,
+    /// The source pod's namespace.
+    pub from_namespace: Option<String>,
+    pub to_namespace: Option<String>,
+    /// The source or the destination pod's namespace.
+    pub namespace: Option<String>,
+    /// The source pod's labels: `k=v` or `k` (has the key), comma-separated, all required.
+    pub from_label: Option<Labels>,
+    pub to_label: Option<Labels>,
+    /// The source's or the destination's labels.
+    pub label: Option<Labels>,
     pub not: bool,
+}
+
+/// `k=v,k2` as a filter: every requirement must hold (a key alone: the key is there).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(Vec<(String, Option<String>)>);
+
+impl Labels {
+    /// Parses `k=v,k2`: keys not empty, no empty requirement (the spec's pattern says the
+    /// same).
+    pub fn parse(key: &str, text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(|req| {
+                let (k, v) = match req.split_once('=') {
+                    Some((k, v)) => (k, Some(v.to_owned())),
+                    None => (req, None),
+                };
+                if k.is_empty() {
+                    return Err(format!(
+                        "{key}={text:?}: expected k=v or k, comma-separated"
+                    ));
+                }
+                Ok((k.to_owned(), v))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// Whether `labels` (`k=v` each) meet every requirement.
+    #[must_use]
+    pub fn matches(&self, labels: &[String]) -> bool {
+        self.0.iter().all(|(k, v)| {
+            labels.iter().any(|l| {
+                l.split_once('=')
+                    .is_some_and(|(lk, lv)| lk == k && v.as_deref().is_none_or(|want| want == lv))
+            })
+        })
+    }
+}
+
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(k)?;
+            if let Some(v) = v {
+                write!(f, "={v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pod` (`namespace/name`) is `want`: `[namespace/]name-prefix`, no namespace being
+/// `default` (Hubble's `--pod`).
+fn pod_matches(want: &str, pod: Option<&str>) -> bool {
+    let (ns, prefix) = want.split_once('/').unwrap_or(("default", want));
+    pod.and_then(|p| p.split_once('/'))
+        .is_some_and(|(pns, name)| pns == ns && name.starts_with(prefix))
+}
+
+fn namespace_of(pod: Option<&str>) -> Option<&str> {
+    pod.and_then(|p| p.split_once('/')).map(|(ns, _)| ns)
 }
 
 const VERDICTS: [&str; 2] = ["FORWARDED", "DROPPED"];
@@ -128,6 +208,15 @@ impl FlowQuery {
                 "to_ip" => f.to_ip = Some(ip("to_ip", &value)?),
                 "ip" => f.ip = Some(ip("ip", &value)?),
                 "service" => f.service = Some(value).filter(|v| !v.is_empty()),
+                "from_pod" => f.from_pod = Some(value).filter(|v| !v.is_empty()),
+                "to_pod" => f.to_pod = Some(value).filter(|v| !v.is_empty()),
+                "pod" => f.pod = Some(value).filter(|v| !v.is_empty()),
+                "from_namespace" => f.from_namespace = Some(value).filter(|v| !v.is_empty()),
+                "to_namespace" => f.to_namespace = Some(value).filter(|v| !v.is_empty()),
+                "namespace" => f.namespace = Some(value).filter(|v| !v.is_empty()),
+                "from_label" => f.from_label = Some(Labels::parse(&key, &value)?),
+                "to_label" => f.to_label = Some(Labels::parse(&key, &value)?),
+                "label" => f.label = Some(Labels::parse(&key, &value)?),
                 "not" => {
                     f.not = match value.as_str() {
                         "true" => true,
@@ -171,6 +260,15 @@ impl FlowQuery {
         push("to_ip", f.to_ip.map(|i| i.to_string()));
         push("ip", f.ip.map(|i| i.to_string()));
         push("service", f.service.clone());
+        push("from_pod", f.from_pod.clone());
+        push("to_pod", f.to_pod.clone());
+        push("pod", f.pod.clone());
+        push("from_namespace", f.from_namespace.clone());
+        push("to_namespace", f.to_namespace.clone());
+        push("namespace", f.namespace.clone());
+        push("from_label", f.from_label.as_ref().map(ToString::to_string));
+        push("to_label", f.to_label.as_ref().map(ToString::to_string));
+        push("label", f.label.as_ref().map(ToString::to_string));
         push("not", f.not.then(|| "true".to_owned()));
         parts.join("&")
     }
@@ -205,6 +303,42 @@ impl FlowFilter {
                     || same_ip(f.translated_ip.as_deref(), ip)
             })
             && service_ok
+            && self.pods_match(f)
+    }
+
+    fn pods_match(&self, f: &Flow) -> bool {
+        let (src, dst) = (f.source_pod.as_deref(), f.destination_pod.as_deref());
+        let either = |test: &dyn Fn(Option<&str>) -> bool| test(src) || test(dst);
+        self.from_pod.as_deref().is_none_or(|w| pod_matches(w, src))
+            && self.to_pod.as_deref().is_none_or(|w| pod_matches(w, dst))
+            && self
+                .pod
+                .as_deref()
+                .is_none_or(|w| either(&|p| pod_matches(w, p)))
+            && self
+                .from_namespace
+                .as_deref()
+                .is_none_or(|w| namespace_of(src) == Some(w))
+            && self
+                .to_namespace
+                .as_deref()
+                .is_none_or(|w| namespace_of(dst) == Some(w))
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|w| either(&|p| namespace_of(p) == Some(w)))
+            && self
+                .from_label
+                .as_ref()
+                .is_none_or(|l| src.is_some() && l.matches(&f.source_labels))
+            && self
+                .to_label
+                .as_ref()
+                .is_none_or(|l| dst.is_some() && l.matches(&f.destination_labels))
+            && self.label.as_ref().is_none_or(|l| {
+                (src.is_some() && l.matches(&f.source_labels))
+                    || (dst.is_some() && l.matches(&f.destination_labels))
+            })
     }
 
     #[must_use]
@@ -237,6 +371,14 @@ mod tests {
             tcp_flags: vec!["SYN".into()],
             snat: true,
             socket_cookie: None,
+            traffic_direction: "ingress".into(),
+            source_pod: None,
+            source_labels: Vec::new(),
+            destination_pod: Some("default/web-1".into()),
+            destination_labels: vec!["app=web".into(), "tier=front".into()],
+            l2_event: None,
+            l2_previous_owner: None,
+            l2_failover_ms: None,
         }
     }
 
@@ -293,5 +435,79 @@ mod tests {
         assert!(yes("verdict=DROPPED&not=true"));
         assert!(!yes("protocol=TCP&not=true"));
         assert!(yes("service="));
+    }
+
+    #[test]
+    fn pod_namespace_and_label_parameters_parse_and_round_trip() {
+        let q = FlowQuery::parse(Some(
+            "from_pod=kube-system%2Fcoredns&to_pod=web&pod=default%2Fweb-1&from_namespace=a\
+             &to_namespace=b&namespace=c&from_label=app%3Dweb%2Ctier&to_label=k&label=x%3D",
+        ))
+        .unwrap();
+        let f = &q.filter;
+        assert_eq!(f.from_pod.as_deref(), Some("kube-system/coredns"));
+        assert_eq!(f.to_pod.as_deref(), Some("web"));
+        assert_eq!(f.namespace.as_deref(), Some("c"));
+        assert_eq!(
+            f.from_label,
+            Some(Labels(vec![
+                ("app".into(), Some("web".into())),
+                ("tier".into(), None)
+            ]))
+        );
+        assert_eq!(
+            f.label,
+            Some(Labels(vec![("x".into(), Some(String::new()))]))
+        );
+        assert_eq!(FlowQuery::parse(Some(&q.to_query())).unwrap(), q);
+        for bad in [
+            "label=",
+            "label=%3Dv",
+            "from_label=a%2C%2Cb",
+            "to_label=a%2C",
+        ] {
+            let e = FlowQuery::parse(Some(bad)).unwrap_err();
+            assert!(e.contains("k=v or k"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn pods_match_by_namespace_and_name_prefix_namespaces_and_labels_by_side() {
+        let mut f = flow();
+        f.source_pod = Some("kube-system/client-abc".into());
+        f.source_labels = vec!["app=client".into()];
+        let yes = |f: &Flow, q: &str| FlowQuery::parse(Some(q)).unwrap().filter.matches(f);
+        // Pods: [namespace/]prefix, no namespace meaning `default`.
+        assert!(yes(&f, "to_pod=web") && yes(&f, "to_pod=default/web-1"));
+        assert!(!yes(&f, "to_pod=kube-system/web") && !yes(&f, "to_pod=db"));
+        assert!(yes(&f, "from_pod=kube-system/client") && !yes(&f, "from_pod=client"));
+        assert!(!yes(&f, "from_pod=default/web"), "the source is not web");
+        assert!(yes(&f, "pod=web") && yes(&f, "pod=kube-system/cl"));
+        assert!(!yes(&f, "pod=other"));
+        // Namespaces.
+        assert!(yes(&f, "from_namespace=kube-system") && !yes(&f, "from_namespace=default"));
+        assert!(yes(&f, "to_namespace=default") && !yes(&f, "to_namespace=kube-system"));
+        assert!(yes(&f, "namespace=default") && yes(&f, "namespace=kube-system"));
+        assert!(!yes(&f, "namespace=prod"));
+        // Labels: k=v or k, every one on the same side.
+        assert!(yes(&f, "to_label=app%3Dweb%2Ctier") && yes(&f, "to_label=tier%3Dfront"));
+        assert!(!yes(&f, "to_label=app%3Dclient") && !yes(&f, "to_label=app%3Dweb%2Czone"));
+        assert!(yes(&f, "from_label=app") && !yes(&f, "from_label=tier"));
+        assert!(yes(&f, "label=app%3Dclient") && yes(&f, "label=tier"));
+        assert!(!yes(&f, "label=app%3Dclient%2Ctier"), "not on one side");
+        assert!(!yes(&f, "label=ap"), "a key is not a prefix");
+        // --not inverts them too; a flow without pods matches no pod filter.
+        assert!(yes(&f, "to_pod=db&not=true") && !yes(&f, "to_pod=web&not=true"));
+        let bare = flow_without_pods();
+        assert!(!yes(&bare, "pod=web") && !yes(&bare, "namespace=default"));
+        assert!(!yes(&bare, "label=app") && yes(&bare, "label=app&not=true"));
+    }
+
+    fn flow_without_pods() -> Flow {
+        Flow {
+            destination_pod: None,
+            destination_labels: Vec::new(),
+            ..flow()
+        }
     }
 }

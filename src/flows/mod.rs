@@ -6,6 +6,7 @@
 
 pub mod filter;
 pub mod history;
+pub mod pods;
 pub mod reader;
 
 use std::fmt::Write as _;
@@ -64,6 +65,44 @@ pub struct Flow {
     /// The socket's cookie (socket-LB events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_cookie: Option<u64>,
+    /// `ingress` (north-south, l2: from outside to the node) or `egress` (masquerade, socket
+    /// LB: a pod's or the host's connection out), Hubble's words.
+    #[serde(default)]
+    pub traffic_direction: String,
+    /// The pod of the source address (`namespace/name`), when it is one the model knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_pod: Option<String>,
+    /// The source pod's labels, `k=v`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_labels: Vec<String>,
+    /// The pod of the destination: the translated address (the backend) when there is one,
+    /// else the destination address (masquerade: the destination address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_pod: Option<String>,
+    /// The destination pod's labels, `k=v`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination_labels: Vec<String>,
+    /// An `l2` event of the agent rather than an answer of the responder: `takeover` when
+    /// this node started announcing the destination address (first election or failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_event: Option<String>,
+    /// The node that announced the address before (a takeover from another node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_previous_owner: Option<String>,
+    /// A failover's duration: from this node seeing the previous owner fail to announcing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_failover_ms: Option<u64>,
+}
+
+/// Hubble's `traffic_direction` of a kind: what comes in from outside is `ingress`, what a
+/// pod or the host sends out is `egress`.
+#[must_use]
+pub fn direction_of(kind: &str) -> &'static str {
+    match kind {
+        "north-south" | "l2" => "ingress",
+        "masquerade" | "sock-lb" => "egress",
+        _ => "unknown",
+    }
 }
 
 fn addr(family: u8, words: &[u32; 4]) -> IpAddr {
@@ -150,11 +189,12 @@ pub fn decode(
         (false, _) => protocol_name(ev.proto),
     };
     let translated = !dropped && ev.xaddr != [0; 4];
+    let kind = kind_name(ev.kind);
     Flow {
         seq,
         time_unix_ms,
         node: node.to_owned(),
-        kind: kind_name(ev.kind).to_owned(),
+        kind: kind.to_owned(),
         verdict: if dropped { "DROPPED" } else { "FORWARDED" }.to_owned(),
         drop_reason: drop_reason(ev.reason),
         protocol,
@@ -169,9 +209,18 @@ pub fn decode(
         tcp_flags: tcp_flags(ev.tcp_flags),
         snat: ev.flags & FLOW_FLAG_SNAT != 0,
         socket_cookie: (sock && ev.cookie != 0).then_some(ev.cookie),
+        traffic_direction: direction_of(kind).to_owned(),
+        source_pod: None,
+        source_labels: Vec::new(),
+        destination_pod: None,
+        destination_labels: Vec::new(),
+        l2_event: None,
+        l2_previous_owner: None,
+        l2_failover_ms: None,
     }
 }
 
+/// `ip:port` (`[ip]:port` for IPv6), or `ns/pod:port`.
 fn endpoint(ip: &str, port: Option<u16>) -> String {
     let ip = if ip.contains(':') {
         format!("[{ip}]")
@@ -184,22 +233,38 @@ fn endpoint(ip: &str, port: Option<u16>) -> String {
     }
 }
 
-/// One line like `hubble observe`'s compact output.
+/// One line like `hubble observe`'s compact output; a pod's address shows as `ns/pod` (as
+/// Hubble shows it).
 #[must_use]
 pub fn compact(f: &Flow, time: &str) -> String {
-    let src = f
-        .source_ip
-        .as_deref()
-        .map_or_else(|| "socket".to_owned(), |ip| endpoint(ip, f.source_port));
+    if let Some(event) = &f.l2_event {
+        return l2_event_line(f, event, time);
+    }
+    let masq = f.kind == "masquerade";
+    let src = match (&f.source_pod, &f.source_ip) {
+        (Some(pod), Some(_)) => endpoint(pod, f.source_port),
+        (None, Some(ip)) => endpoint(ip, f.source_port),
+        (_, None) => "socket".to_owned(),
+    };
     let dst_port = (f.kind != "l2").then_some(f.destination_port);
-    let dst = endpoint(&f.destination_ip, dst_port);
+    // The destination pod is the translated address's unless nothing was translated (or it is
+    // a masquerade, whose translation is the node's address).
+    let pod_is_dst = f.translated_ip.is_none() || masq;
+    let dst = match &f.destination_pod {
+        Some(pod) if pod_is_dst => endpoint(pod, dst_port),
+        _ => endpoint(&f.destination_ip, dst_port),
+    };
     let mut line = format!("{time} {} {}: {src} -> {dst}", f.node, f.kind);
     if let Some(svc) = &f.service {
         let _ = write!(line, " ({svc})");
     }
     if let Some(ip) = &f.translated_ip {
-        let arrow = if f.kind == "masquerade" { "as" } else { "=>" };
-        let _ = write!(line, " {arrow} {}", endpoint(ip, f.translated_port));
+        let arrow = if masq { "as" } else { "=>" };
+        let shown = match &f.destination_pod {
+            Some(pod) if !pod_is_dst => pod,
+            _ => ip,
+        };
+        let _ = write!(line, " {arrow} {}", endpoint(shown, f.translated_port));
     }
     let _ = write!(line, " {} {}", f.protocol, f.verdict);
     if let Some(r) = &f.drop_reason {
@@ -211,6 +276,25 @@ pub fn compact(f: &Flow, time: &str) -> String {
     if f.snat {
         line.push_str(" snat");
     }
+    if let Some(i) = &f.interface {
+        let _ = write!(line, " on {i}");
+    }
+    line
+}
+
+/// `TIME NODE l2: takeover ADDRESS [from NODE [after N ms]] PROTO on IFACE`.
+fn l2_event_line(f: &Flow, event: &str, time: &str) -> String {
+    let mut line = format!("{time} {} {}: {event} {}", f.node, f.kind, f.destination_ip);
+    if let Some(svc) = &f.service {
+        let _ = write!(line, " ({svc})");
+    }
+    if let Some(from) = &f.l2_previous_owner {
+        let _ = write!(line, " from {from}");
+    }
+    if let Some(ms) = f.l2_failover_ms {
+        let _ = write!(line, " after {ms} ms");
+    }
+    let _ = write!(line, " {}", f.protocol);
     if let Some(i) = &f.interface {
         let _ = write!(line, " on {i}");
     }
@@ -239,6 +323,14 @@ pub(crate) fn test_flow(node: &str, seq: u64, time_unix_ms: u64) -> Flow {
         tcp_flags: Vec::new(),
         snat: false,
         socket_cookie: None,
+        traffic_direction: "egress".into(),
+        source_pod: None,
+        source_labels: Vec::new(),
+        destination_pod: None,
+        destination_labels: Vec::new(),
+        l2_event: None,
+        l2_previous_owner: None,
+        l2_failover_ms: None,
     }
 }
 
@@ -283,6 +375,15 @@ mod tests {
             compact(&f, "12:00:00.000"),
             "12:00:00.000 node1 sock-lb: socket -> 10.96.0.10:80 => 10.244.0.5:8080 TCP FORWARDED"
         );
+        assert_eq!(f.traffic_direction, "egress");
+        // With the backend's pod known, the pod is shown instead of its address.
+        let mut f = f;
+        f.destination_pod = Some("default/web-1".into());
+        f.service = Some("default/web".into());
+        assert_eq!(
+            compact(&f, "t"),
+            "t node1 sock-lb: socket -> 10.96.0.10:80 (default/web) => default/web-1:8080 TCP FORWARDED"
+        );
     }
 
     #[test]
@@ -309,6 +410,7 @@ mod tests {
         assert_eq!(f.tcp_flags, ["SYN"]);
         assert_eq!(f.interface.as_deref(), Some("eth3"));
         assert!(compact(&f, "t").ends_with("TCP DROPPED (source-range) [SYN] on eth3"));
+        assert_eq!(f.traffic_direction, "ingress");
 
         let pod: Ipv6Addr = "fd00:10:244::5".parse().unwrap();
         let node: Ipv6Addr = "2001:db8::1".parse().unwrap();
@@ -332,13 +434,23 @@ mod tests {
             family: 6,
             ..FlowEvent::default()
         };
-        let f = decode(&ev, 2, "n", 0, |_| None);
+        let mut f = decode(&ev, 2, "n", 0, |_| None);
+        assert_eq!(f.traffic_direction, "egress");
         assert_eq!(f.source_ip.as_deref(), Some("fd00:10:244::5"));
         assert_eq!(f.translated_ip.as_deref(), Some("2001:db8::1"));
         assert!(
             compact(&f, "t").contains(
                 "[fd00:10:244::5]:5555 -> [2001:db8:100::10]:53 as [2001:db8::1]:61234 UDP"
             ),
+            "{}",
+            compact(&f, "t")
+        );
+        // A masquerade's pods: the source, and a destination pod by its own address.
+        f.source_pod = Some("default/client".into());
+        f.destination_pod = Some("kube-system/dns".into());
+        assert!(
+            compact(&f, "t")
+                .contains("default/client:5555 -> kube-system/dns:53 as [2001:db8::1]:61234 UDP"),
             "{}",
             compact(&f, "t")
         );

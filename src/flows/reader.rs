@@ -70,22 +70,42 @@ pub struct KernelCounts {
     pub ring_full: u64,
 }
 
-pub fn kernel_counts(maps_dir: &Path) -> Result<KernelCounts, FlowError> {
-    let name = map_names::FLOW_STATS;
-    let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(maps_dir, name)?)
-        .map_err(|source| FlowError::Map { name, source })?;
-    let sum = |i: u32| -> Result<u64, FlowError> {
-        Ok(stats
-            .get(&i, 0)
-            .map_err(|source| FlowError::Map { name, source })?
-            .iter()
-            .sum())
-    };
-    Ok(KernelCounts {
-        emitted: sum(FLOW_STAT_EMITTED)?,
-        rate_limited: sum(FLOW_STAT_RATE_LIMITED)?,
-        ring_full: sum(FLOW_STAT_RING_FULL)?,
-    })
+/// `fe_flowstat_v1`, opened once and read on every `/v1/flows` answer.
+pub struct StatsMap {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl std::fmt::Debug for StatsMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsMap").finish_non_exhaustive()
+    }
+}
+
+impl StatsMap {
+    pub fn open(maps_dir: &Path) -> Result<Self, FlowError> {
+        let name = map_names::FLOW_STATS;
+        let map = PerCpuArray::try_from(open(maps_dir, name)?)
+            .map_err(|source| FlowError::Map { name, source })?;
+        Ok(Self { map })
+    }
+
+    /// What the programs counted, summed over CPUs.
+    pub fn counts(&self) -> Result<KernelCounts, FlowError> {
+        let name = map_names::FLOW_STATS;
+        let sum = |i: u32| -> Result<u64, FlowError> {
+            Ok(self
+                .map
+                .get(&i, 0)
+                .map_err(|source| FlowError::Map { name, source })?
+                .iter()
+                .sum())
+        };
+        Ok(KernelCounts {
+            emitted: sum(FLOW_STAT_EMITTED)?,
+            rate_limited: sum(FLOW_STAT_RATE_LIMITED)?,
+            ring_full: sum(FLOW_STAT_RING_FULL)?,
+        })
+    }
 }
 
 /// Flows the programs decided, by kind and drop reason (`None`: forwarded), counted whether or

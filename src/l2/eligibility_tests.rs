@@ -29,6 +29,7 @@ fn snap(etp: TrafficPolicy, interfaces: &[&str]) -> Snapshot {
                 serving: true,
                 terminating: false,
                 node_name: Some("node2".into()),
+                pod: None,
             }],
         },
     );

@@ -27,6 +27,7 @@ fn snapshot(etp: TrafficPolicy) -> Snapshot {
         serving: true,
         terminating: false,
         node_name: Some(node.into()),
+        pod: None,
     };
     let slice = EndpointSlice {
         name: ServiceName::new("default", "web-1"),

@@ -76,6 +76,7 @@ fn slice(name: usize, service: usize, rng: &mut Rng) -> EndpointSlice {
                 serving: true,
                 terminating: rng.below(2) == 0,
                 node_name: Some(if rng.below(2) == 0 { "node1" } else { "node2" }.into()),
+                pod: None,
             })
             .collect(),
     }

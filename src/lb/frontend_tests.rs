@@ -30,6 +30,7 @@ fn ep(addrs: &[&str], ready: bool, serving: bool, terminating: bool) -> Endpoint
         serving,
         terminating,
         node_name: None,
+        pod: None,
     }
 }
 

@@ -232,6 +232,9 @@ pub struct Endpoint {
     pub serving: bool,
     pub terminating: bool,
     pub node_name: Option<SmolStr>,
+    /// `targetRef` when it is a Pod: its namespace/name (flows name a backend on another node
+    /// by it; the kube source reads only this node's pods).
+    pub pod: Option<ServiceName>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

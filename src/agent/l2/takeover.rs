@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::api::L2AddressView;
+use crate::flows::Flow;
 use crate::l2::membership::{MemberState, MemberView};
 
 /// Per member, when this node saw it leave `alive` (Unix ms), while it has not come back.
@@ -16,12 +17,63 @@ pub struct Takeovers {
 }
 
 /// What gaining one address was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gain {
     /// Nobody announced it before (a new address, or this node's own at start).
     Claim,
-    /// Another node announced it; `failover` is set when that node had failed.
-    Takeover { failover: Option<Duration> },
+    /// Another node (`from`) announced it; `failover` is set when that node had failed.
+    Takeover {
+        from: String,
+        failover: Option<Duration>,
+    },
+}
+
+/// One address this node started announcing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gained {
+    pub address: IpAddr,
+    pub interface: String,
+    pub gain: Gain,
+    pub at_unix_ms: u64,
+}
+
+impl Gained {
+    /// The `l2` flow that says so (`l2_event: takeover`), for the flow history.
+    #[must_use]
+    pub fn flow(&self, seq: u64, node: &str) -> Flow {
+        let (from, failover) = match &self.gain {
+            Gain::Claim => (None, None),
+            Gain::Takeover { from, failover } => (Some(from.clone()), *failover),
+        };
+        Flow {
+            seq,
+            time_unix_ms: self.at_unix_ms,
+            node: node.to_owned(),
+            kind: "l2".into(),
+            verdict: "FORWARDED".into(),
+            drop_reason: None,
+            protocol: if self.address.is_ipv4() { "ARP" } else { "NDP" }.into(),
+            source_ip: None,
+            source_port: None,
+            destination_ip: self.address.to_string(),
+            destination_port: 0,
+            translated_ip: None,
+            translated_port: None,
+            service: None,
+            interface: Some(self.interface.clone()),
+            tcp_flags: Vec::new(),
+            snat: false,
+            socket_cookie: None,
+            traffic_direction: crate::flows::direction_of("l2").into(),
+            source_pod: None,
+            source_labels: Vec::new(),
+            destination_pod: None,
+            destination_labels: Vec::new(),
+            l2_event: Some("takeover".into()),
+            l2_previous_owner: from,
+            l2_failover_ms: failover.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
 }
 
 impl Takeovers {
@@ -49,6 +101,7 @@ impl Takeovers {
         match before {
             None => Gain::Claim,
             Some(owner) => Gain::Takeover {
+                from: owner.to_owned(),
                 failover: self
                     .left_alive
                     .get(owner)
@@ -100,6 +153,7 @@ mod tests {
         assert_eq!(
             t.gained(ip, "n2", &owned_by("n1"), 1600),
             Gain::Takeover {
+                from: "n1".into(),
                 failover: Some(Duration::from_millis(600))
             }
         );
@@ -107,7 +161,10 @@ mod tests {
         t.observe(&[member("n1", MemberState::Alive, 2000)]);
         assert_eq!(
             t.gained(ip, "n2", &owned_by("n1"), 3000),
-            Gain::Takeover { failover: None }
+            Gain::Takeover {
+                from: "n1".into(),
+                failover: None
+            }
         );
     }
 
@@ -117,5 +174,56 @@ mod tests {
         let t = Takeovers::default();
         assert_eq!(t.gained(ip, "n2", &[], 5), Gain::Claim);
         assert_eq!(t.gained(ip, "n2", &owned_by("n2"), 5), Gain::Claim);
+    }
+
+    #[test]
+    fn a_gained_address_is_an_l2_takeover_flow() {
+        let failover = Gained {
+            address: "192.168.1.10".parse().unwrap(),
+            interface: "eth0".into(),
+            gain: Gain::Takeover {
+                from: "n1".into(),
+                failover: Some(Duration::from_millis(850)),
+            },
+            at_unix_ms: 1_700_000_000_000,
+        };
+        let f = failover.flow(9, "n2");
+        assert_eq!(
+            (f.seq, f.time_unix_ms, f.node.as_str()),
+            (9, 1_700_000_000_000, "n2")
+        );
+        assert_eq!((f.kind.as_str(), f.protocol.as_str()), ("l2", "ARP"));
+        assert_eq!(f.l2_event.as_deref(), Some("takeover"));
+        assert_eq!(f.l2_previous_owner.as_deref(), Some("n1"));
+        assert_eq!(f.l2_failover_ms, Some(850));
+        assert_eq!(
+            (f.destination_ip.as_str(), f.destination_port),
+            ("192.168.1.10", 0)
+        );
+        assert_eq!(f.traffic_direction, "ingress");
+        assert_eq!(
+            crate::flows::compact(&f, "t"),
+            "t n2 l2: takeover 192.168.1.10 from n1 after 850 ms ARP on eth0"
+        );
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["l2_event"], "takeover");
+        assert!(json.get("source_ip").is_none() && json.get("source_pod").is_none());
+
+        // A first election (nobody announced it): no previous owner, an IPv6 address is NDP.
+        let claim = Gained {
+            address: "fd00::10".parse().unwrap(),
+            interface: "eth1".into(),
+            gain: Gain::Claim,
+            at_unix_ms: 5,
+        };
+        let f = claim.flow(1, "n2");
+        assert_eq!(f.protocol, "NDP");
+        assert_eq!(
+            (f.l2_previous_owner.as_deref(), f.l2_failover_ms),
+            (None, None)
+        );
+        assert_eq!(f.l2_event.as_deref(), Some("takeover"));
+        let q = crate::flows::filter::FlowQuery::parse(Some("type=l2&protocol=NDP")).unwrap();
+        assert!(q.filter.matches(&f));
     }
 }

@@ -27,6 +27,16 @@ struct EndpointManifest {
     addresses: Option<Vec<String>>,
     conditions: Option<Conditions>,
     node_name: Option<String>,
+    target_ref: Option<TargetRef>,
+}
+
+/// `targetRef`: the object behind the endpoint (a Pod, for a selector's slices).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct TargetRef {
+    kind: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
 }
 
 /// `conditions`; every field is optional in Kubernetes and has a defined meaning when unset.
@@ -83,7 +93,7 @@ pub(super) fn decode(mut value: Value) -> Result<Decoded, ObjectError> {
     let endpoints = raw_endpoints
         .into_iter()
         .enumerate()
-        .map(|(index, endpoint)| self::endpoint(endpoint, address_type, index))
+        .map(|(index, endpoint)| self::endpoint(endpoint, address_type, index, &name.namespace))
         .collect::<Result<_, _>>()?;
     let raw_ports: Vec<Value> = decode_field(take(&mut value, "ports"), "ports")?;
     // SCTP ports are left out: no Service port of ferrite's uses them.
@@ -106,6 +116,7 @@ fn endpoint(
     value: Value,
     address_type: AddressType,
     index: usize,
+    namespace: &str,
 ) -> Result<Endpoint, ObjectError> {
     let field = format!("endpoints[{index}]");
     let manifest: EndpointManifest = decode_field(value, &field)?;
@@ -148,6 +159,16 @@ fn endpoint(
             .node_name
             .filter(|n| !n.is_empty())
             .map(SmolStr::from),
+        pod: manifest.target_ref.and_then(|t| pod_of(t, namespace)),
+    })
+}
+
+/// The pod a `targetRef` names (its namespace defaults to the slice's); `None` for other kinds.
+fn pod_of(t: TargetRef, namespace: &str) -> Option<ServiceName> {
+    let name = t.name.filter(|n| !n.is_empty())?;
+    (t.kind.as_deref() == Some("Pod")).then(|| {
+        let ns = t.namespace.filter(|n| !n.is_empty());
+        ServiceName::new(ns.as_deref().unwrap_or(namespace), name.as_str())
     })
 }
 

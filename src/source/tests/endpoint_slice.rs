@@ -177,3 +177,31 @@ fn sctp_slice_ports_are_skipped_and_the_others_kept() {
         }]
     );
 }
+
+#[test]
+fn a_pod_target_ref_names_the_endpoints_pod() {
+    let slice = one_slice(&with_body(
+        "IPv4",
+        "endpoints:
+- addresses: [10.42.0.5]
+  targetRef: {kind: Pod, name: web-7d9f-x2k4q, namespace: shop}
+- addresses: [10.42.0.6]
+  targetRef: {kind: Pod, name: web-7d9f-abcde}
+- addresses: [10.42.0.7]
+  targetRef: {kind: Node, name: node-a}
+- addresses: [10.42.0.8]
+ports: []
+",
+    ));
+    let pods: Vec<Option<ServiceName>> = slice.endpoints.iter().map(|e| e.pod.clone()).collect();
+    assert_eq!(
+        pods,
+        [
+            Some(ServiceName::new("shop", "web-7d9f-x2k4q")),
+            // No namespace: the slice's.
+            Some(ServiceName::new("shop", "web-7d9f-abcde")),
+            None,
+            None,
+        ]
+    );
+}

@@ -119,6 +119,16 @@ impl Agent {
     /// Starts `ferrite agent` with an empty watched folder under `work` and waits until its
     /// status answers. `label` names the log file.
     pub fn start(ferrite: &Path, work: &Path, label: &str) -> Result<Self, String> {
+        Self::start_with(ferrite, work, label, &[])
+    }
+
+    /// [`Agent::start`] with `extra` appended to the agent's arguments.
+    pub fn start_with(
+        ferrite: &Path,
+        work: &Path,
+        label: &str,
+        extra: &[&str],
+    ) -> Result<Self, String> {
         ensure_bpffs()?;
         let source_dir = work.join(format!("{label}-services"));
         let state_dir = work.join(format!("{label}-state"));
@@ -149,6 +159,7 @@ impl Agent {
         // The root netns: never attach north-south to the host's own NICs.
         command
             .args(["--devices", "none"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
@@ -249,6 +260,31 @@ impl Agent {
         }
     }
 
+    /// The `stats` of the agent's `/v1/flows` (curl over the API socket).
+    pub fn flow_stats(&self) -> Result<Value, String> {
+        let out = cmd::run(
+            Command::new("curl")
+                .args(["-sf", "--unix-socket"])
+                .arg(&self.socket)
+                .arg("http://ferrite/v1/flows?last=1"),
+        )
+        .map_err(|e| format!("curl /v1/flows: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("/v1/flows: {e}"))?;
+        Ok(v["stats"].clone())
+    }
+
+    /// CPU time the agent used so far (user + system, all threads), from /proc/PID/stat.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let text = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+        let ticks = cpu_ticks(&text).ok_or_else(|| format!("no utime/stime in {path}"))?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        #[expect(clippy::cast_precision_loss, reason = "clock ticks are far below 2^52")]
+        Ok(ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+    }
+
     /// `VmRSS` and `VmHWM` of the agent.
     pub fn memory(&self) -> Result<Memory, String> {
         Memory::of(self.child.id())
@@ -258,6 +294,16 @@ impl Agent {
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/PID/stat line; the command name in parentheses
+/// may hold spaces, so fields count from its closing parenthesis.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 impl Drop for Agent {
@@ -272,6 +318,14 @@ impl Drop for Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_after_the_command_name() {
+        let stat = "4242 (ferrite agent) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0";
+        assert_eq!(cpu_ticks(stat), Some(175));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+        assert_eq!(cpu_ticks("no parenthesis"), None);
+    }
 
     #[test]
     fn finds_last_apply_wherever_it_is() {

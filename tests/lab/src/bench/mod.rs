@@ -3,6 +3,7 @@
 
 mod agent;
 mod cni;
+mod flows;
 mod kube;
 mod l2;
 mod masq;
@@ -48,11 +49,11 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods, sizes
-    /// (default all)
+    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods, flows,
+    /// sizes (default all)
     #[argh(
         option,
-        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods,sizes\")"
+        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods,flows,sizes\")"
     )]
     sections: String,
     /// sizes: the cargo target folder holding `make cross` and `make package` output
@@ -139,6 +140,7 @@ struct Sections {
     cni: bool,
     kube: bool,
     pods: bool,
+    flows: bool,
     sizes: bool,
 }
 
@@ -150,6 +152,7 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
         cni: false,
         kube: false,
         pods: false,
+        flows: false,
         sizes: false,
     };
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -160,15 +163,16 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
             "cni" => s.cni = true,
             "kube" => s.kube = true,
             "pods" => s.pods = true,
+            "flows" => s.flows = true,
             "sizes" => s.sizes = true,
             other => {
                 return Err(format!(
-                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods, sizes)"
+                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods, flows, sizes)"
                 ));
             }
         }
     }
-    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube || s.pods || s.sizes {
+    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube || s.pods || s.flows || s.sizes {
         Ok(s)
     } else {
         Err("no section to run".into())
@@ -217,6 +221,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         cni: None,
         kube: None,
         pods: None,
+        flows: None,
         sizes: None,
         notes: Vec::new(),
     };
@@ -279,6 +284,18 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         )));
         results.notes.extend(pods::notes());
     }
+    if sections.flows {
+        check_interrupted()?;
+        let settings = flows::FlowsSettings {
+            runs: settings.runs,
+            run: settings.run,
+            seconds: if args.quick { 1 } else { 3 },
+            threads: settings.threads,
+            flood: Duration::from_millis(if args.quick { 1000 } else { 3000 }),
+        };
+        results.flows = Some(flows::measure(&exe, ferrite.as_deref(), &work, &settings));
+        results.notes.extend(flows::notes());
+    }
     if sections.sizes {
         results.sizes = Some(sizes::measure(&args.target_dir, &work));
     }
@@ -319,6 +336,10 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             .pods
             .as_ref()
             .is_some_and(|p| p.value().is_none_or(pods::PodsBench::incomplete))
+        || results
+            .flows
+            .as_ref()
+            .is_some_and(|f| f.value().is_none_or(flows::FlowsBench::incomplete))
         || results
             .sizes
             .as_ref()
@@ -675,9 +696,12 @@ mod tests {
                 cni: false,
                 kube: false,
                 pods: false,
+                flows: false,
                 sizes: false,
             }
         );
+        assert!(parse_sections("flows").unwrap().flows);
+        assert!(!parse_sections("flows").unwrap().clusterip);
         assert!(parse_sections("sizes").unwrap().sizes);
         assert!(parse_sections("kube").unwrap().kube);
         assert!(parse_sections("pods").unwrap().pods);

@@ -134,7 +134,7 @@ struct Path_ {
     failed: Option<String>,
 }
 
-fn bench_service(
+pub(super) fn bench_service(
     name: &str,
     cluster_ip: Ipv4Addr,
     lb: Ipv4Addr,
@@ -149,7 +149,7 @@ fn bench_service(
     )
 }
 
-fn with_node_ports(
+pub(super) fn with_node_ports(
     name: &str,
     cluster_ip: Ipv4Addr,
     lb: Ipv4Addr,

@@ -112,6 +112,9 @@ pub struct Results {
     /// The pod network across nodes (`None` when not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<Cell<super::pods::PodsBench>>,
+    /// Flow export cost (`None` when not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flows: Option<Cell<super::flows::FlowsBench>>,
     /// Binary and image sizes (`None` when not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sizes: Option<super::sizes::SizesBench>,
@@ -303,6 +306,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(pods) = &r.pods {
         super::pods::markdown(pods, &mut out);
+    }
+    if let Some(flows) = &r.flows {
+        super::flows::markdown(flows, &mut out);
     }
     if let Some(sizes) = &r.sizes {
         super::sizes::markdown(sizes, &mut out);

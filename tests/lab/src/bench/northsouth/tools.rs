@@ -140,7 +140,11 @@ fn parse_wrk(text: &str) -> Result<(f64, f64, u64), String> {
 }
 
 /// Checks a path with one HTTP request: 200 from the expected backend.
-pub(super) fn check_path(lab: &NsLab, target: SocketAddr, backend: &str) -> Result<(), String> {
+pub(in crate::bench) fn check_path(
+    lab: &NsLab,
+    target: SocketAddr,
+    backend: &str,
+) -> Result<(), String> {
     let mut last = String::new();
     let ok =
         ferrite_lab::wait_until(
