@@ -166,7 +166,7 @@ fn run(ferrite: &Path) -> Result<(), String> {
     interrupted()?;
 
     step(
-        "ferrite agent on every node: --devices eth0 (L2 membership binds to the Node's InternalIP, peers are the other Nodes, one shared key file)",
+        "ferrite agent on every node with the DaemonSet's args (devices detected; L2 membership binds to the Node's InternalIP, peers are the other Nodes, one shared key file)",
     );
     let started = Instant::now();
     lab.start_agents().map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 //! gives next to the kernel answering for the node's own address. Published failover figures of
 //! other L2 announcers go in the same table as anchors.
 //!
-//! The lab is [`L2Lab`]: three nodes, each running `ferrite agent --devices eth0` (membership
+//! The lab is [`L2Lab`]: three nodes, each running the shipped DaemonSet's agent args (membership
 //! from the Node objects, one shared key file), one pod each, a `LoadBalancer` service with address
 //! 192.168.50.200 / `fd00:50::200` on the LAN, two clients on the LAN resolving it on-link.
 
@@ -434,7 +434,7 @@ pub fn markdown(l2: &Cell<L2Bench>, out: &mut String) {
 
 pub fn notes() -> Vec<String> {
     vec![
-        "L2 lab: a LAN bridge with three node netns, each running `ferrite agent --devices eth0` (L2 membership from the Node objects' InternalIPs, one shared key file; one pod each) and an L2AnnouncementPolicy for `^eth[0-9]+`; a LoadBalancer service with 192.168.50.200 / fd00:50::200 (on the LAN subnet, so clients resolve it on-link) and, during the trials, the pods of the nodes other than the first owner as endpoints (so breaking the owner leaves no dead endpoint)".into(),
+        "L2 lab: a LAN bridge with three node netns, each running the agent with the shipped DaemonSet's args (paths rewritten; devices detected; L2 membership from the Node objects' InternalIPs, one shared key file; one pod each) and an L2AnnouncementPolicy for `^eth[0-9]+`; a LoadBalancer service with 192.168.50.200 / fd00:50::200 (on the LAN subnet, so clients resolve it on-link) and, during the trials, the pods of the nodes other than the first owner as endpoints (so breaking the owner leaves no dead endpoint)".into(),
         "L2 trials: client2 sends an ARP request for the address every 20 ms and records every reply and gratuitous ARP; client1 opens a TCP connection every 20 ms (250 ms timeout). The owner is broken, the survivors must agree on a new owner, then it is healed (a fresh agent after kill -9, SIGCONT, link up) and must get the address back. Failover = fault → first ARP reply from the new owner's MAC; the longest request gap is short after kill -9 and SIGSTOP because the dead agent's pinned datapath keeps forwarding for clients that still have its MAC".into(),
         "Answers per second: `ferrite-lab` sends ARP requests / Neighbor Solicitations from one thread through a packet socket and counts the replies addressed to it; the kernel rows ask a node for its own address".into(),
     ]
