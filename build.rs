@@ -12,12 +12,13 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The `[[bin]]` objects of `bpf/ebpf`, as `src/datapath/mod.rs` embeds them.
-const OBJECTS: [&str; 5] = [
+const OBJECTS: [&str; 6] = [
     "ferrite-host",
     "ferrite-xdp",
     "ferrite-l2",
     "ferrite-sock",
     "ferrite-pod",
+    "ferrite-tunnel",
 ];
 
 fn main() -> anyhow::Result<()> {

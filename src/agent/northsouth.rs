@@ -52,6 +52,7 @@ impl DeviceWatch {
             devices,
             absent,
             pod_veths: detect::pod_veths(&facts),
+            tunnels: detect::tunnel_devs(&facts),
         })
     }
 }
@@ -63,6 +64,8 @@ pub struct Wanted {
     pub absent: Vec<String>,
     /// Local pods' host-side veths (BPF host routing).
     pub pod_veths: Vec<(String, u32)>,
+    /// ferrite's overlay device, when it exists (BPF host routing).
+    pub tunnels: Vec<(String, u32)>,
 }
 
 fn pin_names(pins: &[PathBuf]) -> String {
@@ -108,10 +111,11 @@ pub async fn maintain(
                 devices,
                 absent,
                 pod_veths,
+                tunnels,
             }) => {
                 let report = host.sync(&devices);
                 if let Some(pods) = host.pods.as_mut() {
-                    for (dev, e) in pods.sync(&pod_veths).errors {
+                    for (dev, e) in pods.sync(&pod_veths, &tunnels).errors {
                         warn!(device = %dev, error = %e, "host routing attach failed; retrying");
                     }
                 }
@@ -212,6 +216,7 @@ fn publish(shared: &SharedState, host: &crate::datapath::HostLb, selection: &str
             HostRoutingView {
                 mode: "bpf".into(),
                 pod_devices: pods.attached().keys().cloned().collect(),
+                overlay_device: pods.tunnel().map(str::to_owned),
                 to_pod_packets: c.to_pod,
                 redirected_packets: c.redirected + c.neigh,
                 stack_packets: c.stack,

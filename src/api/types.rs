@@ -108,6 +108,9 @@ pub struct HostRoutingView {
     /// The pods' veths the program is attached to.
     #[serde(default)]
     pub pod_devices: Vec<String>,
+    /// ferrite's overlay device, when host routing runs on its ingress too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_device: Option<String>,
     /// Packets sent into a local pod's netns past the stack.
     #[serde(default)]
     pub to_pod_packets: u64,

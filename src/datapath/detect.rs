@@ -152,6 +152,17 @@ pub fn pod_veths(facts: &NetFacts) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// ferrite's overlay device (`ferrite.vxlan`), if it exists, as (name, ifindex).
+#[must_use]
+pub fn tunnel_devs(facts: &NetFacts) -> Vec<(String, u32)> {
+    facts
+        .links
+        .iter()
+        .filter(|l| l.name == crate::routing::VXLAN_DEV && l.kind.as_deref() == Some("vxlan"))
+        .map(|l| (l.name.clone(), l.index))
+        .collect()
+}
+
 /// The devices named in `--devices`, as the dump sees them; names not found are returned apart.
 #[must_use]
 pub fn named(facts: &NetFacts, names: &[String]) -> (Vec<Device>, Vec<String>) {
@@ -289,6 +300,7 @@ mod tests {
     #[test]
     fn pod_veths_are_the_plugins_veths_only() {
         assert_eq!(pod_veths(&node()), [("fer1a2b3c4d".to_owned(), 5)]);
+        assert_eq!(tunnel_devs(&node()), [("ferrite.vxlan".to_owned(), 6)]);
     }
 
     #[test]

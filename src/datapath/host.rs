@@ -537,7 +537,9 @@ fn remove_stale(dir: &Path, wanted: &[PathBuf]) {
             .and_then(|n| n.to_str())
             .and_then(PinName::parse)
             .is_some_and(|p| {
-                !p.is_pod() && !matches!(p, PinName::TcxL2 { .. } | PinName::LegacyL2 { .. })
+                !p.is_pod()
+                    && !p.is_tunnel()
+                    && !matches!(p, PinName::TcxL2 { .. } | PinName::LegacyL2 { .. })
             });
         if ours && !wanted.contains(&path) {
             legacy::remove_logged(&path, "stale north-south hook");

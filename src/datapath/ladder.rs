@@ -116,7 +116,15 @@ pub enum PinName {
     TcxPod { dev: String },
     /// `podtc_<dev>`: legacy filter of BPF host routing on a pod's veth.
     LegacyPod { dev: String },
+    /// `tun_<dev>` (TCX link of BPF host routing on ferrite's overlay device's ingress).
+    TcxTunnel { dev: String },
+    /// `tuntc_<dev>`: legacy filter of BPF host routing on the overlay device.
+    LegacyTunnel { dev: String },
 }
+
+/// bpffs refuses names with a dot (`ferrite.vxlan`, VLAN devices like `eth0.100`): pin file
+/// names carry this instead.
+const DOT_ESCAPE: &str = "%";
 
 /// cls_bpf priorities ferrite owns (lower runs first): the L2 responder answers before the
 /// north-south programs look at a frame, as `LinkOrder::first()` does under TCX.
@@ -147,6 +155,8 @@ impl PinName {
     /// Parses a pin's file name; `None` for pins that are not device hooks (e.g. cgroup links).
     #[must_use]
     pub fn parse(name: &str) -> Option<Self> {
+        let unescaped = name.replace(DOT_ESCAPE, ".");
+        let name = unescaped.as_str();
         if let Some(rest) = name.strip_prefix("tcx_") {
             let (dev, dir) = split_dir(rest)?;
             Some(Self::TcxHost { dev, dir })
@@ -159,6 +169,14 @@ impl PinName {
             })
         } else if let Some(dev) = name.strip_prefix("l2_") {
             Some(Self::TcxL2 {
+                dev: dev.to_owned(),
+            })
+        } else if let Some(dev) = name.strip_prefix("tuntc_") {
+            Some(Self::LegacyTunnel {
+                dev: dev.to_owned(),
+            })
+        } else if let Some(dev) = name.strip_prefix("tun_") {
+            Some(Self::TcxTunnel {
                 dev: dev.to_owned(),
             })
         } else if let Some(dev) = name.strip_prefix("podtc_") {
@@ -184,7 +202,7 @@ impl PinName {
     #[must_use]
     pub fn file_name(&self) -> String {
         let mode = |g: &bool| if *g { "generic" } else { "native" };
-        match self {
+        let name = match self {
             Self::TcxHost { dev, dir } => format!("tcx_{dev}_{}", dir.as_str()),
             Self::LegacyHost { dev, dir } => format!("tc_{dev}_{}", dir.as_str()),
             Self::TcxL2 { dev } => format!("l2_{dev}"),
@@ -193,7 +211,10 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => format!("xdpnl_{dev}_{}", mode(generic)),
             Self::TcxPod { dev } => format!("pod_{dev}"),
             Self::LegacyPod { dev } => format!("podtc_{dev}"),
-        }
+            Self::TcxTunnel { dev } => format!("tun_{dev}"),
+            Self::LegacyTunnel { dev } => format!("tuntc_{dev}"),
+        };
+        name.replace('.', DOT_ESCAPE)
     }
 
     /// The north-south TC pin of `dev`'s `dir` hook under `backend`.
@@ -226,10 +247,26 @@ impl PinName {
         }
     }
 
+    /// The host-routing pin of overlay device `dev` under `backend`.
+    #[must_use]
+    pub fn tunnel(backend: TcBackend, dev: &str) -> Self {
+        let dev = dev.to_owned();
+        match backend {
+            TcBackend::Tcx => Self::TcxTunnel { dev },
+            TcBackend::Legacy => Self::LegacyTunnel { dev },
+        }
+    }
+
     /// Whether the pin is a pod veth's (host routing), not a device of the node's.
     #[must_use]
     pub fn is_pod(&self) -> bool {
         matches!(self, Self::TcxPod { .. } | Self::LegacyPod { .. })
+    }
+
+    /// Whether the pin is the overlay device's host-routing hook.
+    #[must_use]
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self, Self::TcxTunnel { .. } | Self::LegacyTunnel { .. })
     }
 
     /// The XDP pin of `dev` in a mode under `backend`.
@@ -255,6 +292,8 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => Self::XdpLink { dev, generic },
             Self::TcxPod { dev } => Self::LegacyPod { dev },
             Self::LegacyPod { dev } => Self::TcxPod { dev },
+            Self::TcxTunnel { dev } => Self::LegacyTunnel { dev },
+            Self::LegacyTunnel { dev } => Self::TcxTunnel { dev },
         }
     }
 
@@ -268,6 +307,7 @@ impl PinName {
                 | Self::LegacyL2 { .. }
                 | Self::XdpNetlink { .. }
                 | Self::LegacyPod { .. }
+                | Self::LegacyTunnel { .. }
         )
     }
 
@@ -282,7 +322,9 @@ impl PinName {
             | Self::XdpLink { dev, .. }
             | Self::XdpNetlink { dev, .. }
             | Self::TcxPod { dev }
-            | Self::LegacyPod { dev } => dev,
+            | Self::LegacyPod { dev }
+            | Self::TcxTunnel { dev }
+            | Self::LegacyTunnel { dev } => dev,
         }
     }
 }
@@ -322,6 +364,8 @@ mod tests {
             PinName::xdp(TcBackend::Legacy, "eth0", false),
             PinName::pod(TcBackend::Tcx, "fer1a2b3c4d"),
             PinName::pod(TcBackend::Legacy, "fer1a2b3c4d"),
+            PinName::tunnel(TcBackend::Tcx, "ferrite.vxlan"),
+            PinName::tunnel(TcBackend::Legacy, "ferrite.vxlan"),
         ] {
             assert_eq!(PinName::parse(&pin.file_name()), Some(pin.clone()));
             assert_eq!(pin.counterpart().counterpart(), pin);
@@ -342,6 +386,10 @@ mod tests {
             Some(PinName::LegacyPod { dev: "fer1".into() })
         );
         assert!(PinName::pod(TcBackend::Tcx, "fer1").is_pod());
+        assert_eq!(
+            PinName::tunnel(TcBackend::Tcx, "ferrite.vxlan").file_name(),
+            "tun_ferrite%vxlan"
+        );
         assert!(!PinName::l2(TcBackend::Tcx, "fer1").is_pod());
         assert_eq!(PinName::parse("cg123_fe_connect4"), None);
         assert_eq!(PinName::parse("tcx_eth0_sideways"), None);

@@ -99,6 +99,10 @@ pub(crate) static L2_OBJECT: &[u8] =
 pub(crate) static POD_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-pod"));
 
+/// The compiled eBPF object of the overlay-device attach point (BPF host routing).
+pub(crate) static TUNNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-tunnel"));
+
 /// The compiled eBPF object of the socket-layer attach point.
 pub(crate) static SOCK_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-sock"));

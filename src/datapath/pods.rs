@@ -18,9 +18,10 @@ use tracing::info;
 use super::devices::Device;
 use super::ladder::PinName;
 use super::maputil::{ignore_missing, map_err, take};
-use super::{DatapathConfig, DatapathError, POD_OBJECT, TcBackend, legacy, link};
+use super::{DatapathConfig, DatapathError, POD_OBJECT, TUNNEL_OBJECT, TcBackend, legacy, link};
 
 const PROGRAM: &str = "fe_pod_ingress";
+const TUNNEL_PROGRAM: &str = "fe_tunnel_ingress";
 
 /// Packets BPF host routing handled since the maps were created (summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +69,10 @@ pub fn plan(attached: &BTreeMap<String, u32>, wanted: &[(String, u32)]) -> PodPl
 /// The loaded pod program, its maps and the veths it is attached to.
 pub struct PodRouting {
     ebpf: Ebpf,
+    /// The overlay device's program (its own object: another attach point).
+    tunnel_ebpf: Ebpf,
+    /// The overlay device it is attached to.
+    tunnel: Option<(String, u32)>,
     devs: HashMap<MapData, u32, u32>,
     stats: PerCpuArray<MapData, u64>,
     attached: BTreeMap<String, u32>,
@@ -87,24 +92,37 @@ impl PodRouting {
     /// Loads the program with the shared pinned maps; attaches nothing ([`Self::sync`] does).
     pub fn open(cfg: &DatapathConfig) -> Result<Self, DatapathError> {
         let (maps_dir, links_dir) = (cfg.maps_dir(), cfg.links_dir());
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps_dir)
-            .load(POD_OBJECT)
-            .map_err(|e| DatapathError::Load {
-                pin_dir: maps_dir.clone(),
-                source: Box::new(e),
-            })?;
-        super::host::load_tc(&mut ebpf, PROGRAM)?;
+        let load = |object: &[u8], program: &'static str| -> Result<Ebpf, DatapathError> {
+            let mut ebpf = EbpfLoader::new()
+                .default_map_pin_directory(&maps_dir)
+                .load(object)
+                .map_err(|e| DatapathError::Load {
+                    pin_dir: maps_dir.clone(),
+                    source: Box::new(e),
+                })?;
+            super::host::load_tc(&mut ebpf, program)?;
+            Ok(ebpf)
+        };
+        let mut ebpf = load(POD_OBJECT, PROGRAM)?;
+        let tunnel_ebpf = load(TUNNEL_OBJECT, TUNNEL_PROGRAM)?;
         let devs = take(&mut ebpf, map_names::POD_DEVS)?;
         let stats = take(&mut ebpf, map_names::FWD_STATS)?;
         Ok(Self {
             ebpf,
+            tunnel_ebpf,
+            tunnel: None,
             devs,
             stats,
             attached: BTreeMap::new(),
             links_dir,
             tc: cfg.tc,
         })
+    }
+
+    /// The overlay device host routing is attached to.
+    #[must_use]
+    pub fn tunnel(&self) -> Option<&str> {
+        self.tunnel.as_ref().map(|(n, _)| n.as_str())
     }
 
     /// The veths attached now, by name.
@@ -119,26 +137,56 @@ impl PodRouting {
 
     fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         let prog = super::host::tc_prog(&mut self.ebpf, PROGRAM)?;
-        let dev = Device {
-            name: name.to_owned(),
-            ifindex,
-            v4: None,
-            v6: None,
-            addrs: Vec::new(),
-        };
-        link::attach_tc_hook(
-            self.tc,
-            PROGRAM,
-            prog,
-            &dev,
-            TcAttachType::Ingress,
-            LinkOrder::default(),
-            &self.links_dir,
-            &PinName::pod(self.tc, name),
-        )?;
+        let pin = PinName::pod(self.tc, name);
+        attach_ingress(self.tc, PROGRAM, prog, name, ifindex, &self.links_dir, &pin)?;
         self.devs
             .insert(ifindex, 0, 0)
             .map_err(map_err(map_names::POD_DEVS))
+    }
+
+    /// Follows ferrite's overlay device (`tunnels`: it, when it exists): attached when it
+    /// appears, re-attached when re-created or its hook is gone, detached when it goes.
+    fn sync_tunnel(&mut self, tunnels: &[(String, u32)], report: &mut PodSyncReport) {
+        let want = tunnels.first().cloned();
+        let intact = self.tunnel == want
+            && want.as_ref().is_none_or(|(name, _)| {
+                legacy::attached(
+                    &self
+                        .links_dir
+                        .join(PinName::tunnel(self.tc, name).file_name()),
+                )
+            });
+        if intact {
+            return;
+        }
+        if let Some((old, _)) = self.tunnel.take() {
+            let pin = self
+                .links_dir
+                .join(PinName::tunnel(self.tc, &old).file_name());
+            legacy::remove_logged(&pin, "overlay device changed");
+        }
+        let Some((name, ifindex)) = want else {
+            return;
+        };
+        let result = super::host::tc_prog(&mut self.tunnel_ebpf, TUNNEL_PROGRAM).and_then(|prog| {
+            let pin = PinName::tunnel(self.tc, &name);
+            attach_ingress(
+                self.tc,
+                TUNNEL_PROGRAM,
+                prog,
+                &name,
+                ifindex,
+                &self.links_dir,
+                &pin,
+            )
+        });
+        match result {
+            Ok(()) => {
+                report.attached.push(name.clone());
+                self.tunnel = Some((name, ifindex));
+            }
+            Err(e) => report.errors.push((name, e)),
+        }
     }
 
     fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
@@ -148,8 +196,9 @@ impl PodRouting {
 
     /// Attaches to every veth of `wanted` (adopting pinned links of a previous agent), detaches
     /// from veths that are gone, and drops pins and map entries nothing accounts for.
-    pub fn sync(&mut self, wanted: &[(String, u32)]) -> PodSyncReport {
+    pub fn sync(&mut self, wanted: &[(String, u32)], tunnels: &[(String, u32)]) -> PodSyncReport {
         let mut report = PodSyncReport::default();
+        self.sync_tunnel(tunnels, &mut report);
         let todo = plan(&self.attached, wanted);
         for (name, index) in todo.detach {
             self.attached.remove(&name);
@@ -185,7 +234,11 @@ impl PodRouting {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .and_then(PinName::parse)
-                    .is_some_and(|p| p.is_pod() && !self.attached.contains_key(p.device()));
+                    .is_some_and(|p| {
+                        (p.is_pod() && !self.attached.contains_key(p.device()))
+                            || (p.is_tunnel()
+                                && self.tunnel.as_ref().is_none_or(|(t, _)| t != p.device()))
+                    });
                 if stray {
                     legacy::remove_logged(&path, "pod veth gone");
                 }
@@ -220,7 +273,37 @@ impl PodRouting {
     }
 }
 
-/// Pin paths of pod veths under `links_dir` (for `ferrite uninstall` and tests).
+/// Attaches (or adopts) `prog` on the TC ingress of device `name`.
+fn attach_ingress(
+    tc: TcBackend,
+    program: &'static str,
+    prog: &mut aya::programs::SchedClassifier,
+    name: &str,
+    ifindex: u32,
+    links_dir: &Path,
+    pin: &PinName,
+) -> Result<(), DatapathError> {
+    let dev = Device {
+        name: name.to_owned(),
+        ifindex,
+        v4: None,
+        v6: None,
+        addrs: Vec::new(),
+    };
+    link::attach_tc_hook(
+        tc,
+        program,
+        prog,
+        &dev,
+        TcAttachType::Ingress,
+        LinkOrder::default(),
+        links_dir,
+        pin,
+    )
+    .map(|_| ())
+}
+
+/// Pin paths of host routing's hooks under `links_dir` (pod veths and the overlay device).
 #[must_use]
 pub fn pod_pins(links_dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(links_dir)
@@ -232,7 +315,7 @@ pub fn pod_pins(links_dir: &Path) -> Vec<PathBuf> {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .and_then(PinName::parse)
-                .is_some_and(|n| n.is_pod())
+                .is_some_and(|n| n.is_pod() || n.is_tunnel())
         })
         .collect()
 }
