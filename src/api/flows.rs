@@ -262,16 +262,21 @@ pub fn enricher(state: &SharedState) -> impl Fn(&mut Flow) + use<> {
     }
 }
 
+/// The agent's flow source, when flows are on (shared by `/v1/flows` and its stream).
+pub(super) fn flow_source(state: &SharedState) -> Option<super::FlowsSource> {
+    state
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .flows
+        .clone()
+}
+
 pub fn handler(state: &SharedState, _: Option<&str>, query: Option<&str>) -> Reply {
     let q = match FlowQuery::parse(query) {
         Ok(q) => q,
         Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e),
     };
-    let source = state
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .flows
-        .clone();
+    let source = flow_source(state);
     let Some(src) = source else {
         return Reply::json(StatusCode::OK, &FlowsView::default());
     };

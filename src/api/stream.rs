@@ -168,11 +168,7 @@ pub fn handler(state: &SharedState, _: Option<&str>, query: Option<&str>) -> Rep
         Ok(q) => q,
         Err(e) => return Reply::error(StatusCode::BAD_REQUEST, e),
     };
-    let source = state
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .flows
-        .clone();
+    let source = super::flows::flow_source(state);
     let Some(src) = source else {
         return Reply::error(
             StatusCode::NOT_FOUND,

@@ -131,8 +131,8 @@ impl PodRouting {
         &self.attached
     }
 
-    fn pin(&self, dev: &str) -> PathBuf {
-        self.links_dir.join(PinName::pod(self.tc, dev).file_name())
+    fn pin_path(&self, pin: &PinName) -> PathBuf {
+        self.links_dir.join(pin.file_name())
     }
 
     fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
@@ -150,11 +150,7 @@ impl PodRouting {
         let want = tunnels.first().cloned();
         let intact = self.tunnel == want
             && want.as_ref().is_none_or(|(name, _)| {
-                legacy::attached(
-                    &self
-                        .links_dir
-                        .join(PinName::tunnel(self.tc, name).file_name()),
-                )
+                legacy::attached(&self.pin_path(&PinName::tunnel(self.tc, name)))
             });
         if intact {
             return;
@@ -191,7 +187,7 @@ impl PodRouting {
 
     fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         ignore_missing(self.devs.remove(&ifindex)).map_err(map_err(map_names::POD_DEVS))?;
-        legacy::remove(&self.pin(name)).map(|_| ())
+        legacy::remove(&self.pin_path(&PinName::pod(self.tc, name))).map(|_| ())
     }
 
     /// Attaches to every veth of `wanted` (adopting pinned links of a previous agent), detaches
