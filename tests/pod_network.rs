@@ -355,6 +355,31 @@ fn forced_vxlan_tunnels_every_node() {
     assert_host_routing(&lab, true);
 }
 
+/// `--host-routing legacy`: the stack routes pod traffic again — pods still reach each other
+/// and no pod veth is attached.
+#[test]
+fn legacy_host_routing_leaves_pod_traffic_to_the_stack() {
+    let mut lab = start("pnl", 0, &["--host-routing", "legacy"]);
+    let _servers = pods_and_servers(&mut lab, 0);
+    assert_reaches(&lab, (0, 0), (1, 0), false);
+    assert_reaches(&lab, (1, 0), (2, 0), true);
+    for node in &lab.nodes {
+        let st = node.status().expect("ferrite status");
+        let hr = &st["datapath"]["host_routing"];
+        assert_eq!(hr["mode"], "legacy", "{}: {hr}", node.name);
+        assert_eq!(
+            hr["pod_devices"],
+            serde_json::json!([]),
+            "{}: {hr}",
+            node.name
+        );
+        let filters = node
+            .ip(&["-d", "link", "show", &host_veth(&node.pods[0])])
+            .unwrap_or_default();
+        assert!(!filters.contains("fe_pod_ingress"), "{filters}");
+    }
+}
+
 /// Polls `f` every 100 ms for up to `limit`; how long it took.
 fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
