@@ -12,13 +12,14 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The `[[bin]]` objects of `bpf/ebpf`, as `src/datapath/mod.rs` embeds them.
-const OBJECTS: [&str; 6] = [
+const OBJECTS: [&str; 7] = [
     "ferrite-host",
     "ferrite-xdp",
     "ferrite-l2",
     "ferrite-sock",
     "ferrite-pod",
     "ferrite-tunnel",
+    "ferrite-podeg",
 ];
 
 fn main() -> anyhow::Result<()> {

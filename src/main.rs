@@ -14,6 +14,7 @@ mod lbipam;
 mod masq;
 mod metrics;
 mod model;
+mod policy;
 mod routing;
 mod source;
 mod uninstall;

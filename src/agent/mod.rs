@@ -131,6 +131,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         flows: None,
         nodes: Vec::new(),
         pods: Arc::default(),
+        policy: Arc::default(),
     }
 }
 

@@ -156,7 +156,36 @@ impl Reconciler {
             host.lb.maps.apply(&ext, &mut host.state)?;
         }
         self.sock.maps.apply_deletes(&plan, &mut self.state)?;
-        Ok(ops + self.write_masq(snapshot)?)
+        Ok(ops + self.write_masq(snapshot)? + self.write_policy(snapshot)?)
+    }
+
+    /// NetworkPolicy's maps for `snapshot` (identities, this node's pods' allow rules).
+    fn write_policy(&mut self, snapshot: &Snapshot) -> Result<usize, DatapathError> {
+        let Some(routing) = self.host.as_mut().and_then(|h| h.lb.pods.as_mut()) else {
+            return Ok(0);
+        };
+        let plan = crate::policy::compile(snapshot, &self.node_name);
+        let ops = routing.policy.apply(&plan)?;
+        if ops.upserts + ops.deletes > 0 {
+            let isolated = plan
+                .endpoints
+                .iter()
+                .filter(|e| e.ingress_isolated || e.egress_isolated)
+                .count();
+            info!(
+                upserts = ops.upserts,
+                deletes = ops.deletes,
+                addresses = plan.addrs.len(),
+                rules = plan.rules.len(),
+                local_pods = plan.endpoints.len(),
+                isolated,
+                "NetworkPolicy maps"
+            );
+        }
+        if let Ok(mut g) = self.shared.write() {
+            g.policy = std::sync::Arc::new(plan.endpoints);
+        }
+        Ok(ops.upserts + ops.deletes)
     }
 
     /// The masquerade's CIDR maps for `snapshot` (every node's pod CIDRs, the exclusions).

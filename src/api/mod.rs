@@ -57,6 +57,8 @@ pub struct ApiState {
     /// The model's pods by address (a flow's `source_pod` / `destination_pod`), rebuilt when
     /// the snapshot's pods change.
     pub pods: Arc<crate::flows::pods::PodIndex>,
+    /// NetworkPolicy per local pod (`/v1/policy`), as of the last applied snapshot.
+    pub policy: Arc<Vec<crate::policy::EndpointReport>>,
 }
 
 impl std::fmt::Debug for ApiState {

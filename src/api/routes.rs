@@ -173,6 +173,10 @@ fn nodes(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     read(state, |s| Reply::json(StatusCode::OK, &s.nodes))
 }
 
+fn policy(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
+    read(state, |s| Reply::json(StatusCode::OK, &*s.policy))
+}
+
 fn routes(state: &SharedState, _: Option<&str>, _: Option<&str>) -> Reply {
     let routes = read(state, |s| s.routes.clone());
     let view = routes
@@ -302,6 +306,15 @@ pub const ROUTES: &[Route] = &[
         unavailable: false,
         params: &[],
         handler: routes,
+    },
+    Route {
+        path: "/v1/policy",
+        summary: "NetworkPolicy per local pod: isolation, the policies selecting it, its allow rules",
+        media: Media::Json,
+        schema: schema_of::<Vec<crate::policy::EndpointReport>>,
+        unavailable: false,
+        params: &[],
+        handler: policy,
     },
     Route {
         path: "/v1/flows",

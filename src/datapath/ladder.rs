@@ -116,6 +116,10 @@ pub enum PinName {
     TcxPod { dev: String },
     /// `podtc_<dev>`: legacy filter of BPF host routing on a pod's veth.
     LegacyPod { dev: String },
+    /// `podeg_<dev>` (TCX link of the pod's ingress policy on its veth's egress).
+    TcxPodEgress { dev: String },
+    /// `podegtc_<dev>`: legacy filter of the same.
+    LegacyPodEgress { dev: String },
     /// `tun_<dev>` (TCX link of BPF host routing on ferrite's overlay device's ingress).
     TcxTunnel { dev: String },
     /// `tuntc_<dev>`: legacy filter of BPF host routing on the overlay device.
@@ -179,6 +183,14 @@ impl PinName {
             Some(Self::TcxTunnel {
                 dev: dev.to_owned(),
             })
+        } else if let Some(dev) = name.strip_prefix("podegtc_") {
+            Some(Self::LegacyPodEgress {
+                dev: dev.to_owned(),
+            })
+        } else if let Some(dev) = name.strip_prefix("podeg_") {
+            Some(Self::TcxPodEgress {
+                dev: dev.to_owned(),
+            })
         } else if let Some(dev) = name.strip_prefix("podtc_") {
             Some(Self::LegacyPod {
                 dev: dev.to_owned(),
@@ -211,6 +223,8 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => format!("xdpnl_{dev}_{}", mode(generic)),
             Self::TcxPod { dev } => format!("pod_{dev}"),
             Self::LegacyPod { dev } => format!("podtc_{dev}"),
+            Self::TcxPodEgress { dev } => format!("podeg_{dev}"),
+            Self::LegacyPodEgress { dev } => format!("podegtc_{dev}"),
             Self::TcxTunnel { dev } => format!("tun_{dev}"),
             Self::LegacyTunnel { dev } => format!("tuntc_{dev}"),
         };
@@ -247,6 +261,16 @@ impl PinName {
         }
     }
 
+    /// The ingress-policy pin of pod veth `dev` (its TC egress) under `backend`.
+    #[must_use]
+    pub fn pod_egress(backend: TcBackend, dev: &str) -> Self {
+        let dev = dev.to_owned();
+        match backend {
+            TcBackend::Tcx => Self::TcxPodEgress { dev },
+            TcBackend::Legacy => Self::LegacyPodEgress { dev },
+        }
+    }
+
     /// The host-routing pin of overlay device `dev` under `backend`.
     #[must_use]
     pub fn tunnel(backend: TcBackend, dev: &str) -> Self {
@@ -260,7 +284,13 @@ impl PinName {
     /// Whether the pin is a pod veth's (host routing), not a device of the node's.
     #[must_use]
     pub fn is_pod(&self) -> bool {
-        matches!(self, Self::TcxPod { .. } | Self::LegacyPod { .. })
+        matches!(
+            self,
+            Self::TcxPod { .. }
+                | Self::LegacyPod { .. }
+                | Self::TcxPodEgress { .. }
+                | Self::LegacyPodEgress { .. }
+        )
     }
 
     /// Whether the pin is the overlay device's host-routing hook.
@@ -292,6 +322,8 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => Self::XdpLink { dev, generic },
             Self::TcxPod { dev } => Self::LegacyPod { dev },
             Self::LegacyPod { dev } => Self::TcxPod { dev },
+            Self::TcxPodEgress { dev } => Self::LegacyPodEgress { dev },
+            Self::LegacyPodEgress { dev } => Self::TcxPodEgress { dev },
             Self::TcxTunnel { dev } => Self::LegacyTunnel { dev },
             Self::LegacyTunnel { dev } => Self::TcxTunnel { dev },
         }
@@ -307,6 +339,7 @@ impl PinName {
                 | Self::LegacyL2 { .. }
                 | Self::XdpNetlink { .. }
                 | Self::LegacyPod { .. }
+                | Self::LegacyPodEgress { .. }
                 | Self::LegacyTunnel { .. }
         )
     }
@@ -323,6 +356,8 @@ impl PinName {
             | Self::XdpNetlink { dev, .. }
             | Self::TcxPod { dev }
             | Self::LegacyPod { dev }
+            | Self::TcxPodEgress { dev }
+            | Self::LegacyPodEgress { dev }
             | Self::TcxTunnel { dev }
             | Self::LegacyTunnel { dev } => dev,
         }

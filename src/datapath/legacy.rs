@@ -38,6 +38,7 @@ fn legacy_tc(pin: &PinName) -> Option<(Direction, u16)> {
         PinName::LegacyPod { .. } | PinName::LegacyTunnel { .. } => {
             Some((Direction::Ingress, super::ladder::PRIO_HOST))
         }
+        PinName::LegacyPodEgress { .. } => Some((Direction::Egress, super::ladder::PRIO_HOST)),
         _ => None,
     }
 }

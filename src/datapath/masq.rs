@@ -21,7 +21,8 @@ pub struct MasqMaps {
     exclude: Trie,
 }
 
-fn key(net: &IpNet) -> Key<MasqCidr> {
+/// The LPM key of `net` in a trie keyed by [`MasqCidr`] (also NetworkPolicy's prefixes).
+pub(super) fn key(net: &IpNet) -> Key<MasqCidr> {
     let (addr, family) = ip_words(net.network());
     Key::new(
         MASQ_CIDR_PREFIX_BITS + u32::from(net.prefix_len()),

@@ -17,6 +17,7 @@ mod maputil;
 mod masq;
 mod netdump;
 mod pods;
+mod policy;
 mod pressure;
 pub mod probe;
 mod sock;
@@ -38,6 +39,7 @@ pub(crate) use link::obj_get;
 pub use masq::{MasqMaps, snat_flows};
 pub use netdump::Netlink;
 pub use pods::PodRouting;
+pub use policy::PolicyMaps;
 pub use pressure::map_fill;
 pub use sock::{SockLb, cleanup};
 
@@ -98,6 +100,10 @@ pub(crate) static L2_OBJECT: &[u8] =
 /// The compiled eBPF object of the pod-veth attach point (BPF host routing).
 pub(crate) static POD_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-pod"));
+
+/// The compiled eBPF object of the pod veths' egress attach point (ingress NetworkPolicy).
+pub(crate) static POD_EGRESS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-podeg"));
 
 /// The compiled eBPF object of the overlay-device attach point (BPF host routing).
 pub(crate) static TUNNEL_OBJECT: &[u8] =

@@ -18,10 +18,15 @@ use tracing::info;
 use super::devices::Device;
 use super::ladder::PinName;
 use super::maputil::{ignore_missing, map_err, take};
-use super::{DatapathConfig, DatapathError, POD_OBJECT, TUNNEL_OBJECT, TcBackend, legacy, link};
+use super::{
+    DatapathConfig, DatapathError, POD_EGRESS_OBJECT, POD_OBJECT, PolicyMaps, TUNNEL_OBJECT,
+    TcBackend, legacy, link,
+};
 
 const PROGRAM: &str = "fe_pod_ingress";
 const TUNNEL_PROGRAM: &str = "fe_tunnel_ingress";
+/// On each pod veth's TC egress: the pod's ingress NetworkPolicy for what the stack delivers.
+const EGRESS_PROGRAM: &str = "fe_pod_egress";
 
 /// Packets BPF host routing handled since the maps were created (summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +78,10 @@ pub struct PodRouting {
     tunnel_ebpf: Ebpf,
     /// The overlay device it is attached to.
     tunnel: Option<(String, u32)>,
+    /// The veths' egress program (its own object: another attach point).
+    egress_ebpf: Ebpf,
+    /// NetworkPolicy's maps (declared by the pod programs).
+    pub policy: PolicyMaps,
     devs: HashMap<MapData, u32, u32>,
     stats: PerCpuArray<MapData, u64>,
     attached: BTreeMap<String, u32>,
@@ -105,12 +114,16 @@ impl PodRouting {
         };
         let mut ebpf = load(POD_OBJECT, PROGRAM)?;
         let tunnel_ebpf = load(TUNNEL_OBJECT, TUNNEL_PROGRAM)?;
+        let egress_ebpf = load(POD_EGRESS_OBJECT, EGRESS_PROGRAM)?;
+        let policy = PolicyMaps::take(&mut ebpf)?;
         let devs = take(&mut ebpf, map_names::POD_DEVS)?;
         let stats = take(&mut ebpf, map_names::FWD_STATS)?;
         Ok(Self {
             ebpf,
             tunnel_ebpf,
             tunnel: None,
+            egress_ebpf,
+            policy,
             devs,
             stats,
             attached: BTreeMap::new(),
@@ -138,7 +151,26 @@ impl PodRouting {
     fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         let prog = super::host::tc_prog(&mut self.ebpf, PROGRAM)?;
         let pin = PinName::pod(self.tc, name);
-        attach_ingress(self.tc, PROGRAM, prog, name, ifindex, &self.links_dir, &pin)?;
+        attach_hook(
+            self.tc,
+            PROGRAM,
+            prog,
+            (name, ifindex),
+            TcAttachType::Ingress,
+            &self.links_dir,
+            &pin,
+        )?;
+        let prog = super::host::tc_prog(&mut self.egress_ebpf, EGRESS_PROGRAM)?;
+        let pin = PinName::pod_egress(self.tc, name);
+        attach_hook(
+            self.tc,
+            EGRESS_PROGRAM,
+            prog,
+            (name, ifindex),
+            TcAttachType::Egress,
+            &self.links_dir,
+            &pin,
+        )?;
         self.devs
             .insert(ifindex, 0, 0)
             .map_err(map_err(map_names::POD_DEVS))
@@ -166,12 +198,12 @@ impl PodRouting {
         };
         let result = super::host::tc_prog(&mut self.tunnel_ebpf, TUNNEL_PROGRAM).and_then(|prog| {
             let pin = PinName::tunnel(self.tc, &name);
-            attach_ingress(
+            attach_hook(
                 self.tc,
                 TUNNEL_PROGRAM,
                 prog,
-                &name,
-                ifindex,
+                (&name, ifindex),
+                TcAttachType::Ingress,
                 &self.links_dir,
                 &pin,
             )
@@ -187,6 +219,7 @@ impl PodRouting {
 
     fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         ignore_missing(self.devs.remove(&ifindex)).map_err(map_err(map_names::POD_DEVS))?;
+        legacy::remove(&self.pin_path(&PinName::pod_egress(self.tc, name)))?;
         legacy::remove(&self.pin_path(&PinName::pod(self.tc, name))).map(|_| ())
     }
 
@@ -269,13 +302,13 @@ impl PodRouting {
     }
 }
 
-/// Attaches (or adopts) `prog` on the TC ingress of device `name`.
-fn attach_ingress(
+/// Attaches (or adopts) `prog` on the TC hook `at` of device `(name, ifindex)`.
+fn attach_hook(
     tc: TcBackend,
     program: &'static str,
     prog: &mut aya::programs::SchedClassifier,
-    name: &str,
-    ifindex: u32,
+    (name, ifindex): (&str, u32),
+    at: TcAttachType,
     links_dir: &Path,
     pin: &PinName,
 ) -> Result<(), DatapathError> {
@@ -291,7 +324,7 @@ fn attach_ingress(
         program,
         prog,
         &dev,
-        TcAttachType::Ingress,
+        at,
         LinkOrder::default(),
         links_dir,
         pin,

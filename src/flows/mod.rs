@@ -13,9 +13,10 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ferrite_abi::{
-    FAMILY_V4, FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
-    FLOW_FLAG_SNAT, FLOW_KIND_L2, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB,
-    FlowEvent, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    FAMILY_V4, FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_POLICY,
+    FLOW_DROP_SOURCE_RANGE, FLOW_FLAG_EGRESS, FLOW_FLAG_SNAT, FLOW_KIND_L2, FLOW_KIND_MASQUERADE,
+    FLOW_KIND_NORTH_SOUTH, FLOW_KIND_POLICY, FLOW_KIND_SOCK_LB, FlowEvent, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,7 @@ pub(crate) fn kind_name(kind: u8) -> &'static str {
         FLOW_KIND_NORTH_SOUTH => "north-south",
         FLOW_KIND_MASQUERADE => "masquerade",
         FLOW_KIND_L2 => "l2",
+        FLOW_KIND_POLICY => "policy",
         _ => "unknown",
     }
 }
@@ -146,6 +148,7 @@ pub(crate) fn drop_reason(reason: u8) -> Option<String> {
             FLOW_DROP_SOURCE_RANGE => "source-range",
             FLOW_DROP_INVALID => "invalid",
             FLOW_DROP_NO_SNAT => "no-snat-port",
+            FLOW_DROP_POLICY => "policy-denied",
             _ => "unknown",
         }
         .to_owned(),
@@ -188,8 +191,14 @@ pub fn decode(
         (true, _) => "NDP".to_owned(),
         (false, _) => protocol_name(ev.proto),
     };
-    let translated = !dropped && ev.xaddr != [0; 4];
+    let policy = ev.kind == FLOW_KIND_POLICY;
+    let translated = !dropped && !policy && ev.xaddr != [0; 4];
     let kind = kind_name(ev.kind);
+    let direction = match (policy, ev.flags & FLOW_FLAG_EGRESS != 0) {
+        (true, true) => "egress",
+        (true, false) => "ingress",
+        (false, _) => direction_of(kind),
+    };
     Flow {
         seq,
         time_unix_ms,
@@ -207,9 +216,9 @@ pub fn decode(
         service: None,
         interface: (ev.ifindex != 0).then(|| ifname(ev.ifindex)).flatten(),
         tcp_flags: tcp_flags(ev.tcp_flags),
-        snat: ev.flags & FLOW_FLAG_SNAT != 0,
+        snat: !policy && ev.flags & FLOW_FLAG_SNAT != 0,
         socket_cookie: (sock && ev.cookie != 0).then_some(ev.cookie),
-        traffic_direction: direction_of(kind).to_owned(),
+        traffic_direction: direction.to_owned(),
         source_pod: None,
         source_labels: Vec::new(),
         destination_pod: None,

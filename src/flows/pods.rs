@@ -114,6 +114,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
+            named_ports: Vec::new(),
             node_name: Some("n1".into()),
             ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             host_network: false,

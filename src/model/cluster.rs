@@ -25,11 +25,21 @@ pub enum PodPhase {
     Unknown,
 }
 
-/// A `v1 Pod` (the kube source watches only the pods of its own node).
+/// A named container port (`spec.containers[].ports[]` with a `name`): what NetworkPolicy's
+/// named ports resolve to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NamedPort {
+    pub name: SmolStr,
+    pub protocol: super::Protocol,
+    pub port: u16,
+}
+
+/// A `v1 Pod` of any node (NetworkPolicy needs every pod's address and labels).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pod {
     pub name: ServiceName,
     pub labels: BTreeMap<SmolStr, SmolStr>,
+    pub named_ports: Vec<NamedPort>,
     pub node_name: Option<SmolStr>,
     /// `status.podIPs` (or `status.podIP`).
     pub ips: Vec<IpAddr>,

@@ -8,7 +8,7 @@ mod policy;
 mod pool;
 mod service;
 
-pub use cluster::{Namespace, Pod, PodPhase};
+pub use cluster::{NamedPort, Namespace, Pod, PodPhase};
 pub use l2::L2Policy;
 pub use node::Node;
 pub use policy::{NetworkPolicy, PolicyPeer, PolicyPort, PolicyPortNumber, PolicyRule};
@@ -40,7 +40,7 @@ pub struct Snapshot {
     pub nodes: BTreeMap<SmolStr, Node>,
     /// `Namespaces` by name (their labels, for policy namespace selectors).
     pub namespaces: BTreeMap<SmolStr, Namespace>,
-    /// Pods by namespace/name (the kube source reads only this node's pods).
+    /// Pods of every node by namespace/name.
     pub pods: BTreeMap<ServiceName, Pod>,
     /// `NetworkPolicies` by namespace/name.
     pub network_policies: BTreeMap<ServiceName, NetworkPolicy>,

@@ -49,6 +49,9 @@ pub const FLOW_KIND_MASQUERADE: u8 = 3;
 /// The L2 responder answered an ARP request or a neighbour solicitation for an announced
 /// address (`saddr` the asker, `daddr` the address; `proto` 0, `family` says ARP or NDP).
 pub const FLOW_KIND_L2: u8 = 4;
+/// NetworkPolicy: a new tuple a policy allowed (`cookie`: the policy's `fe_polstat_v1` slot
+/// number) or a packet denied ([`FLOW_DROP_POLICY`]); [`FLOW_FLAG_EGRESS`] says the direction.
+pub const FLOW_KIND_POLICY: u8 = 5;
 
 /// The service has no ready backend.
 pub const FLOW_DROP_NO_BACKEND: u8 = 1;
@@ -58,9 +61,13 @@ pub const FLOW_DROP_SOURCE_RANGE: u8 = 2;
 pub const FLOW_DROP_INVALID: u8 = 3;
 /// No SNAT port or table entry could be had.
 pub const FLOW_DROP_NO_SNAT: u8 = 4;
+/// No NetworkPolicy allows it.
+pub const FLOW_DROP_POLICY: u8 = 5;
 
 /// The north-south flow was SNATed to the node (remote backend).
 pub const FLOW_FLAG_SNAT: u8 = 1;
+/// A policy event of the pod's egress (else its ingress).
+pub const FLOW_FLAG_EGRESS: u8 = 2;
 
 /// `fe_flowcfg_v1` (an array of one): events per second and CPU; 0 turns flows off.
 #[repr(C)]

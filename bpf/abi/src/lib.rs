@@ -10,13 +10,15 @@ mod flow;
 mod l2;
 mod masq;
 mod nat;
+mod policy;
 mod xdp;
 
 pub use flow::{
-    FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_SOURCE_RANGE,
-    FLOW_FLAG_SNAT, FLOW_KIND_L2, FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB,
-    FLOW_RING_BYTES, FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_STATS,
-    FLOW_VERDICT_REASONS, FLOW_VERDICT_SLOTS, FlowConfig, FlowEvent, FlowLimit, flow_verdict_slot,
+    FLOW_DROP_INVALID, FLOW_DROP_NO_BACKEND, FLOW_DROP_NO_SNAT, FLOW_DROP_POLICY,
+    FLOW_DROP_SOURCE_RANGE, FLOW_FLAG_EGRESS, FLOW_FLAG_SNAT, FLOW_KIND_L2, FLOW_KIND_MASQUERADE,
+    FLOW_KIND_NORTH_SOUTH, FLOW_KIND_POLICY, FLOW_KIND_SOCK_LB, FLOW_RING_BYTES, FLOW_STAT_EMITTED,
+    FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_STATS, FLOW_VERDICT_REASONS,
+    FLOW_VERDICT_SLOTS, FlowConfig, FlowEvent, FlowLimit, flow_verdict_slot,
 };
 pub use l2::{L2_HEARTBEAT_GRACE_NS, L2Key, L2Value};
 pub use masq::{
@@ -29,6 +31,12 @@ pub use nat::{
     CT_REPLY, CT_REWRITE_DST, CT_REWRITE_SRC, CtKey, CtValue, DEV_HAS_V4, DEV_HAS_V6, DevInfo,
     EXT_FLAG_CLIENT_AFFINITY, EXT_FLAG_LOCAL, EXT_FLAG_RANDOM, EXT_FLAG_SOURCE_RANGES, ExtSvcValue,
     NodeAddrKey, SNAT_PORT_MAX, SNAT_PORT_MIN, SRC_RANGE_PREFIX_BITS, SrcRangeData,
+};
+pub use policy::{
+    IDENTITY_ANY, IDENTITY_CIDR_BIT, IDENTITY_HOST, IDENTITY_POD_MIN, IDENTITY_WORLD, IpInfo,
+    POLICY_EGRESS, POLICY_INGRESS, POLICY_ISOLATED_EGRESS, POLICY_ISOLATED_INGRESS,
+    POLICY_PREFIX_ANY_PORT, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL, POLICY_STAT_SLOTS,
+    PolicyCtValue, PolicyKey, PolicyValue, policy_stat_slot,
 };
 pub use sock::{
     AffinityKey, AffinityValue, Backend, RevNatKey, RevNatValue, SlotKey, SvcKey, SvcValue,
@@ -66,6 +74,11 @@ pub mod map_names {
     pub const FLOW_VERDICTS: &str = "fe_flowverd_v1";
     pub const POD_DEVS: &str = "fe_poddev_v1";
     pub const FWD_STATS: &str = "fe_fwdstat_v1";
+    pub const IPCACHE: &str = "fe_ipcache_v1";
+    pub const POLICY_CIDRS: &str = "fe_polcidr_v1";
+    pub const POLICY: &str = "fe_policy_v1";
+    pub const POLICY_CT: &str = "fe_polct_v1";
+    pub const POLICY_STATS: &str = "fe_polstat_v1";
 }
 
 /// Capacity of each map (entries).
@@ -92,6 +105,14 @@ pub mod map_sizes {
     pub const MASQ_EXCLUDE: u32 = 1_024;
     /// Pods' host-side veths on one node (k3s's default is at most 110 pods a node).
     pub const POD_DEVS: u32 = 4_096;
+    /// Every pod address of the cluster (identities for NetworkPolicy).
+    pub const IPCACHE: u32 = 65_536;
+    /// `ipBlock` prefixes and their exceptions.
+    pub const POLICY_CIDRS: u32 = 16_384;
+    /// Allow rules of this node's isolated pods.
+    pub const POLICY: u32 = 262_144;
+    /// Tuples policy allowed (replies pass).
+    pub const POLICY_CT: u32 = 262_144;
 }
 
 /// Per-CPU counters of BPF host routing (`fe_fwdstat_v1`), by slot: packets sent into a local
@@ -110,6 +131,7 @@ pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
 
 /// `SvcValue::flags`: ClientIP session affinity is on for this frontend.
 pub const SVC_FLAG_AFFINITY: u16 = 1;

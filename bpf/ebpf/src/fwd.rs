@@ -19,6 +19,7 @@ use crate::TCX_NEXT;
 use crate::maps::{FWD_STATS, NODE_ADDRS, POD_DEVS};
 use crate::nat_lb::fib;
 use crate::pkt::PacketCtx;
+use crate::policy;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -124,6 +125,10 @@ pub fn route(ctx: &mut TcContext, from_pod: bool) -> i32 {
     // SAFETY: lookup in a hash map of plain values.
     let to_pod = unsafe { POD_DEVS.get(&out) }.is_some();
     if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) && (from_pod || to_pod) {
+        // Into a pod past its veth's egress hook: its ingress policy here.
+        if to_pod && !policy::ingress(ctx) {
+            return TC_ACT_SHOT as i32;
+        }
         let (dmac, smac) = (params.dmac, params.smac);
         if PacketCtx::store(ctx, 0, &dmac).is_none()
             || PacketCtx::store(ctx, 6, &smac).is_none()

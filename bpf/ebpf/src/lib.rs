@@ -10,6 +10,7 @@ pub mod maps;
 pub mod masq;
 pub mod nat_lb;
 pub mod pkt;
+pub mod policy;
 pub mod sock_lb;
 
 /// TCX verdict "not mine": run the next program on the hook (or, if last, pass the packet).

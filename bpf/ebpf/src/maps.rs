@@ -128,3 +128,27 @@ pub static POD_DEVS: HashMap<u32, u32> = HashMap::pinned(map_sizes::POD_DEVS, 0)
 
 #[map(name = "fe_fwdstat_v1")]
 pub static FWD_STATS: PerCpuArray<u64> = PerCpuArray::pinned(ferrite_abi::FWD_STATS, 0);
+
+// ---- NetworkPolicy (see `crate::policy`) ----
+
+use ferrite_abi::{IpInfo, PolicyCtValue, PolicyKey, PolicyValue};
+
+/// Every pod address of the cluster → its identity (and, for local pods, endpoint and isolation).
+#[map(name = "fe_ipcache_v1")]
+pub static IPCACHE: HashMap<NodeAddrKey, IpInfo> = HashMap::pinned(map_sizes::IPCACHE, 0);
+
+/// `ipBlock` prefixes (and their exceptions) → the identity of the addresses they hold.
+#[map(name = "fe_polcidr_v1")]
+pub static POLICY_CIDRS: LpmTrie<MasqCidr, u32> = LpmTrie::pinned(map_sizes::POLICY_CIDRS, 1);
+
+/// What each isolated local endpoint allows.
+#[map(name = "fe_policy_v1")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(map_sizes::POLICY, 1);
+
+/// Tuples policy allowed: a packet whose reverse tuple is here is a reply and passes.
+#[map(name = "fe_polct_v1")]
+pub static POLICY_CT: LruHashMap<CtKey, PolicyCtValue> =
+    LruHashMap::pinned(map_sizes::POLICY_CT, 0);
+
+#[map(name = "fe_polstat_v1")]
+pub static POLICY_STATS: PerCpuArray<u64> = PerCpuArray::pinned(ferrite_abi::POLICY_STAT_SLOTS, 0);

@@ -224,15 +224,18 @@ pub fn forward(ctx: &mut TcContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 
         if ctx.store(0, &params.dmac).is_none() || ctx.store(6, &params.smac).is_none() {
             return TC_ACT_SHOT as i32;
         }
-        // A local pod's veth: into the pod's netns directly (see `crate::fwd`).
-        // SAFETY: lookup in a hash map of plain values; plain helper calls.
-        return unsafe {
-            if POD_DEVS.get(&params.ifindex).is_some() {
-                bpf_redirect_peer(params.ifindex, 0)
-            } else {
-                bpf_redirect(params.ifindex, 0)
+        // A local pod's veth: into the pod's netns directly (see `crate::fwd`), past the veth's
+        // egress hook, so the pod's ingress policy is checked here.
+        // SAFETY: lookup in a hash map of plain values.
+        if unsafe { POD_DEVS.get(&params.ifindex) }.is_some() {
+            if !crate::policy::ingress(ctx) {
+                return TC_ACT_SHOT as i32;
             }
-        } as i32;
+            // SAFETY: plain helper call; the device is a pod's host-side veth.
+            return unsafe { bpf_redirect_peer(params.ifindex, 0) } as i32;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(params.ifindex, 0) } as i32;
     }
     if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         // SAFETY: NULL params lets the kernel resolve the neighbour itself.

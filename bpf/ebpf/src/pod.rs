@@ -1,14 +1,18 @@
 //! Attach point: TC (TCX) ingress of each local pod's host-side veth — what the pod sends.
 //! BPF host routing ([`ferrite_ebpf::fwd`]): routed traffic leaves by the device the FIB picks
-//! (or enters another local pod) without a pass through the node's IP stack.
+//! (or enters another local pod) without a pass through the node's IP stack. First, the pod's
+//! egress NetworkPolicy ([`ferrite_ebpf::policy::egress`]).
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
-use ferrite_ebpf::fwd;
+use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
+use ferrite_ebpf::{fwd, policy};
 
 #[classifier]
 pub fn fe_pod_ingress(mut ctx: TcContext) -> i32 {
+    if !policy::egress(&ctx) {
+        return TC_ACT_SHOT as i32;
+    }
     fwd::route(&mut ctx, true)
 }
 

@@ -374,7 +374,7 @@ mod tests {
     fn the_snapshot_kept_in_place_equals_a_full_rebuild_along_random_walks() {
         for seed in 1..=6_u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let mut cache = Cache::new(kinds("node"));
+            let mut cache = Cache::new(kinds());
             let mut shadow: BTreeMap<(usize, Key), Entry> = BTreeMap::new();
             for step in 0..400 {
                 let kind = rng.below(2);

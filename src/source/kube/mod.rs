@@ -164,7 +164,7 @@ impl KubeSource {
 
     /// Watches until every receiver of `tx` is gone.
     pub async fn run(self, tx: channel::Sender<Arc<Snapshot>>) {
-        let kinds = watch::kinds(&self.options.node_name);
+        let kinds = watch::kinds();
         let mut tasks = JoinSet::new();
         let (updates_tx, mut updates) = mpsc::unbounded_channel();
         for (index, kind) in kinds.iter().enumerate() {

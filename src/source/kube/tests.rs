@@ -146,7 +146,11 @@ fn the_first_snapshot_holds_every_kind_and_changes_follow() {
         assert!(node.ready);
         assert_eq!(first.namespaces["test"].labels["team"], "a");
         let pods: Vec<_> = first.pods.keys().map(ToString::to_string).collect();
-        assert_eq!(pods, ["test/here"], "only this node's pods");
+        assert_eq!(
+            pods,
+            ["test/elsewhere", "test/here"],
+            "every node's pods (NetworkPolicy identities)"
+        );
         assert_eq!(first.network_policies.len(), 1);
         assert_eq!(first.pools["lan"].blocks.len(), 1);
         assert!(first.l2_policies["lan"].load_balancer_ips);

@@ -45,8 +45,8 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-/// Everything the source watches; pods only on `node_name`.
-pub fn kinds(node_name: &str) -> Vec<Kind> {
+/// Everything the source watches.
+pub fn kinds() -> Vec<Kind> {
     use Conditions::{Always, Never, WhenInvalid};
     let kind = |group, version, name, plural, optional, conditions| Kind {
         resource: resource(group, version, name, plural),
@@ -66,10 +66,8 @@ pub fn kinds(node_name: &str) -> Vec<Kind> {
         ),
         kind("", "v1", "Node", "nodes", true, Never),
         kind("", "v1", "Namespace", "namespaces", true, Never),
-        Kind {
-            fields: Some(format!("spec.nodeName={node_name}")),
-            ..kind("", "v1", "Pod", "pods", true, Never)
-        },
+        // Every node's pods: NetworkPolicy needs the identity of every pod address.
+        kind("", "v1", "Pod", "pods", true, Never),
         kind(
             "networking.k8s.io",
             "v1",

@@ -24,6 +24,22 @@ pub(super) fn namespace(mut value: Value) -> Result<model::Namespace, ObjectErro
 struct PodSpec {
     node_name: Option<String>,
     host_network: Option<bool>,
+    containers: Vec<Container>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Container {
+    ports: Vec<ContainerPort>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ContainerPort {
+    name: Option<String>,
+    #[serde(rename = "containerPort")]
+    number: u16,
+    protocol: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -74,9 +90,35 @@ pub(super) fn pod(mut value: Value) -> Result<model::Pod, ObjectError> {
         Some("Failed") => PodPhase::Failed,
         Some(_) => PodPhase::Unknown,
     };
+    let mut named_ports = Vec::new();
+    for (c, container) in spec.containers.iter().enumerate() {
+        for (i, port) in container.ports.iter().enumerate() {
+            let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let protocol = match port.protocol.as_deref() {
+                None | Some("TCP") => model::Protocol::Tcp,
+                Some("UDP") => model::Protocol::Udp,
+                // SCTP is not served (see `model::SCTP_NOT_SERVED`): no policy port to match.
+                Some("SCTP") => continue,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("spec.containers[{c}].ports[{i}].protocol"),
+                        format!("`{other}` is not TCP, UDP or SCTP"),
+                    ));
+                }
+            };
+            named_ports.push(model::NamedPort {
+                name: SmolStr::new(port_name),
+                protocol,
+                port: port.number,
+            });
+        }
+    }
     Ok(model::Pod {
         name,
         labels,
+        named_ports,
         node_name: spec.node_name.filter(|n| !n.is_empty()).map(SmolStr::from),
         ips,
         host_network: spec.host_network.unwrap_or(false),

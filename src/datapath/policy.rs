@@ -1,0 +1,207 @@
+//! NetworkPolicy's maps (see `ferrite_abi::policy`), written from a [`PolicyPlan`]
+//! make-before-break: new allow rules and prefixes first, then the addresses (identities,
+//! isolation), and only then what is gone — so a packet never meets an isolation without the
+//! rules that still allow it. The content is read back from the pins at start, so a restarted
+//! agent rewrites nothing that is already right.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{HashMap, MapData};
+use ferrite_abi::{
+    IpInfo, MASQ_CIDR_PREFIX_BITS, MasqCidr, NodeAddrKey, PolicyKey, PolicyValue, map_names,
+};
+use ipnet::IpNet;
+
+use super::DatapathError;
+use super::maputil::{ignore_missing, lpm_key_parts, map_err, take};
+use crate::lb::addr::{ip_words, words_ip};
+use crate::policy::{AddrEntry, PolicyPlan, RuleKey};
+
+/// What the maps hold, as the plan spells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    pub addrs: BTreeMap<IpAddr, AddrEntry>,
+    pub cidrs: BTreeMap<IpNet, u32>,
+    pub rules: BTreeMap<RuleKey, u32>,
+}
+
+/// Writes made by one [`PolicyMaps::apply`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyOps {
+    pub upserts: usize,
+    pub deletes: usize,
+}
+
+pub struct PolicyMaps {
+    ipcache: HashMap<MapData, NodeAddrKey, IpInfo>,
+    cidrs: LpmTrie<MapData, MasqCidr, u32>,
+    rules: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    state: PolicyState,
+}
+
+fn addr_key(ip: IpAddr) -> NodeAddrKey {
+    let (addr, family) = ip_words(ip);
+    NodeAddrKey {
+        family: u32::from(family),
+        addr,
+    }
+}
+
+fn rule_key(r: &RuleKey) -> Key<PolicyKey> {
+    Key::new(
+        r.prefix,
+        PolicyKey {
+            endpoint: r.endpoint,
+            identity: r.identity,
+            direction: r.direction,
+            proto: r.proto,
+            dport: r.port.to_be(),
+        },
+    )
+}
+
+impl PolicyMaps {
+    /// Takes the maps from an object that declares them (the pod veth program) and reads
+    /// what they hold.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DatapathError> {
+        let mut maps = Self {
+            ipcache: take(ebpf, map_names::IPCACHE)?,
+            cidrs: take(ebpf, map_names::POLICY_CIDRS)?,
+            rules: take(ebpf, map_names::POLICY)?,
+            state: PolicyState::default(),
+        };
+        maps.state = maps.read()?;
+        Ok(maps)
+    }
+
+    fn read(&self) -> Result<PolicyState, DatapathError> {
+        let mut s = PolicyState::default();
+        for item in &self.ipcache {
+            let (k, v) = item.map_err(map_err(map_names::IPCACHE))?;
+            if let Some(ip) = u8::try_from(k.family)
+                .ok()
+                .and_then(|f| words_ip(k.addr, f))
+            {
+                s.addrs.insert(
+                    ip,
+                    AddrEntry {
+                        identity: v.identity,
+                        endpoint: v.endpoint,
+                        flags: v.flags,
+                    },
+                );
+            }
+        }
+        for item in &self.cidrs {
+            let (k, v) = item.map_err(map_err(map_names::POLICY_CIDRS))?;
+            let (len, data) = lpm_key_parts(&k);
+            let len = u8::try_from(len.saturating_sub(MASQ_CIDR_PREFIX_BITS)).unwrap_or(0);
+            if let Some(ip) = u8::try_from(data.family)
+                .ok()
+                .and_then(|f| words_ip(data.addr, f))
+                && let Ok(net) = IpNet::new(ip, len)
+            {
+                s.cidrs.insert(net, v);
+            }
+        }
+        for item in &self.rules {
+            let (k, v) = item.map_err(map_err(map_names::POLICY))?;
+            let (prefix, d) = lpm_key_parts(&k);
+            s.rules.insert(
+                RuleKey {
+                    prefix,
+                    endpoint: d.endpoint,
+                    identity: d.identity,
+                    direction: d.direction,
+                    proto: d.proto,
+                    port: u16::from_be(d.dport),
+                },
+                v.policy,
+            );
+        }
+        Ok(s)
+    }
+
+    /// Makes the maps hold `plan` (see the module docs for the order).
+    pub fn apply(&mut self, plan: &PolicyPlan) -> Result<PolicyOps, DatapathError> {
+        let mut ops = PolicyOps::default();
+        for (k, slot) in &plan.rules {
+            if self.state.rules.get(k) != Some(slot) {
+                let v = PolicyValue {
+                    policy: *slot,
+                    _pad: 0,
+                };
+                self.rules
+                    .insert(&rule_key(k), v, 0)
+                    .map_err(map_err(map_names::POLICY))?;
+                self.state.rules.insert(*k, *slot);
+                ops.upserts += 1;
+            }
+        }
+        for (net, id) in &plan.cidrs {
+            if self.state.cidrs.get(net) != Some(id) {
+                self.cidrs
+                    .insert(&super::masq::key(net), *id, 0)
+                    .map_err(map_err(map_names::POLICY_CIDRS))?;
+                self.state.cidrs.insert(*net, *id);
+                ops.upserts += 1;
+            }
+        }
+        for (ip, e) in &plan.addrs {
+            if self.state.addrs.get(ip) != Some(e) {
+                let v = IpInfo {
+                    identity: e.identity,
+                    endpoint: e.endpoint,
+                    flags: e.flags,
+                    _pad: 0,
+                };
+                self.ipcache
+                    .insert(addr_key(*ip), v, 0)
+                    .map_err(map_err(map_names::IPCACHE))?;
+                self.state.addrs.insert(*ip, *e);
+                ops.upserts += 1;
+            }
+        }
+        let gone: Vec<IpAddr> = self
+            .state
+            .addrs
+            .keys()
+            .filter(|ip| !plan.addrs.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            ignore_missing(self.ipcache.remove(&addr_key(ip)))
+                .map_err(map_err(map_names::IPCACHE))?;
+            self.state.addrs.remove(&ip);
+            ops.deletes += 1;
+        }
+        let gone: Vec<IpNet> = self
+            .state
+            .cidrs
+            .keys()
+            .filter(|n| !plan.cidrs.contains_key(n))
+            .copied()
+            .collect();
+        for net in gone {
+            ignore_missing(self.cidrs.remove(&super::masq::key(&net)))
+                .map_err(map_err(map_names::POLICY_CIDRS))?;
+            self.state.cidrs.remove(&net);
+            ops.deletes += 1;
+        }
+        let gone: Vec<RuleKey> = self
+            .state
+            .rules
+            .keys()
+            .filter(|k| !plan.rules.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            ignore_missing(self.rules.remove(&rule_key(&k))).map_err(map_err(map_names::POLICY))?;
+            self.state.rules.remove(&k);
+            ops.deletes += 1;
+        }
+        Ok(ops)
+    }
+}

@@ -1,0 +1,472 @@
+//! NetworkPolicy enforced by the datapath, cell for cell, in the upstream e2e model
+//! (`test/e2e/network/netpol`): namespaces x, y, z, pods a, b, c in each spread over two nodes,
+//! every pod serving TCP and UDP on 80 and 81, one ClusterIP service per pod; every pod probes
+//! every service (a 9×9 matrix per port and protocol) through the socket LB, so policy is
+//! evaluated after service translation. The agents are the shipped ones on a `dir:` folder;
+//! pods are network namespaces made through the CNI plugin from the conflist they wrote.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{FERRITE, lab_bin, require_root};
+use ferrite_lab::podlab::{PodLab, PodLabConfig};
+use ferrite_lab::{Child, report::ClientReport};
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+
+/// A cell of the model: (namespace, pod).
+type Peer = (&'static str, &'static str);
+
+struct Model {
+    lab: PodLab,
+    /// (peer, node index, pod index on that node, its address, its service's ClusterIP).
+    pods: Vec<(Peer, usize, usize, IpAddr, IpAddr)>,
+    _servers: Vec<Child>,
+}
+
+fn peers() -> Vec<Peer> {
+    NAMESPACES
+        .iter()
+        .flat_map(|ns| PODS.iter().map(move |p| (*ns, *p)))
+        .collect()
+}
+
+fn namespace_yaml(ns: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    \
+         kubernetes.io/metadata.name: {ns}\n    ns: {ns}\n{extra}"
+    )
+}
+
+fn pod_yaml(peer: Peer, node: &str, ip: IpAddr, extra_labels: &str) -> String {
+    let (ns, pod) = peer;
+    let mut y = format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\n  labels:\n    \
+         pod: {pod}\n{extra_labels}spec:\n  nodeName: {node}\n  containers:\n"
+    );
+    for port in [80, 81] {
+        for proto in ["TCP", "UDP"] {
+            let _ = write!(
+                y,
+                "  - name: cont-{port}-{p}\n    image: agnhost\n    ports:\n    - name: serve-{port}-{p}\n      containerPort: {port}\n      protocol: {proto}\n",
+                p = proto.to_lowercase()
+            );
+        }
+    }
+    let _ = write!(
+        y,
+        "status:\n  phase: Running\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n"
+    );
+    y
+}
+
+fn service_yaml(peer: Peer, cluster_ip: IpAddr, pod_ip: IpAddr, node: &str) -> String {
+    let (ns, pod) = peer;
+    let mut y = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s-{pod}\n  namespace: {ns}\nspec:\n  \
+         type: ClusterIP\n  clusterIP: {cluster_ip}\n  clusterIPs: [\"{cluster_ip}\"]\n  \
+         ipFamilies: [IPv4]\n  selector:\n    pod: {pod}\n  ports:\n"
+    );
+    let ports = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")];
+    for (port, proto) in ports {
+        let _ = write!(
+            y,
+            "  - name: serve-{port}-{p}\n    protocol: {proto}\n    port: {port}\n    targetPort: {port}\n",
+            p = proto.to_lowercase()
+        );
+    }
+    let _ = write!(
+        y,
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s-{pod}-1\n  \
+         namespace: {ns}\n  labels:\n    kubernetes.io/service-name: s-{pod}\naddressType: IPv4\nports:\n"
+    );
+    for (port, proto) in ports {
+        let _ = write!(
+            y,
+            "- name: serve-{port}-{p}\n  protocol: {proto}\n  port: {port}\n",
+            p = proto.to_lowercase()
+        );
+    }
+    let _ = write!(
+        y,
+        "endpoints:\n- addresses: [\"{pod_ip}\"]\n  nodeName: {node}\n  conditions:\n    ready: true\n"
+    );
+    y
+}
+
+impl Model {
+    fn start() -> Self {
+        require_root();
+        let _ = ferrite_lab::cleanup_stale("np");
+        let mut lab = PodLab::start(
+            Path::new(FERRITE),
+            PodLabConfig {
+                prefix: "np".into(),
+                lan_nodes: 2,
+                far_nodes: 0,
+                ..PodLabConfig::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("starting the lab: {e}"));
+        let mut pods = Vec::new();
+        let mut servers = Vec::new();
+        for (i, peer) in peers().into_iter().enumerate() {
+            let node = i % 2;
+            let index = lab.nodes[node].add_pod("np").expect("CNI ADD");
+            let cni = &lab.nodes[node].pods[index];
+            let mut serve = cni
+                .command(lab_bin().to_str().expect("utf-8 path"))
+                .expect("serve");
+            serve
+                .args(["serve", "--name", &format!("{}/{}", peer.0, peer.1)])
+                .args(["--tcp", "0.0.0.0:80", "--tcp", "0.0.0.0:81"])
+                .args(["--udp", "0.0.0.0:80", "--udp", "0.0.0.0:81"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            servers.push(Child::spawn(&mut serve).expect("spawn serve"));
+            let cluster_ip: IpAddr = format!("10.96.7.{}", 10 + i).parse().expect("ip");
+            pods.push((peer, node, index, cni.v4, cluster_ip));
+        }
+        let model = Self {
+            lab,
+            pods,
+            _servers: servers,
+        };
+        model.write_namespaces(&[]);
+        model.write_pods(&[]);
+        let mut services = String::new();
+        for (peer, node, _, ip, cluster_ip) in &model.pods {
+            services.push_str(&service_yaml(
+                *peer,
+                *cluster_ip,
+                *ip,
+                &model.lab.nodes[*node].name,
+            ));
+        }
+        model
+            .lab
+            .write_manifest("services.yaml", &services)
+            .expect("write services");
+        model
+    }
+
+    /// The namespaces, `extra` labels for some of them.
+    fn write_namespaces(&self, extra: &[(&str, &str)]) {
+        let mut y = String::new();
+        for ns in NAMESPACES {
+            let more =
+                extra
+                    .iter()
+                    .filter(|(n, _)| *n == ns)
+                    .fold(String::new(), |mut acc, (_, l)| {
+                        let _ = writeln!(acc, "    {l}");
+                        acc
+                    });
+            y.push_str(&namespace_yaml(ns, &more));
+        }
+        self.lab
+            .write_manifest("namespaces.yaml", &y)
+            .expect("write namespaces");
+    }
+
+    /// The pods, `extra` labels for some of them.
+    fn write_pods(&self, extra: &[(Peer, &str)]) {
+        let mut y = String::new();
+        for (peer, node, _, ip, _) in &self.pods {
+            let more =
+                extra
+                    .iter()
+                    .filter(|(p, _)| p == peer)
+                    .fold(String::new(), |mut acc, (_, l)| {
+                        let _ = writeln!(acc, "    {l}");
+                        acc
+                    });
+            y.push_str(&pod_yaml(*peer, &self.lab.nodes[*node].name, *ip, &more));
+        }
+        self.lab
+            .write_manifest("pods.yaml", &y)
+            .expect("write pods");
+    }
+
+    fn ip(&self, peer: Peer) -> IpAddr {
+        self.pods.iter().find(|p| p.0 == peer).expect("peer").3
+    }
+
+    fn set_policies(&self, yaml: &str) {
+        self.lab
+            .write_manifest("policies.yaml", yaml)
+            .expect("write policies");
+    }
+
+    /// One probe of every (from, to) cell at once: a new connection (TCP) or datagram (UDP)
+    /// from `from`'s pod to `to`'s service port.
+    fn observe(&self, port: u16, udp: bool) -> Vec<Vec<bool>> {
+        let mut children = Vec::new();
+        for (_, node, index, _, _) in &self.pods {
+            let n = &self.lab.nodes[*node];
+            let netns = n.pods[*index].netns.ns();
+            for (_, _, _, _, cluster_ip) in &self.pods {
+                let mut cmd = n
+                    .cgroup()
+                    .command(lab_bin(), Some(netns))
+                    .expect("client command");
+                cmd.args(["client", "--json"])
+                    .args(["--target", &SocketAddr::new(*cluster_ip, port).to_string()])
+                    .args(["--proto", if udp { "udp" } else { "tcp" }])
+                    .args(["--count", "1", "--timeout-ms", "700"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null());
+                children.push(cmd.spawn().expect("spawn client"));
+            }
+        }
+        let n = self.pods.len();
+        let mut out = vec![vec![false; n]; n];
+        for (i, child) in children.into_iter().enumerate() {
+            let output = child.wait_with_output().expect("client");
+            let ok =
+                serde_json::from_slice::<ClientReport>(&output.stdout).is_ok_and(|r| r.ok == 1);
+            out[i / n][i % n] = ok;
+        }
+        out
+    }
+
+    fn render(&self, m: &[Vec<bool>]) -> String {
+        let mut s = String::from("      ");
+        for (peer, ..) in &self.pods {
+            let _ = write!(s, "{}/{} ", peer.0, peer.1);
+        }
+        s.push('\n');
+        for (i, (peer, ..)) in self.pods.iter().enumerate() {
+            let _ = write!(s, "{}/{}   ", peer.0, peer.1);
+            for cell in &m[i] {
+                s.push_str(if *cell { " .  " } else { " X  " });
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Probes until every cell of (port, protocol) is as `expect(from, to)` says (policy
+    /// changes take a moment to arrive), or fails printing both matrices.
+    fn expect(&self, case: &str, port: u16, udp: bool, expect: impl Fn(Peer, Peer) -> bool) {
+        let want: Vec<Vec<bool>> = self
+            .pods
+            .iter()
+            // A pod always reaches itself (upstream's `AllowLoopback`): that traffic never
+            // leaves its network namespace.
+            .map(|f| {
+                self.pods
+                    .iter()
+                    .map(|t| f.0 == t.0 || expect(f.0, t.0))
+                    .collect()
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let mut got = self.observe(port, udp);
+        while got != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            got = self.observe(port, udp);
+        }
+        assert!(
+            got == want,
+            "{case}: {} {port}: the matrix (row: from, column: to; . reaches, X does not)\n\
+             expected:\n{}observed:\n{}node 1 log:\n{}\nnode 2 log:\n{}",
+            if udp { "UDP" } else { "TCP" },
+            self.render(&want),
+            self.render(&got),
+            self.lab.nodes[0].log_tail(20),
+            self.lab.nodes[1].log_tail(20),
+        );
+    }
+}
+
+fn policy(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  \
+         namespace: {ns}\nspec:\n{spec}"
+    )
+}
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one case after another, as upstream's list reads"
+)]
+fn network_policy_matrix_matches_the_upstream_truth_tables() {
+    let m = Model::start();
+    let all = |_: Peer, _: Peer| true;
+    m.expect("no policy", 80, false, all);
+    m.expect("no policy", 81, true, all);
+
+    // Default deny ingress in x: nobody reaches x's pods; x's pods reach everyone else.
+    m.set_policies(&policy(
+        "x",
+        "deny-ingress",
+        "  podSelector: {}\n  policyTypes: [Ingress]\n",
+    ));
+    m.expect("default-deny ingress", 80, false, |_, to| to.0 != "x");
+    m.expect("default-deny ingress", 80, true, |_, to| to.0 != "x");
+
+    // Allow from namespace y into x.
+    m.set_policies(&policy(
+        "x",
+        "allow-y",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n",
+    ));
+    m.expect("allow from namespace", 80, false, |f, t| {
+        t.0 != "x" || f.0 == "y"
+    });
+
+    // namespaceSelector AND podSelector in one peer: only y/b into x/a.
+    m.set_policies(&policy(
+        "x",
+        "and",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        \
+         matchLabels: {ns: y}\n      podSelector:\n        matchLabels: {pod: b}\n",
+    ));
+    m.expect("namespace AND pod selector", 80, false, |f, t| {
+        t != ("x", "a") || f == ("y", "b")
+    });
+    // Two peers (OR): every pod of y, and b of x itself.
+    m.set_policies(&policy(
+        "x",
+        "or",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        \
+         matchLabels: {ns: y}\n    - podSelector:\n        matchLabels: {pod: b}\n",
+    ));
+    m.expect("namespace OR pod selector", 80, false, |f, t| {
+        t != ("x", "a") || f.0 == "y" || f == ("x", "b")
+    });
+
+    // matchExpressions NotIn: from every namespace but y.
+    m.set_policies(&policy(
+        "x",
+        "notin",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        \
+         matchExpressions:\n        - {key: ns, operator: NotIn, values: [y]}\n",
+    ));
+    m.expect("matchExpressions NotIn", 80, false, |f, t| {
+        t != ("x", "a") || f.0 != "y"
+    });
+
+    // Port 81 only, from namespace y; named port serve-80-udp from anyone (UDP 80).
+    m.set_policies(&policy(
+        "x",
+        "port-81",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        \
+         matchLabels: {ns: y}\n    ports:\n    - {protocol: TCP, port: 81}\n  - ports:\n    - {protocol: UDP, port: serve-80-udp}\n",
+    ));
+    m.expect("port 81 from y", 81, false, |f, t| {
+        t != ("x", "a") || f.0 == "y"
+    });
+    m.expect("port 81 from y", 80, false, |_, t| t != ("x", "a"));
+    m.expect("named port", 80, true, all);
+    m.expect("named port", 81, true, |_, t| t != ("x", "a"));
+
+    // endPort range and protocol-only ports: TCP 80-81 from anyone; UDP nowhere.
+    m.set_policies(&policy(
+        "x",
+        "range",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - ports:\n    - {protocol: TCP, port: 80, endPort: 81}\n",
+    ));
+    m.expect("endPort", 81, false, all);
+    m.expect("endPort", 81, true, |_, t| t != ("x", "a"));
+    m.set_policies(&policy(
+        "x",
+        "tcp-only",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - ports:\n    - protocol: TCP\n",
+    ));
+    m.expect("protocol only", 80, false, all);
+    m.expect("protocol only", 80, true, |_, t| t != ("x", "a"));
+
+    // Egress: x/a may send nowhere (its replies still leave: others reach it).
+    m.set_policies(&policy(
+        "x",
+        "deny-egress",
+        "  podSelector:\n    matchLabels: {pod: a}\n  policyTypes: [Egress]\n",
+    ));
+    m.expect("default-deny egress", 80, false, |f, _| f != ("x", "a"));
+    // Egress to port 81 only.
+    m.set_policies(&policy(
+        "x",
+        "egress-81",
+        "  podSelector:\n    matchLabels: {pod: a}\n  policyTypes: [Egress]\n  egress:\n  - ports:\n    - {protocol: TCP, port: 81}\n",
+    ));
+    m.expect("egress to a port", 81, false, all);
+    m.expect("egress to a port", 80, false, |f, _| f != ("x", "a"));
+
+    // ipBlock with except: into x/a from the pod network except x/b's address.
+    let xb = m.ip(("x", "b"));
+    m.set_policies(&policy(
+        "x",
+        "ipblock",
+        &format!(
+            "  podSelector:\n    matchLabels: {{pod: a}}\n  ingress:\n  - from:\n    - ipBlock:\n        \
+             cidr: 10.246.0.0/16\n        except: [{xb}/32]\n"
+        ),
+    ));
+    m.expect("ipBlock except", 80, false, |f, t| {
+        t != ("x", "a") || f != ("x", "b")
+    });
+
+    // Two policies combine as a union; ingress and egress in one policy.
+    m.set_policies(&format!(
+        "{}{}",
+        policy(
+            "y",
+            "from-x",
+            "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: x}\n",
+        ),
+        policy(
+            "y",
+            "from-z-and-out-to-y",
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - from:\n    - namespaceSelector:\n        \
+             matchLabels: {ns: z}\n  egress:\n  - to:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n",
+        ),
+    ));
+    m.expect("two policies, ingress and egress", 80, false, |f, t| {
+        let into_y = t.0 != "y" || f.0 == "x" || f.0 == "z";
+        let out_of_y = f.0 != "y" || t.0 == "y";
+        // y → y: y's egress allows it, y's ingress does not (only x and z).
+        into_y && out_of_y
+    });
+
+    // A namespace label change and a pod label change take effect.
+    m.set_policies(&policy(
+        "x",
+        "from-team",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {team: blue}\n      \
+         podSelector:\n        matchLabels: {role: client}\n",
+    ));
+    m.expect("nobody labelled yet", 80, false, |_, t| t.0 != "x");
+    m.write_namespaces(&[("z", "team: blue")]);
+    m.write_pods(&[(("z", "c"), "role: client")]);
+    m.expect("after label changes", 80, false, |f, t| {
+        t.0 != "x" || f == ("z", "c")
+    });
+    m.write_pods(&[]);
+    m.expect("after the pod label is gone", 80, false, |_, t| t.0 != "x");
+
+    // Update allow-all → deny, then deletion.
+    m.set_policies(&policy(
+        "x",
+        "allow-all",
+        "  podSelector: {}\n  ingress:\n  - {}\n",
+    ));
+    m.expect("allow all", 80, false, all);
+    m.set_policies(&policy(
+        "x",
+        "allow-all",
+        "  podSelector: {}\n  ingress: []\n",
+    ));
+    m.expect("updated to deny", 80, false, |_, t| t.0 != "x");
+    m.set_policies("");
+    m.expect("policy deleted", 80, false, all);
+}
