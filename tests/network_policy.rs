@@ -287,6 +287,43 @@ impl Model {
     }
 }
 
+impl Model {
+    /// `ferrite policy -o json` on node 1 shows its x pods isolated by `policy`, and
+    /// `ferrite observe` shows the denied probes as policy drops.
+    fn assert_reported(&self, policy: &str) {
+        let node = &self.lab.nodes[0];
+        let out = node.cli(&["policy", "-o", "json"]).expect("ferrite policy");
+        let pods: serde_json::Value = serde_json::from_slice(&out.stdout).expect("policy JSON");
+        let local: Vec<&serde_json::Value> = pods.as_array().expect("a list").iter().collect();
+        let on_node = self.pods.iter().filter(|p| p.1 == 0).count();
+        assert_eq!(local.len(), on_node, "one entry per local pod: {pods}");
+        for p in &local {
+            let in_x = p["pod"].as_str().is_some_and(|n| n.starts_with("x/"));
+            assert_eq!(p["ingress_isolated"], in_x, "{p}");
+            if in_x {
+                assert_eq!(p["policies"][0], policy, "{p}");
+            }
+        }
+        let out = node
+            .cli(&[
+                "observe",
+                "--last",
+                "1000",
+                "--verdict",
+                "dropped",
+                "-o",
+                "json",
+            ])
+            .expect("ferrite observe");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("\"policy\"") && l.contains("policy-denied")),
+            "no policy drop among the flows:\n{text}"
+        );
+    }
+}
+
 fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  \
@@ -313,6 +350,7 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     ));
     m.expect("default-deny ingress", 80, false, |_, to| to.0 != "x");
     m.expect("default-deny ingress", 80, true, |_, to| to.0 != "x");
+    m.assert_reported("x/deny-ingress");
 
     // Allow from namespace y into x.
     m.set_policies(&policy(

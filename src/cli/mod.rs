@@ -10,6 +10,7 @@ mod manifests;
 mod observe;
 mod observe_all;
 mod output;
+mod policy;
 mod pools;
 mod query;
 mod routes;
@@ -40,6 +41,7 @@ pub enum Command {
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
     Routes(routes::RoutesCmd),
+    Policy(policy::PolicyCmd),
     Observe(observe::ObserveCmd),
     Ui(ui::UiCmd),
     L2(l2::L2Cmd),
@@ -96,6 +98,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),
         Command::Routes(r) => routes::run(&r),
+        Command::Policy(p) => policy::run(&p),
         Command::Observe(o) => observe::run(&o),
         Command::Ui(u) => ui::run(&u),
         Command::L2(c) => l2::run(&c),
