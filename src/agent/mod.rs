@@ -132,6 +132,7 @@ fn initial_api_state(cfg: &AgentConfig, adopted: bool) -> ApiState {
         nodes: Vec::new(),
         pods: Arc::default(),
         policy: Arc::default(),
+        policy_slots: Arc::default(),
     }
 }
 

@@ -184,6 +184,7 @@ impl Reconciler {
         }
         if let Ok(mut g) = self.shared.write() {
             g.policy = std::sync::Arc::new(plan.endpoints);
+            g.policy_slots = std::sync::Arc::new(plan.slots);
         }
         Ok(ops.upserts + ops.deletes)
     }

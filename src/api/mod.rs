@@ -59,6 +59,8 @@ pub struct ApiState {
     pub pods: Arc<crate::flows::pods::PodIndex>,
     /// NetworkPolicy per local pod (`/v1/policy`), as of the last applied snapshot.
     pub policy: Arc<Vec<crate::policy::EndpointReport>>,
+    /// NetworkPolicy's counter slots → `namespace/name` (slot 0: denied).
+    pub policy_slots: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use tracing::warn;
 
 use super::SharedState;
-use crate::metrics::{FlowCount, MapFill, ProcessStats, Scrape};
+use crate::metrics::{FlowCount, MapFill, PolicyCount, ProcessStats, Scrape};
 
 /// The exposition for `GET /metrics`. The lock is held only to copy the views; the pinned
 /// maps are walked after it is released.
 pub fn render(state: &SharedState) -> String {
-    let (mut scrape, metrics, maps_dir) = {
+    let (mut scrape, metrics, maps_dir, slots) = {
         let guard = state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -18,9 +18,11 @@ pub fn render(state: &SharedState) -> String {
             from_views(&guard),
             guard.metrics.clone(),
             guard.maps_dir.clone(),
+            guard.policy_slots.clone(),
         )
     };
     scrape.flows = flows(maps_dir.as_deref());
+    scrape.policy = policy(maps_dir.as_deref(), &slots);
     scrape.maps = maps(maps_dir);
     scrape.process = ProcessStats::read();
     metrics.encode(&scrape)
@@ -41,6 +43,40 @@ fn flows(maps_dir: Option<&std::path::Path>) -> Vec<FlowCount> {
             .collect(),
         Err(e) => {
             warn!(error = %e, "reading the flow verdict counters for /metrics");
+            Vec::new()
+        }
+    }
+}
+
+fn policy(maps_dir: Option<&std::path::Path>, slots: &[String]) -> Vec<PolicyCount> {
+    let Some(dir) = maps_dir else {
+        return Vec::new();
+    };
+    if slots.is_empty() {
+        return Vec::new();
+    }
+    match crate::flows::reader::policy_verdicts(dir, slots.len()) {
+        Ok(counts) => counts
+            .into_iter()
+            .flat_map(|(slot, ingress, egress)| {
+                let (policy, verdict) = if slot == 0 {
+                    (String::new(), "denied")
+                } else {
+                    (slots[slot].clone(), "allowed")
+                };
+                [("ingress", ingress), ("egress", egress)]
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(move |(direction, packets)| PolicyCount {
+                        policy: policy.clone(),
+                        direction: direction.to_owned(),
+                        verdict: verdict.to_owned(),
+                        packets,
+                    })
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "reading NetworkPolicy's verdict counters for /metrics");
             Vec::new()
         }
     }
@@ -79,6 +115,7 @@ fn from_views(st: &super::ApiState) -> Scrape {
         generation: apply.generation,
         maps: Vec::new(),
         flows: Vec::new(),
+        policy: Vec::new(),
         snat_flows: status.masquerade.as_ref().map(|m| m.snat_flows),
         l2_members: l2.members.len() as u64,
         l2_owned: l2

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use ferrite_abi::{
-    FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_SOCK_LB, FLOW_STAT_EMITTED,
-    FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_VERDICT_REASONS, FlowConfig, FlowEvent,
-    flow_verdict_slot, map_names,
+    FLOW_KIND_MASQUERADE, FLOW_KIND_NORTH_SOUTH, FLOW_KIND_POLICY, FLOW_KIND_SOCK_LB,
+    FLOW_STAT_EMITTED, FLOW_STAT_RATE_LIMITED, FLOW_STAT_RING_FULL, FLOW_VERDICT_REASONS,
+    FlowConfig, FlowEvent, POLICY_EGRESS, POLICY_INGRESS, flow_verdict_slot, map_names,
+    policy_stat_slot,
 };
 use tracing::{debug, info, warn};
 
@@ -44,6 +45,31 @@ fn open(maps_dir: &Path, name: &'static str) -> Result<Map, FlowError> {
         source,
     })?;
     Map::from_map_data(data).map_err(|source| FlowError::Map { name, source })
+}
+
+/// Packets NetworkPolicy allowed per policy slot (1-based) and denied (slot 0), as
+/// `(slot, ingress, egress)`, summed over CPUs; slots with nothing counted are left out.
+pub fn policy_verdicts(maps_dir: &Path, slots: usize) -> Result<Vec<(usize, u64, u64)>, FlowError> {
+    let name = map_names::POLICY_STATS;
+    let counts: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(maps_dir, name)?)
+        .map_err(|source| FlowError::Map { name, source })?;
+    let sum = |slot: u32| -> Result<u64, FlowError> {
+        Ok(counts
+            .get(&slot, 0)
+            .map_err(|source| FlowError::Map { name, source })?
+            .iter()
+            .sum())
+    };
+    let mut out = Vec::new();
+    for slot in 0..slots {
+        let s = u32::try_from(slot).unwrap_or(u32::MAX);
+        let ingress = sum(policy_stat_slot(s, POLICY_INGRESS))?;
+        let egress = sum(policy_stat_slot(s, POLICY_EGRESS))?;
+        if ingress + egress > 0 {
+            out.push((slot, ingress, egress));
+        }
+    }
+    Ok(out)
 }
 
 /// Writes the per-CPU rate (0: the programs send nothing).
@@ -127,6 +153,7 @@ pub fn verdict_counts(maps_dir: &Path) -> Result<Vec<VerdictCount>, FlowError> {
         FLOW_KIND_SOCK_LB,
         FLOW_KIND_NORTH_SOUTH,
         FLOW_KIND_MASQUERADE,
+        FLOW_KIND_POLICY,
     ] {
         for reason in 0..u8::try_from(FLOW_VERDICT_REASONS).unwrap_or(u8::MAX) {
             let flows: u64 = counts

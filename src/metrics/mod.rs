@@ -374,6 +374,22 @@ pub struct FlowCount {
     pub flows: u64,
 }
 
+/// Packets NetworkPolicy decided for one policy and direction (`policy` empty when denied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyCount {
+    pub policy: String,
+    pub direction: String,
+    pub verdict: String,
+    pub packets: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+    pub direction: String,
+    pub verdict: String,
+}
+
 /// State read at scrape time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scrape {
@@ -386,6 +402,8 @@ pub struct Scrape {
     pub maps: Vec<MapFill>,
     /// The programs' flow verdict counters (every flow, with events on or off).
     pub flows: Vec<FlowCount>,
+    /// NetworkPolicy's per-policy verdict counters.
+    pub policy: Vec<PolicyCount>,
     /// Flows in the masquerade's SNAT table (absent without north-south).
     pub snat_flows: Option<u64>,
     /// Alive members of the L2 membership, this node included.
@@ -434,6 +452,21 @@ impl Scrape {
         );
         self.register_maps(r);
         self.register_flows(r);
+        let verdicts = Family::<PolicyLabels, Counter>::default();
+        for c in &self.policy {
+            verdicts
+                .get_or_create(&PolicyLabels {
+                    policy: c.policy.clone(),
+                    direction: c.direction.clone(),
+                    verdict: c.verdict.clone(),
+                })
+                .inc_by(c.packets);
+        }
+        r.register(
+            "ferrite_policy_verdicts",
+            "Packets NetworkPolicy allowed (by the policy that allowed them) or denied, by direction",
+            verdicts,
+        );
         if let Some(n) = self.snat_flows {
             gauge(
                 r,
