@@ -193,6 +193,15 @@ neigh=$(in-client ip neigh show "$LB_IP" dev "$CLIENT_IF")
 case "$neigh" in *"$NODE_MAC_SEEN"*) ;; *) fail lb-ip "the client's neighbour entry: $neigh" ;; esac
 ok lb-ip "$LB_IP:$SVC_PORT -> pod1 from the client ($neigh)"
 
+# --- the pod veth's programs (BPF host routing, NetworkPolicy) loaded and attached ---------
+pod_hooked() {
+  LAST=$(ferrite status --api-socket "$API_SOCKET" -o json 2>&1 | tr -d ' \n\t')
+  case "$LAST" in *'"host_routing":{"mode":"bpf","pod_devices":["'*) return 0 ;; esac
+  return 1
+}
+retry 10 pod-hooks "the pod's veth has no BPF host routing / policy programs" pod_hooked
+ok pod-hooks "$(echo "$LAST" | grep -o '"pod_devices":\[[^]]*\]')"
+
 # --- agent restart: an open connection through the LB IP carries on -----------------------
 mkfifo /tmp/conn.in
 in-client nc "$LB_IP" "$SVC_PORT" </tmp/conn.in >/tmp/conn.out 2>&1 &
