@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ferrite_abi::{XDP_DEV_GENERIC, XDP_DEV_TX};
-use ferrite_ebpf::maps::XDP_DEVS;
+use ferrite_ebpf::maps::{POD_DEVS, XDP_DEVS};
 use ferrite_ebpf::masq::{self, Verdict};
 use ferrite_ebpf::nat_lb::{Outcome, fib, ingress, parse};
 use ferrite_ebpf::pkt::PacketCtx;
@@ -46,6 +46,12 @@ fn forward(ctx: &mut XdpContext, family: u8, saddr: &[u32; 4], daddr: &[u32; 4])
         return xdp_action::XDP_PASS;
     };
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return xdp_action::XDP_PASS;
+    }
+    // A local pod: up the stack (already translated), where TC checks the pod's ingress
+    // NetworkPolicy before it enters; generic XDP's redirect would skip the veth's egress hook.
+    // SAFETY: lookup in a hash map of plain values.
+    if unsafe { POD_DEVS.get(&params.ifindex) }.is_some() {
         return xdp_action::XDP_PASS;
     }
     let ingress_if = ctx.ifindex();
