@@ -9,6 +9,8 @@
 
 mod ports;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +26,8 @@ use serde::Serialize;
 use smol_str::SmolStr;
 
 use crate::model::{
-    LabelSelector, NetworkPolicy, Pod, PodPhase, PolicyPeer, PolicyRule, ServiceName, Snapshot,
+    LabelSelector, NetworkPolicy, Pod, PodPhase, PolicyPeer, PolicyPort, PolicyPortNumber,
+    PolicyRule, ServiceName, Snapshot,
 };
 
 /// Labels of a pod: its namespace's, then its own.
@@ -326,6 +329,74 @@ fn rule_entries(
     direction: u8,
     slot: u32,
 ) -> Vec<String> {
+    let (peers, peer_text) = rule_peers(ctx, policy, rule);
+    let port_text = ports::describe(&rule.ports);
+    let (named, numbered): (Vec<PolicyPort>, Vec<PolicyPort>) = rule
+        .ports
+        .iter()
+        .cloned()
+        .partition(|p| matches!(p.port, Some(PolicyPortNumber::Name(_))));
+    let mut add = |identity: u32, blocks: BTreeSet<ports::Block>| {
+        for (proto, block) in blocks {
+            let (prefix, port) = match (proto, block) {
+                (None, _) => (POLICY_PREFIX_ANY_PROTO, 0),
+                (Some(_), None) => (POLICY_PREFIX_ANY_PORT, 0),
+                (Some(_), Some((port, bits))) => (POLICY_PREFIX_ANY_PORT + bits, port),
+            };
+            let key = RuleKey {
+                prefix,
+                endpoint,
+                identity,
+                direction,
+                proto: proto.unwrap_or(0),
+                port,
+            };
+            plan.rules.entry(key).or_insert(slot);
+        }
+    };
+    for (identity, peer_pods) in &peers {
+        if direction == POLICY_INGRESS {
+            // Named ports resolve on the destination: this pod.
+            add(*identity, ports::blocks(&rule.ports, &[pod]));
+            continue;
+        }
+        if rule.ports.is_empty() || !numbered.is_empty() {
+            add(*identity, ports::blocks(&numbered, &[]));
+        }
+        // Egress: a named port resolves on each destination pod, so it is allowed towards that
+        // pod's identity only (pods sharing an identity share their named ports' numbers).
+        if !named.is_empty() {
+            for p in peer_pods {
+                if ctx.labels.contains_key(&p.name) {
+                    add(ctx.identity(&p.name), ports::blocks(&named, &[p]));
+                }
+            }
+        }
+    }
+    let dir = if direction == POLICY_INGRESS {
+        "ingress from"
+    } else {
+        "egress to"
+    };
+    vec![format!(
+        "{dir} {} on {} ({})",
+        peer_text.join(" | "),
+        if port_text.is_empty() {
+            "every port".to_owned()
+        } else {
+            port_text.join(",")
+        },
+        policy.name
+    )]
+}
+
+/// A rule's peers as (identity, the pods it stands for — where named ports resolve on
+/// egress), and their description.
+fn rule_peers<'a>(
+    ctx: &Ctx<'a>,
+    policy: &NetworkPolicy,
+    rule: &PolicyRule,
+) -> (Vec<(u32, Vec<&'a Pod>)>, Vec<String>) {
     let ns = policy.name.namespace.as_str();
     // Peers: (identity, the pods it stands for — where named ports resolve on egress).
     let mut peers: Vec<(u32, Vec<&Pod>)> = Vec::new();
@@ -364,52 +435,21 @@ fn rule_entries(
                             .join(",")
                     )
                 });
+                let inside: Vec<&Pod> = ctx
+                    .snapshot
+                    .pods
+                    .values()
+                    .filter(|p| {
+                        p.ips
+                            .iter()
+                            .any(|ip| cidr.contains(ip) && !except.iter().any(|e| e.contains(ip)))
+                    })
+                    .collect();
                 for id in ctx.block_ids(cidr, except) {
-                    peers.push((id, ctx.snapshot.pods.values().collect()));
+                    peers.push((id, inside.clone()));
                 }
             }
         }
     }
-    let mut port_text = Vec::new();
-    for (identity, peer_pods) in &peers {
-        // Named ports resolve on the destination: this pod (ingress) or the peers (egress).
-        let targets: Vec<&Pod> = if direction == POLICY_INGRESS {
-            vec![pod]
-        } else {
-            peer_pods.clone()
-        };
-        let blocks = ports::blocks(&rule.ports, &targets);
-        port_text = ports::describe(&rule.ports);
-        for (proto, block) in blocks {
-            let (prefix, port) = match (proto, block) {
-                (None, _) => (POLICY_PREFIX_ANY_PROTO, 0),
-                (Some(_), None) => (POLICY_PREFIX_ANY_PORT, 0),
-                (Some(_), Some((port, bits))) => (POLICY_PREFIX_ANY_PORT + bits, port),
-            };
-            let key = RuleKey {
-                prefix,
-                endpoint,
-                identity: *identity,
-                direction,
-                proto: proto.unwrap_or(0),
-                port,
-            };
-            plan.rules.entry(key).or_insert(slot);
-        }
-    }
-    let dir = if direction == POLICY_INGRESS {
-        "ingress from"
-    } else {
-        "egress to"
-    };
-    vec![format!(
-        "{dir} {} on {} ({})",
-        peer_text.join(" | "),
-        if port_text.is_empty() {
-            "every port".to_owned()
-        } else {
-            port_text.join(",")
-        },
-        policy.name
-    )]
+    (peers, peer_text)
 }

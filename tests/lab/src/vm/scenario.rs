@@ -24,7 +24,7 @@ use crate::shipped::{LabRewrite, daemonset_args, dir_source_env};
 pub const INIT: &str = include_str!("init.sh");
 
 /// Every step `/init` must report `OK`, in order.
-pub const STEPS: [&str; 11] = [
+pub const STEPS: [&str; 12] = [
     "boot",
     "modules",
     "network",
@@ -34,6 +34,7 @@ pub const STEPS: [&str; 11] = [
     "nodeport",
     "l2-arp",
     "lb-ip",
+    "pod-hooks",
     "restart",
     "doctor",
 ];
