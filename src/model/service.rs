@@ -38,6 +38,9 @@ impl std::fmt::Display for ServiceName {
 pub enum Protocol {
     Tcp,
     Udp,
+    /// Only in NetworkPolicy ports and named container ports: the load balancer does not serve
+    /// SCTP (service ports of it are skipped, see [`SCTP_NOT_SERVED`]).
+    Sctp,
 }
 
 impl Protocol {
@@ -46,14 +49,16 @@ impl Protocol {
         match self {
             Self::Tcp => 6,
             Self::Udp => 17,
+            Self::Sctp => 132,
         }
     }
 
-    /// The name Kubernetes uses (`TCP`, `UDP`).
+    /// The name Kubernetes uses (`TCP`, `UDP`, `SCTP`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "TCP",
             Self::Udp => "UDP",
+            Self::Sctp => "SCTP",
         }
     }
 }

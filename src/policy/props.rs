@@ -278,7 +278,7 @@ proptest! {
                 if src.name == dst.name {
                     continue;
                 }
-                for (proto, number) in [(Protocol::Tcp, 6), (Protocol::Udp, 17)] {
+                for (proto, number) in [(Protocol::Tcp, 6), (Protocol::Udp, 17), (Protocol::Sctp, 132)] {
                     for port in [80, 81, 82] {
                         let want = reference(&s, src, dst, proto, port);
                         let out = &plans[src.node_name.as_deref().unwrap_or_default()];

@@ -99,8 +99,7 @@ pub(super) fn pod(mut value: Value) -> Result<model::Pod, ObjectError> {
             let protocol = match port.protocol.as_deref() {
                 None | Some("TCP") => model::Protocol::Tcp,
                 Some("UDP") => model::Protocol::Udp,
-                // SCTP is not served (see `model::SCTP_NOT_SERVED`): no policy port to match.
-                Some("SCTP") => continue,
+                Some("SCTP") => model::Protocol::Sctp,
                 Some(other) => {
                     return Err(invalid(
                         format!("spec.containers[{c}].ports[{i}].protocol"),

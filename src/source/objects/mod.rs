@@ -332,10 +332,10 @@ fn protocol(value: Option<&str>, field: &str) -> Result<Protocol, ObjectError> {
     match value {
         None | Some("TCP") => Ok(Protocol::Tcp),
         Some("UDP") => Ok(Protocol::Udp),
-        Some("SCTP") => Err(invalid(field, "SCTP is not supported by ferrite")),
+        Some("SCTP") => Ok(Protocol::Sctp),
         Some(other) => Err(invalid(
             field,
-            format!("unknown protocol `{other}` (expected TCP or UDP)"),
+            format!("unknown protocol `{other}` (expected TCP, UDP or SCTP)"),
         )),
     }
 }

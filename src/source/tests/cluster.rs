@@ -78,7 +78,7 @@ fn network_policy_rules_peers_and_ports() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: prod}\n\
          spec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {env: prod}}\n\
          \x20     podSelector: {matchExpressions: [{key: tier, operator: In, values: [front]}]}\n\
-         \x20   - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n    ports: [{port: 8000, endPort: 8080}, {protocol: UDP, port: dns}]\n\
+         \x20   - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}\n    ports: [{port: 8000, endPort: 8080}, {protocol: UDP, port: dns}, {protocol: SCTP, port: 9}]\n\
          \x20 egress: []\n  policyTypes: [Ingress, Egress]\n",
     );
     let np = s.network_policies.values().next().expect("policy");
@@ -92,6 +92,11 @@ fn network_policy_rules_peers_and_ports() {
     assert_eq!(
         ingress[0].ports[1].port,
         Some(PolicyPortNumber::Name("dns".into()))
+    );
+    assert_eq!(
+        ingress[0].ports[2].protocol,
+        crate::model::Protocol::Sctp,
+        "SCTP ports are enforced by policy (not served by the LB)"
     );
     assert_eq!(
         np.egress.as_deref(),
