@@ -74,6 +74,8 @@ pub struct Reconciler {
     views: ViewCache,
     /// Reconcile latency for `/metrics`.
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The snapshot NetworkPolicy's maps were last written from.
+    policy_input: Option<std::sync::Arc<Snapshot>>,
 }
 
 impl Reconciler {
@@ -104,6 +106,7 @@ impl Reconciler {
             status_feed: None,
             frontends,
             views: ViewCache::default(),
+            policy_input: None,
         }
     }
 
@@ -135,7 +138,7 @@ impl Reconciler {
         &mut self,
         frontends: &[Frontend],
         external: &[ExtFrontend],
-        snapshot: &Snapshot,
+        snapshot: &std::sync::Arc<Snapshot>,
     ) -> Result<usize, DatapathError> {
         let extra: BTreeSet<SocketAddr> = external
             .iter()
@@ -160,12 +163,26 @@ impl Reconciler {
     }
 
     /// NetworkPolicy's maps for `snapshot` (identities, this node's pods' allow rules).
-    fn write_policy(&mut self, snapshot: &Snapshot) -> Result<usize, DatapathError> {
+    /// Compiled only when the pods, namespaces or policies changed since the last successful
+    /// write (a Service or `EndpointSlice` event leaves them as they are).
+    fn write_policy(
+        &mut self,
+        snapshot: &std::sync::Arc<Snapshot>,
+    ) -> Result<usize, DatapathError> {
         let Some(routing) = self.host.as_mut().and_then(|h| h.lb.pods.as_mut()) else {
             return Ok(0);
         };
+        let unchanged = self.policy_input.as_ref().is_some_and(|l| {
+            l.pods == snapshot.pods
+                && l.namespaces == snapshot.namespaces
+                && l.network_policies == snapshot.network_policies
+        });
+        if unchanged {
+            return Ok(0);
+        }
         let plan = crate::policy::compile(snapshot, &self.node_name);
         let ops = routing.policy.apply(&plan)?;
+        self.policy_input = Some(snapshot.clone());
         if ops.upserts + ops.deletes > 0 {
             let isolated = plan
                 .endpoints

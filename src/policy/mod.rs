@@ -306,8 +306,8 @@ fn endpoint_rules(
             let Some(rules) = rules else { continue };
             *flags |= flag;
             for rule in rules {
-                let lines = rule_entries(ctx, plan, policy, rule, pod, endpoint, direction, slot);
-                report.rules.extend(lines);
+                let line = rule_entries(ctx, plan, policy, rule, pod, endpoint, direction, slot);
+                report.rules.push(line);
             }
         }
     }
@@ -328,7 +328,7 @@ fn rule_entries(
     endpoint: u32,
     direction: u8,
     slot: u32,
-) -> Vec<String> {
+) -> String {
     let (peers, peer_text) = rule_peers(ctx, policy, rule);
     let port_text = ports::describe(&rule.ports);
     let (named, numbered): (Vec<PolicyPort>, Vec<PolicyPort>) = rule
@@ -378,7 +378,7 @@ fn rule_entries(
     } else {
         "egress to"
     };
-    vec![format!(
+    format!(
         "{dir} {} on {} ({})",
         peer_text.join(" | "),
         if port_text.is_empty() {
@@ -387,7 +387,7 @@ fn rule_entries(
             port_text.join(",")
         },
         policy.name
-    )]
+    )
 }
 
 /// A rule's peers as (identity, the pods it stands for — where named ports resolve on

@@ -120,17 +120,19 @@ fn is_reply(k: &CtKey) -> bool {
     unsafe { POLICY_CT.get(&rev) }.is_some()
 }
 
-/// Notes an allowed tuple (once) so its replies pass.
+/// Notes an allowed tuple (once) so its replies pass; `true` when it was new.
 #[inline(always)]
-fn note(k: &CtKey, direction: u8) {
+fn note(k: &CtKey, direction: u8) -> bool {
     // SAFETY: lookup in a hash map of plain values.
-    if unsafe { POLICY_CT.get(k) }.is_none() {
-        let v = PolicyCtValue {
-            allowed: 1 << direction,
-            _pad: 0,
-        };
-        let _ = POLICY_CT.insert(k, &v, 0);
+    if unsafe { POLICY_CT.get(k) }.is_some() {
+        return false;
     }
+    let v = PolicyCtValue {
+        allowed: 1 << direction,
+        _pad: 0,
+    };
+    let _ = POLICY_CT.insert(k, &v, 0);
+    true
 }
 
 /// The allow rule of `endpoint` for peers of `identity`, if any: its policy's slot.
@@ -187,7 +189,7 @@ fn verdict(ctx: &TcContext, k: &CtKey, ep: &IpInfo, direction: u8) -> bool {
         return true;
     }
     if !isolated {
-        note(k, direction);
+        let _ = note(k, direction);
         return true;
     }
     let peer = if direction == POLICY_INGRESS {
@@ -202,10 +204,8 @@ fn verdict(ctx: &TcContext, k: &CtKey, ep: &IpInfo, direction: u8) -> bool {
     };
     if let Some(policy) = allowed_by(ep.endpoint, peer, direction, k) {
         count(policy_stat_slot(policy, direction));
-        // SAFETY: lookup in a hash map of plain values.
-        if unsafe { POLICY_CT.get(k) }.is_none() {
+        if note(k, direction) {
             report(ctx, k, 0, flags, policy);
-            note(k, direction);
         }
         return true;
     }
@@ -262,7 +262,7 @@ pub fn ingress(ctx: &TcContext) -> bool {
     }
     // SAFETY: lookup in a hash map of plain values.
     if unsafe { NODE_ADDRS.get(&addr_key(k.family, &k.saddr)) }.is_some() {
-        note(&k, POLICY_INGRESS);
+        let _ = note(&k, POLICY_INGRESS);
         return true;
     }
     verdict(ctx, &k, ep, POLICY_INGRESS)
