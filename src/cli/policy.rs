@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use super::output::{OutputFormat, table};
-use super::query::{fetch, print_json};
+use super::query::show;
 use crate::policy::EndpointReport;
 
 /// Show, per local pod, whether it is isolated, the policies that select it and its allow rules.
@@ -67,18 +67,12 @@ pub fn render(endpoints: &[EndpointReport]) -> String {
 }
 
 pub fn run(cmd: &PolicyCmd) -> i32 {
-    let v: Vec<EndpointReport> = match fetch(&cmd.api_socket, "/v1/policy") {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    if cmd.output == OutputFormat::Json {
-        return print_json(&v);
-    }
-    print!("{}", render(&v));
-    0
+    show(
+        &cmd.api_socket,
+        "/v1/policy",
+        cmd.output,
+        |v: &Vec<EndpointReport>| render(v),
+    )
 }
 
 #[cfg(test)]

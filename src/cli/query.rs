@@ -28,6 +28,27 @@ pub(super) fn fetch<T: serde::de::DeserializeOwned>(
         .map_err(|e| e.to_string())
 }
 
+/// Fetches `route` and prints it as JSON or through `render`; the exit code.
+pub(super) fn show<T: serde::de::DeserializeOwned + serde::Serialize>(
+    socket: &std::path::Path,
+    route: &str,
+    output: OutputFormat,
+    render: impl Fn(&T) -> String,
+) -> i32 {
+    let v: T = match fetch(socket, route) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if output == OutputFormat::Json {
+        return print_json(&v);
+    }
+    print!("{}", render(&v));
+    0
+}
+
 pub(super) fn print_json<T: serde::Serialize>(v: &T) -> i32 {
     match serde_json::to_string_pretty(v) {
         Ok(s) => {

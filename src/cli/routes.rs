@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 
 use super::output::{OutputFormat, table};
-use super::query::{fetch, print_json};
+use super::query::show;
 use crate::routing::task::RoutesView;
 
 /// Show how every other node's PodCIDRs are reached (native route or VXLAN), and their state.
@@ -64,18 +64,7 @@ pub fn render(v: &RoutesView) -> String {
 }
 
 pub fn run(cmd: &RoutesCmd) -> i32 {
-    let v: RoutesView = match fetch(&cmd.api_socket, "/v1/routes") {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    if cmd.output == OutputFormat::Json {
-        return print_json(&v);
-    }
-    print!("{}", render(&v));
-    0
+    show(&cmd.api_socket, "/v1/routes", cmd.output, render)
 }
 
 #[cfg(test)]
