@@ -7,9 +7,11 @@
 //! A pod that no policy isolates in a direction passes; an isolated one passes what an allow
 //! rule of its endpoint holds for the peer's identity (a pod's, the longest `ipBlock` prefix's,
 //! or any peer), the protocol and the destination port. Replies pass: every allowed tuple is
-//! noted in `fe_polct_v1`, and a packet whose reverse tuple is there is a reply. The node's own
-//! addresses always reach its pods (kubelet probes). Neighbour discovery and ICMP errors are not
-//! policy's business (PMTUD keeps working); neither is anything that is not IPv4/IPv6.
+//! noted in `fe_polct_v1`, and a packet whose reverse tuple is there is a reply. Sources among
+//! the north-south devices' addresses (`fe_nodeaddr_v1`) always reach the pods; a node process
+//! sourced from another of the node's addresses does not yet (the README's known gap).
+//! Neighbour discovery and ICMP errors are not policy's business (PMTUD keeps working);
+//! neither is anything that is not IPv4/IPv6.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
