@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Reconciler;
 use super::readiness::{DATAPATH, NORTH_SOUTH, Readiness};
@@ -53,6 +53,7 @@ impl DeviceWatch {
             absent,
             pod_veths: detect::pod_veths(&facts),
             tunnels: detect::tunnel_devs(&facts),
+            host_addrs: facts.addrs.iter().map(|a| a.addr).collect(),
         })
     }
 }
@@ -66,6 +67,8 @@ pub struct Wanted {
     pub pod_veths: Vec<(String, u32)>,
     /// ferrite's overlay device, when it exists (BPF host routing).
     pub tunnels: Vec<(String, u32)>,
+    /// Every address of the node's network namespace (NetworkPolicy's host identity).
+    pub host_addrs: std::collections::BTreeSet<IpAddr>,
 }
 
 fn pin_names(pins: &[PathBuf]) -> String {
@@ -84,6 +87,30 @@ fn device_line(devices: &[Device]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The pod veths' and the overlay's hooks, and the node's addresses for NetworkPolicy.
+fn sync_pods(
+    pods: &mut crate::datapath::PodRouting,
+    veths: &[(String, u32)],
+    tunnels: &[(String, u32)],
+    host_addrs: &std::collections::BTreeSet<IpAddr>,
+) {
+    for (dev, e) in pods.sync(veths, tunnels).errors {
+        warn!(device = %dev, error = %e, "host routing attach failed; retrying");
+    }
+    match pods.policy.set_host(host_addrs) {
+        Ok(ops) if ops.upserts + ops.deletes > 0 => {
+            info!(
+                addresses = host_addrs.len(),
+                "NetworkPolicy: the node's addresses"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "NetworkPolicy: writing the node's addresses failed; retrying");
+        }
+    }
 }
 
 /// One maintenance round; `node_ips` are this node's InternalIPs from the latest snapshot.
@@ -112,12 +139,11 @@ pub async fn maintain(
                 absent,
                 pod_veths,
                 tunnels,
+                host_addrs,
             }) => {
                 let report = host.sync(&devices);
                 if let Some(pods) = host.pods.as_mut() {
-                    for (dev, e) in pods.sync(&pod_veths, &tunnels).errors {
-                        warn!(device = %dev, error = %e, "host routing attach failed; retrying");
-                    }
+                    sync_pods(pods, &pod_veths, &tunnels, &host_addrs);
                 }
                 for (dev, e) in &report.errors {
                     warn!(device = %dev, error = %e, "north-south attach failed; retrying");

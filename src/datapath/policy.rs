@@ -3,14 +3,20 @@
 //! isolation), and only then what is gone — so a packet never meets an isolation without the
 //! rules that still allow it. The content is read back from the pins at start, so a restarted
 //! agent rewrites nothing that is already right.
+//!
+//! Besides the plan's pod addresses, the ipcache holds every address of this node's own network
+//! namespace as [`IDENTITY_HOST`] ([`PolicyMaps::set_host`], from the once-a-second netlink
+//! dump): the node always reaches its own pods (kubelet probes), whichever of its addresses a
+//! connection is sourced from, and hostNetwork pods (which hold no pod identity) are the node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use ferrite_abi::{
-    IpInfo, MASQ_CIDR_PREFIX_BITS, MasqCidr, NodeAddrKey, PolicyKey, PolicyValue, map_names,
+    IDENTITY_HOST, IpInfo, MASQ_CIDR_PREFIX_BITS, MasqCidr, NodeAddrKey, PolicyKey, PolicyValue,
+    map_names,
 };
 use ipnet::IpNet;
 
@@ -39,7 +45,17 @@ pub struct PolicyMaps {
     cidrs: LpmTrie<MapData, MasqCidr, u32>,
     rules: LpmTrie<MapData, PolicyKey, PolicyValue>,
     state: PolicyState,
+    /// The last applied plan's addresses.
+    plan_addrs: BTreeMap<IpAddr, AddrEntry>,
+    /// This node's own addresses (written as [`IDENTITY_HOST`] where no pod holds them).
+    host: BTreeSet<IpAddr>,
 }
+
+const HOST_ENTRY: AddrEntry = AddrEntry {
+    identity: IDENTITY_HOST,
+    endpoint: 0,
+    flags: 0,
+};
 
 fn addr_key(ip: IpAddr) -> NodeAddrKey {
     let (addr, family) = ip_words(ip);
@@ -71,8 +87,19 @@ impl PolicyMaps {
             cidrs: take(ebpf, map_names::POLICY_CIDRS)?,
             rules: take(ebpf, map_names::POLICY)?,
             state: PolicyState::default(),
+            plan_addrs: BTreeMap::new(),
+            host: BTreeSet::new(),
         };
         maps.state = maps.read()?;
+        // What a previous agent wrote stays wanted until this one says otherwise: a restart
+        // neither drops the node's addresses nor the pods' before the first plan and dump.
+        for (ip, e) in &maps.state.addrs {
+            if *e == HOST_ENTRY {
+                maps.host.insert(*ip);
+            } else {
+                maps.plan_addrs.insert(*ip, *e);
+            }
+        }
         Ok(maps)
     }
 
@@ -149,34 +176,8 @@ impl PolicyMaps {
                 ops.upserts += 1;
             }
         }
-        for (ip, e) in &plan.addrs {
-            if self.state.addrs.get(ip) != Some(e) {
-                let v = IpInfo {
-                    identity: e.identity,
-                    endpoint: e.endpoint,
-                    flags: e.flags,
-                    _pad: 0,
-                };
-                self.ipcache
-                    .insert(addr_key(*ip), v, 0)
-                    .map_err(map_err(map_names::IPCACHE))?;
-                self.state.addrs.insert(*ip, *e);
-                ops.upserts += 1;
-            }
-        }
-        let gone: Vec<IpAddr> = self
-            .state
-            .addrs
-            .keys()
-            .filter(|ip| !plan.addrs.contains_key(ip))
-            .copied()
-            .collect();
-        for ip in gone {
-            ignore_missing(self.ipcache.remove(&addr_key(ip)))
-                .map_err(map_err(map_names::IPCACHE))?;
-            self.state.addrs.remove(&ip);
-            ops.deletes += 1;
-        }
+        self.plan_addrs.clone_from(&plan.addrs);
+        self.sync_addrs(&mut ops)?;
         let gone: Vec<IpNet> = self
             .state
             .cidrs
@@ -203,5 +204,58 @@ impl PolicyMaps {
             ops.deletes += 1;
         }
         Ok(ops)
+    }
+
+    /// Makes the node's own addresses `addrs` (see the module docs).
+    pub fn set_host(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<PolicyOps, DatapathError> {
+        let mut ops = PolicyOps::default();
+        if *addrs != self.host {
+            self.host.clone_from(addrs);
+            self.sync_addrs(&mut ops)?;
+        }
+        Ok(ops)
+    }
+
+    /// The plan's addresses, and the node's where no pod holds them.
+    fn wanted_addrs(&self) -> BTreeMap<IpAddr, AddrEntry> {
+        let mut want = self.plan_addrs.clone();
+        for ip in &self.host {
+            want.entry(*ip).or_insert(HOST_ENTRY);
+        }
+        want
+    }
+
+    /// Writes what [`Self::wanted_addrs`] changed, then removes what it no longer holds.
+    fn sync_addrs(&mut self, ops: &mut PolicyOps) -> Result<(), DatapathError> {
+        let want = self.wanted_addrs();
+        for (ip, e) in &want {
+            if self.state.addrs.get(ip) != Some(e) {
+                let v = IpInfo {
+                    identity: e.identity,
+                    endpoint: e.endpoint,
+                    flags: e.flags,
+                    _pad: 0,
+                };
+                self.ipcache
+                    .insert(addr_key(*ip), v, 0)
+                    .map_err(map_err(map_names::IPCACHE))?;
+                self.state.addrs.insert(*ip, *e);
+                ops.upserts += 1;
+            }
+        }
+        let gone: Vec<IpAddr> = self
+            .state
+            .addrs
+            .keys()
+            .filter(|ip| !want.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in gone {
+            ignore_missing(self.ipcache.remove(&addr_key(ip)))
+                .map_err(map_err(map_names::IPCACHE))?;
+            self.state.addrs.remove(&ip);
+            ops.deletes += 1;
+        }
+        Ok(())
     }
 }

@@ -11,8 +11,7 @@
 
 /// Any peer (a rule without `from` / `to`).
 pub const IDENTITY_ANY: u32 = 0;
-/// Reserved for the node's own addresses (not yet written: the programs recognise the node by
-/// `fe_nodeaddr_v1`, the north-south devices' addresses).
+/// Every address of the node's own network namespace (it always reaches its pods).
 pub const IDENTITY_HOST: u32 = 1;
 /// An address no pod and no `ipBlock` holds.
 pub const IDENTITY_WORLD: u32 = 2;

@@ -7,9 +7,9 @@
 //! A pod that no policy isolates in a direction passes; an isolated one passes what an allow
 //! rule of its endpoint holds for the peer's identity (a pod's, the longest `ipBlock` prefix's,
 //! or any peer), the protocol and the destination port. Replies pass: every allowed tuple is
-//! noted in `fe_polct_v1`, and a packet whose reverse tuple is there is a reply. Sources among
-//! the north-south devices' addresses (`fe_nodeaddr_v1`) always reach the pods; a node process
-//! sourced from another of the node's addresses does not yet (the README's known gap).
+//! noted in `fe_polct_v1`, and a packet whose reverse tuple is there is a reply. The node always
+//! reaches its own pods: every address of its network namespace is in the ipcache as
+//! `IDENTITY_HOST` (kubelet probes, hostNetwork pods).
 //! Neighbour discovery and ICMP errors are not policy's business (PMTUD keeps working);
 //! neither is anything that is not IPv4/IPv6.
 
@@ -17,14 +17,14 @@ use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::programs::TcContext;
 use ferrite_abi::{
     CtKey, FAMILY_V4, FAMILY_V6, FLOW_DROP_POLICY, FLOW_FLAG_EGRESS, FLOW_KIND_POLICY,
-    IDENTITY_ANY, IpInfo, MASQ_CIDR_PREFIX_BITS, MasqCidr, NodeAddrKey, POLICY_EGRESS,
-    POLICY_INGRESS, POLICY_ISOLATED_EGRESS, POLICY_ISOLATED_INGRESS, POLICY_PREFIX_FULL,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PolicyCtValue, PolicyKey,
-    policy_stat_slot,
+    IDENTITY_ANY, IDENTITY_HOST, IpInfo, MASQ_CIDR_PREFIX_BITS, MasqCidr, NodeAddrKey,
+    POLICY_EGRESS, POLICY_INGRESS, POLICY_ISOLATED_EGRESS, POLICY_ISOLATED_INGRESS,
+    POLICY_PREFIX_FULL, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PolicyCtValue,
+    PolicyKey, policy_stat_slot,
 };
 
 use crate::flow::{self, Flow};
-use crate::maps::{IPCACHE, NODE_ADDRS, POLICY, POLICY_CIDRS, POLICY_CT, POLICY_STATS};
+use crate::maps::{IPCACHE, POLICY, POLICY_CIDRS, POLICY_CT, POLICY_STATS};
 use crate::pkt::PacketCtx;
 
 const ETH_P_IP: u16 = 0x0800;
@@ -249,6 +249,14 @@ pub fn egress(ctx: &TcContext) -> bool {
     }
 }
 
+/// Sent by the node itself (one of its addresses is the source).
+#[inline(always)]
+fn from_host(k: &CtKey) -> bool {
+    // SAFETY: lookup in a hash map of plain values.
+    unsafe { IPCACHE.get(&addr_key(k.family, &k.saddr)) }
+        .is_some_and(|s| s.identity == IDENTITY_HOST)
+}
+
 /// A packet for a local pod: may it enter?
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> bool {
@@ -262,8 +270,7 @@ pub fn ingress(ctx: &TcContext) -> bool {
     if ep.endpoint == 0 {
         return true;
     }
-    // SAFETY: lookup in a hash map of plain values.
-    if unsafe { NODE_ADDRS.get(&addr_key(k.family, &k.saddr)) }.is_some() {
+    if ep.flags & POLICY_ISOLATED_INGRESS != 0 && from_host(&k) {
         let _ = note(&k, POLICY_INGRESS);
         return true;
     }
