@@ -28,8 +28,8 @@ impl PodIndex {
     /// Indexes every pod's addresses. Host-network pods are left out (their addresses are the
     /// node's), and so are finished pods (their addresses are free for others); when two pods
     /// claim one address (a pod being replaced), a running one wins, then the first by name.
-    /// Endpoints whose `targetRef` is a pod name the addresses no pod of the model holds (the
-    /// kube source reads only this node's pods: backends elsewhere), without labels.
+    /// Endpoints whose `targetRef` is a pod name the addresses no pod of the model holds (a pod
+    /// the source has not delivered yet), without labels.
     #[must_use]
     pub fn build(
         pods: &BTreeMap<ServiceName, Pod>,

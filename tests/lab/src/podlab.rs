@@ -274,8 +274,11 @@ impl PodLab {
         .map_err(io_err("write a Node manifest"))
     }
 
-    /// Writes a manifest file into the shared folder.
+    /// Writes a manifest file into the shared folder, atomically (a hidden temporary file
+    /// renamed over it), so the agents never read half of it.
     pub fn write_manifest(&self, file: &str, yaml: &str) -> Result<(), NsLabError> {
-        fs::write(self.manifests.join(file), yaml).map_err(io_err(format!("write {file}")))
+        let tmp = self.manifests.join(format!(".{file}.tmp"));
+        fs::write(&tmp, yaml).map_err(io_err(format!("write {}", tmp.display())))?;
+        fs::rename(&tmp, self.manifests.join(file)).map_err(io_err(format!("rename to {file}")))
     }
 }

@@ -9,6 +9,7 @@ mod l2;
 mod masq;
 mod northsouth;
 mod pods;
+mod policy;
 mod results;
 mod services;
 mod sizes;
@@ -49,11 +50,11 @@ pub struct BenchArgs {
     /// iptables-restore program for the baseline (default iptables-restore)
     #[argh(option, default = "String::from(\"iptables-restore\")")]
     iptables_restore: String,
-    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods, flows,
-    /// sizes (default all)
+    /// sections to run, comma-separated: clusterip, northsouth, l2, cni, kube, pods, policy,
+    /// flows, sizes (default all)
     #[argh(
         option,
-        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods,flows,sizes\")"
+        default = "String::from(\"clusterip,northsouth,l2,cni,kube,pods,policy,flows,sizes\")"
     )]
     sections: String,
     /// sizes: the cargo target folder holding `make cross` and `make package` output
@@ -72,6 +73,9 @@ pub struct BenchArgs {
     /// pods: interleaved rounds per path (default 5, --quick 1)
     #[argh(option)]
     pods_runs: Option<usize>,
+    /// policy: samples per kind of change for the time to enforcement (default 20, --quick 3)
+    #[argh(option)]
+    policy_changes: Option<usize>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -140,6 +144,7 @@ struct Sections {
     cni: bool,
     kube: bool,
     pods: bool,
+    policy: bool,
     flows: bool,
     sizes: bool,
 }
@@ -152,6 +157,7 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
         cni: false,
         kube: false,
         pods: false,
+        policy: false,
         flows: false,
         sizes: false,
     };
@@ -163,16 +169,26 @@ fn parse_sections(text: &str) -> Result<Sections, String> {
             "cni" => s.cni = true,
             "kube" => s.kube = true,
             "pods" => s.pods = true,
+            "policy" => s.policy = true,
             "flows" => s.flows = true,
             "sizes" => s.sizes = true,
             other => {
                 return Err(format!(
-                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods, flows, sizes)"
+                    "unknown section {other:?} (clusterip, northsouth, l2, cni, kube, pods, policy, flows, sizes)"
                 ));
             }
         }
     }
-    if s.clusterip || s.northsouth || s.l2 || s.cni || s.kube || s.pods || s.flows || s.sizes {
+    if s.clusterip
+        || s.northsouth
+        || s.l2
+        || s.cni
+        || s.kube
+        || s.pods
+        || s.policy
+        || s.flows
+        || s.sizes
+    {
         Ok(s)
     } else {
         Err("no section to run".into())
@@ -221,6 +237,7 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         cni: None,
         kube: None,
         pods: None,
+        policy: None,
         flows: None,
         sizes: None,
         notes: Vec::new(),
@@ -284,6 +301,27 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         )));
         results.notes.extend(pods::notes());
     }
+    if sections.policy {
+        check_interrupted()?;
+        let settings = policy::PolicySettings {
+            runs: args
+                .pods_runs
+                .unwrap_or(if args.quick { 1 } else { 5 })
+                .max(1),
+            seconds: if args.quick { 1 } else { 3 },
+            rate_run: Duration::from_millis(if args.quick { 300 } else { 1000 }),
+            changes: args
+                .policy_changes
+                .unwrap_or(if args.quick { 3 } else { 20 })
+                .max(1),
+        };
+        results.policy = Some(Cell::Value(policy::measure(
+            &exe,
+            ferrite.as_deref(),
+            &settings,
+        )));
+        results.notes.extend(policy::notes());
+    }
     if sections.flows {
         check_interrupted()?;
         let settings = flows::FlowsSettings {
@@ -336,6 +374,10 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
             .pods
             .as_ref()
             .is_some_and(|p| p.value().is_none_or(pods::PodsBench::incomplete))
+        || results
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.value().is_none_or(policy::PolicyBench::incomplete))
         || results
             .flows
             .as_ref()
@@ -696,6 +738,7 @@ mod tests {
                 cni: false,
                 kube: false,
                 pods: false,
+                policy: false,
                 flows: false,
                 sizes: false,
             }
@@ -705,6 +748,7 @@ mod tests {
         assert!(parse_sections("sizes").unwrap().sizes);
         assert!(parse_sections("kube").unwrap().kube);
         assert!(parse_sections("pods").unwrap().pods);
+        assert!(parse_sections("policy").unwrap().policy);
         assert!(parse_sections("l2").unwrap().l2);
         assert!(parse_sections("cni").unwrap().cni);
         assert!(!parse_sections("cni").unwrap().clusterip);

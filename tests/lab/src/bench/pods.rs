@@ -111,7 +111,7 @@ pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &PodsSetti
 }
 
 /// Servers in one netns: `iperf3 -s` and `ferrite-lab serve`.
-fn serve(exe: &Path, ns: &Ns, name: &str) -> Result<Vec<Child>, String> {
+pub(super) fn serve(exe: &Path, ns: &Ns, name: &str) -> Result<Vec<Child>, String> {
     let mut iperf = ns.command("iperf3").map_err(|e| e.to_string())?;
     iperf
         .args(["-s", "-p", &IPERF_PORT.to_string()])
@@ -160,7 +160,12 @@ fn connect_rate(
 }
 
 /// Connect rate that fails when the path is broken (no connect at all).
-fn rate_of(exe: &Path, ns: &Ns, target: SocketAddr, run: Duration) -> Result<f64, String> {
+pub(super) fn rate_of(
+    exe: &Path,
+    ns: &Ns,
+    target: SocketAddr,
+    run: Duration,
+) -> Result<f64, String> {
     let r = connect_rate(exe, ns, target, run)?;
     if r.connects == 0 {
         return Err(format!(
@@ -172,7 +177,7 @@ fn rate_of(exe: &Path, ns: &Ns, target: SocketAddr, run: Duration) -> Result<f64
 }
 
 /// Until `target` accepts a connect from `ns` (servers just spawned, routes just applied).
-fn wait_reachable(exe: &Path, ns: &Ns, target: SocketAddr) -> Result<(), String> {
+pub(super) fn wait_reachable(exe: &Path, ns: &Ns, target: SocketAddr) -> Result<(), String> {
     let start = Instant::now();
     loop {
         match rate_of(exe, ns, target, Duration::from_millis(100)) {

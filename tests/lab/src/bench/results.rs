@@ -112,6 +112,7 @@ pub struct Results {
     /// The pod network across nodes (`None` when not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<Cell<super::pods::PodsBench>>,
+    pub policy: Option<Cell<super::policy::PolicyBench>>,
     /// Flow export cost (`None` when not asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flows: Option<Cell<super::flows::FlowsBench>>,
@@ -306,6 +307,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(pods) = &r.pods {
         super::pods::markdown(pods, &mut out);
+    }
+    if let Some(policy) = &r.policy {
+        super::policy::markdown(policy, &mut out);
     }
     if let Some(flows) = &r.flows {
         super::flows::markdown(flows, &mut out);

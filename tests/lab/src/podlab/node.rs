@@ -202,6 +202,12 @@ impl PodNode {
         Ok(())
     }
 
+    /// The running agent's process id.
+    #[must_use]
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// `kill -9` of the agent (the pinned datapath, routes and devices stay).
     pub fn kill_agent(&mut self) -> Result<(), NsLabError> {
         if let Some(c) = self.agent.take() {
