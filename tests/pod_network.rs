@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -360,23 +361,83 @@ fn forced_vxlan_tunnels_every_node() {
 #[test]
 fn legacy_host_routing_leaves_pod_traffic_to_the_stack() {
     let mut lab = start("pnl", 0, &["--host-routing", "legacy"]);
-    let _servers = pods_and_servers(&mut lab, 0);
+    let _servers = pods_and_servers(&mut lab, 1);
     assert_reaches(&lab, (0, 0), (1, 0), false);
     assert_reaches(&lab, (1, 0), (2, 0), true);
+    // NetworkPolicy is still enforced, by the veths' policy-only hooks: p1 admits only p2,
+    // p0 may only send to p2 (so not to p0b on its own node either).
+    let pods = [
+        ((0, 0), "p0"),
+        ((0, 1), "p0b"),
+        ((1, 0), "p1"),
+        ((2, 0), "p2"),
+    ];
+    let mut y = String::new();
+    for ((n, i), name) in pods {
+        let pod = &lab.nodes[n].pods[i];
+        let _ = write!(
+            y,
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}}}}}\n\
+             spec: {{nodeName: {}}}\nstatus: {{phase: Running, podIP: {}, podIPs: [{{ip: {}}}]}}\n",
+            lab.nodes[n].name, pod.v4, pod.v4
+        );
+    }
+    y.push_str(
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p1-from-p2, namespace: default}\n\
+         spec: {podSelector: {matchLabels: {app: p1}}, ingress: [{from: [{podSelector: {matchLabels: {app: p2}}}]}]}\n\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p0-to-p2, namespace: default}\n\
+         spec: {podSelector: {matchLabels: {app: p0}}, policyTypes: [Egress], egress: [{to: [{podSelector: {matchLabels: {app: p2}}}]}]}\n",
+    );
+    lab.write_manifest("policy.yaml", &y)
+        .expect("write policies");
+    let tcp = |from: (usize, usize), to: (usize, usize)| {
+        let target = SocketAddr::new(lab.nodes[to.0].pods[to.1].v4, TCP);
+        client(
+            &lab.nodes[from.0],
+            Some(&lab.nodes[from.0].pods[from.1]),
+            target,
+            false,
+            1,
+        )
+        .ok == 1
+    };
+    let denied = |from, to| (0..3).all(|_| !tcp(from, to));
+    wait_until(Duration::from_secs(8), Duration::from_millis(100), || {
+        !tcp((0, 0), (1, 0))
+    })
+    .expect("p0 → p1 denied once the policies are in force");
+    assert!(
+        denied((0, 0), (0, 1)),
+        "p0 → p0b (same node) must be denied by p0's egress policy"
+    );
+    assert!(
+        denied((0, 1), (1, 0)),
+        "p0b → p1 must be denied by p1's ingress policy"
+    );
+    for (from, to) in [
+        ((2, 0), (1, 0)),
+        ((0, 0), (2, 0)),
+        ((1, 0), (0, 0)),
+        ((0, 1), (0, 0)),
+    ] {
+        assert!(tcp(from, to), "{from:?} → {to:?} must stay allowed");
+    }
     for node in &lab.nodes {
         let st = node.status().expect("ferrite status");
         let hr = &st["datapath"]["host_routing"];
         assert_eq!(hr["mode"], "legacy", "{}: {hr}", node.name);
-        assert_eq!(
-            hr["pod_devices"],
-            serde_json::json!([]),
-            "{}: {hr}",
-            node.name
-        );
-        let filters = node
-            .ip(&["-d", "link", "show", &host_veth(&node.pods[0])])
-            .unwrap_or_default();
-        assert!(!filters.contains("fe_pod_ingress"), "{filters}");
+        // The veths carry the policy hooks, and nothing went past the stack.
+        let veths: BTreeSet<String> = node.pods.iter().map(host_veth).collect();
+        let listed: BTreeSet<String> = hr["pod_devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(listed, veths, "{}: {hr}", node.name);
+        assert_eq!(hr["to_pod_packets"], 0, "{}: {hr}", node.name);
+        assert_eq!(hr["redirected_packets"], 0, "{}: {hr}", node.name);
+        assert_eq!(hr["overlay_device"], Value::Null, "{}: {hr}", node.name);
     }
 }
 

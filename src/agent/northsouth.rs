@@ -240,7 +240,7 @@ fn publish(shared: &SharedState, host: &crate::datapath::HostLb, selection: &str
         Some(pods) => {
             let c = pods.counters();
             HostRoutingView {
-                mode: "bpf".into(),
+                mode: if host.host_routing { "bpf" } else { "legacy" }.into(),
                 pod_devices: pods.attached().keys().cloned().collect(),
                 overlay_device: pods.tunnel().map(str::to_owned),
                 to_pod_packets: c.to_pod,

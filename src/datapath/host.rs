@@ -99,12 +99,19 @@ fn loader<'a>(maps_dir: &'a Path, entries: u32, table_size: &'a u32) -> EbpfLoad
     l
 }
 
-/// `--host-routing legacy`: a previous agent's pod hooks come off, and its pod-device map goes
-/// before the host programs load (they then create it empty, so nothing is sent into a pod
-/// past the stack).
+/// `--host-routing legacy`: a previous agent's host-routing hooks come off (its policy hooks
+/// stay for [`super::PodRouting`] to adopt), and its pod-device map goes before the host
+/// programs load (they then create it empty, so nothing is sent into a pod past the stack).
 fn forget_host_routing(maps_dir: &Path, links_dir: &Path) {
     for pin in super::pods::pod_pins(links_dir) {
-        legacy::remove_logged(&pin, "--host-routing legacy");
+        let routing = pin
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(super::ladder::PinName::parse)
+            .is_some_and(|p| p.is_pod_routing() || p.is_tunnel());
+        if routing {
+            legacy::remove_logged(&pin, "--host-routing legacy");
+        }
     }
     let map = maps_dir.join(map_names::POD_DEVS);
     if map.exists() {
@@ -182,15 +189,12 @@ impl HostLb {
                 }
             }
         };
-        let pods = if host.host_routing {
-            super::PodRouting::open(cfg)
-                .inspect_err(|e| {
-                    warn!(error = %e, "BPF host routing unavailable; the stack routes pod traffic");
-                })
-                .ok()
-        } else {
-            None
-        };
+        let pods = super::PodRouting::open(cfg, host.host_routing)
+            .inspect_err(|e| {
+                warn!(error = %e, host_routing = host.host_routing,
+                      "pod veth programs unavailable: the stack routes pod traffic and NetworkPolicy is not enforced");
+            })
+            .ok();
         Ok(Self {
             maps,
             masq,

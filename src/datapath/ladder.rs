@@ -116,6 +116,11 @@ pub enum PinName {
     TcxPod { dev: String },
     /// `podtc_<dev>`: legacy filter of BPF host routing on a pod's veth.
     LegacyPod { dev: String },
+    /// `podpol_<dev>` (TCX link of the pod's egress policy alone on its veth's ingress:
+    /// `--host-routing legacy`, where the stack routes).
+    TcxPodPolicy { dev: String },
+    /// `podpoltc_<dev>`: legacy filter of the same.
+    LegacyPodPolicy { dev: String },
     /// `podeg_<dev>` (TCX link of the pod's ingress policy on its veth's egress).
     TcxPodEgress { dev: String },
     /// `podegtc_<dev>`: legacy filter of the same.
@@ -183,6 +188,14 @@ impl PinName {
             Some(Self::TcxTunnel {
                 dev: dev.to_owned(),
             })
+        } else if let Some(dev) = name.strip_prefix("podpoltc_") {
+            Some(Self::LegacyPodPolicy {
+                dev: dev.to_owned(),
+            })
+        } else if let Some(dev) = name.strip_prefix("podpol_") {
+            Some(Self::TcxPodPolicy {
+                dev: dev.to_owned(),
+            })
         } else if let Some(dev) = name.strip_prefix("podegtc_") {
             Some(Self::LegacyPodEgress {
                 dev: dev.to_owned(),
@@ -223,6 +236,8 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => format!("xdpnl_{dev}_{}", mode(generic)),
             Self::TcxPod { dev } => format!("pod_{dev}"),
             Self::LegacyPod { dev } => format!("podtc_{dev}"),
+            Self::TcxPodPolicy { dev } => format!("podpol_{dev}"),
+            Self::LegacyPodPolicy { dev } => format!("podpoltc_{dev}"),
             Self::TcxPodEgress { dev } => format!("podeg_{dev}"),
             Self::LegacyPodEgress { dev } => format!("podegtc_{dev}"),
             Self::TcxTunnel { dev } => format!("tun_{dev}"),
@@ -261,6 +276,16 @@ impl PinName {
         }
     }
 
+    /// The egress-policy-only pin of pod veth `dev` (`--host-routing legacy`) under `backend`.
+    #[must_use]
+    pub fn pod_policy(backend: TcBackend, dev: &str) -> Self {
+        let dev = dev.to_owned();
+        match backend {
+            TcBackend::Tcx => Self::TcxPodPolicy { dev },
+            TcBackend::Legacy => Self::LegacyPodPolicy { dev },
+        }
+    }
+
     /// The ingress-policy pin of pod veth `dev` (its TC egress) under `backend`.
     #[must_use]
     pub fn pod_egress(backend: TcBackend, dev: &str) -> Self {
@@ -288,8 +313,25 @@ impl PinName {
             self,
             Self::TcxPod { .. }
                 | Self::LegacyPod { .. }
+                | Self::TcxPodPolicy { .. }
+                | Self::LegacyPodPolicy { .. }
                 | Self::TcxPodEgress { .. }
                 | Self::LegacyPodEgress { .. }
+        )
+    }
+
+    /// Whether the pin is a pod veth's BPF host-routing hook (not policy alone).
+    #[must_use]
+    pub fn is_pod_routing(&self) -> bool {
+        matches!(self, Self::TcxPod { .. } | Self::LegacyPod { .. })
+    }
+
+    /// Whether the pin is a pod veth's egress-policy-only hook (`--host-routing legacy`).
+    #[must_use]
+    pub fn is_pod_policy(&self) -> bool {
+        matches!(
+            self,
+            Self::TcxPodPolicy { .. } | Self::LegacyPodPolicy { .. }
         )
     }
 
@@ -322,6 +364,8 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => Self::XdpLink { dev, generic },
             Self::TcxPod { dev } => Self::LegacyPod { dev },
             Self::LegacyPod { dev } => Self::TcxPod { dev },
+            Self::TcxPodPolicy { dev } => Self::LegacyPodPolicy { dev },
+            Self::LegacyPodPolicy { dev } => Self::TcxPodPolicy { dev },
             Self::TcxPodEgress { dev } => Self::LegacyPodEgress { dev },
             Self::LegacyPodEgress { dev } => Self::TcxPodEgress { dev },
             Self::TcxTunnel { dev } => Self::LegacyTunnel { dev },
@@ -339,6 +383,7 @@ impl PinName {
                 | Self::LegacyL2 { .. }
                 | Self::XdpNetlink { .. }
                 | Self::LegacyPod { .. }
+                | Self::LegacyPodPolicy { .. }
                 | Self::LegacyPodEgress { .. }
                 | Self::LegacyTunnel { .. }
         )
@@ -356,6 +401,8 @@ impl PinName {
             | Self::XdpNetlink { dev, .. }
             | Self::TcxPod { dev }
             | Self::LegacyPod { dev }
+            | Self::TcxPodPolicy { dev }
+            | Self::LegacyPodPolicy { dev }
             | Self::TcxPodEgress { dev }
             | Self::LegacyPodEgress { dev }
             | Self::TcxTunnel { dev }

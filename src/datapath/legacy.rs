@@ -35,9 +35,9 @@ fn legacy_tc(pin: &PinName) -> Option<(Direction, u16)> {
     match pin {
         PinName::LegacyHost { dir, .. } => Some((*dir, super::ladder::PRIO_HOST)),
         PinName::LegacyL2 { .. } => Some((Direction::Ingress, super::ladder::PRIO_L2)),
-        PinName::LegacyPod { .. } | PinName::LegacyTunnel { .. } => {
-            Some((Direction::Ingress, super::ladder::PRIO_HOST))
-        }
+        PinName::LegacyPod { .. }
+        | PinName::LegacyPodPolicy { .. }
+        | PinName::LegacyTunnel { .. } => Some((Direction::Ingress, super::ladder::PRIO_HOST)),
         PinName::LegacyPodEgress { .. } => Some((Direction::Egress, super::ladder::PRIO_HOST)),
         _ => None,
     }

@@ -5,6 +5,11 @@
 //! the agent's netlink dump each maintenance round, so a pod created by the CNI plugin gets the
 //! program within a second; until then, and whenever the program cannot decide, the node's IP
 //! stack routes as before.
+//!
+//! With `--host-routing legacy` the veths still carry NetworkPolicy: `fe_pod_policy` (the
+//! pod's egress policy alone, then the stack routes) on their TC ingress and `fe_pod_egress` on
+//! their TC egress, with no pod-device map entry and no overlay hook, so nothing bypasses the
+//! stack. Each mode removes the other's veth-ingress pins when it opens.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ use super::{
 };
 
 const PROGRAM: &str = "fe_pod_ingress";
+/// `--host-routing legacy`: the egress policy alone on the veth's TC ingress.
+const POLICY_PROGRAM: &str = "fe_pod_policy";
 const TUNNEL_PROGRAM: &str = "fe_tunnel_ingress";
 /// On each pod veth's TC egress: the pod's ingress NetworkPolicy for what the stack delivers.
 const EGRESS_PROGRAM: &str = "fe_pod_egress";
@@ -87,6 +94,8 @@ pub struct PodRouting {
     attached: BTreeMap<String, u32>,
     links_dir: PathBuf,
     tc: TcBackend,
+    /// BPF host routing (`false`: `--host-routing legacy`, policy only).
+    routing: bool,
 }
 
 /// One sync's outcome: veths attached and detached, and failures (retried next round).
@@ -98,8 +107,10 @@ pub struct PodSyncReport {
 }
 
 impl PodRouting {
-    /// Loads the program with the shared pinned maps; attaches nothing ([`Self::sync`] does).
-    pub fn open(cfg: &DatapathConfig) -> Result<Self, DatapathError> {
+    /// Loads the programs with the shared pinned maps and removes the other mode's veth
+    /// hooks; attaches nothing ([`Self::sync`] does). `routing`: BPF host routing, else
+    /// NetworkPolicy alone.
+    pub fn open(cfg: &DatapathConfig, routing: bool) -> Result<Self, DatapathError> {
         let (maps_dir, links_dir) = (cfg.maps_dir(), cfg.links_dir());
         let load = |object: &[u8], program: &'static str| -> Result<Ebpf, DatapathError> {
             let mut ebpf = EbpfLoader::new()
@@ -112,7 +123,24 @@ impl PodRouting {
             super::host::load_tc(&mut ebpf, program)?;
             Ok(ebpf)
         };
-        let mut ebpf = load(POD_OBJECT, PROGRAM)?;
+        for pin in pod_pins(&links_dir) {
+            let other = PinName::parse(
+                &pin.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+            )
+            .is_some_and(|p| {
+                if routing {
+                    p.is_pod_policy()
+                } else {
+                    p.is_pod_routing() || p.is_tunnel()
+                }
+            });
+            if other {
+                legacy::remove_logged(&pin, "host routing mode changed");
+            }
+        }
+        let mut ebpf = load(POD_OBJECT, if routing { PROGRAM } else { POLICY_PROGRAM })?;
         let tunnel_ebpf = load(TUNNEL_OBJECT, TUNNEL_PROGRAM)?;
         let egress_ebpf = load(POD_EGRESS_OBJECT, EGRESS_PROGRAM)?;
         let policy = PolicyMaps::take(&mut ebpf)?;
@@ -129,6 +157,7 @@ impl PodRouting {
             attached: BTreeMap::new(),
             links_dir,
             tc: cfg.tc,
+            routing,
         })
     }
 
@@ -149,11 +178,15 @@ impl PodRouting {
     }
 
     fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
-        let prog = super::host::tc_prog(&mut self.ebpf, PROGRAM)?;
-        let pin = PinName::pod(self.tc, name);
+        let (program, pin) = if self.routing {
+            (PROGRAM, PinName::pod(self.tc, name))
+        } else {
+            (POLICY_PROGRAM, PinName::pod_policy(self.tc, name))
+        };
+        let prog = super::host::tc_prog(&mut self.ebpf, program)?;
         attach_hook(
             self.tc,
-            PROGRAM,
+            program,
             prog,
             (name, ifindex),
             TcAttachType::Ingress,
@@ -171,6 +204,9 @@ impl PodRouting {
             &self.links_dir,
             &pin,
         )?;
+        if !self.routing {
+            return Ok(());
+        }
         self.devs
             .insert(ifindex, 0, 0)
             .map_err(map_err(map_names::POD_DEVS))
@@ -220,14 +256,21 @@ impl PodRouting {
     fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         ignore_missing(self.devs.remove(&ifindex)).map_err(map_err(map_names::POD_DEVS))?;
         legacy::remove(&self.pin_path(&PinName::pod_egress(self.tc, name)))?;
-        legacy::remove(&self.pin_path(&PinName::pod(self.tc, name))).map(|_| ())
+        let pin = if self.routing {
+            PinName::pod(self.tc, name)
+        } else {
+            PinName::pod_policy(self.tc, name)
+        };
+        legacy::remove(&self.pin_path(&pin)).map(|_| ())
     }
 
     /// Attaches to every veth of `wanted` (adopting pinned links of a previous agent), detaches
     /// from veths that are gone, and drops pins and map entries nothing accounts for.
     pub fn sync(&mut self, wanted: &[(String, u32)], tunnels: &[(String, u32)]) -> PodSyncReport {
         let mut report = PodSyncReport::default();
-        self.sync_tunnel(tunnels, &mut report);
+        if self.routing {
+            self.sync_tunnel(tunnels, &mut report);
+        }
         let todo = plan(&self.attached, wanted);
         for (name, index) in todo.detach {
             self.attached.remove(&name);
@@ -248,7 +291,8 @@ impl PodRouting {
         self.remove_strays();
         if !(report.attached.is_empty() && report.detached.is_empty()) {
             info!(attached = ?report.attached, detached = ?report.detached,
-                  pods = self.attached.len(), "BPF host routing on pod veths");
+                  pods = self.attached.len(), routing = self.routing,
+                  "pod veth hooks (host routing and policy)");
         }
         report
     }

@@ -56,7 +56,7 @@ pub struct PolicyRow {
     pub connects: Spread,
     pub throughput_vs_none: Option<f64>,
     pub connects_vs_none: Option<f64>,
-    /// Node 1's agent `VmRSS` after the row was in force, KiB (last round).
+    /// Node 1's agent `VmRSS` once the row was in force in the first round, KiB.
     pub agent_rss_kb: Option<u64>,
 }
 
@@ -251,10 +251,14 @@ impl PolicyLab {
                     self.target(SERVE_PORT),
                     settings.rate_run,
                 )?);
-                rss[i] = self.lab.nodes[0]
-                    .agent_pid()
-                    .and_then(|pid| super::agent::Memory::of(pid).ok())
-                    .map(|m| m.rss_kb);
+                if round == 0 {
+                    // The first round goes from the smallest cluster to the largest, so each
+                    // row's figure is its own (later rounds keep the largest one's pages).
+                    rss[i] = self.lab.nodes[0]
+                        .agent_pid()
+                        .and_then(|pid| super::agent::Memory::of(pid).ok())
+                        .map(|m| m.rss_kb);
+                }
                 progress(&format!(
                     "policy:   round {}: {policies} policies, {identities} identities: {:.2} Gbit/s {:.0}/s",
                     round + 1,
