@@ -290,6 +290,20 @@ impl Model {
         );
     }
 
+    /// A UDP socket in `from`'s pod (one tuple for as long as it lives: an established flow).
+    fn udp_socket(&self, from: Peer) -> std::net::UdpSocket {
+        let (_, node, index, ..) = *self.pods.iter().find(|p| p.0 == from).expect("peer");
+        let sock = self.lab.nodes[node].pods[index]
+            .netns
+            .ns()
+            .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
+            .expect("enter the pod")
+            .expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(400)))
+            .expect("timeout");
+        sock
+    }
+
     fn set_policies(&self, yaml: &str) {
         self.lab
             .write_manifest("policies.yaml", yaml)
@@ -414,6 +428,12 @@ impl Model {
             "no policy drop among the flows:\n{text}"
         );
     }
+}
+
+/// Whether a datagram from `sock` to `to` gets an answer (three tries).
+fn udp_answered(sock: &std::net::UdpSocket, to: SocketAddr) -> bool {
+    let mut buf = [0u8; 256];
+    (0..3).any(|_| sock.send_to(b"x", to).is_ok() && sock.recv_from(&mut buf).is_ok())
 }
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
@@ -614,12 +634,25 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
         "  podSelector: {}\n  ingress:\n  - {}\n",
     ));
     m.expect("allow all", 80, false, all);
+    // An established flow (one UDP tuple, answered under allow-all) is evaluated again when
+    // the policy changes: cut by the deny, back after the deletion.
+    let flow = m.udp_socket(("y", "a"));
+    let xa = SocketAddr::new(m.ip(("x", "a")), 80);
+    assert!(udp_answered(&flow, xa), "y/a → x/a UDP under allow-all");
     m.set_policies(&policy(
         "x",
         "allow-all",
         "  podSelector: {}\n  ingress: []\n",
     ));
     m.expect("updated to deny", 80, false, |_, t| t.0 != "x");
+    assert!(
+        !udp_answered(&flow, xa),
+        "the established y/a → x/a flow must be cut by the deny"
+    );
     m.set_policies("");
     m.expect("policy deleted", 80, false, all);
+    assert!(
+        udp_answered(&flow, xa),
+        "the y/a → x/a flow passes again once the policy is gone"
+    );
 }

@@ -1,8 +1,10 @@
 //! NetworkPolicy's maps (see `ferrite_abi::policy`), written from a [`PolicyPlan`]
 //! make-before-break: new allow rules and prefixes first, then the addresses (identities,
 //! isolation), and only then what is gone — so a packet never meets an isolation without the
-//! rules that still allow it. The content is read back from the pins at start, so a restarted
-//! agent rewrites nothing that is already right.
+//! rules that still allow it — and then the revision (`fe_polrev_v1`) is bumped, so every
+//! established flow is looked up against the new rules once (unchanged, it keeps its pass). The
+//! content is read back from the pins at start, so a restarted agent rewrites nothing that is
+//! already right and bumps nothing.
 //!
 //! Besides the plan's pod addresses, the ipcache holds every address of this node's own network
 //! namespace as [`IDENTITY_HOST`] ([`PolicyMaps::set_host`], from the once-a-second netlink
@@ -13,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use ferrite_abi::{
     IDENTITY_HOST, IpInfo, MASQ_CIDR_PREFIX_BITS, MasqCidr, NodeAddrKey, PolicyKey, PolicyValue,
     map_names,
@@ -44,6 +46,7 @@ pub struct PolicyMaps {
     ipcache: HashMap<MapData, NodeAddrKey, IpInfo>,
     cidrs: LpmTrie<MapData, MasqCidr, u32>,
     rules: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    revision: Array<MapData, u32>,
     state: PolicyState,
     /// The last applied plan's addresses.
     plan_addrs: BTreeMap<IpAddr, AddrEntry>,
@@ -86,6 +89,7 @@ impl PolicyMaps {
             ipcache: take(ebpf, map_names::IPCACHE)?,
             cidrs: take(ebpf, map_names::POLICY_CIDRS)?,
             rules: take(ebpf, map_names::POLICY)?,
+            revision: take(ebpf, map_names::POLICY_REVISION)?,
             state: PolicyState::default(),
             plan_addrs: BTreeMap::new(),
             host: BTreeSet::new(),
@@ -203,7 +207,19 @@ impl PolicyMaps {
             self.state.rules.remove(&k);
             ops.deletes += 1;
         }
+        self.bump(ops)?;
         Ok(ops)
+    }
+
+    /// After writes: established flows are evaluated against them once.
+    fn bump(&mut self, ops: PolicyOps) -> Result<(), DatapathError> {
+        if ops.upserts + ops.deletes == 0 {
+            return Ok(());
+        }
+        let now = self.revision.get(&0, 0).unwrap_or(0);
+        self.revision
+            .set(0, now.wrapping_add(1), 0)
+            .map_err(map_err(map_names::POLICY_REVISION))
     }
 
     /// Makes the node's own addresses `addrs` (see the module docs).
@@ -212,6 +228,7 @@ impl PolicyMaps {
         if *addrs != self.host {
             self.host.clone_from(addrs);
             self.sync_addrs(&mut ops)?;
+            self.bump(ops)?;
         }
         Ok(ops)
     }

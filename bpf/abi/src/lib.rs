@@ -79,6 +79,7 @@ pub mod map_names {
     pub const POLICY: &str = "fe_policy_v1";
     pub const POLICY_CT: &str = "fe_polct_v1";
     pub const POLICY_STATS: &str = "fe_polstat_v1";
+    pub const POLICY_REVISION: &str = "fe_polrev_v1";
 }
 
 /// Capacity of each map (entries).

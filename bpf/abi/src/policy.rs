@@ -7,7 +7,10 @@
 //! [`IDENTITY_WORLD`]. `fe_policy_v1` (an LPM trie over [`PolicyKey`]) holds what each isolated
 //! local endpoint allows: a full key is one port; a shorter prefix covers a port range, every
 //! port of a protocol, or every protocol. `fe_polct_v1` remembers the tuples policy allowed so
-//! the replies of an allowed connection pass (the reverse tuple is looked up).
+//! the replies of an allowed connection pass (the reverse tuple is looked up), and so that the
+//! next packets of an allowed tuple skip the rule lookup while `fe_polrev_v1` (one `u32`, bumped
+//! by the agent after every change it writes) still holds the revision they were allowed under:
+//! any change re-evaluates every flow once, so a revoked allow also stops established flows.
 
 /// Any peer (a rule without `from` / `to`).
 pub const IDENTITY_ANY: u32 = 0;
@@ -86,13 +89,14 @@ pub const fn policy_stat_slot(policy: u32, direction: u8) -> u32 {
     }
 }
 
-/// `fe_polct_v1` value: which check allowed the tuple.
+/// `fe_polct_v1` value: which check allowed the tuple, under which revision.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyCtValue {
     /// `POLICY_INGRESS` / `POLICY_EGRESS` bits (1 << direction).
     pub allowed: u32,
-    pub _pad: u32,
+    /// `fe_polrev_v1` when it was allowed.
+    pub revision: u32,
 }
 
 #[cfg(feature = "user")]
@@ -128,6 +132,7 @@ mod tests {
         assert_eq!(size_of::<PolicyValue>(), 8);
         assert_eq!(size_of::<PolicyCtValue>(), 8);
         assert_eq!(offset_of!(PolicyCtValue, allowed), 0);
+        assert_eq!(offset_of!(PolicyCtValue, revision), 4);
     }
 
     #[test]

@@ -150,5 +150,9 @@ pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(map_sizes::
 pub static POLICY_CT: LruHashMap<CtKey, PolicyCtValue> =
     LruHashMap::pinned(map_sizes::POLICY_CT, 0);
 
+/// The policy revision (bumped by the agent after every change it writes).
+#[map(name = "fe_polrev_v1")]
+pub static POLICY_REVISION: Array<u32> = Array::pinned(1, 0);
+
 #[map(name = "fe_polstat_v1")]
 pub static POLICY_STATS: PerCpuArray<u64> = PerCpuArray::pinned(ferrite_abi::POLICY_STAT_SLOTS, 0);

@@ -24,7 +24,7 @@ use ferrite_abi::{
 };
 
 use crate::flow::{self, Flow};
-use crate::maps::{IPCACHE, POLICY, POLICY_CIDRS, POLICY_CT, POLICY_STATS};
+use crate::maps::{IPCACHE, POLICY, POLICY_CIDRS, POLICY_CT, POLICY_REVISION, POLICY_STATS};
 use crate::pkt::PacketCtx;
 
 const ETH_P_IP: u16 = 0x0800;
@@ -122,19 +122,35 @@ fn is_reply(k: &CtKey) -> bool {
     unsafe { POLICY_CT.get(&rev) }.is_some()
 }
 
-/// Notes an allowed tuple (once) so its replies pass; `true` when it was new.
+/// The policy revision now.
 #[inline(always)]
-fn note(k: &CtKey, direction: u8) -> bool {
-    // SAFETY: lookup in a hash map of plain values.
-    if unsafe { POLICY_CT.get(k) }.is_some() {
-        return false;
-    }
+fn revision() -> u32 {
+    POLICY_REVISION.get(0).copied().unwrap_or(0)
+}
+
+/// Notes that `direction` allowed `k` under `rev` (`held`: the tuple's entry, if any) so its
+/// replies pass and its next packets skip the rules; `true` when the tuple was new.
+#[inline(always)]
+fn note(k: &CtKey, direction: u8, rev: u32, held: Option<PolicyCtValue>) -> bool {
+    let bit = 1u32 << direction;
+    let allowed = match held {
+        Some(h) if h.revision == rev && h.allowed & bit != 0 => return false,
+        Some(h) if h.revision == rev => h.allowed | bit,
+        _ => bit,
+    };
     let v = PolicyCtValue {
-        allowed: 1 << direction,
-        _pad: 0,
+        allowed,
+        revision: rev,
     };
     let _ = POLICY_CT.insert(k, &v, 0);
-    true
+    held.is_none()
+}
+
+/// The tuple's entry (see [`note`]).
+#[inline(always)]
+fn held(k: &CtKey) -> Option<PolicyCtValue> {
+    // SAFETY: lookup in a hash map of plain values.
+    unsafe { POLICY_CT.get(k) }.copied()
 }
 
 /// The allow rule of `endpoint` for peers of `identity`, if any: its policy's slot.
@@ -187,11 +203,20 @@ fn verdict(ctx: &TcContext, k: &CtKey, ep: &IpInfo, direction: u8) -> bool {
     } else {
         ep.flags & POLICY_ISOLATED_EGRESS != 0
     };
+    let rev = revision();
+    let held = held(k);
+    if let Some(h) = held
+        && h.revision == rev
+        && h.allowed & (1 << direction) != 0
+    {
+        // Allowed before, and nothing changed since.
+        return true;
+    }
     if is_reply(k) {
         return true;
     }
     if !isolated {
-        let _ = note(k, direction);
+        let _ = note(k, direction, rev, held);
         return true;
     }
     let peer = if direction == POLICY_INGRESS {
@@ -206,7 +231,7 @@ fn verdict(ctx: &TcContext, k: &CtKey, ep: &IpInfo, direction: u8) -> bool {
     };
     if let Some(policy) = allowed_by(ep.endpoint, peer, direction, k) {
         count(policy_stat_slot(policy, direction));
-        if note(k, direction) {
+        if note(k, direction, rev, held) {
             report(ctx, k, 0, flags, policy);
         }
         return true;
@@ -271,7 +296,7 @@ pub fn ingress(ctx: &TcContext) -> bool {
         return true;
     }
     if ep.flags & POLICY_ISOLATED_INGRESS != 0 && from_host(&k) {
-        let _ = note(&k, POLICY_INGRESS);
+        let _ = note(&k, POLICY_INGRESS, revision(), held(&k));
         return true;
     }
     verdict(ctx, &k, ep, POLICY_INGRESS)
