@@ -3,7 +3,7 @@
 //! agent memory after the sync, and watch event → map update latency, next to the `dir:`
 //! source's file write → map update latency for the same change in the same run.
 
-mod cluster;
+pub(super) mod cluster;
 mod render;
 
 pub use render::markdown;
@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::results::{Cell, ratio};
 use cluster::{AgentProc, Frontends};
 
-const CRDS: &str = include_str!("../../../../k3s-addon/crds.yaml");
+pub(super) const CRDS: &str = include_str!("../../../../k3s-addon/crds.yaml");
 const SYNC_TIMEOUT: Duration = Duration::from_mins(3);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The sleep between two reads of the pinned map while waiting for a change.

@@ -314,6 +314,12 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
                 .policy_changes
                 .unwrap_or(if args.quick { 3 } else { 20 })
                 .max(1),
+            watch_pods: if args.quick {
+                vec![0, 1000]
+            } else {
+                vec![0, 1000, 10_000]
+            },
+            work: work.join("policy"),
         };
         results.policy = Some(Cell::Value(policy::measure(
             &exe,

@@ -4,8 +4,10 @@
 //! all alike; and the time from a change written to the source to the datapath enforcing it
 //! (a policy allowing the client removed / restored, the client's label changed / restored),
 //! p50 / p99 with 1,000 policies in force. Every agent is the shipped one on a `dir:` source.
+//! Then the memory of watching every Pod ([`watch`]: kube source, fake API server).
 
 mod manifests;
+mod watch;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -44,6 +46,10 @@ pub struct PolicySettings {
     pub rate_run: Duration,
     /// Samples per kind of change.
     pub changes: usize,
+    /// Pod counts of the kube-source memory rows.
+    pub watch_pods: Vec<usize>,
+    /// Scratch folder (the fake API servers' state).
+    pub work: std::path::PathBuf,
 }
 
 /// One row: what is in force, and its measurements.
@@ -74,13 +80,14 @@ pub struct Enforcement {
 pub struct PolicyBench {
     pub rows: Cell<Vec<PolicyRow>>,
     pub enforcement: Cell<Vec<Enforcement>>,
+    pub watch: Cell<Vec<watch::WatchRow>>,
     pub runs: usize,
     pub seconds: u32,
 }
 
 impl PolicyBench {
     pub fn incomplete(&self) -> bool {
-        self.rows.is_not_run() || self.enforcement.is_not_run()
+        self.rows.is_not_run() || self.enforcement.is_not_run() || self.watch.is_not_run()
     }
 }
 
@@ -99,6 +106,13 @@ pub fn measure(
     settings: &PolicySettings,
 ) -> PolicyBench {
     let runs = settings.runs.max(1);
+    let watch = match ferrite {
+        Err(e) => Err(e.clone()),
+        Ok(ferrite) => watch::measure(ferrite, &settings.work, &settings.watch_pods),
+    };
+    if let Err(e) = &watch {
+        progress(&format!("policy: {e}"));
+    }
     let (rows, enforcement) = match ferrite {
         Err(e) => (Cell::not_run(e.clone()), Cell::not_run(e.clone())),
         Ok(ferrite) => match PolicyLab::start(exe, ferrite) {
@@ -122,6 +136,7 @@ pub fn measure(
     PolicyBench {
         rows,
         enforcement,
+        watch: watch.into(),
         runs,
         seconds: settings.seconds,
     }
@@ -489,6 +504,37 @@ pub fn markdown(b: &Cell<PolicyBench>, out: &mut String) {
             let _ = writeln!(out, "{}", cell(&b.enforcement, |_| String::new()));
         }
     }
+    let _ = writeln!(
+        out,
+        "\nMemory of watching every Pod (kube source against the fake API server, pods of other nodes with their own labels; agent VmRSS after the initial sync):\n"
+    );
+    match b.watch.value() {
+        Some(rows) => {
+            let _ = writeln!(out, "| pods | agent RSS | per pod over 0 pods |");
+            let _ = writeln!(out, "|---:|---:|---:|");
+            let base = rows.first().map_or(0, |r| r.rss_kb);
+            for r in rows {
+                // Tenths of a KiB per pod, in integers.
+                let per_pod = match u64::try_from(r.pods) {
+                    Ok(n) if n > 0 => {
+                        let tenths = r.rss_kb.saturating_sub(base) * 10 / n;
+                        format!("{}.{} KiB", tenths / 10, tenths % 10)
+                    }
+                    _ => "–".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {}.{} MiB | {per_pod} |",
+                    thousands(&r.pods),
+                    r.rss_kb / 1024,
+                    r.rss_kb % 1024 * 10 / 1024
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "{}", cell(&b.watch, |_| String::new()));
+        }
+    }
 }
 
 pub fn notes() -> Vec<String> {
@@ -515,6 +561,16 @@ mod tests {
             &Cell::Value(PolicyBench {
                 rows: Cell::Value(r),
                 enforcement: Cell::Value(vec![summary("x", vec![30.0, 10.0, 20.0])]),
+                watch: Cell::Value(vec![
+                    watch::WatchRow {
+                        pods: 0,
+                        rss_kb: 10240,
+                    },
+                    watch::WatchRow {
+                        pods: 1000,
+                        rss_kb: 14336,
+                    },
+                ]),
                 runs: 2,
                 seconds: 1,
             }),
@@ -529,5 +585,6 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| x | 3 | 20 | 30 | 30 |"), "{md}");
+        assert!(md.contains("| 1,000 | 14.0 MiB | 4.0 KiB |"), "{md}");
     }
 }
