@@ -304,6 +304,53 @@ impl Model {
         sock
     }
 
+    /// Invalid policies (a bad CIDR, an unknown protocol) are reported in `ferrite status` on
+    /// every node while the valid one stays enforced; then they are removed again.
+    fn assert_invalid_policies_reported_and_the_rest_enforced(&self) {
+        let bad = [
+            (
+                "bad-cidr.yaml",
+                "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/33}\n",
+            ),
+            (
+                "bad-proto.yaml",
+                "  podSelector: {}\n  ingress:\n  - ports:\n    - {protocol: ICMP, port: 80}\n",
+            ),
+        ];
+        for (file, spec) in bad {
+            let name = file.trim_end_matches(".yaml");
+            self.lab
+                .write_manifest(file, &policy("y", name, spec))
+                .expect("write a bad policy");
+        }
+        for node in &self.lab.nodes {
+            let mut errors = serde_json::Value::Null;
+            let seen =
+                ferrite_lab::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+                    errors = node.status().expect("ferrite status")["source_errors"].clone();
+                    bad.iter()
+                        .all(|(file, _)| errors.to_string().contains(file))
+                });
+            assert!(
+                seen.is_ok(),
+                "{}: both bad policies in source_errors: {errors}",
+                node.name
+            );
+        }
+        // Neither isolates y: everything but x's ingress stays as the valid policy says.
+        self.expect(
+            "default-deny ingress, invalid policies beside it",
+            80,
+            false,
+            |_, to| to.0 != "x",
+        );
+        for (file, _) in bad {
+            self.lab
+                .write_manifest(file, "")
+                .expect("remove a bad policy");
+        }
+    }
+
     fn set_policies(&self, yaml: &str) {
         self.lab
             .write_manifest("policies.yaml", yaml)
@@ -465,6 +512,7 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     m.assert_reported("x/deny-ingress");
     m.assert_only_own_node_reaches(("x", "a"));
     m.assert_only_own_node_reaches(("x", "b"));
+    m.assert_invalid_policies_reported_and_the_rest_enforced();
     // IPv6 too, on another node and on the same one.
     for (from, to, want) in [
         (("y", "a"), ("x", "a"), false),

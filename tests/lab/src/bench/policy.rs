@@ -26,7 +26,8 @@ use manifests::{Cluster, PORTS, render, split};
 
 const IPERF_PORT: u16 = 5201;
 const SERVE_PORT: u16 = 8080;
-const FILE: &str = "bench.yaml";
+/// The bulk and the changing objects ([`manifests`]).
+const FILES: [&str; 2] = ["bench.yaml", "bench-change.yaml"];
 /// The target for the 1,000-policy row.
 const TARGET: f64 = 0.95;
 /// A denied connect attempt gives up after this (the detection resolution while denied).
@@ -145,7 +146,7 @@ pub fn measure(
 struct PolicyLab {
     lab: PodLab,
     /// What [`PolicyLab::write`] last wrote (writing it again changes nothing to wait for).
-    written: std::cell::RefCell<String>,
+    written: std::cell::RefCell<[String; 2]>,
     _servers: Vec<ferrite_lab::Child>,
 }
 
@@ -206,9 +207,13 @@ impl PolicyLab {
             return Ok(());
         }
         let before: Vec<u64> = self.lab.nodes.iter().map(generation).collect();
-        self.lab
-            .write_manifest(FILE, &text)
-            .map_err(|e| e.to_string())?;
+        for (i, (file, t)) in FILES.iter().zip(&text).enumerate() {
+            if self.written.borrow()[i] != *t {
+                self.lab
+                    .write_manifest(file, t)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         self.written.replace(text);
         let (ingress, egress) = split(c.policies);
         let want = [
@@ -326,12 +331,16 @@ impl PolicyLab {
     /// the write to the start of the first attempt that saw it.
     fn time_to(&self, c: &Cluster<'_>, allowed: bool) -> Result<f64, String> {
         let text = render(c);
+        if text[0] != self.written.borrow()[0] {
+            return Err("a timed change must leave the bulk as it is".into());
+        }
         let target = self.target(SERVE_PORT);
         let lab = &self.lab;
         let client = lab.nodes[0].pods[0].netns.ns();
         let seen = client
             .run(|| {
-                lab.write_manifest(FILE, &text).map_err(|e| e.to_string())?;
+                lab.write_manifest(FILES[1], &text[1])
+                    .map_err(|e| e.to_string())?;
                 let written = Instant::now();
                 loop {
                     let at = written.elapsed();

@@ -2,7 +2,9 @@
 //! node 2, a client on node 1), `identities` synthetic pods with distinct labels (each its own
 //! identity), and `policies` NetworkPolicies — two that allow the bench traffic (the server's
 //! ingress from the client, the client's egress to the server) and the rest allowing other
-//! peers, ports and ranges, half on each side, so every lookup meets a full map.
+//! peers, ports and ranges, half on each side, so every lookup meets a full map. Two files:
+//! the bulk, and the objects the enforcement timings change (the client pod and the two
+//! allowing policies), so a change re-reads one small file as a watch event carries one object.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -133,10 +135,11 @@ fn noise(out: &mut String, j: usize) {
     }
 }
 
-/// The whole stream for `c`.
+/// The two streams for `c`: the bulk, and the changing objects.
 #[must_use]
-pub fn render(c: &Cluster<'_>) -> String {
+pub fn render(c: &Cluster<'_>) -> [String; 2] {
     let mut out = String::new();
+    let mut change = String::new();
     namespace(&mut out, SERVER_NS, "srv");
     namespace(&mut out, CLIENT_NS, "cli");
     for k in 0..ID_NAMESPACES.min(c.identities) {
@@ -152,7 +155,7 @@ pub fn render(c: &Cluster<'_>) -> String {
     );
     let client_labels = format!("    app: client\n    role: {}\n", c.client_role);
     pod(
-        &mut out,
+        &mut change,
         CLIENT_NS,
         "client",
         &client_labels,
@@ -172,7 +175,7 @@ pub fn render(c: &Cluster<'_>) -> String {
         );
     }
     if c.policies == 0 {
-        return out;
+        return [out, change];
     }
     let ports = bench_ports();
     let ingress = if c.drop_allow {
@@ -185,17 +188,17 @@ pub fn render(c: &Cluster<'_>) -> String {
              matchLabels: {{role: client}}\n{ports}"
         )
     };
-    policy(&mut out, SERVER_NS, "allow-client", &ingress);
+    policy(&mut change, SERVER_NS, "allow-client", &ingress);
     let egress = format!(
         "  podSelector:\n    matchLabels: {{app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    \
          - namespaceSelector:\n        matchLabels: {{ns: srv}}\n      podSelector:\n        \
          matchLabels: {{app: server}}\n{ports}"
     );
-    policy(&mut out, CLIENT_NS, "allow-to-server", &egress);
+    policy(&mut change, CLIENT_NS, "allow-to-server", &egress);
     for j in 0..c.policies.saturating_sub(2) {
         noise(&mut out, j);
     }
-    out
+    [out, change]
 }
 
 #[cfg(test)]
@@ -217,20 +220,29 @@ mod tests {
         }
     }
 
+    fn both(c: &Cluster<'_>) -> String {
+        render(c).concat()
+    }
+
     fn count(text: &str, kind: &str) -> usize {
         text.matches(&format!("kind: {kind}\n")).count()
     }
 
     #[test]
     fn rows_hold_the_objects_they_name() {
-        let none = render(&cluster(0, 0));
+        let none = both(&cluster(0, 0));
         assert_eq!(count(&none, "Pod"), 2);
         assert_eq!(count(&none, "NetworkPolicy"), 0);
-        let big = render(&cluster(1000, 1000));
+        let big = both(&cluster(1000, 1000));
         assert_eq!(count(&big, "Pod"), 1002);
         assert_eq!(count(&big, "NetworkPolicy"), 1000);
         assert_eq!(count(&big, "Namespace"), 12);
-        let ten = render(&cluster(1000, 10));
+        let ten = both(&cluster(1000, 10));
+        let [_, change] = render(&cluster(1000, 10));
+        assert_eq!(
+            (count(&change, "Pod"), count(&change, "NetworkPolicy")),
+            (1, 2)
+        );
         assert_eq!(count(&ten, "NetworkPolicy"), 10);
         assert_eq!(split(10), (5, 5));
         assert_eq!(split(1000), (500, 500));
@@ -250,7 +262,7 @@ mod tests {
         let mut c = cluster(10, 10);
         c.drop_allow = true;
         c.client_role = "other";
-        let text = render(&c);
+        let text = both(&c);
         assert!(!text.contains("matchLabels: {role: client}"), "{text}");
         assert!(text.contains("role: other"));
         assert_eq!(count(&text, "NetworkPolicy"), 10);
