@@ -1,8 +1,8 @@
 //! NetworkPolicy enforced by the datapath, cell for cell, in the upstream e2e model
 //! (`test/e2e/network/netpol`): namespaces x, y, z, pods a, b, c in each spread over two nodes,
-//! every pod serving TCP and UDP on 80 and 81, one ClusterIP service per pod; every pod probes
-//! every service (a 9×9 matrix per port and protocol) through the socket LB, so policy is
-//! evaluated after service translation. The agents are the shipped ones on a `dir:` folder;
+//! every pod serving TCP and UDP on 80 and 81, one ClusterIP service per pod and family; every
+//! pod probes every service (a 9×9 matrix per port, protocol and family) through the socket LB,
+//! so policy is evaluated after service translation. The agents are the shipped ones on a `dir:` folder;
 //! pods are network namespaces made through the CNI plugin from the conflist they wrote.
 
 mod common;
@@ -30,6 +30,11 @@ struct Model {
     /// Each pod's IPv6 address (same order as `pods`).
     v6: Vec<IpAddr>,
     _servers: Vec<Child>,
+}
+
+/// Pod `i`'s IPv6 ClusterIP.
+fn cluster_v6(i: usize) -> IpAddr {
+    format!("fd00:96::{:x}", 0x10 + i).parse().expect("ip")
 }
 
 fn peers() -> Vec<Peer> {
@@ -68,12 +73,18 @@ fn pod_yaml(peer: Peer, node: &str, ip: IpAddr, v6: IpAddr, extra_labels: &str) 
     y
 }
 
+/// Pod `peer`'s service of one family (`s-POD` for IPv4, `s-POD-v6`), its one endpoint the pod.
 fn service_yaml(peer: Peer, cluster_ip: IpAddr, pod_ip: IpAddr, node: &str) -> String {
     let (ns, pod) = peer;
+    let (name, family) = if cluster_ip.is_ipv4() {
+        (format!("s-{pod}"), "IPv4")
+    } else {
+        (format!("s-{pod}-v6"), "IPv6")
+    };
     let mut y = format!(
-        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s-{pod}\n  namespace: {ns}\nspec:\n  \
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  \
          type: ClusterIP\n  clusterIP: {cluster_ip}\n  clusterIPs: [\"{cluster_ip}\"]\n  \
-         ipFamilies: [IPv4]\n  selector:\n    pod: {pod}\n  ports:\n"
+         ipFamilies: [{family}]\n  selector:\n    pod: {pod}\n  ports:\n"
     );
     let ports = [(80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP")];
     for (port, proto) in ports {
@@ -85,8 +96,8 @@ fn service_yaml(peer: Peer, cluster_ip: IpAddr, pod_ip: IpAddr, node: &str) -> S
     }
     let _ = write!(
         y,
-        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s-{pod}-1\n  \
-         namespace: {ns}\n  labels:\n    kubernetes.io/service-name: s-{pod}\naddressType: IPv4\nports:\n"
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  \
+         namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: {family}\nports:\n"
     );
     for (port, proto) in ports {
         let _ = write!(
@@ -130,7 +141,8 @@ impl Model {
                 .args(["serve", "--name", &format!("{}/{}", peer.0, peer.1)])
                 .args(["--tcp", "0.0.0.0:80", "--tcp", "0.0.0.0:81"])
                 .args(["--udp", "0.0.0.0:80", "--udp", "0.0.0.0:81"])
-                .args(["--tcp", "[::]:80"])
+                .args(["--tcp", "[::]:80", "--tcp", "[::]:81"])
+                .args(["--udp", "[::]:80", "--udp", "[::]:81"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             servers.push(Child::spawn(&mut serve).expect("spawn serve"));
@@ -147,13 +159,10 @@ impl Model {
         model.write_namespaces(&[]);
         model.write_pods(&[]);
         let mut services = String::new();
-        for (peer, node, _, ip, cluster_ip) in &model.pods {
-            services.push_str(&service_yaml(
-                *peer,
-                *cluster_ip,
-                *ip,
-                &model.lab.nodes[*node].name,
-            ));
+        for (i, (peer, node, _, ip, cluster_ip)) in model.pods.iter().enumerate() {
+            let node = &model.lab.nodes[*node].name;
+            services.push_str(&service_yaml(*peer, *cluster_ip, *ip, node));
+            services.push_str(&service_yaml(*peer, cluster_v6(i), model.v6[i], node));
         }
         model
             .lab
@@ -359,12 +368,13 @@ impl Model {
 
     /// One probe of every (from, to) cell at once: a new connection (TCP) or datagram (UDP)
     /// from `from`'s pod to `to`'s service port.
-    fn observe(&self, port: u16, udp: bool) -> Vec<Vec<bool>> {
+    fn observe(&self, port: u16, udp: bool, v6: bool) -> Vec<Vec<bool>> {
         let mut children = Vec::new();
         for (_, node, index, _, _) in &self.pods {
             let n = &self.lab.nodes[*node];
             let netns = n.pods[*index].netns.ns();
-            for (_, _, _, _, cluster_ip) in &self.pods {
+            for (j, (_, _, _, _, v4)) in self.pods.iter().enumerate() {
+                let cluster_ip = if v6 { &cluster_v6(j) } else { v4 };
                 let mut cmd = n
                     .cgroup()
                     .command(lab_bin(), Some(netns))
@@ -409,6 +419,22 @@ impl Model {
     /// Probes until every cell of (port, protocol) is as `expect(from, to)` says (policy
     /// changes take a moment to arrive), or fails printing both matrices.
     fn expect(&self, case: &str, port: u16, udp: bool, expect: impl Fn(Peer, Peer) -> bool) {
+        self.expect_family(case, port, udp, false, expect);
+    }
+
+    /// [`Self::expect`] through the pods' IPv6 services.
+    fn expect_v6(&self, case: &str, port: u16, udp: bool, expect: impl Fn(Peer, Peer) -> bool) {
+        self.expect_family(case, port, udp, true, expect);
+    }
+
+    fn expect_family(
+        &self,
+        case: &str,
+        port: u16,
+        udp: bool,
+        v6: bool,
+        expect: impl Fn(Peer, Peer) -> bool,
+    ) {
         let want: Vec<Vec<bool>> = self
             .pods
             .iter()
@@ -422,15 +448,16 @@ impl Model {
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(8);
-        let mut got = self.observe(port, udp);
+        let mut got = self.observe(port, udp, v6);
         while got != want && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(300));
-            got = self.observe(port, udp);
+            got = self.observe(port, udp, v6);
         }
         assert!(
             got == want,
-            "{case}: {} {port}: the matrix (row: from, column: to; . reaches, X does not)\n\
+            "{case}: {}{} {port}: the matrix (row: from, column: to; . reaches, X does not)\n\
              expected:\n{}observed:\n{}node 1 log:\n{}\nnode 2 log:\n{}",
+            if v6 { "IPv6 " } else { "" },
             if udp { "UDP" } else { "TCP" },
             self.render(&want),
             self.render(&got),
@@ -500,6 +527,8 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     let all = |_: Peer, _: Peer| true;
     m.expect("no policy", 80, false, all);
     m.expect("no policy", 81, true, all);
+    m.expect_v6("no policy", 80, false, all);
+    m.expect_v6("no policy", 81, true, all);
 
     // Default deny ingress in x: nobody reaches x's pods; x's pods reach everyone else.
     m.set_policies(&policy(
@@ -509,6 +538,8 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     ));
     m.expect("default-deny ingress", 80, false, |_, to| to.0 != "x");
     m.expect("default-deny ingress", 80, true, |_, to| to.0 != "x");
+    m.expect_v6("default-deny ingress", 80, false, |_, to| to.0 != "x");
+    m.expect_v6("default-deny ingress", 81, true, |_, to| to.0 != "x");
     m.assert_reported("x/deny-ingress");
     m.assert_only_own_node_reaches(("x", "a"));
     m.assert_only_own_node_reaches(("x", "b"));
@@ -611,6 +642,7 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
         "  podSelector:\n    matchLabels: {pod: a}\n  policyTypes: [Egress]\n",
     ));
     m.expect("default-deny egress", 80, false, |f, _| f != ("x", "a"));
+    m.expect_v6("default-deny egress", 80, true, |f, _| f != ("x", "a"));
     // Egress to port 81 only.
     m.set_policies(&policy(
         "x",
@@ -633,6 +665,8 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     m.expect("ipBlock except", 80, false, |f, t| {
         t != ("x", "a") || f != ("x", "b")
     });
+    // The block is IPv4: over IPv6 nobody else reaches x/a.
+    m.expect_v6("ipBlock (IPv4 only)", 80, false, |_, t| t != ("x", "a"));
 
     // Two policies combine as a union; ingress and egress in one policy.
     m.set_policies(&format!(
