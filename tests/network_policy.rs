@@ -360,6 +360,40 @@ impl Model {
         }
     }
 
+    /// The destination ports of the SCTP packets `from` sends (each port three times) that
+    /// reach `to`'s pod.
+    fn sctp_ports_arriving(&self, from: Peer, to: Peer, ports: &[u16]) -> Vec<u16> {
+        use ferrite_lab::ipraw::{IpRaw, PROTO_SCTP, sctp_dport, sctp_packet};
+        let netns = |p: Peer| {
+            let (_, node, index, ..) = *self.pods.iter().find(|x| x.0 == p).expect("peer");
+            self.lab.nodes[node].pods[index].netns.ns()
+        };
+        let open = |p: Peer| {
+            netns(p)
+                .run(|| IpRaw::open(PROTO_SCTP))
+                .expect("enter the pod")
+                .expect("raw SCTP socket (root)")
+        };
+        let (tx, rx) = (open(from), open(to));
+        let IpAddr::V4(dst) = self.ip(to) else {
+            panic!("IPv4 pod address");
+        };
+        for round in 0..3u16 {
+            for &port in ports {
+                tx.send_to(dst, &sctp_packet(40_000 + round, port))
+                    .expect("send SCTP");
+            }
+        }
+        let mut got: Vec<u16> = rx
+            .drain(Duration::from_millis(700))
+            .iter()
+            .filter_map(|p| sctp_dport(p))
+            .collect();
+        got.sort_unstable();
+        got.dedup();
+        got
+    }
+
     fn set_policies(&self, yaml: &str) {
         self.lab
             .write_manifest("policies.yaml", yaml)
@@ -634,6 +668,25 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     ));
     m.expect("protocol only", 80, false, all);
     m.expect("protocol only", 80, true, |_, t| t != ("x", "a"));
+
+    // SCTP ports (this kernel has no SCTP: raw IP sockets carry the packets, the datapath
+    // reads their ports): x/a admits SCTP 5000 only.
+    m.set_policies(&policy(
+        "x",
+        "sctp-5000",
+        "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - ports:\n    - {protocol: SCTP, port: 5000}\n",
+    ));
+    m.expect("SCTP port only", 80, false, |_, t| t != ("x", "a"));
+    assert_eq!(
+        m.sctp_ports_arriving(("y", "a"), ("x", "a"), &[5000, 5001]),
+        [5000],
+        "SCTP into x/a: only the allowed port"
+    );
+    assert_eq!(
+        m.sctp_ports_arriving(("x", "b"), ("x", "c"), &[5000, 5001]),
+        [5000, 5001],
+        "SCTP into x/c (not isolated): every port"
+    );
 
     // Egress: x/a may send nowhere (its replies still leave: others reach it).
     m.set_policies(&policy(

@@ -21,6 +21,7 @@ pub mod cmd;
 pub mod cri;
 pub mod errno;
 pub mod http;
+pub mod ipraw;
 pub mod kubeproxy;
 pub mod l2lab;
 pub mod l2raw;
