@@ -356,8 +356,8 @@ fn forced_vxlan_tunnels_every_node() {
     assert_host_routing(&lab, true);
 }
 
-/// `--host-routing legacy`: the stack routes pod traffic again — pods still reach each other
-/// and no pod veth is attached.
+/// `--host-routing legacy`: the stack routes pod traffic again — pods still reach each other,
+/// nothing goes past the stack, and the veths carry NetworkPolicy alone.
 #[test]
 fn legacy_host_routing_leaves_pod_traffic_to_the_stack() {
     let mut lab = start("pnl", 0, &["--host-routing", "legacy"]);
@@ -438,6 +438,65 @@ fn legacy_host_routing_leaves_pod_traffic_to_the_stack() {
         assert_eq!(hr["to_pod_packets"], 0, "{}: {hr}", node.name);
         assert_eq!(hr["redirected_packets"], 0, "{}: {hr}", node.name);
         assert_eq!(hr["overlay_device"], Value::Null, "{}: {hr}", node.name);
+    }
+}
+
+/// The pod-hook pins under node `node`'s BPF root (`pod_*`, `podpol_*`, `podeg_*`).
+fn pod_pins(node: &PodNode) -> BTreeSet<String> {
+    std::fs::read_dir(node.bpf_root.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with("pod"))
+        .collect()
+}
+
+/// Entries of the pinned pod-device map (`bpftool map dump -j`).
+fn pod_dev_entries(node: &PodNode) -> usize {
+    let pin = node.bpf_root.join("maps").join("fe_poddev_v1");
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&pin)
+        .output()
+        .expect("bpftool (make setup installs it)");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or_else(|| panic!("bpftool map dump {}: {out:?}", pin.display()))
+}
+
+/// Restarting a node's agent with the other `--host-routing` swaps its veth hooks: legacy
+/// leaves no host-routing pin and an empty pod-device map, bpf no policy-only pin; pods reach
+/// each other after each switch.
+#[test]
+fn switching_host_routing_swaps_the_pod_hooks() {
+    let mut lab = start("pns", 0, &[]);
+    let _servers = pods_and_servers(&mut lab, 0);
+    let veth = host_veth(&lab.nodes[0].pods[0]);
+    let bpf: BTreeSet<String> = [format!("pod_{veth}"), format!("podeg_{veth}")].into();
+    let legacy: BTreeSet<String> = [format!("podpol_{veth}"), format!("podeg_{veth}")].into();
+    for (args, want, devs) in [
+        (vec![], &bpf, 1),
+        (vec!["--host-routing", "legacy"], &legacy, 0),
+        (vec![], &bpf, 1),
+    ] {
+        lab.config.extra_args = args.iter().map(|s| (*s).to_owned()).collect();
+        lab.nodes[0].kill_agent().expect("kill the agent");
+        lab.start_agent(0).expect("restart the agent");
+        let mut seen = BTreeSet::new();
+        let ok = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            seen = pod_pins(&lab.nodes[0]);
+            seen == *want
+        });
+        assert!(ok.is_ok(), "{args:?}: pod pins {seen:?}, want {want:?}");
+        assert_eq!(
+            pod_dev_entries(&lab.nodes[0]),
+            devs,
+            "{args:?}: pod-device map"
+        );
+        assert_reaches(&lab, (0, 0), (1, 0), false);
+        assert_reaches(&lab, (1, 0), (0, 0), false);
     }
 }
 
