@@ -468,7 +468,7 @@ fn pod_dev_entries(node: &PodNode) -> usize {
 
 /// Restarting a node's agent with the other `--host-routing` swaps its veth hooks: legacy
 /// leaves no host-routing pin and an empty pod-device map, bpf no policy-only pin; pods reach
-/// each other after each switch.
+/// each other after each switch. A veth's pins removed by hand come back with their programs.
 #[test]
 fn switching_host_routing_swaps_the_pod_hooks() {
     let mut lab = start("pns", 0, &[]);
@@ -498,6 +498,32 @@ fn switching_host_routing_swaps_the_pod_hooks() {
         assert_reaches(&lab, (0, 0), (1, 0), false);
         assert_reaches(&lab, (1, 0), (0, 0), false);
     }
+    // Pins removed by hand (their links go with them): attached again within a few seconds,
+    // and the pod's traffic leaves by the veth's program again (its redirect counter grows).
+    let node = &lab.nodes[0];
+    let redirected = || {
+        node.status().expect("ferrite status")["datapath"]["host_routing"]["redirected_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for pin in &bpf {
+        std::fs::remove_file(node.bpf_root.join("links").join(pin)).expect("remove a pod pin");
+    }
+    let back = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        pod_pins(node) == bpf
+    });
+    assert!(back.is_ok(), "pod pins after removal: {:?}", pod_pins(node));
+    let before = redirected();
+    assert_reaches(&lab, (0, 0), (1, 0), false);
+    // The status publishes the counters once a second.
+    let grew = wait_until(Duration::from_secs(3), Duration::from_millis(100), || {
+        redirected() > before
+    });
+    assert!(
+        grew.is_ok(),
+        "the re-attached fe_pod_ingress sent the pod's packets out ({before} before, {} now)",
+        redirected()
+    );
 }
 
 /// Polls `f` every 100 ms for up to `limit`; how long it took.

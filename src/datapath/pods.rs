@@ -177,12 +177,17 @@ impl PodRouting {
         self.links_dir.join(pin.file_name())
     }
 
-    fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
-        let (program, pin) = if self.routing {
+    /// The veth-ingress program of this mode and its pin for veth `name`.
+    fn ingress_hook(&self, name: &str) -> (&'static str, PinName) {
+        if self.routing {
             (PROGRAM, PinName::pod(self.tc, name))
         } else {
             (POLICY_PROGRAM, PinName::pod_policy(self.tc, name))
-        };
+        }
+    }
+
+    fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let (program, pin) = self.ingress_hook(name);
         let prog = super::host::tc_prog(&mut self.ebpf, program)?;
         attach_hook(
             self.tc,
@@ -253,15 +258,20 @@ impl PodRouting {
         }
     }
 
+    /// Both hooks of veth `name` are in place (their pins, and for legacy TC their filters).
+    fn hooks_intact(&self, name: &str) -> bool {
+        [
+            self.ingress_hook(name).1,
+            PinName::pod_egress(self.tc, name),
+        ]
+        .iter()
+        .all(|p| legacy::attached(&self.pin_path(p)))
+    }
+
     fn detach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         ignore_missing(self.devs.remove(&ifindex)).map_err(map_err(map_names::POD_DEVS))?;
         legacy::remove(&self.pin_path(&PinName::pod_egress(self.tc, name)))?;
-        let pin = if self.routing {
-            PinName::pod(self.tc, name)
-        } else {
-            PinName::pod_policy(self.tc, name)
-        };
-        legacy::remove(&self.pin_path(&pin)).map(|_| ())
+        legacy::remove(&self.pin_path(&self.ingress_hook(name).1)).map(|_| ())
     }
 
     /// Attaches to every veth of `wanted` (adopting pinned links of a previous agent), detaches
@@ -270,6 +280,18 @@ impl PodRouting {
         let mut report = PodSyncReport::default();
         if self.routing {
             self.sync_tunnel(tunnels, &mut report);
+        }
+        // A veth whose hook went (its pin removed by hand, its filter deleted) is attached
+        // again below, like a new one: until then its pod's policy is not enforced.
+        let broken: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|name| !self.hooks_intact(name))
+            .cloned()
+            .collect();
+        for name in broken {
+            tracing::warn!(device = %name, "a pod veth's hook had disappeared; re-attaching");
+            self.attached.remove(&name);
         }
         let todo = plan(&self.attached, wanted);
         for (name, index) in todo.detach {
