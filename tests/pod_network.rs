@@ -452,6 +452,24 @@ fn pod_pins(node: &PodNode) -> BTreeSet<String> {
         .collect()
 }
 
+/// The TTL of the first echo reply `pod` gets from `dst` (busybox ping).
+fn ping_ttl(pod: &CniPod, dst: IpAddr) -> Option<u8> {
+    let out = pod
+        .command("busybox")
+        .expect("busybox")
+        .args(["ping", "-c", "3", "-W", "2"])
+        .arg(dst.to_string())
+        .output()
+        .expect("busybox ping (make setup installs busybox)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find("ttl=")?;
+    text[at + 4..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Entries of the pinned pod-device map (`bpftool map dump -j`).
 fn pod_dev_entries(node: &PodNode) -> usize {
     let pin = node.bpf_root.join("maps").join("fe_poddev_v1");
@@ -497,6 +515,15 @@ fn switching_host_routing_swaps_the_pod_hooks() {
         );
         assert_reaches(&lab, (0, 0), (1, 0), false);
         assert_reaches(&lab, (1, 0), (0, 0), false);
+        // Two nodes route the reply (its TTL starts at 64), on BPF host routing's fast path
+        // as in the stack.
+        let (from, to) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+        assert_eq!(
+            ping_ttl(from, to.v4),
+            Some(62),
+            "{args:?}: TTL of {}'s echo reply",
+            to.v4
+        );
     }
     // Pins removed by hand (their links go with them): attached again within a few seconds,
     // and the pod's traffic leaves by the veth's program again (its redirect counter grows).
