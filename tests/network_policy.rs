@@ -538,6 +538,30 @@ impl Model {
     }
 }
 
+impl Model {
+    /// `ferrite observe` on node 1 shows a connection a policy allowed into an x pod as a
+    /// forwarded `policy` flow.
+    fn assert_allowed_reported(&self) {
+        let out = self.lab.nodes[0]
+            .cli(&[
+                "observe",
+                "--last",
+                "2000",
+                "--verdict",
+                "forwarded",
+                "-o",
+                "json",
+            ])
+            .expect("ferrite observe");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let allowed = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|f| f["kind"] == "policy" && f["verdict"] == "FORWARDED");
+        assert!(allowed, "no allowed policy flow among the flows:\n{text}");
+    }
+}
+
 /// Whether a datagram from `sock` to `to` gets an answer (three tries).
 fn udp_answered(sock: &std::net::UdpSocket, to: SocketAddr) -> bool {
     let mut buf = [0u8; 256];
@@ -606,6 +630,7 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     m.expect("allow from namespace", 80, false, |f, t| {
         t.0 != "x" || f.0 == "y"
     });
+    m.assert_allowed_reported();
 
     // namespaceSelector AND podSelector in one peer: only y/b into x/a.
     m.set_policies(&policy(
