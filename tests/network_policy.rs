@@ -394,6 +394,18 @@ impl Model {
         got
     }
 
+    /// Whether a datagram from `from` to the closed `to` comes back as "connection refused"
+    /// (the ICMP port-unreachable reached `from`'s socket), in three tries.
+    fn udp_refused(&self, from: Peer, to: SocketAddr) -> bool {
+        let sock = self.udp_socket(from);
+        sock.connect(to).expect("connect UDP");
+        let mut buf = [0u8; 64];
+        (0..3).any(|_| {
+            let _ = sock.send(b"x");
+            matches!(sock.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+    }
+
     fn set_policies(&self, yaml: &str) {
         self.lab
             .write_manifest("policies.yaml", yaml)
@@ -602,6 +614,12 @@ fn network_policy_matrix_matches_the_upstream_truth_tables() {
     m.assert_only_own_node_reaches(("x", "a"));
     m.assert_only_own_node_reaches(("x", "b"));
     m.assert_invalid_policies_reported_and_the_rest_enforced();
+    // ICMP errors are not policed: x/a (ingress-isolated) learns that y/a's port is closed.
+    let closed = SocketAddr::new(m.ip(("y", "a")), 9);
+    assert!(
+        m.udp_refused(("x", "a"), closed),
+        "the port-unreachable for x/a's datagram must reach it"
+    );
     // IPv6 too, on another node and on the same one.
     for (from, to, want) in [
         (("y", "a"), ("x", "a"), false),
