@@ -99,20 +99,9 @@ fn loader<'a>(maps_dir: &'a Path, entries: u32, table_size: &'a u32) -> EbpfLoad
     l
 }
 
-/// `--host-routing legacy`: a previous agent's host-routing hooks come off (its policy hooks
-/// stay for [`super::PodRouting`] to adopt), and its pod-device map goes before the host
-/// programs load (they then create it empty, so nothing is sent into a pod past the stack).
-fn forget_host_routing(maps_dir: &Path, links_dir: &Path) {
-    for pin in super::pods::pod_pins(links_dir) {
-        let routing = pin
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(super::ladder::PinName::parse)
-            .is_some_and(|p| p.is_pod_routing() || p.is_tunnel());
-        if routing {
-            legacy::remove_logged(&pin, "--host-routing legacy");
-        }
-    }
+/// `--host-routing legacy`: a previous agent's pod-device map goes before the host programs
+/// load (they then create it empty, so nothing is sent into a pod past the stack).
+fn forget_pod_devices(maps_dir: &Path) {
     let map = maps_dir.join(map_names::POD_DEVS);
     if map.exists() {
         match std::fs::remove_file(&map) {
@@ -159,8 +148,9 @@ impl HostLb {
         }
         let entries = cfg.maglev_entries;
         drop_mismatched_maglev(&maps_dir, entries);
+        super::pods::remove_other_mode_pins(&links_dir, host.host_routing);
         if !host.host_routing {
-            forget_host_routing(&maps_dir, &links_dir);
+            forget_pod_devices(&maps_dir);
         }
         let mut ebpf = loader(&maps_dir, entries, &host.table_size)
             .load(HOST_OBJECT)

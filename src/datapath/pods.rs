@@ -9,7 +9,7 @@
 //! With `--host-routing legacy` the veths still carry NetworkPolicy: `fe_pod_policy` (the
 //! pod's egress policy alone, then the stack routes) on their TC ingress and `fe_pod_egress` on
 //! their TC egress, with no pod-device map entry and no overlay hook, so nothing bypasses the
-//! stack. Each mode removes the other's veth-ingress pins when it opens.
+//! stack. Each mode's start removes the other's hooks ([`remove_other_mode_pins`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,23 +123,6 @@ impl PodRouting {
             super::host::load_tc(&mut ebpf, program)?;
             Ok(ebpf)
         };
-        for pin in pod_pins(&links_dir) {
-            let other = PinName::parse(
-                &pin.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default(),
-            )
-            .is_some_and(|p| {
-                if routing {
-                    p.is_pod_policy()
-                } else {
-                    p.is_pod_routing() || p.is_tunnel()
-                }
-            });
-            if other {
-                legacy::remove_logged(&pin, "host routing mode changed");
-            }
-        }
         let mut ebpf = load(POD_OBJECT, if routing { PROGRAM } else { POLICY_PROGRAM })?;
         let tunnel_ebpf = load(TUNNEL_OBJECT, TUNNEL_PROGRAM)?;
         let egress_ebpf = load(POD_EGRESS_OBJECT, EGRESS_PROGRAM)?;
@@ -398,21 +381,27 @@ fn attach_hook(
     .map(|_| ())
 }
 
-/// Pin paths of host routing's hooks under `links_dir` (pod veths and the overlay device).
-#[must_use]
-pub fn pod_pins(links_dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(links_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(PinName::parse)
-                .is_some_and(|n| n.is_pod() || n.is_tunnel())
-        })
-        .collect()
+/// Removes the hooks under `links_dir` that belong to the other `--host-routing` mode: with
+/// `routing` (bpf) the policy-only veth hooks, without it host routing's veth and overlay
+/// hooks. Run before anything loads, so a switched mode never runs both.
+pub fn remove_other_mode_pins(links_dir: &Path, routing: bool) {
+    for entry in std::fs::read_dir(links_dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let other = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(PinName::parse)
+            .is_some_and(|p| {
+                if routing {
+                    p.is_pod_policy()
+                } else {
+                    p.is_pod_routing() || p.is_tunnel()
+                }
+            });
+        if other {
+            legacy::remove_logged(&path, "--host-routing changed");
+        }
+    }
 }
 
 #[cfg(test)]
