@@ -70,7 +70,7 @@ pub struct BenchArgs {
     /// cni: ADD+DEL cycles per plugin set and row (default 200, --quick 20)
     #[argh(option)]
     cni_cycles: Option<usize>,
-    /// pods: interleaved rounds per path (default 5, --quick 1)
+    /// pods and policy: interleaved rounds per path or row (default 5, --quick 1)
     #[argh(option)]
     pods_runs: Option<usize>,
     /// policy: samples per kind of change for the time to enforcement (default 20, --quick 3)
@@ -119,6 +119,18 @@ struct Settings {
     runs: usize,
     threads: u32,
     iptables_restore: String,
+}
+
+/// Pod ↔ pod traffic runs (`pods` and `policy` sections).
+fn pods_settings(args: &BenchArgs) -> pods::PodsSettings {
+    pods::PodsSettings {
+        runs: args
+            .pods_runs
+            .unwrap_or(if args.quick { 1 } else { 5 })
+            .max(1),
+        seconds: if args.quick { 1 } else { 3 },
+        rate_run: Duration::from_millis(if args.quick { 300 } else { 1000 }),
+    }
 }
 
 fn parse_scales(text: &str) -> Result<Vec<usize>, String> {
@@ -286,30 +298,17 @@ fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     }
     if sections.pods {
         check_interrupted()?;
-        let settings = pods::PodsSettings {
-            runs: args
-                .pods_runs
-                .unwrap_or(if args.quick { 1 } else { 5 })
-                .max(1),
-            seconds: if args.quick { 1 } else { 3 },
-            rate_run: Duration::from_millis(if args.quick { 300 } else { 1000 }),
-        };
         results.pods = Some(Cell::Value(pods::measure(
             &exe,
             ferrite.as_deref(),
-            &settings,
+            &pods_settings(args),
         )));
         results.notes.extend(pods::notes());
     }
     if sections.policy {
         check_interrupted()?;
         let settings = policy::PolicySettings {
-            runs: args
-                .pods_runs
-                .unwrap_or(if args.quick { 1 } else { 5 })
-                .max(1),
-            seconds: if args.quick { 1 } else { 3 },
-            rate_run: Duration::from_millis(if args.quick { 300 } else { 1000 }),
+            traffic: pods_settings(args),
             changes: args
                 .policy_changes
                 .unwrap_or(if args.quick { 3 } else { 20 })

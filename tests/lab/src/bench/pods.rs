@@ -25,6 +25,7 @@ const SERVE_PORT: u16 = 8080;
 const NODE2_PODS: &str = "10.246.2.0/24";
 
 /// How much to measure.
+#[derive(Clone, Debug)]
 pub struct PodsSettings {
     /// Interleaved rounds per path (≥ 5 for the table).
     pub runs: usize,
@@ -330,7 +331,7 @@ fn masq_rows(m: &MasqBench) -> Vec<PathRow> {
     ]
 }
 
-fn gbits(s: &Spread) -> String {
+pub(super) fn gbits(s: &Spread) -> String {
     format!(
         "{:.2} / {:.2} / {:.2}",
         s.min / 1e9,
@@ -339,7 +340,7 @@ fn gbits(s: &Spread) -> String {
     )
 }
 
-fn per_second(s: &Spread) -> String {
+pub(super) fn per_second(s: &Spread) -> String {
     format!(
         "{} / {} / {}",
         thousands_f(s.min),

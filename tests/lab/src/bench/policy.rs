@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::northsouth::tools::iperf3_from;
-use super::pods::{rate_of, serve, wait_reachable};
+use super::pods::{gbits, per_second, rate_of, serve, wait_reachable};
 use super::results::{Cell, Spread, cell, ratio, thousands, times};
 use super::{check_interrupted, progress};
 use manifests::{Cluster, PORTS, render, split};
@@ -39,12 +39,8 @@ const ENFORCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much to measure.
 pub struct PolicySettings {
-    /// Interleaved rounds per row.
-    pub runs: usize,
-    /// `iperf3 -t` seconds.
-    pub seconds: u32,
-    /// One connect-rate run.
-    pub rate_run: Duration,
+    /// Rounds, iperf3 seconds and connect-rate runs, as the `pods` section has them.
+    pub traffic: super::pods::PodsSettings,
     /// Samples per kind of change.
     pub changes: usize,
     /// Pod counts of the kube-source memory rows.
@@ -106,7 +102,7 @@ pub fn measure(
     ferrite: Result<&Path, &String>,
     settings: &PolicySettings,
 ) -> PolicyBench {
-    let runs = settings.runs.max(1);
+    let runs = settings.traffic.runs.max(1);
     let watch = match ferrite {
         Err(e) => Err(e.clone()),
         Ok(ferrite) => watch::measure(ferrite, &settings.work, &settings.watch_pods),
@@ -139,7 +135,7 @@ pub fn measure(
         enforcement,
         watch: watch.into(),
         runs,
-        seconds: settings.seconds,
+        seconds: settings.traffic.seconds,
     }
 }
 
@@ -257,19 +253,19 @@ impl PolicyLab {
         let mut rate = vec![Vec::new(); ROWS.len()];
         let mut rss = vec![None; ROWS.len()];
         let client = self.lab.nodes[0].pods[0].netns.ns();
-        for round in 0..settings.runs.max(1) {
+        for round in 0..settings.traffic.runs.max(1) {
             for (i, (policies, identities, _)) in ROWS.iter().enumerate() {
                 check_interrupted()?;
                 self.write(&self.cluster(*policies, *identities))?;
                 wait_reachable(exe, client, self.target(SERVE_PORT))?;
-                let bps = iperf3_from(client, self.target(IPERF_PORT), settings.seconds)
+                let bps = iperf3_from(client, self.target(IPERF_PORT), settings.traffic.seconds)
                     .map_err(|e| format!("iperf3 with {policies} policies: {e}"))?;
                 tput[i].push(bps);
                 rate[i].push(rate_of(
                     exe,
                     client,
                     self.target(SERVE_PORT),
-                    settings.rate_run,
+                    settings.traffic.rate_run,
                 )?);
                 if round == 0 {
                     // The first round goes from the smallest cluster to the largest, so each
@@ -421,15 +417,6 @@ fn summary(change: &str, mut s: Vec<f64>) -> Enforcement {
     }
 }
 
-fn spread_text(s: &Spread, scale: f64, digits: usize) -> String {
-    format!(
-        "{:.digits$} / {:.digits$} / {:.digits$}",
-        s.min / scale,
-        s.median / scale,
-        s.max / scale
-    )
-}
-
 fn verdict(row: &PolicyRow) -> String {
     match (row.policies, row.throughput_vs_none, row.connects_vs_none) {
         (1000, Some(t), Some(c)) => format!(
@@ -477,9 +464,9 @@ pub fn markdown(b: &Cell<PolicyBench>, out: &mut String) {
                 let _ = writeln!(
                     out,
                     "| {what} | {} | {} | {} | {} | {} | {} |",
-                    spread_text(&r.throughput, 1e9, 2),
+                    gbits(&r.throughput),
                     times(r.throughput_vs_none),
-                    spread_text(&r.connects, 1.0, 0),
+                    per_second(&r.connects),
                     times(r.connects_vs_none),
                     r.agent_rss_kb.map_or_else(
                         || "–".into(),
