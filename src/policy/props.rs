@@ -12,10 +12,11 @@ use ferrite_abi::{
 use proptest::prelude::*;
 use proptest::sample::select;
 
+use super::tests::{labels, name, pod};
 use super::{PolicyPlan, compile};
 use crate::model::{
-    LabelSelector, NamedPort, Namespace, NetworkPolicy, Pod, PodPhase, PolicyPeer, PolicyPort,
-    PolicyPortNumber, PolicyRule, Protocol, ServiceName, Snapshot,
+    LabelSelector, Namespace, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyPortNumber,
+    PolicyRule, Protocol, ServiceName, Snapshot,
 };
 
 const PODS: [(&str, &str, &str, &str); 4] = [
@@ -25,13 +26,9 @@ const PODS: [(&str, &str, &str, &str); 4] = [
     ("y", "b", "n1", "10.0.1.2"),
 ];
 
-fn labels(k: &str, v: &str) -> BTreeMap<smol_str::SmolStr, smol_str::SmolStr> {
-    std::iter::once((k.into(), v.into())).collect()
-}
-
 fn selector(pod: Option<&str>) -> LabelSelector {
     LabelSelector {
-        match_labels: pod.map(|p| labels("pod", p)).unwrap_or_default(),
+        match_labels: pod.map(|p| labels(&[("pod", p)])).unwrap_or_default(),
         match_expressions: Vec::new(),
     }
 }
@@ -43,31 +40,13 @@ fn cluster() -> Snapshot {
             ns.into(),
             Namespace {
                 name: ns.into(),
-                labels: labels("ns", ns),
+                labels: labels(&[("ns", ns)]),
             },
         );
     }
     for (ns, p, node, ip) in PODS {
-        let name = ServiceName {
-            namespace: ns.into(),
-            name: p.into(),
-        };
-        s.pods.insert(
-            name.clone(),
-            Pod {
-                name,
-                labels: labels("pod", p),
-                named_ports: vec![NamedPort {
-                    name: "web".into(),
-                    protocol: Protocol::Tcp,
-                    port: if p == "a" { 80 } else { 81 },
-                }],
-                node_name: Some(node.into()),
-                ips: vec![ip.parse().expect("ip")],
-                host_network: false,
-                phase: PodPhase::Running,
-            },
-        );
+        let web = if p == "a" { 80 } else { 81 };
+        s.pods.insert(name(ns, p), pod(ns, p, node, ip, web));
     }
     s
 }
@@ -81,7 +60,7 @@ fn peer_strategy() -> impl Strategy<Value = PolicyPeer> {
                 LabelSelector::default()
             } else {
                 LabelSelector {
-                    match_labels: labels("ns", n),
+                    match_labels: labels(&[("ns", n)]),
                     match_expressions: Vec::new(),
                 }
             }

@@ -11,14 +11,14 @@ use crate::model::{
     PolicyPortNumber, PolicyRule, Protocol, ServiceName, Snapshot,
 };
 
-fn name(ns: &str, n: &str) -> ServiceName {
+pub(super) fn name(ns: &str, n: &str) -> ServiceName {
     ServiceName {
         namespace: ns.into(),
         name: n.into(),
     }
 }
 
-fn labels(l: &[(&str, &str)]) -> BTreeMap<smol_str::SmolStr, smol_str::SmolStr> {
+pub(super) fn labels(l: &[(&str, &str)]) -> BTreeMap<smol_str::SmolStr, smol_str::SmolStr> {
     l.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
 }
 
@@ -46,24 +46,27 @@ fn snapshot() -> Snapshot {
         ("y", "a", "n2", "10.0.2.2"),
     ];
     for (ns, p, node, ip) in pods {
-        s.pods.insert(
-            name(ns, p),
-            Pod {
-                name: name(ns, p),
-                labels: labels(&[("pod", p)]),
-                named_ports: vec![NamedPort {
-                    name: "web".into(),
-                    protocol: Protocol::Tcp,
-                    port: if p == "a" { 8080 } else { 9090 },
-                }],
-                node_name: Some(node.into()),
-                ips: vec![ip.parse().unwrap()],
-                host_network: false,
-                phase: PodPhase::Running,
-            },
-        );
+        let web = if p == "a" { 8080 } else { 9090 };
+        s.pods.insert(name(ns, p), pod(ns, p, node, ip, web));
     }
     s
+}
+
+/// Running pod `ns/p` on `node` at `ip`, labelled `pod: p`, its TCP port `web` named "web".
+pub(super) fn pod(ns: &str, p: &str, node: &str, ip: &str, web: u16) -> Pod {
+    Pod {
+        name: name(ns, p),
+        labels: labels(&[("pod", p)]),
+        named_ports: vec![NamedPort {
+            name: "web".into(),
+            protocol: Protocol::Tcp,
+            port: web,
+        }],
+        node_name: Some(node.into()),
+        ips: vec![ip.parse().expect("ip")],
+        host_network: false,
+        phase: PodPhase::Running,
+    }
 }
 
 fn add(
