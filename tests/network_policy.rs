@@ -224,27 +224,21 @@ impl Model {
         let i = self.pods.iter().position(|p| p.0 == from).expect("from");
         let j = self.pods.iter().position(|p| p.0 == to).expect("to");
         let (_, node, index, ..) = self.pods[i];
-        let n = &self.lab.nodes[node];
-        let mut cmd = n
-            .cgroup()
-            .command(lab_bin(), Some(n.pods[index].netns.ns()))
-            .expect("client command");
-        cmd.args(["client", "--json", "--proto", "tcp"])
-            .args(["--target", &SocketAddr::new(self.v6[j], 80).to_string()])
-            .args(["--count", "1", "--timeout-ms", "700"]);
-        ferrite_lab::cmd::run(&mut cmd)
-            .ok()
-            .and_then(|o| serde_json::from_slice::<ClientReport>(&o.stdout).ok())
-            .is_some_and(|r| r.ok == 1)
+        let netns = self.lab.nodes[node].pods[index].netns.ns();
+        self.connects(node, netns, SocketAddr::new(self.v6[j], 80))
     }
 
     /// Whether a process of lab node `node` (its netns and cgroup, so the socket LB applies)
     /// opens a TCP connection to `target`.
     fn node_reaches(&self, node: usize, target: SocketAddr) -> bool {
-        let n = &self.lab.nodes[node];
-        let mut cmd = n
+        self.connects(node, self.lab.nodes[node].ns.ns(), target)
+    }
+
+    /// One TCP connect to `target` from `netns`, in node `node`'s cgroup.
+    fn connects(&self, node: usize, netns: &ferrite_lab::Ns, target: SocketAddr) -> bool {
+        let mut cmd = self.lab.nodes[node]
             .cgroup()
-            .command(lab_bin(), Some(n.ns.ns()))
+            .command(lab_bin(), Some(netns))
             .expect("client command");
         cmd.args(["client", "--json", "--proto", "tcp"])
             .args(["--target", &target.to_string()])
