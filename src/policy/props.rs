@@ -12,11 +12,11 @@ use ferrite_abi::{
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::tests::{labels, name, pod};
+use super::tests::{labels, name, namespaces, pod};
 use super::{PolicyPlan, compile};
 use crate::model::{
-    LabelSelector, Namespace, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyPortNumber,
-    PolicyRule, Protocol, ServiceName, Snapshot,
+    LabelSelector, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyPortNumber, PolicyRule,
+    Protocol, ServiceName, Snapshot,
 };
 
 const PODS: [(&str, &str, &str, &str); 4] = [
@@ -34,16 +34,7 @@ fn selector(pod: Option<&str>) -> LabelSelector {
 }
 
 fn cluster() -> Snapshot {
-    let mut s = Snapshot::default();
-    for ns in ["x", "y"] {
-        s.namespaces.insert(
-            ns.into(),
-            Namespace {
-                name: ns.into(),
-                labels: labels(&[("ns", ns)]),
-            },
-        );
-    }
+    let mut s = namespaces();
     for (ns, p, node, ip) in PODS {
         let web = if p == "a" { 80 } else { 81 };
         s.pods.insert(name(ns, p), pod(ns, p, node, ip, web));

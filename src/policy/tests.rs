@@ -29,7 +29,8 @@ fn selector(l: &[(&str, &str)]) -> LabelSelector {
     }
 }
 
-fn snapshot() -> Snapshot {
+/// Namespaces x and y, labelled `ns: <name>`, and nothing else.
+pub(super) fn namespaces() -> Snapshot {
     let mut s = Snapshot::default();
     for ns in ["x", "y"] {
         s.namespaces.insert(
@@ -40,6 +41,11 @@ fn snapshot() -> Snapshot {
             },
         );
     }
+    s
+}
+
+fn snapshot() -> Snapshot {
+    let mut s = namespaces();
     let pods = [
         ("x", "a", "n1", "10.0.1.1"),
         ("x", "b", "n2", "10.0.2.1"),
