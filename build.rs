@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The `[[bin]]` objects of `bpf/ebpf`, as `src/datapath/mod.rs` embeds them.
-const OBJECTS: [&str; 7] = [
+const OBJECTS: [&str; 8] = [
     "ferrite-host",
     "ferrite-xdp",
     "ferrite-l2",
@@ -20,6 +20,7 @@ const OBJECTS: [&str; 7] = [
     "ferrite-pod",
     "ferrite-tunnel",
     "ferrite-podeg",
+    "ferrite-podnk",
 ];
 
 fn main() -> anyhow::Result<()> {

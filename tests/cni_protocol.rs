@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cni_common::{Env, NodeLab, addresses, conf, ferrite, links, require, stored};
-use ferrite_lab::wait_until;
+use ferrite_lab::{kernel_has_netkit, link_kind, wait_until};
 use serde_json::{Value, json};
 
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
@@ -524,4 +524,86 @@ fn restart_reclaims_leaks_and_keeps_live_pods() {
             .trim_end_matches("/32")]
     );
     assert_eq!(left[0]["network"], "reclaimnet");
+}
+
+fn kind(ns: &ferrite_lab::Ns, dev: &str) -> String {
+    link_kind(ns, dev).unwrap_or_else(|e| panic!("ip link show {dev}: {e}"))
+}
+
+/// `podDevice`: `auto` builds a netkit pair where the kernel can (a netkit made in a throwaway
+/// netns tells) and a veth pair elsewhere, and the pod reaches its node either way; `netkit`
+/// builds one or, on a kernel without netkit, fails with code 7 naming the field and leaves no
+/// link and no address behind; an unknown kind is code 7 before anything is made.
+#[test]
+fn pod_device_kind_follows_the_kernel() {
+    tools();
+    let lab = NodeLab::new("cnik", 2);
+    let work = common::TempDir::new("cni-podDevice");
+    let node = lab.node.ns();
+    let has_netkit = kernel_has_netkit();
+    let mut c = conf("1.0.0", "pd", work.path(), &["10.64.0.0/24"]);
+    c["podDevice"] = json!("sideways");
+    ferrite(
+        node,
+        &Env::attach("ADD", "c0", &lab.pod_path(0), "eth0"),
+        &c,
+    )
+    .err(7);
+
+    c["podDevice"] = json!("auto");
+    let r = ferrite(
+        node,
+        &Env::attach("ADD", "c0", &lab.pod_path(0), "eth0"),
+        &c,
+    )
+    .ok();
+    let host = r["interfaces"][0]["name"]
+        .as_str()
+        .expect("host interface")
+        .to_owned();
+    let want = if has_netkit { "netkit" } else { "veth" };
+    assert_eq!(kind(node, &host), want, "auto on this kernel: {r}");
+    assert_eq!(kind(lab.pods[0].ns(), "eth0"), want);
+    let gw = r["ips"][0]["gateway"].as_str().expect("gateway").to_owned();
+    let ping = lab.pods[0]
+        .ns()
+        .command("busybox")
+        .expect("busybox")
+        .args(["ping", "-c", "1", "-W", "2", &gw])
+        .output()
+        .expect("busybox ping (make setup installs busybox-static)");
+    assert!(
+        ping.status.success(),
+        "the {want} pod cannot reach its node at {gw}: {ping:?}"
+    );
+
+    c["podDevice"] = json!("netkit");
+    let before = links(node);
+    let held = stored(&work.path().join("ipam"), "pd").len();
+    let r = ferrite(
+        node,
+        &Env::attach("ADD", "c1", &lab.pod_path(1), "eth0"),
+        &c,
+    );
+    if has_netkit {
+        let r = r.ok();
+        let host = r["interfaces"][0]["name"].as_str().expect("host interface");
+        assert_eq!(kind(node, host), "netkit");
+    } else {
+        let e = r.err(7);
+        assert!(
+            e["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("podDevice"),
+            "{e}"
+        );
+        assert_eq!(links(node), before, "a failed netkit ADD left a link");
+        assert!(!links(lab.pods[1].ns()).contains("eth0"));
+        assert_eq!(
+            stored(&work.path().join("ipam"), "pd").len(),
+            held,
+            "an address stayed reserved"
+        );
+    }
 }

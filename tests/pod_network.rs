@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{FERRITE, lab_bin, require_root};
 use ferrite_lab::podlab::{CniPod, PodLab, PodLabConfig, PodNode};
 use ferrite_lab::report::ClientReport;
-use ferrite_lab::{Child, NsService, SvcEndpoint, wait_until};
+use ferrite_lab::{Child, NsService, SvcEndpoint, kernel_has_netkit, link_kind, wait_until};
 use serde_json::Value;
 
 const TCP: u16 = 8080;
@@ -167,11 +167,29 @@ fn host_veth(pod: &CniPod) -> String {
         .to_owned()
 }
 
-/// BPF host routing carried the traffic: every node lists its pods' veths (and, with `overlay`,
-/// runs on `ferrite.vxlan`), sent packets out past the stack and sent packets straight into its
-/// pods (arriving on the external device or, decapsulated, on the overlay device).
+/// BPF host routing carried the traffic: every node lists its pods' devices (and, with
+/// `overlay`, runs on `ferrite.vxlan`), sent packets out past the stack and sent packets straight
+/// into its pods (arriving on the external device or, decapsulated, on the overlay device). With
+/// the shipped `--pod-device auto` on a kernel that has netkit, every pod is on a netkit device
+/// and the agent reports them all as such.
 fn assert_host_routing(lab: &PodLab, overlay: bool) {
     for node in &lab.nodes {
+        let want_kind = if kernel_has_netkit() {
+            "netkit"
+        } else {
+            "veth"
+        };
+        let netkits: BTreeSet<String> = node
+            .pods
+            .iter()
+            .map(host_veth)
+            .filter(|dev| {
+                let kind = link_kind(node.ns.ns(), dev)
+                    .unwrap_or_else(|e| panic!("{}: ip link show {dev}: {e}", node.name));
+                assert_eq!(kind, want_kind, "{}: pod device {dev}", node.name);
+                kind == "netkit"
+            })
+            .collect();
         let mut last = Value::Null;
         let ok = wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
             last = node.status().expect("ferrite status")["datapath"]["host_routing"].clone();
@@ -190,6 +208,14 @@ fn assert_host_routing(lab: &PodLab, overlay: bool) {
                 && count("redirected_packets") > 0
                 && count("to_pod_packets") > 0
                 && (!overlay || last["overlay_device"] == "ferrite.vxlan")
+                && last["netkit_devices"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect::<BTreeSet<_>>()
+                    .is_superset(&netkits)
         });
         assert!(
             ok.is_ok(),

@@ -51,7 +51,7 @@ impl DeviceWatch {
         Ok(Wanted {
             devices,
             absent,
-            pod_veths: detect::pod_veths(&facts),
+            pod_devices: detect::pod_devices(&facts),
             tunnels: detect::tunnel_devs(&facts),
             host_addrs: facts.addrs.iter().map(|a| a.addr).collect(),
         })
@@ -63,8 +63,8 @@ pub struct Wanted {
     pub devices: Vec<Device>,
     /// `--devices` names that do not exist.
     pub absent: Vec<String>,
-    /// Local pods' host-side veths (BPF host routing).
-    pub pod_veths: Vec<(String, u32)>,
+    /// Local pods' host-side devices (BPF host routing).
+    pub pod_devices: Vec<detect::PodDevice>,
     /// ferrite's overlay device, when it exists (BPF host routing).
     pub tunnels: Vec<(String, u32)>,
     /// Every address of the node's network namespace (NetworkPolicy's host identity).
@@ -92,11 +92,11 @@ fn device_line(devices: &[Device]) -> String {
 /// The pod veths' and the overlay's hooks, and the node's addresses for NetworkPolicy.
 fn sync_pods(
     pods: &mut crate::datapath::PodRouting,
-    veths: &[(String, u32)],
+    devices: &[detect::PodDevice],
     tunnels: &[(String, u32)],
     host_addrs: &std::collections::BTreeSet<IpAddr>,
 ) {
-    for (dev, e) in pods.sync(veths, tunnels).errors {
+    for (dev, e) in pods.sync(devices, tunnels).errors {
         warn!(device = %dev, error = %e, "host routing attach failed; retrying");
     }
     match pods.policy.set_host(host_addrs) {
@@ -137,13 +137,13 @@ pub async fn maintain(
             Ok(Wanted {
                 devices,
                 absent,
-                pod_veths,
+                pod_devices,
                 tunnels,
                 host_addrs,
             }) => {
                 let report = host.sync(&devices);
                 if let Some(pods) = host.pods.as_mut() {
-                    sync_pods(pods, &pod_veths, &tunnels, &host_addrs);
+                    sync_pods(pods, &pod_devices, &tunnels, &host_addrs);
                 }
                 for (dev, e) in &report.errors {
                     warn!(device = %dev, error = %e, "north-south attach failed; retrying");
@@ -242,9 +242,11 @@ fn publish(shared: &SharedState, host: &crate::datapath::HostLb, selection: &str
             HostRoutingView {
                 mode: if host.host_routing { "bpf" } else { "legacy" }.into(),
                 pod_devices: pods.attached().keys().cloned().collect(),
+                netkit_devices: pods.netkit_devices().cloned().collect(),
                 overlay_device: pods.tunnel().map(str::to_owned),
                 to_pod_packets: c.to_pod,
                 redirected_packets: c.redirected + c.neigh,
+                neigh_packets: c.neigh,
                 stack_packets: c.stack,
             }
         }

@@ -105,9 +105,12 @@ pub struct HostRoutingView {
     /// "bpf", "legacy" (`--host-routing legacy`: the stack routes) or "unavailable" (the program
     /// did not load; the stack routes).
     pub mode: String,
-    /// The pods' veths the program is attached to.
+    /// The pods' devices (veths and netkit primaries) the program is attached to.
     #[serde(default)]
     pub pod_devices: Vec<String>,
+    /// Those of them that are netkit devices (host routing runs in the pod's transmit).
+    #[serde(default)]
+    pub netkit_devices: Vec<String>,
     /// ferrite's overlay device, when host routing runs on its ingress too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay_device: Option<String>,
@@ -117,6 +120,10 @@ pub struct HostRoutingView {
     /// Packets sent out of a device past the stack (neighbour known, or resolved by the kernel).
     #[serde(default)]
     pub redirected_packets: u64,
+    /// Of those, the packets sent with `bpf_redirect_neigh` because the next hop's neighbour
+    /// was not resolved yet (the kernel resolved it).
+    #[serde(default)]
+    pub neigh_packets: u64,
     /// Packets left to the stack (local delivery, no route, TTL, unresolved pod neighbour).
     #[serde(default)]
     pub stack_packets: u64,

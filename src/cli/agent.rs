@@ -108,6 +108,12 @@ pub struct AgentCmd {
     /// node's IP stack and netfilter, as Cilium's BPF host routing) or legacy (the stack routes)
     #[argh(option, default = "String::from(\"bpf\")")]
     pub host_routing: String,
+    /// the device pair the CNI plugin builds for each new pod: auto (the default: netkit where
+    /// the kernel has it, Linux ≥ 6.7, with --host-routing bpf, else veth), netkit or veth.
+    /// On netkit, host routing runs inside the pod's own transmit, skipping the veth's backlog
+    /// queue (Cilium's netkit datapath); existing pods keep the pair they were made with
+    #[argh(option, default = "crate::cni::config::PodDeviceKind::Auto")]
+    pub pod_device: crate::cni::config::PodDeviceKind,
     /// how programs attach to devices: auto (the default: TCX links when the kernel has them,
     /// Linux ≥ 6.6, else a clsact qdisc with a cls_bpf filter), tcx, or legacy (clsact +
     /// cls_bpf, and XDP over netlink)
@@ -201,6 +207,7 @@ pub fn run(cmd: AgentCmd) -> i32 {
             state_dir: cmd.state_dir.clone(),
             api_socket: cmd.api_socket.clone(),
             node_name: cmd.node_name.clone().unwrap_or_else(hostname),
+            pod_device: pod_device(&cmd),
         }) {
             Ok(c) => c,
             Err(e) => {
@@ -465,6 +472,16 @@ fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
 }
 
 /// `--host-routing bpf|legacy`: whether BPF host routing is on.
+/// `--pod-device`: `auto` builds veths where the stack routes (`--host-routing legacy`), since
+/// netkit gains nothing there.
+fn pod_device(cmd: &AgentCmd) -> crate::cni::config::PodDeviceKind {
+    use crate::cni::config::PodDeviceKind;
+    match cmd.pod_device {
+        PodDeviceKind::Auto if cmd.host_routing == "legacy" => PodDeviceKind::Veth,
+        other => other,
+    }
+}
+
 fn parse_host_routing(text: &str) -> Result<bool, String> {
     match text {
         "bpf" => Ok(true),

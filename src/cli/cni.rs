@@ -49,6 +49,10 @@ pub struct InstallCmd {
     /// MTU of the pod interfaces (default 1500)
     #[argh(option)]
     pub mtu: Option<u32>,
+    /// the device pair the plugin builds for each pod: veth (the default here), netkit (Linux
+    /// ≥ 6.7) or auto (netkit where the kernel has it, else veth)
+    #[argh(option, default = "crate::cni::config::PodDeviceKind::Veth")]
+    pub pod_device: crate::cni::config::PodDeviceKind,
 }
 
 /// List the pod addresses the plugin has handed out on this node.
@@ -86,6 +90,7 @@ fn run_install(cmd: InstallCmd) -> i32 {
         state_dir: cmd.state_dir,
         api_socket: cmd.api_socket,
         node_name,
+        pod_device: cmd.pod_device,
     });
     let cfg = match cfg {
         Ok(Some(mut c)) => {

@@ -8,7 +8,8 @@
 //! | `nodeState` | node state file the agent writes | `/var/lib/ferrite/node.json` |
 //! | `stateDir` | IPAM store (one folder per network) | `/var/lib/ferrite/cni` |
 //! | `apiSocket` | the agent's API, asked by STATUS | `/run/ferrite/ferrite.sock` |
-//! | `mtu` | MTU of both veth ends | 1500 |
+//! | `mtu` | MTU of both ends of the pod's device pair | 1500 |
+//! | `podDevice` | the pair ADD builds: `veth`, `netkit` (Linux ≥ 6.7), or `auto` (netkit where the kernel has it, else veth) | `veth` |
 //! | `logFile`, `logLevel` | where the plugin logs besides stderr | none, `info` |
 //!
 //! Capabilities (in `runtimeConfig`): `ips` (ask for specific addresses) and `mac`.
@@ -62,6 +63,41 @@ impl ConfigError {
     }
 }
 
+/// The device pair ADD builds for a pod (`podDevice`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodDeviceKind {
+    #[default]
+    Veth,
+    /// netkit (Linux ≥ 6.7): BPF host routing runs in the pod's own transmit.
+    Netkit,
+    /// netkit where the kernel has it, else veth.
+    Auto,
+}
+
+impl PodDeviceKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Veth => "veth",
+            Self::Netkit => "netkit",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for PodDeviceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "veth" => Ok(Self::Veth),
+            "netkit" => Ok(Self::Netkit),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!("{other:?} is not one of veth, netkit, auto")),
+        }
+    }
+}
+
 /// Capability arguments ferrite understands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
@@ -77,6 +113,7 @@ pub struct NetConf {
     pub version: CniVersion,
     pub name: String,
     pub mtu: u32,
+    pub pod_device: PodDeviceKind,
     /// From the config; empty means "ask the node state file".
     pub pod_cidrs: Vec<IpNet>,
     pub node_state: PathBuf,
@@ -95,6 +132,7 @@ pub struct NetConf {
 struct Raw {
     name: Option<String>,
     mtu: Option<u64>,
+    pod_device: Option<String>,
     #[serde(rename = "podCIDRs")]
     pod_cidrs: Option<Vec<String>>,
     node_state: Option<PathBuf>,
@@ -167,6 +205,12 @@ pub fn parse(stdin: &[u8], command: Command) -> Result<NetConf, ConfigError> {
             ));
         }
     };
+    let pod_device = raw
+        .pod_device
+        .map(|d| d.parse())
+        .transpose()
+        .map_err(|why| ConfigError::invalid("podDevice", why))?
+        .unwrap_or_default();
     let pod_cidrs = parse_cidrs(raw.pod_cidrs.unwrap_or_default())?;
     let runtime = match raw.runtime_config {
         None => RuntimeConfig::default(),
@@ -187,6 +231,7 @@ pub fn parse(stdin: &[u8], command: Command) -> Result<NetConf, ConfigError> {
         version,
         name,
         mtu,
+        pod_device,
         pod_cidrs,
         node_state: raw
             .node_state
@@ -300,13 +345,14 @@ mod tests {
     fn full_config() {
         let c = parse_add(
             r#"{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"ferrite","mtu":1450,
-                "podCIDRs":["10.244.1.0/24","fd00:10:244:1::/64"],"stateDir":"/tmp/s",
+                "podDevice":"auto","podCIDRs":["10.244.1.0/24","fd00:10:244:1::/64"],"stateDir":"/tmp/s",
                 "runtimeConfig":{"ips":["10.244.1.9/24","fd00:10:244:1::9"],"mac":"02:00:00:00:00:09"},
                 "prevResult":{"interfaces":[]},"dns":{"nameservers":["10.96.0.10"]}}"#,
         )
         .unwrap();
         assert_eq!(c.version, CniVersion::V1_0_0);
         assert_eq!(c.mtu, 1450);
+        assert_eq!(c.pod_device, PodDeviceKind::Auto);
         assert_eq!(c.pod_cidrs.len(), 2);
         assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
         assert_eq!(c.node_state, PathBuf::from(DEFAULT_NODE_STATE));
@@ -328,6 +374,10 @@ mod tests {
         assert_eq!(code(r#"{"cniVersion":"1.1.0"}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"-x"}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"1.1.0","name":"n","mtu":10}"#), 7);
+        assert_eq!(
+            code(r#"{"cniVersion":"1.1.0","name":"n","podDevice":"macvlan"}"#),
+            7
+        );
         assert_eq!(
             code(r#"{"cniVersion":"1.1.0","name":"n","podCIDRs":["10.0.0/24"]}"#),
             7

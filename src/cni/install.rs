@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::cidr::IpNet;
-use super::config::{ConfigError, parse_cidrs};
+use super::config::{ConfigError, PodDeviceKind, parse_cidrs};
 use super::containerd::{self, CniDirs, ContainerdError};
 use super::node_state::{self, NodeState, NodeStateError};
 use super::reclaim::{self, ReclaimError};
@@ -48,6 +48,8 @@ pub struct InstallConfig {
     /// From `--pod-cidr`; empty when the Node object will say.
     pub pod_cidrs: Vec<IpNet>,
     pub mtu: Option<u32>,
+    /// The device pair ADD builds (`podDevice`).
+    pub pod_device: PodDeviceKind,
     /// The binary to install (the running agent's).
     pub exe: PathBuf,
 }
@@ -64,6 +66,8 @@ pub struct AgentCniOptions {
     pub state_dir: PathBuf,
     pub api_socket: PathBuf,
     pub node_name: String,
+    /// `--pod-device`, resolved against `--host-routing`.
+    pub pod_device: PodDeviceKind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,7 @@ impl InstallConfig {
             node_name: opts.node_name,
             pod_cidrs,
             mtu: None,
+            pod_device: opts.pod_device,
             exe: std::env::current_exe().map_err(InstallError::Exe)?,
         }))
     }
@@ -197,6 +202,9 @@ pub fn render_conflist(cfg: &InstallConfig, chained: &[&str]) -> Value {
     });
     if let Some(mtu) = cfg.mtu {
         ferrite["mtu"] = json!(mtu);
+    }
+    if cfg.pod_device != PodDeviceKind::Veth {
+        ferrite["podDevice"] = json!(cfg.pod_device.as_str());
     }
     let mut plugins = vec![ferrite];
     for name in chained {

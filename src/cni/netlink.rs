@@ -8,12 +8,14 @@ use futures_util::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
+    InfoData, InfoKind, InfoNetkit, InfoVeth, LinkAttribute, LinkFlags, LinkMessage, NetkitMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
 };
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkMessageBuilder, LinkNetkit, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::cidr::IpNet;
 use super::error::code;
@@ -22,6 +24,8 @@ use super::plan::PlannedRoute;
 
 const ENODEV: i32 = -libc::ENODEV;
 const EEXIST: i32 = -libc::EEXIST;
+/// What a kernel without a link kind answers (netkit before Linux 6.7).
+const EOPNOTSUPP: i32 = -libc::EOPNOTSUPP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -150,6 +154,42 @@ impl Net {
         }
     }
 
+    /// The pod end of a pair: `peer` created directly inside `peer_ns` with `mtu`.
+    fn peer_message(
+        peer: &str,
+        peer_ns: &NetnsFile,
+        mtu: u32,
+        peer_mac: Option<[u8; 6]>,
+    ) -> LinkMessage {
+        use std::os::fd::AsRawFd;
+        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_owned())
+            .mtu(mtu)
+            .setns_by_fd(peer_ns.file.as_raw_fd());
+        if let Some(mac) = peer_mac {
+            peer_msg = peer_msg.address(mac.to_vec());
+        }
+        peer_msg.build()
+    }
+
+    /// Adds the pair `msg` describes (`what`: its kind, for errors).
+    fn add_pair(
+        &self,
+        msg: LinkMessage,
+        host: &str,
+        peer: &str,
+        what: &'static str,
+    ) -> Result<(), NetError> {
+        match self.rt.block_on(self.host.0.link().add(msg).execute()) {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(EEXIST) => Err(NetError::Exists {
+                name: format!("{host} or {peer}"),
+                place: what,
+            }),
+            Err(e) => Err(nl(format!("creating {what} {host} <-> {peer}"))(e)),
+        }
+    }
+
     /// Creates the veth pair: `host` here, `peer` directly inside `peer_ns`, both with `mtu`.
     pub fn create_veth(
         &self,
@@ -159,26 +199,43 @@ impl Net {
         mtu: u32,
         peer_mac: Option<[u8; 6]>,
     ) -> Result<(), NetError> {
-        use std::os::fd::AsRawFd;
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.to_owned())
-            .mtu(mtu)
-            .setns_by_fd(peer_ns.file.as_raw_fd());
-        if let Some(mac) = peer_mac {
-            peer_msg = peer_msg.address(mac.to_vec());
-        }
+        let peer_msg = Self::peer_message(peer, peer_ns, mtu, peer_mac);
         let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_owned())
             .mtu(mtu)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        match self.rt.block_on(self.host.0.link().add(msg).execute()) {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(EEXIST) => Err(NetError::Exists {
-                name: format!("{host} or {peer}"),
-                place: "(veth pair)",
-            }),
-            Err(e) => Err(nl(format!("creating veth {host} <-> {peer}"))(e)),
+        self.add_pair(msg, host, peer, "(veth pair)")
+    }
+
+    /// Creates a netkit pair in L2 mode (an Ethernet pair like a veth, ARP and NDP included):
+    /// `host` here is the primary, which alone takes BPF programs; `peer` directly inside
+    /// `peer_ns`; both with `mtu` and a pass-through default policy, so the pair carries
+    /// traffic like a veth until the agent attaches its program. `Ok(false)` when the kernel
+    /// has no netkit (before Linux 6.7).
+    pub fn create_netkit(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_ns: &NetnsFile,
+        mtu: u32,
+        peer_mac: Option<[u8; 6]>,
+    ) -> Result<bool, NetError> {
+        let peer_msg = Self::peer_message(peer, peer_ns, mtu, peer_mac);
+        let msg = LinkMessageBuilder::<LinkNetkit>::new_with_info_kind(InfoKind::Netkit)
+            .name(host.to_owned())
+            .mtu(mtu)
+            .set_info_data(InfoData::Netkit(vec![
+                InfoNetkit::Mode(NetkitMode::L2),
+                InfoNetkit::Peer(peer_msg),
+            ]))
+            .build();
+        match self.add_pair(msg, host, peer, "(netkit pair)") {
+            Ok(()) => Ok(true),
+            Err(NetError::Netlink { source, .. }) if errno(&source) == Some(EOPNOTSUPP) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
 

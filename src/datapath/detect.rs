@@ -137,18 +137,35 @@ pub fn detect(facts: &NetFacts, node_ips: &[IpAddr]) -> Vec<Device> {
     out
 }
 
-/// Local pods' host-side veths (the CNI plugin's `fer…` names), as (name, ifindex), for BPF host
-/// routing.
+/// A local pod's host-side device, as the CNI plugin made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodDevice {
+    pub name: String,
+    pub ifindex: u32,
+    /// A netkit primary (else a veth): host routing runs in the pod's transmit.
+    pub netkit: bool,
+}
+
+/// Local pods' host-side devices (the CNI plugin's `fer…` names: veths, or netkit primaries),
+/// for BPF host routing.
 #[must_use]
-pub fn pod_veths(facts: &NetFacts) -> Vec<(String, u32)> {
+pub fn pod_devices(facts: &NetFacts) -> Vec<PodDevice> {
     facts
         .links
         .iter()
-        .filter(|l| {
-            l.name.starts_with(crate::cni::plan::HOST_IFNAME_PREFIX)
-                && l.kind.as_deref() == Some("veth")
+        .filter(|l| l.name.starts_with(crate::cni::plan::HOST_IFNAME_PREFIX))
+        .filter_map(|l| {
+            let netkit = match l.kind.as_deref() {
+                Some("veth") => false,
+                Some("netkit") => true,
+                _ => return None,
+            };
+            Some(PodDevice {
+                name: l.name.clone(),
+                ifindex: l.index,
+                netkit,
+            })
         })
-        .map(|l| (l.name.clone(), l.index))
         .collect()
 }
 
@@ -298,8 +315,19 @@ mod tests {
     }
 
     #[test]
-    fn pod_veths_are_the_plugins_veths_only() {
-        assert_eq!(pod_veths(&node()), [("fer1a2b3c4d".to_owned(), 5)]);
+    fn pod_devices_are_the_plugins_veths_and_netkits_only() {
+        let mut facts = node();
+        facts.links.push(link(10, "fer5e6f7a8b", Some("netkit")));
+        facts.links.push(link(11, "ferdummy", Some("dummy")));
+        let dev = |name: &str, ifindex, netkit| PodDevice {
+            name: name.into(),
+            ifindex,
+            netkit,
+        };
+        assert_eq!(
+            pod_devices(&facts),
+            [dev("fer1a2b3c4d", 5, false), dev("fer5e6f7a8b", 10, true)]
+        );
         assert_eq!(tunnel_devs(&node()), [("ferrite.vxlan".to_owned(), 6)]);
     }
 

@@ -406,7 +406,7 @@ impl XdpPart {
         }
         let link = super::xdp::link_create(fd.as_fd(), dev.ifindex, hook)
             .map_err(|e| format!("attaching in {hook} mode: {e}"))?;
-        super::xdp::obj_pin(link.as_fd(), pin)
+        super::link::obj_pin(link.as_fd(), pin)
             .map_err(|e| format!("pinning {}: {e}", pin.display()))?;
         info!(program = XDP_INGRESS, device = %dev.name, mode = %hook, pin = %pin.display(), "attached and pinned");
         Ok(())

@@ -116,6 +116,9 @@ pub enum PinName {
     TcxPod { dev: String },
     /// `podtc_<dev>`: legacy filter of BPF host routing on a pod's veth.
     LegacyPod { dev: String },
+    /// `podnk_<dev>` (netkit link of BPF host routing on a pod's netkit device, run as the pod
+    /// transmits).
+    NetkitPod { dev: String },
     /// `podpol_<dev>` (TCX link of the pod's egress policy alone on its veth's ingress:
     /// `--host-routing legacy`, where the stack routes).
     TcxPodPolicy { dev: String },
@@ -204,6 +207,10 @@ impl PinName {
             Some(Self::TcxPodEgress {
                 dev: dev.to_owned(),
             })
+        } else if let Some(dev) = name.strip_prefix("podnk_") {
+            Some(Self::NetkitPod {
+                dev: dev.to_owned(),
+            })
         } else if let Some(dev) = name.strip_prefix("podtc_") {
             Some(Self::LegacyPod {
                 dev: dev.to_owned(),
@@ -236,6 +243,7 @@ impl PinName {
             Self::XdpNetlink { dev, generic } => format!("xdpnl_{dev}_{}", mode(generic)),
             Self::TcxPod { dev } => format!("pod_{dev}"),
             Self::LegacyPod { dev } => format!("podtc_{dev}"),
+            Self::NetkitPod { dev } => format!("podnk_{dev}"),
             Self::TcxPodPolicy { dev } => format!("podpol_{dev}"),
             Self::LegacyPodPolicy { dev } => format!("podpoltc_{dev}"),
             Self::TcxPodEgress { dev } => format!("podeg_{dev}"),
@@ -276,6 +284,14 @@ impl PinName {
         }
     }
 
+    /// The host-routing pin of pod netkit device `dev` (netkit links need TCX's kernels).
+    #[must_use]
+    pub fn pod_netkit(dev: &str) -> Self {
+        Self::NetkitPod {
+            dev: dev.to_owned(),
+        }
+    }
+
     /// The egress-policy-only pin of pod veth `dev` (`--host-routing legacy`) under `backend`.
     #[must_use]
     pub fn pod_policy(backend: TcBackend, dev: &str) -> Self {
@@ -313,6 +329,7 @@ impl PinName {
             self,
             Self::TcxPod { .. }
                 | Self::LegacyPod { .. }
+                | Self::NetkitPod { .. }
                 | Self::TcxPodPolicy { .. }
                 | Self::LegacyPodPolicy { .. }
                 | Self::TcxPodEgress { .. }
@@ -323,7 +340,10 @@ impl PinName {
     /// Whether the pin is a pod veth's BPF host-routing hook (not policy alone).
     #[must_use]
     pub fn is_pod_routing(&self) -> bool {
-        matches!(self, Self::TcxPod { .. } | Self::LegacyPod { .. })
+        matches!(
+            self,
+            Self::TcxPod { .. } | Self::LegacyPod { .. } | Self::NetkitPod { .. }
+        )
     }
 
     /// Whether the pin is a pod veth's egress-policy-only hook (`--host-routing legacy`).
@@ -363,7 +383,8 @@ impl PinName {
             Self::XdpLink { dev, generic } => Self::XdpNetlink { dev, generic },
             Self::XdpNetlink { dev, generic } => Self::XdpLink { dev, generic },
             Self::TcxPod { dev } => Self::LegacyPod { dev },
-            Self::LegacyPod { dev } => Self::TcxPod { dev },
+            // A netkit device's routing hook replaces a TCX one a veth-era agent left there.
+            Self::LegacyPod { dev } | Self::NetkitPod { dev } => Self::TcxPod { dev },
             Self::TcxPodPolicy { dev } => Self::LegacyPodPolicy { dev },
             Self::LegacyPodPolicy { dev } => Self::TcxPodPolicy { dev },
             Self::TcxPodEgress { dev } => Self::LegacyPodEgress { dev },
@@ -401,6 +422,7 @@ impl PinName {
             | Self::XdpNetlink { dev, .. }
             | Self::TcxPod { dev }
             | Self::LegacyPod { dev }
+            | Self::NetkitPod { dev }
             | Self::TcxPodPolicy { dev }
             | Self::LegacyPodPolicy { dev }
             | Self::TcxPodEgress { dev }
@@ -468,6 +490,11 @@ mod tests {
             Some(PinName::LegacyPod { dev: "fer1".into() })
         );
         assert!(PinName::pod(TcBackend::Tcx, "fer1").is_pod());
+        let netkit = PinName::pod_netkit("fer1");
+        assert_eq!(netkit.file_name(), "podnk_fer1");
+        assert_eq!(PinName::parse("podnk_fer1"), Some(netkit.clone()));
+        assert!(netkit.is_pod() && netkit.is_pod_routing() && !netkit.is_netlink());
+        assert_eq!(netkit.counterpart(), PinName::pod(TcBackend::Tcx, "fer1"));
         assert_eq!(
             PinName::tunnel(TcBackend::Tcx, "ferrite.vxlan").file_name(),
             "tun_ferrite%vxlan"

@@ -54,7 +54,7 @@ fn pin_prog(prog: BorrowedFd<'_>, pin: &Path) -> Result<(), DatapathError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(DatapathError::io("removing", pin, e)),
     }
-    super::xdp::obj_pin(prog, pin).map_err(|e| DatapathError::io("pinning program at", pin, e))
+    super::link::obj_pin(prog, pin).map_err(|e| DatapathError::io("pinning program at", pin, e))
 }
 
 /// Attaches `prog` (named `name`) to the legacy TC hook `pin` stands for, creating the clsact

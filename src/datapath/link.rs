@@ -49,6 +49,84 @@ fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> std::io::Result<()
     }
 }
 
+/// `enum bpf_cmd` values (uapi/linux/bpf.h).
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `enum bpf_attach_type` BPF_NETKIT_PEER: a netkit pair's program run as its peer (the pod's
+/// end) transmits, attached through the primary (the host's end).
+const BPF_NETKIT_PEER: u32 = 55;
+
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+#[repr(C)]
+struct ObjPinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `BPF_LINK_CREATE` of a device link (`attach_type` on `ifindex`, with `flags`).
+pub fn link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> std::io::Result<OwnedFd> {
+    let attr = LinkCreateAttr {
+        prog_fd: u32::try_from(prog.as_raw_fd()).map_err(std::io::Error::other)?,
+        target_ifindex: ifindex,
+        attach_type,
+        flags,
+    };
+    // SAFETY: attr is a valid, fully initialised prefix of `union bpf_attr` for this command;
+    // the kernel zero-extends the rest (for netkit: no relative program, any revision).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &raw const attr,
+            std::mem::size_of::<LinkCreateAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(rc).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `BPF_OBJ_PIN` of `fd` at `path`.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let attr = ObjPinAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(std::io::Error::other)?,
+        file_flags: 0,
+    };
+    // SAFETY: attr is a valid prefix of `union bpf_attr`; `c` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &raw const attr,
+            std::mem::size_of::<ObjPinAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// `enum bpf_cmd` value of BPF_OBJ_GET.
 const BPF_OBJ_GET: libc::c_long = 7;
 
@@ -220,4 +298,29 @@ pub fn attach_tc_hook(
     };
     super::legacy::remove(&links_dir.join(pin.counterpart().file_name()))?;
     Ok(adopted)
+}
+
+/// [`adopt`] or attach a TC classifier as the pod-side program of netkit primary `ifindex`
+/// (`BPF_NETKIT_PEER`), and pin the link. Returns true when adopted.
+pub fn attach_netkit_peer_pinned(
+    name: &'static str,
+    prog: &SchedClassifier,
+    (dev, ifindex): (&str, u32),
+    pin: &Path,
+) -> Result<bool, DatapathError> {
+    let fd = owned_prog_fd(name, prog.fd(), pin)?;
+    if adopt(name, fd.as_fd(), pin)? {
+        return Ok(true);
+    }
+    let link =
+        link_create(fd.as_fd(), ifindex, BPF_NETKIT_PEER, 0).map_err(|e| DatapathError::Link {
+            path: pin.into(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!("attaching {name} to netkit device {dev}: {e}"),
+            ),
+        })?;
+    obj_pin(link.as_fd(), pin).map_err(|e| DatapathError::io("pinning link at", pin, e))?;
+    info!(program = name, device = dev, pin = %pin.display(), "attached to netkit and pinned");
+    Ok(false)
 }

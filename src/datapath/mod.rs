@@ -105,6 +105,11 @@ pub(crate) static POD_OBJECT: &[u8] =
 pub(crate) static POD_EGRESS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-podeg"));
 
+/// The compiled eBPF object of the pod netkit devices' attach point (BPF host routing from the
+/// pod's own transmit).
+pub(crate) static POD_NETKIT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-podnk"));
+
 /// The compiled eBPF object of the overlay-device attach point (BPF host routing).
 pub(crate) static TUNNEL_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ferrite-tunnel"));

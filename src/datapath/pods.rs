@@ -11,7 +11,7 @@
 //! their TC egress, with no pod-device map entry and no overlay hook, so nothing bypasses the
 //! stack. Each mode's start removes the other's hooks ([`remove_other_mode_pins`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
@@ -20,15 +20,18 @@ use aya::{Ebpf, EbpfLoader};
 use ferrite_abi::{FWD_STAT_NEIGH, FWD_STAT_PEER, FWD_STAT_REDIRECT, FWD_STAT_STACK, map_names};
 use tracing::info;
 
+use super::detect::PodDevice;
 use super::devices::Device;
 use super::ladder::PinName;
 use super::maputil::{ignore_missing, map_err, take};
 use super::{
-    DatapathConfig, DatapathError, POD_EGRESS_OBJECT, POD_OBJECT, PolicyMaps, TUNNEL_OBJECT,
-    TcBackend, legacy, link,
+    DatapathConfig, DatapathError, POD_EGRESS_OBJECT, POD_NETKIT_OBJECT, POD_OBJECT, PolicyMaps,
+    TUNNEL_OBJECT, TcBackend, legacy, link,
 };
 
 const PROGRAM: &str = "fe_pod_ingress";
+/// The same for a pod's netkit device, run in the pod's transmit (`BPF_NETKIT_PEER`).
+const NETKIT_PROGRAM: &str = "fe_pod_netkit";
 /// `--host-routing legacy`: the egress policy alone on the veth's TC ingress.
 const POLICY_PROGRAM: &str = "fe_pod_policy";
 const TUNNEL_PROGRAM: &str = "fe_tunnel_ingress";
@@ -87,6 +90,10 @@ pub struct PodRouting {
     tunnel: Option<(String, u32)>,
     /// The veths' egress program (its own object: another attach point).
     egress_ebpf: Ebpf,
+    /// The netkit devices' host-routing program (its own object: another attach point).
+    netkit_ebpf: Ebpf,
+    /// The attached devices that are netkit primaries (the rest are veths).
+    netkit: BTreeSet<String>,
     /// NetworkPolicy's maps (declared by the pod programs).
     pub policy: PolicyMaps,
     devs: HashMap<MapData, u32, u32>,
@@ -126,6 +133,7 @@ impl PodRouting {
         let mut ebpf = load(POD_OBJECT, if routing { PROGRAM } else { POLICY_PROGRAM })?;
         let tunnel_ebpf = load(TUNNEL_OBJECT, TUNNEL_PROGRAM)?;
         let egress_ebpf = load(POD_EGRESS_OBJECT, EGRESS_PROGRAM)?;
+        let netkit_ebpf = load(POD_NETKIT_OBJECT, NETKIT_PROGRAM)?;
         let policy = PolicyMaps::take(&mut ebpf)?;
         let devs = take(&mut ebpf, map_names::POD_DEVS)?;
         let stats = take(&mut ebpf, map_names::FWD_STATS)?;
@@ -134,6 +142,8 @@ impl PodRouting {
             tunnel_ebpf,
             tunnel: None,
             egress_ebpf,
+            netkit_ebpf,
+            netkit: BTreeSet::new(),
             policy,
             devs,
             stats,
@@ -156,13 +166,23 @@ impl PodRouting {
         &self.attached
     }
 
+    /// The attached devices that are netkit primaries.
+    pub fn netkit_devices(&self) -> impl Iterator<Item = &String> {
+        self.netkit
+            .iter()
+            .filter(|n| self.attached.contains_key(*n))
+    }
+
     fn pin_path(&self, pin: &PinName) -> PathBuf {
         self.links_dir.join(pin.file_name())
     }
 
-    /// The veth-ingress program of this mode and its pin for veth `name`.
+    /// The pod-egress program of this mode and its pin for device `name`: on a veth's TC
+    /// ingress, or in a netkit device's pod-side transmit.
     fn ingress_hook(&self, name: &str) -> (&'static str, PinName) {
-        if self.routing {
+        if self.routing && self.netkit.contains(name) {
+            (NETKIT_PROGRAM, PinName::pod_netkit(name))
+        } else if self.routing {
             (PROGRAM, PinName::pod(self.tc, name))
         } else {
             (POLICY_PROGRAM, PinName::pod_policy(self.tc, name))
@@ -171,16 +191,23 @@ impl PodRouting {
 
     fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         let (program, pin) = self.ingress_hook(name);
-        let prog = super::host::tc_prog(&mut self.ebpf, program)?;
-        attach_hook(
-            self.tc,
-            program,
-            prog,
-            (name, ifindex),
-            TcAttachType::Ingress,
-            &self.links_dir,
-            &pin,
-        )?;
+        if program == NETKIT_PROGRAM {
+            let path = self.pin_path(&pin);
+            let prog = super::host::tc_prog(&mut self.netkit_ebpf, program)?;
+            link::attach_netkit_peer_pinned(program, prog, (name, ifindex), &path)?;
+            legacy::remove(&self.pin_path(&pin.counterpart()))?;
+        } else {
+            let prog = super::host::tc_prog(&mut self.ebpf, program)?;
+            attach_hook(
+                self.tc,
+                program,
+                prog,
+                (name, ifindex),
+                TcAttachType::Ingress,
+                &self.links_dir,
+                &pin,
+            )?;
+        }
         let prog = super::host::tc_prog(&mut self.egress_ebpf, EGRESS_PROGRAM)?;
         let pin = PinName::pod_egress(self.tc, name);
         attach_hook(
@@ -259,8 +286,12 @@ impl PodRouting {
 
     /// Attaches to every veth of `wanted` (adopting pinned links of a previous agent), detaches
     /// from veths that are gone, and drops pins and map entries nothing accounts for.
-    pub fn sync(&mut self, wanted: &[(String, u32)], tunnels: &[(String, u32)]) -> PodSyncReport {
+    pub fn sync(&mut self, devices: &[PodDevice], tunnels: &[(String, u32)]) -> PodSyncReport {
         let mut report = PodSyncReport::default();
+        let wanted: Vec<(String, u32)> = devices
+            .iter()
+            .map(|d| (d.name.clone(), d.ifindex))
+            .collect();
         if self.routing {
             self.sync_tunnel(tunnels, &mut report);
         }
@@ -276,13 +307,18 @@ impl PodRouting {
             tracing::warn!(device = %name, "a pod veth's hook had disappeared; re-attaching");
             self.attached.remove(&name);
         }
-        let todo = plan(&self.attached, wanted);
+        let todo = plan(&self.attached, &wanted);
         for (name, index) in todo.detach {
             self.attached.remove(&name);
-            match self.detach(&name, index) {
+            let result = self.detach(&name, index);
+            self.netkit.remove(&name);
+            match result {
                 Ok(()) => report.detached.push(name),
                 Err(e) => report.errors.push((name, e)),
             }
+        }
+        for d in devices.iter().filter(|d| d.netkit) {
+            self.netkit.insert(d.name.clone());
         }
         for (name, index) in todo.attach {
             match self.attach(&name, index) {

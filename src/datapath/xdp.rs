@@ -2,11 +2,8 @@
 //! gets (pure plan), and the raw link syscalls that attach an XDP program through a pinnable
 //! `bpf_link` in a given mode.
 
-use std::ffi::CString;
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::str::FromStr;
 
 /// `--xdp`: where the ingress translation of the external devices runs.
@@ -149,26 +146,8 @@ pub fn native_tx_capable(driver: &str) -> bool {
 
 const XDP_FLAGS_SKB_MODE: u32 = 2;
 const XDP_FLAGS_DRV_MODE: u32 = 4;
-/// `enum bpf_cmd` values (uapi/linux/bpf.h).
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_LINK_CREATE: libc::c_long = 28;
 /// `enum bpf_attach_type` BPF_XDP.
 const BPF_XDP: u32 = 37;
-
-#[repr(C)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
-#[repr(C)]
-struct ObjPinAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
 
 /// `BPF_LINK_CREATE` of an XDP link on `ifindex` in `hook`'s mode.
 pub fn link_create(
@@ -176,52 +155,7 @@ pub fn link_create(
     ifindex: u32,
     hook: IngressHook,
 ) -> std::io::Result<OwnedFd> {
-    let attr = LinkCreateAttr {
-        prog_fd: u32::try_from(prog.as_raw_fd()).map_err(std::io::Error::other)?,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags: hook.xdp_flags(),
-    };
-    // SAFETY: attr is a valid, fully initialised prefix of `union bpf_attr` for this command.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            &raw const attr,
-            std::mem::size_of::<LinkCreateAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(rc).map_err(std::io::Error::other)?;
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `BPF_OBJ_PIN` of `fd` at `path`.
-pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let attr = ObjPinAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(std::io::Error::other)?,
-        file_flags: 0,
-    };
-    // SAFETY: attr is a valid prefix of `union bpf_attr`; `c` outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &raw const attr,
-            std::mem::size_of::<ObjPinAttr>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    super::link::link_create(prog, ifindex, BPF_XDP, hook.xdp_flags())
 }
 
 const ETHTOOL_GDRVINFO: u32 = 3;

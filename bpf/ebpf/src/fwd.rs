@@ -104,10 +104,34 @@ fn to_node(l3: &L3) -> bool {
     unsafe { NODE_ADDRS.get(&key) }.is_some()
 }
 
-/// Forwards the packet received on this TC ingress hook past the stack when the FIB can:
-/// `from_pod` for a pod's veth (anything routed goes), else only packets for a local pod.
+/// Where [`route`] runs, which decides what it may forward and how it enters a local pod.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The TC ingress of an external or overlay device: only packets for a local pod.
+    Device,
+    /// The TC ingress of a pod's host-side veth: anything routed.
+    PodVeth,
+    /// A pod's netkit device as the pod transmits (`BPF_NETKIT_PEER`): anything routed, and
+    /// straight out of the chosen device from the pod's own transmit, with no backlog queue at
+    /// all. Not at a TC ingress hook, so another local pod is entered with `bpf_redirect` to its
+    /// device (`bpf_redirect_peer` works only at ingress).
+    PodNetkit,
+}
+
+/// What a local pod sent, at its device's hook (veth or netkit): the pod's egress
+/// NetworkPolicy first (a denied packet is dropped), then [`route`].
 #[inline(always)]
-pub fn route(ctx: &mut TcContext, from_pod: bool) -> i32 {
+pub fn from_pod(ctx: &mut TcContext, origin: Origin) -> i32 {
+    if !policy::egress(ctx) {
+        return TC_ACT_SHOT as i32;
+    }
+    route(ctx, origin)
+}
+
+/// Forwards the packet at this hook past the stack when the FIB can (see [`Origin`]).
+#[inline(always)]
+pub fn route(ctx: &mut TcContext, origin: Origin) -> i32 {
+    let from_pod = origin != Origin::Device;
     let Some(l3) = l3(ctx) else {
         return TCX_NEXT;
     };
@@ -136,7 +160,7 @@ pub fn route(ctx: &mut TcContext, from_pod: bool) -> i32 {
         {
             return TC_ACT_SHOT as i32;
         }
-        if to_pod {
+        if to_pod && origin != Origin::PodNetkit {
             count(FWD_STAT_PEER);
             // SAFETY: plain helper call; `out` is a pod's host-side veth, whose peer is the pod.
             return unsafe { bpf_redirect_peer(out, 0) } as i32;

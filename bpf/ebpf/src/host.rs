@@ -15,14 +15,14 @@ pub fn fe_host_ingress(mut ctx: TcContext) -> i32 {
     // A reply to a masqueraded flow matches its exact tuple in the SNAT table: first.
     match masq::ingress(&mut ctx) {
         Verdict::Pass => {}
-        Verdict::Translated => return fwd::route(&mut ctx, false),
+        Verdict::Translated => return fwd::route(&mut ctx, fwd::Origin::Device),
         Verdict::Drop => return TC_ACT_SHOT as i32,
     }
     let Some(p) = parse(&ctx) else {
-        return fwd::route(&mut ctx, false);
+        return fwd::route(&mut ctx, fwd::Origin::Device);
     };
     match ingress(&mut ctx, &p) {
-        Outcome::Pass => fwd::route(&mut ctx, false),
+        Outcome::Pass => fwd::route(&mut ctx, fwd::Origin::Device),
         Outcome::Drop => TC_ACT_SHOT as i32,
         Outcome::Forward(ct) => forward(&mut ctx, p.key.family, &ct.new_saddr, &ct.new_daddr),
     }

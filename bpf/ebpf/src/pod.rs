@@ -11,10 +11,7 @@ use ferrite_ebpf::{TCX_NEXT, fwd, policy};
 
 #[classifier]
 pub fn fe_pod_ingress(mut ctx: TcContext) -> i32 {
-    if !policy::egress(&ctx) {
-        return TC_ACT_SHOT as i32;
-    }
-    fwd::route(&mut ctx, true)
+    fwd::from_pod(&mut ctx, fwd::Origin::PodVeth)
 }
 
 #[classifier]

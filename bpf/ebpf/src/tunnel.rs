@@ -9,7 +9,7 @@ use ferrite_ebpf::fwd;
 
 #[classifier]
 pub fn fe_tunnel_ingress(mut ctx: TcContext) -> i32 {
-    fwd::route(&mut ctx, false)
+    fwd::route(&mut ctx, fwd::Origin::Device)
 }
 
 #[cfg(not(test))]

@@ -1,4 +1,4 @@
-//! ADD: reserve addresses, build the veth pair, address and route both ends, commit.
+//! ADD: reserve addresses, build the device pair (veth or netkit), address and route both ends, commit.
 //! Any failure after the reservation undoes everything this run created.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::cni::config::{ConfigError, NetConf};
+use crate::cni::config::{ConfigError, NetConf, PodDeviceKind};
 use crate::cni::env::{Attachment, CniEnv};
 use crate::cni::error::CniError;
 use crate::cni::ipam::{Allocation, IpamError, LOCK_TIMEOUT, Owner, Request, Store};
@@ -70,11 +70,11 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
 
     let plan = AttachPlan::new(a, conf.mtu, conf.runtime.mac, &reserved);
     let mut created = false;
-    let outcome = configure(&net, &ns, &plan, &mut created).and_then(|macs| {
+    let outcome = configure(&net, &ns, &plan, conf.pod_device, &mut created).and_then(|macs| {
         commit(&store, a, owner, reserved.len())?;
         Ok(macs)
     });
-    let (host_mac, pod_mac) = match outcome {
+    let (host_mac, pod_mac, device) = match outcome {
         Ok(m) => m,
         Err(e) => {
             rollback(&net, &store, a, owner, &plan, created);
@@ -94,7 +94,8 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     info!(
         container = %a.container_id,
         ifname = %a.ifname,
-        veth = %plan.host_ifname,
+        device = %plan.host_ifname,
+        kind = device,
         ips = ?reserved.iter().map(|r| r.ip.to_string()).collect::<Vec<_>>(),
         took_ms = started.elapsed().as_secs_f64() * 1e3,
         "ADD"
@@ -102,13 +103,38 @@ pub fn run(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     Ok(result.render(conf.version))
 }
 
-/// Builds everything; returns the MACs of the host and pod ends.
+/// Creates the pod's device pair of `kind`; returns the kind it made ("veth" or "netkit").
+fn create_pair(
+    net: &Net,
+    ns: &NetnsFile,
+    plan: &AttachPlan,
+    kind: PodDeviceKind,
+) -> Result<&'static str, CniError> {
+    let (host, pod) = (&plan.host_ifname, &plan.container_ifname);
+    if kind != PodDeviceKind::Veth {
+        if net.create_netkit(host, pod, ns, plan.mtu, plan.mac)? {
+            return Ok("netkit");
+        }
+        if kind == PodDeviceKind::Netkit {
+            return Err(ConfigError::Invalid {
+                field: "podDevice".into(),
+                why: "netkit: this kernel has no netkit devices (Linux 6.7 or later); use veth or auto".into(),
+            }
+            .into());
+        }
+    }
+    net.create_veth(host, pod, ns, plan.mtu, plan.mac)?;
+    Ok("veth")
+}
+
+/// Builds everything; returns the MACs of the host and pod ends and the kind of pair.
 fn configure(
     net: &Net,
     ns: &NetnsFile,
     plan: &AttachPlan,
+    kind: PodDeviceKind,
     created: &mut bool,
-) -> Result<(Vec<u8>, Vec<u8>), CniError> {
+) -> Result<(Vec<u8>, Vec<u8>, &'static str), CniError> {
     if net.link(net.host(), &plan.host_ifname)?.is_some() {
         return Err(NetError::Exists {
             name: plan.host_ifname.clone(),
@@ -124,13 +150,7 @@ fn configure(
         }
         .into());
     }
-    net.create_veth(
-        &plan.host_ifname,
-        &plan.container_ifname,
-        ns,
-        plan.mtu,
-        plan.mac,
-    )?;
+    let kind = create_pair(net, ns, plan, kind)?;
     *created = true;
 
     // Host end: forwarding, gateway addresses, up, routes to the pod.
@@ -167,7 +187,7 @@ fn configure(
     for route in plan.container_routes() {
         net.add_route(&pod, pod_link.index, &route)?;
     }
-    Ok((host.mac, pod_link.mac))
+    Ok((host.mac, pod_link.mac, kind))
 }
 
 fn vanished(name: &str) -> CniError {

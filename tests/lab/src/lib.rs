@@ -54,7 +54,7 @@ pub use lab::{LabError, Lan, LanPort, Pod, PodNet, PodNetConfig};
 pub use manifest::{NsService, Protocol, SvcEndpoint, SvcPort};
 pub use netns::{Netns, NetnsError, Ns};
 pub use nslab::{AgentConfig, LanHost, Node, NodeAgent, NsLab, NsLabConfig, NsLabError};
-pub use veth::{Bridge, Iface, LinkError, Route, Veth};
+pub use veth::{Bridge, Iface, LinkError, Route, Veth, kernel_has_netkit, link_kind};
 pub use wait::{TimedOut, wait_until};
 
 /// Reports a cleanup failure from a destructor, which cannot return it. Goes to stderr so a

@@ -325,6 +325,30 @@ impl Route {
     }
 }
 
+/// Whether this kernel can make netkit devices (Linux ≥ 6.7 built with `CONFIG_NETKIT`; a
+/// kernel version alone does not tell): one made in a throwaway netns says, once per process.
+#[must_use]
+pub fn kernel_has_netkit() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        crate::netns::Netns::new("nkpr").is_ok_and(|ns| {
+            ns.ns()
+                .ip_run(["link", "add", "nkprobe", "type", "netkit"])
+                .is_ok()
+        })
+    })
+}
+
+/// The kind of link `dev` in `ns` (`veth`, `netkit`, ...; empty for a device without one).
+pub fn link_kind(ns: &Ns, dev: &str) -> Result<String, CommandError> {
+    let out = ns.ip_run(["-d", "-j", "link", "show", "dev", dev])?;
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(links[0]["linkinfo"]["info_kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
