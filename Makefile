@@ -43,7 +43,7 @@ test: setup cross
 	@$(MAKE) --no-print-directory test-kernels
 	@$(MAKE) --no-print-directory sizes
 
-# ferrite on Debian 12's 6.1 kernels (x86_64 and arm64) in qemu VMs (tests/kernel_vm.rs): the
+# ferrite on Debian 12's 6.1 kernels (x86_64 and arm64) and Debian's 6.12 (x86_64, netkit) in qemu VMs (tests/kernel_vm.rs): the
 # kernels come from Debian's packages (scripts/fetch-kernels.sh, run by setup), the binaries
 # from `make cross`.
 test-kernels: setup cross

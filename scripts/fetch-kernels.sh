@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Fetches Debian 12's own 6.1 kernels for the kernel VM tests (tests/kernel_vm.rs), idempotently:
-#   amd64: linux-image-6.1.0-NN-cloud-amd64 (the dependency of linux-image-cloud-amd64)
-#   arm64: linux-image-6.1.0-NN-arm64       (the dependency of linux-image-arm64)
+# Fetches Debian's own kernels for the kernel VM tests (tests/kernel_vm.rs), idempotently:
+#   amd64:      linux-image-6.1.0-NN-cloud-amd64   (the dependency of linux-image-cloud-amd64)
+#   arm64:      linux-image-6.1.0-NN-arm64         (the dependency of linux-image-arm64)
+#   amd64-6.12: linux-image-6.12.NN+deb12-cloud-amd64 (the dependency of
+#               linux-image-6.12-cloud-amd64: Debian 13's kernel line as Debian 12 carries it,
+#               the first with netkit)
 # Each package is fetched with `apt-get download` of that one exact name (never a glob) and
 # unpacked with `dpkg-deb -x` under $FERRITE_KERNEL_CACHE (default /var/cache/ferrite-kernels):
-#   <cache>/<arch>/<package>_<version>_<arch>.deb
+#   <cache>/<arch>/<package>_<version>_<arch>.deb        (<arch>: amd64, arm64, amd64-6.12)
 #   <cache>/<arch>/root/{boot,lib/modules}/...     the unpacked package
 #   <cache>/<arch>/release                         the kernel release (uname -r), written last
 #   <cache>/arm64/busybox                          busybox-static:arm64's /bin/busybox (the VM's
@@ -14,7 +17,7 @@
 # archive cache and an empty dpkg status) with APT::Architecture=arm64: the host's apt — its
 # architectures, sources and lists — is never changed, so there is nothing to restore.
 #
-# Usage: scripts/fetch-kernels.sh [amd64] [arm64]   (both when no argument is given)
+# Usage: scripts/fetch-kernels.sh [amd64] [arm64] [amd64-6.12]   (all when no argument is given)
 set -euo pipefail
 
 CACHE="${FERRITE_KERNEL_CACHE:-/var/cache/ferrite-kernels}"
@@ -54,12 +57,13 @@ EOF
   apt-get -q "${ARM64_APT[@]}" update >&2
 }
 
-# The exact linux-image-6.1.0-NN-* package the meta package depends on.
+# The exact linux-image-<version>-* package the meta package depends on (<version>: a sed
+# pattern, 6\.1\.0-[0-9]\+ or 6\.12\.[0-9]\++deb12).
 image_package() {
-  local meta="$1"
-  shift
+  local meta="$1" version="$2"
+  shift 2
   apt-cache "$@" depends "$meta" 2>/dev/null \
-    | sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]\+-[a-z0-9-]\+\).*/\1/p' | head -n1
+    | sed -n "s/^ *Depends: \\(linux-image-$version-[a-z0-9-]\\+\\).*/\\1/p" | head -n1
 }
 
 kernel_present() {
@@ -67,13 +71,17 @@ kernel_present() {
 }
 
 fetch() {
-  local arch="$1" meta flavor
-  case "$arch" in
-    amd64) meta=linux-image-cloud-amd64 flavor=cloud-amd64 ;;
-    arm64) meta=linux-image-arm64 flavor=arm64 ;;
-    *) die "unknown architecture $arch (amd64 or arm64)" ;;
+  local line="$1" arch meta flavor version
+  case "$line" in
+    amd64) arch=amd64 meta=linux-image-cloud-amd64 flavor=cloud-amd64 version='6\.1\.0-[0-9]\+' ;;
+    arm64) arch=arm64 meta=linux-image-arm64 flavor=arm64 version='6\.1\.0-[0-9]\+' ;;
+    amd64-6.12)
+      arch=amd64 meta=linux-image-6.12-cloud-amd64 flavor=cloud-amd64
+      version='6\.12\.[0-9]\++deb12'
+      ;;
+    *) die "unknown kernel $line (amd64, arm64 or amd64-6.12)" ;;
   esac
-  local dest="$CACHE/$arch"
+  local dest="$CACHE/$line"
   local opts=()
   if [ "$arch" = arm64 ]; then
     if [ ! -x "$dest/busybox" ] || ! kernel_present "$dest"; then
@@ -83,7 +91,7 @@ fetch() {
     [ -x "$dest/busybox" ] || fetch_busybox_arm64 "$dest"
   fi
   if kernel_present "$dest"; then
-    log "$arch: $(cat "$dest/release") present in $dest"
+    log "$line: $(cat "$dest/release") present in $dest"
     return
   fi
   if [ "$arch" = amd64 ] && ! apt-cache show "$meta" >/dev/null 2>&1; then
@@ -91,10 +99,10 @@ fetch() {
     apt-get -q update >&2
   fi
   local pkg
-  pkg=$(image_package "$meta" "${opts[@]}")
-  [ -n "$pkg" ] || die "$arch: no linux-image-6.1.0-NN-$flavor dependency of $meta (apt-cache depends $meta)"
+  pkg=$(image_package "$meta" "$version" "${opts[@]}")
+  [ -n "$pkg" ] || die "$line: no linux-image-<version>-$flavor dependency of $meta (apt-cache depends $meta)"
   local release="${pkg#linux-image-}"
-  log "$arch: $meta depends on $pkg"
+  log "$line: $meta depends on $pkg"
   mkdir -p "$dest"
   local tmp
   tmp=$(mktemp -d "$dest/.fetch.XXXXXX")
@@ -112,7 +120,7 @@ fetch() {
   mv "$deb" "$dest/"
   mv "$tmp/root" "$dest/root"
   echo "$release" >"$dest/release"
-  log "$arch: $release unpacked in $dest/root"
+  log "$line: $release unpacked in $dest/root"
 }
 
 # busybox-static:arm64's static /bin/busybox → <dest>/busybox (exact package name, no glob).
@@ -131,7 +139,7 @@ fetch_busybox_arm64() {
 }
 
 arches=("$@")
-[ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64)
+[ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 amd64-6.12)
 for a in "${arches[@]}"; do
   fetch "$a"
 done

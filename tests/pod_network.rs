@@ -155,14 +155,9 @@ fn assert_reaches(lab: &PodLab, from: (usize, usize), to: (usize, usize), v6: bo
     }
 }
 
-/// The host-side veth of `pod` (the CNI result's interface without a sandbox).
+/// The host-side device of `pod`.
 fn host_veth(pod: &CniPod) -> String {
-    pod.result["interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i.get("sandbox").is_none())
-        .and_then(|i| i["name"].as_str())
+    pod.host_device()
         .unwrap_or_else(|| panic!("no host interface in {}", pod.result))
         .to_owned()
 }

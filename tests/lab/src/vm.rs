@@ -1,7 +1,8 @@
-//! Kernel VMs: ferrite on Debian 12's own 6.1 kernels (x86_64 and arm64) under qemu with TCG.
+//! Kernel VMs: ferrite on Debian 12's own 6.1 kernels (x86_64 and arm64) and on Debian's 6.12
+//! (x86_64: Debian 13's kernel line, the first with netkit) under qemu with TCG.
 //!
 //! The kernel and its modules come from the Debian package `scripts/fetch-kernels.sh` unpacked
-//! under `/var/cache/ferrite-kernels/<arch>/` ([`Kernel`]). [`initramfs`] packs a cpio newc
+//! under `/var/cache/ferrite-kernels/<arch>[-6.12]/` ([`Kernel`]). [`initramfs`] packs a cpio newc
 //! archive ([`cpio`]) of busybox-static, the static ferrite binary, the modules the scenario
 //! needs with their dependencies ([`kmod`]), the agent's args exactly as the shipped DaemonSet
 //! has them (source and paths rewritten, [`crate::shipped`]), a `dir:` folder with a `Node`
@@ -123,10 +124,41 @@ impl Arch {
     }
 }
 
+/// Which of Debian's kernel lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// Debian 12's own 6.1.
+    Debian12,
+    /// 6.12, Debian 13's kernel line as Debian 12 carries it (`linux-image-6.12-cloud-amd64`).
+    Linux612,
+}
+
+impl Line {
+    /// The cache folder of `arch`'s kernel of this line, as `scripts/fetch-kernels.sh` names it
+    /// (also its argument).
+    #[must_use]
+    pub fn cache_dir(self, arch: Arch) -> String {
+        match self {
+            Self::Debian12 => arch.deb().to_owned(),
+            Self::Linux612 => format!("{}-6.12", arch.deb()),
+        }
+    }
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Debian12 => "Debian 12's 6.1",
+            Self::Linux612 => "Debian's 6.12",
+        })
+    }
+}
+
 /// A kernel package unpacked by `scripts/fetch-kernels.sh`.
 #[derive(Clone, Debug)]
 pub struct Kernel {
     pub arch: Arch,
+    pub line: Line,
     /// `uname -r`, e.g. `6.1.0-57-cloud-amd64`.
     pub release: String,
     /// The unpacked package (`boot/`, `lib/modules/`).
@@ -136,22 +168,25 @@ pub struct Kernel {
     pub modules: PathBuf,
     /// A static busybox for the guest architecture.
     pub busybox: PathBuf,
+    /// The package's config builds netkit in (`CONFIG_NETKIT=y`): the CNI plugin's
+    /// `podDevice: auto` must make netkit pairs there.
+    pub netkit: bool,
 }
 
 impl Kernel {
-    /// The cached kernel of `arch`, or [`VmError::Missing`] naming what to run.
-    pub fn cached(arch: Arch) -> Result<Self, VmError> {
+    /// The cached kernel of `arch` and `line`, or [`VmError::Missing`] naming what to run.
+    pub fn cached(arch: Arch, line: Line) -> Result<Self, VmError> {
         let cache = std::env::var_os("FERRITE_KERNEL_CACHE")
             .map_or_else(|| PathBuf::from(DEFAULT_KERNEL_CACHE), PathBuf::from);
-        Self::in_cache(&cache, arch)
+        Self::in_cache(&cache, arch, line)
     }
 
-    /// The kernel of `arch` under `cache`.
-    pub fn in_cache(cache: &Path, arch: Arch) -> Result<Self, VmError> {
-        let dir = cache.join(arch.deb());
+    /// The kernel of `arch` and `line` under `cache`.
+    pub fn in_cache(cache: &Path, arch: Arch, line: Line) -> Result<Self, VmError> {
+        let dir = cache.join(line.cache_dir(arch));
         let fetch = format!(
             "run `scripts/fetch-kernels.sh {}` (make setup does; it needs apt-get and dpkg-deb)",
-            arch.deb()
+            line.cache_dir(arch)
         );
         let missing = |what: String| VmError::Missing {
             what,
@@ -159,13 +194,7 @@ impl Kernel {
         };
         let release = std::fs::read_to_string(dir.join("release"))
             .map(|s| s.trim().to_owned())
-            .map_err(|_| {
-                missing(format!(
-                    "Debian's 6.1 {} kernel ({})",
-                    arch.deb(),
-                    dir.display()
-                ))
-            })?;
+            .map_err(|_| missing(format!("{line} {} kernel ({})", arch.deb(), dir.display())))?;
         let root = dir.join("root");
         let vmlinuz = root.join(format!("boot/vmlinuz-{release}"));
         let modules = root.join(format!("lib/modules/{release}"));
@@ -187,8 +216,12 @@ impl Kernel {
                 Arch::Aarch64 => missing(format!("arm64 busybox ({})", busybox.display())),
             });
         }
+        let config = std::fs::read_to_string(root.join(format!("boot/config-{release}")))
+            .map_err(|_| missing(format!("boot/config-{release} in {}", root.display())))?;
         Ok(Self {
             arch,
+            line,
+            netkit: config.lines().any(|l| l.trim() == "CONFIG_NETKIT=y"),
             release,
             root,
             vmlinuz,

@@ -233,6 +233,12 @@ fn across_nodes(
     }
     let (node1, node2) = (&lab.nodes[0], &lab.nodes[1]);
     let (pod1, pod2) = (&node1.pods[0], &node2.pods[0]);
+    // Which pair `--pod-device auto` built on this kernel (netkit or veth) names the row.
+    let device = pod1
+        .host_device()
+        .ok_or_else(|| format!("no host device in {}", pod1.result))?;
+    let kind = ferrite_lab::link_kind(node1.ns.ns(), device)
+        .map_err(|e| format!("ip link show {device}: {e}"))?;
     let mut servers = serve(exe, node2.ns.ns(), &node2.name)?;
     servers.extend(serve(exe, pod2.netns.ns(), &format!("{}-pod", node2.name))?);
     let node_target = IpAddr::V4(node2.v4());
@@ -268,7 +274,7 @@ fn across_nodes(
     drop(servers);
     Ok(rows(
         &format!("node ↔ node (LAN, {name} lab)"),
-        &format!("pod ↔ pod over {name}"),
+        &format!("pod ↔ pod over {name} ({kind} pods)"),
         [&tput[0], &tput[1]],
         [&rate[0], &rate[1]],
         target,
@@ -413,7 +419,7 @@ fn rows_of(c: &Cell<Vec<PathRow>>) -> Result<Vec<PathRow>, String> {
 
 pub fn notes() -> Vec<String> {
     vec![
-        "Pods lab (`ferrite_lab::podlab`): two node netns on one LAN bridge, each running the shipped agent (DaemonSet args, paths rewritten) on a `dir:` source with both Node objects, one pod per node added through the CNI plugin with the conflist the agent wrote; the VXLAN lab adds `--routing vxlan`. Baseline: node1 → node2's LAN address in the same lab, runs interleaved with the pod runs".into(),
+        "Pods lab (`ferrite_lab::podlab`): two node netns on one LAN bridge, each running the shipped agent (DaemonSet args, paths rewritten) on a `dir:` source with both Node objects, one pod per node added through the CNI plugin with the conflist the agent wrote; the VXLAN lab adds `--routing vxlan`. A row names the pod device `--pod-device auto` built on the kernel of the run (netkit where it can make one, veth elsewhere). Baseline: node1 → node2's LAN address in the same lab, runs interleaved with the pod runs".into(),
         "Masquerade lab (`ferrite_lab::masqlab`): a pod on node1 → a WAN host behind a router without routes to the PodCIDRs (SNAT by ferrite's TC egress program) against node1 → the same host".into(),
     ]
 }

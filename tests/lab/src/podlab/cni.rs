@@ -26,6 +26,16 @@ impl CniPod {
     pub fn command(&self, program: &str) -> Result<Command, NsLabError> {
         Ok(self.netns.command(program)?)
     }
+
+    /// The pod's host-side device (the CNI result's interface without a sandbox).
+    #[must_use]
+    pub fn host_device(&self) -> Option<&str> {
+        self.result["interfaces"]
+            .as_array()?
+            .iter()
+            .find(|i| i.get("sandbox").is_none())?["name"]
+            .as_str()
+    }
 }
 
 /// One plugin invocation inside the node netns.

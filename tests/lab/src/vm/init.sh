@@ -196,11 +196,20 @@ ok lb-ip "$LB_IP:$SVC_PORT -> pod1 from the client ($neigh)"
 # --- the pod veth's programs (BPF host routing, NetworkPolicy) loaded and attached ---------
 pod_hooked() {
   LAST=$(ferrite status --api-socket "$API_SOCKET" -o json 2>&1 | tr -d ' \n\t')
-  case "$LAST" in *'"host_routing":{"mode":"bpf","pod_devices":["'*) return 0 ;; esac
-  return 1
+  case "$LAST" in *'"host_routing":{"mode":"bpf","pod_devices":["'*) ;; *) return 1 ;; esac
+  # ...and carried the pod's NodePort / LB IP replies out of the NIC past the stack.
+  case "$LAST" in *'"redirected_packets":0,'*) return 1 ;; esac
 }
-retry 10 pod-hooks "the pod's veth has no BPF host routing / policy programs" pod_hooked
-ok pod-hooks "$(echo "$LAST" | grep -o '"pod_devices":\[[^]]*\]')"
+retry 10 pod-hooks "the pod's device has no BPF host routing / policy programs" pod_hooked
+# podDevice auto: a netkit pair where the kernel has netkit ($POD_DEVICE, from the package's
+# config), where host routing then runs in the pod's own transmit; a veth pair elsewhere.
+netkits=$(echo "$LAST" | grep -o '"netkit_devices":\[[^]]*\]')
+case "$POD_DEVICE:$netkits" in
+  'netkit:"netkit_devices":["'*) ;;
+  'veth:"netkit_devices":[]') ;;
+  *) fail pod-hooks "expected a $POD_DEVICE pod device, the agent reports $netkits in $LAST" ;;
+esac
+ok pod-hooks "$POD_DEVICE: $(echo "$LAST" | grep -o '"pod_devices":\[[^]]*\]') $netkits $(echo "$LAST" | grep -o '"redirected_packets":[0-9]*')"
 
 # --- agent restart: an open connection through the LB IP carries on -----------------------
 mkfifo /tmp/conn.in

@@ -2,7 +2,9 @@
 //! modules needs (the `depends=` of each module's `.modinfo` section, followed transitively) and
 //! in which order `insmod` must load them (dependencies first). The package ships no
 //! `modules.dep` (depmod writes it at install time), so the dependencies are read from the
-//! modules themselves. `.ko.xz` / `.ko.zst` are decompressed with `xz` / `zstd`.
+//! modules themselves. `.ko.xz` / `.ko.zst` are decompressed with `xz` / `zstd`. A module the
+//! kernel has built in (listed in `modules.builtin`, as `virtio_pci` is in Debian's 6.12 cloud
+//! kernel) needs no file and is not loaded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,6 +18,16 @@ use crate::cmd;
 #[derive(Debug)]
 pub struct ModuleTree {
     files: BTreeMap<String, PathBuf>,
+    /// Modules built into the kernel image (`modules.builtin`).
+    builtin: BTreeSet<String>,
+}
+
+/// The module names of a `modules.builtin` file (`kernel/drivers/virtio/virtio_pci.ko` per line).
+fn builtin_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter_map(module_name)
+        .collect()
 }
 
 /// One module to put into the initramfs.
@@ -66,16 +78,24 @@ impl ModuleTree {
                 hint: "run scripts/fetch-kernels.sh (make setup does)".into(),
             });
         }
-        Ok(Self { files })
+        let builtin = fs::read_to_string(dir.join("modules.builtin"))
+            .map(|t| builtin_names(&t))
+            .unwrap_or_default();
+        Ok(Self { files, builtin })
     }
 
     /// `wanted` and everything they depend on, dependencies before dependents, each once.
     pub fn closure(&self, wanted: &[&str]) -> Result<Vec<Module>, VmError> {
         let mut deps = BTreeMap::new();
         let mut data = BTreeMap::new();
-        let mut todo: Vec<String> = wanted.iter().map(|w| canonical(w)).collect();
+        let roots: Vec<String> = wanted
+            .iter()
+            .map(|w| canonical(w))
+            .filter(|w| !self.builtin.contains(w))
+            .collect();
+        let mut todo = roots.clone();
         while let Some(name) = todo.pop() {
-            if data.contains_key(&name) {
+            if data.contains_key(&name) || self.builtin.contains(&name) {
                 continue;
             }
             let path = self.files.get(&name).ok_or_else(|| VmError::Missing {
@@ -86,11 +106,14 @@ impl ModuleTree {
             let needs = depends(&bytes).map_err(|e| {
                 VmError::Other(format!("{}: not a kernel module: {e}", path.display()))
             })?;
+            let needs: Vec<String> = needs
+                .into_iter()
+                .filter(|n| !self.builtin.contains(n))
+                .collect();
             todo.extend(needs.iter().cloned());
             deps.insert(name.clone(), needs);
             data.insert(name, bytes);
         }
-        let roots: Vec<String> = wanted.iter().map(|w| canonical(w)).collect();
         Ok(load_order(&roots, &deps)
             .into_iter()
             .map(|name| {
@@ -266,6 +289,26 @@ mod tests {
                 "net_failover",
                 "virtio_net"
             ]
+        );
+    }
+
+    #[test]
+    fn builtin_modules_need_no_file() {
+        let names = builtin_names(
+            "kernel/fs/binfmt_script.ko\nkernel/drivers/virtio/virtio_pci.ko\n\nkernel/x/virtio-ring.ko\n",
+        );
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["binfmt_script", "virtio_pci", "virtio_ring"]
+        );
+        let tree = ModuleTree {
+            files: BTreeMap::new(),
+            builtin: ["virtio_pci".to_owned()].into(),
+        };
+        assert_eq!(tree.closure(&["virtio-pci"]).unwrap(), []);
+        assert!(
+            tree.closure(&["veth"]).is_err(),
+            "a module neither built in nor on disk"
         );
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::initramfs::{self, GuestFile};
 use super::qemu::{self, CLIENT_MAC, NODE_MAC};
-use super::{Arch, Kernel, VmError};
+use super::{Arch, Kernel, Line, VmError};
 use crate::cmd::AgentPaths;
 use crate::manifest::{
     NsService, SvcEndpoint, ip_pool_yaml, l2_policy_yaml, node_with_pod_cidrs_yaml,
@@ -162,7 +162,9 @@ impl VmScenario {
         let svc_port = web.port("http").port;
         let pod_port = web.port("http").target_port;
         let ready_tries = self.timeout.as_secs().max(10);
-        let vars: [(&str, String); 21] = [
+        let pod_device = if self.kernel.netkit { "netkit" } else { "veth" };
+        let vars: [(&str, String); 22] = [
+            ("POD_DEVICE", pod_device.into()),
             ("VM_TIMEOUT", self.timeout.as_secs().to_string()),
             ("READY_TRIES", ready_tries.to_string()),
             ("NODE_MAC", NODE_MAC.into()),
@@ -269,10 +271,10 @@ impl Markers {
     }
 }
 
-/// `arch`'s scenario with the workspace's static binaries, the cached kernel, and the defaults
-/// the tests use.
-pub fn for_workspace(workspace: &Path, arch: Arch) -> Result<VmScenario, VmError> {
-    let kernel = Kernel::cached(arch)?;
+/// `arch`'s scenario on the cached kernel of `line`, with the workspace's static binaries and
+/// the defaults the tests use.
+pub fn for_workspace(workspace: &Path, arch: Arch, line: Line) -> Result<VmScenario, VmError> {
+    let kernel = Kernel::cached(arch, line)?;
     Ok(VmScenario {
         ferrite: super::static_ferrite(workspace, arch)?,
         host_ferrite: super::static_ferrite(workspace, Arch::X86_64)?,
