@@ -762,3 +762,99 @@ fn a_node_port_whose_backend_is_on_another_node_works_from_the_lan() {
         );
     }
 }
+
+/// Host routing's counter `key` on `node`.
+fn fwd_count(node: &PodNode, key: &str) -> u64 {
+    node.status().expect("ferrite status")["datapath"]["host_routing"][key]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// `flush`, then 5 connects from `pod` on `node` to `target`, every one answered, until `done`
+/// (5 s): the path whose neighbour was just flushed loses nothing while it is resolved again.
+fn connects_until(
+    node: &PodNode,
+    pod: &CniPod,
+    target: SocketAddr,
+    what: &str,
+    mut flush: impl FnMut(),
+    mut done: impl FnMut() -> bool,
+) {
+    let ok = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        flush();
+        let r = client(node, Some(pod), target, false, 5);
+        assert_eq!(r.ok, 5, "{}: connects to {target} failed: {r:?}", node.name);
+        done()
+    });
+    assert!(ok.is_ok(), "{what}\n{}", node.log_tail(15));
+}
+
+/// `ip neigh show dev DEV` on `node`: the entries with a link-layer address.
+fn resolved_neighbours(node: &PodNode, dev: &str) -> Vec<String> {
+    node.ip(&["neigh", "show", "dev", dev])
+        .expect("ip neigh")
+        .lines()
+        .filter(|l| l.contains("lladdr"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Neighbours BPF host routing has not resolved. A pod's connects to another node right after
+/// its node flushed its LAN neighbours are sent with `bpf_redirect_neigh` (`neigh_packets`
+/// grows: the kernel resolved the next hop, whose entry is back). Connects arriving for a pod
+/// whose neighbour entry on its device was flushed are left to the stack, which resolves it
+/// again (the entry comes back; host routing cannot make one). Every connect is answered.
+#[test]
+fn unresolved_neighbours_fall_back_without_losing_a_connect() {
+    let mut lab = start("pnu", 0, &[]);
+    let _servers = pods_and_servers(&mut lab, 0);
+    let target = SocketAddr::new(lab.nodes[1].pods[0].v4, TCP);
+    let (node0, node1) = (&lab.nodes[0], &lab.nodes[1]);
+    let pod0 = &node0.pods[0];
+    assert_eq!(client(node0, Some(pod0), target, false, 5).ok, 5);
+
+    // The agents' own traffic between the nodes (membership) resolves the entry again soon
+    // after a flush, so each try flushes right before its connects.
+    let before = fwd_count(node0, "neigh_packets");
+    let node1_ip = node1.v4().to_string();
+    let flush0 = || {
+        node0.ip(&["neigh", "flush", "dev", "eth0"]).expect("flush");
+    };
+    connects_until(
+        node0,
+        pod0,
+        target,
+        "neigh_packets did not grow",
+        flush0,
+        || fwd_count(node0, "neigh_packets") > before,
+    );
+    let entries = resolved_neighbours(node0, "eth0");
+    assert!(
+        entries
+            .iter()
+            .any(|l| l.starts_with(&format!("{node1_ip} "))),
+        "{node1_ip} not resolved again: {entries:?}"
+    );
+
+    let dev = host_veth(&node1.pods[0]);
+    let pod1_ip = target.ip().to_string();
+    let flush1 = || {
+        node1.ip(&["neigh", "flush", "dev", &dev]).expect("flush");
+        assert!(resolved_neighbours(node1, &dev).is_empty(), "flushed {dev}");
+    };
+    connects_until(
+        node0,
+        pod0,
+        target,
+        &format!(
+            "{}: {pod1_ip} was never resolved again on {dev}",
+            node1.name
+        ),
+        flush1,
+        || {
+            resolved_neighbours(node1, &dev)
+                .iter()
+                .any(|l| l.starts_with(&format!("{pod1_ip} ")))
+        },
+    );
+}
