@@ -318,6 +318,7 @@ fn assert_backend_pod(f: &Value, backends: &[String]) {
         "{f}"
     );
     assert_eq!(f["traffic_direction"], "egress", "{f}");
+    assert_eq!(f["is_reply"], false, "a connect() opens its flow: {f}");
     assert!(f.get("source_pod").is_none(), "{f}");
 }
 

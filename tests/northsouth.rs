@@ -242,6 +242,7 @@ fn load_balancer_source_ranges_refuse_clients_outside() {
     for f in &fwd {
         assert_eq!(f["destination_ip"], lb_ip(12).to_string(), "{f}");
         assert_eq!(f["tcp_flags"], serde_json::json!(["SYN"]), "{f}");
+        assert_eq!(f["is_reply"], false, "a SYN opens its flow: {f}");
         assert!(
             f["translated_ip"]
                 .as_str()

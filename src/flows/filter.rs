@@ -379,6 +379,7 @@ mod tests {
             l2_event: None,
             l2_previous_owner: None,
             l2_failover_ms: None,
+            is_reply: Some(false),
         }
     }
 

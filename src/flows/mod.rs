@@ -93,6 +93,22 @@ pub struct Flow {
     /// A failover's duration: from this node seeing the previous owner fail to announcing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_failover_ms: Option<u64>,
+    /// Hubble's `is_reply`: whether the packet answers a flow seen before. `false` for the
+    /// decisions that open or refuse a flow (every event but the two below); `true` for a
+    /// SYN-ACK the north-south LB had no state for (the answer to a SYN it never saw); absent
+    /// where the program cannot tell (another TCP segment without state, L2 events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_reply: Option<bool>,
+}
+
+/// [`Flow::is_reply`] of an event of `kind` dropped for `reason` with TCP `flags`.
+fn is_reply(kind: u8, reason: u8, flags: u8) -> Option<bool> {
+    const SYN_ACK: u8 = 0x12;
+    match (kind, reason) {
+        (FLOW_KIND_L2, _) => None,
+        (_, FLOW_DROP_INVALID) => (flags & SYN_ACK == SYN_ACK).then_some(true),
+        _ => Some(false),
+    }
 }
 
 /// Hubble's `traffic_direction` of a kind: what comes in from outside is `ingress`, what a
@@ -226,6 +242,7 @@ pub fn decode(
         l2_event: None,
         l2_previous_owner: None,
         l2_failover_ms: None,
+        is_reply: is_reply(ev.kind, ev.reason, ev.tcp_flags),
     }
 }
 
@@ -340,6 +357,7 @@ pub(crate) fn test_flow(node: &str, seq: u64, time_unix_ms: u64) -> Flow {
         l2_event: None,
         l2_previous_owner: None,
         l2_failover_ms: None,
+        is_reply: Some(false),
     }
 }
 
@@ -420,6 +438,30 @@ mod tests {
         assert_eq!(f.interface.as_deref(), Some("eth3"));
         assert!(compact(&f, "t").ends_with("TCP DROPPED (source-range) [SYN] on eth3"));
         assert_eq!(f.traffic_direction, "ingress");
+        assert_eq!(f.is_reply, Some(false), "a refused SYN opens nothing");
+        // A segment the LB has no state for: a SYN-ACK answers a SYN it never saw; a bare
+        // ACK may be either way.
+        let stray = |flags| {
+            decode(
+                &FlowEvent {
+                    reason: FLOW_DROP_INVALID,
+                    tcp_flags: flags,
+                    ..ev
+                },
+                1,
+                "n",
+                0,
+                |_| None,
+            )
+            .is_reply
+        };
+        assert_eq!(stray(0x12), Some(true));
+        assert_eq!(stray(0x10), None);
+        let l2 = FlowEvent {
+            kind: FLOW_KIND_L2,
+            ..FlowEvent::default()
+        };
+        assert_eq!(decode(&l2, 1, "n", 0, |_| None).is_reply, None);
 
         let pod: Ipv6Addr = "fd00:10:244::5".parse().unwrap();
         let node: Ipv6Addr = "2001:db8::1".parse().unwrap();

@@ -72,6 +72,7 @@ impl Gained {
             l2_event: Some("takeover".into()),
             l2_previous_owner: from,
             l2_failover_ms: failover.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            is_reply: None,
         }
     }
 }
