@@ -312,3 +312,53 @@ fn kube_invalid_objects_get_conditions_and_valid_ones_keep_working() {
         .expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "test-node");
 }
+
+/// In kube mode the flows name a backend that runs on another node with its Pod's labels: the
+/// kube source watches every Pod, not only this node's, and the EndpointSlice carries no
+/// `targetRef`, so the name and labels can only come from that watch. A label edit through the
+/// API shows in the next flows.
+#[test]
+fn kube_flows_name_a_backend_on_another_node_with_its_labels() {
+    let mut lab = lab("kb5", 1);
+    lab.start(true);
+    let ip = lab.pods.pod_v4(0);
+    let pod = |tier: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-far, namespace: test, labels: \
+             {{app: web, tier: {tier}}}}}\nspec: {{nodeName: other-node, containers: [{{name: c, \
+             image: x}}]}}\nstatus: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n"
+        )
+    };
+    lab.api.load_yaml(&pod("back")).expect("pod");
+    let yaml = service_yaml("web", &["10.96.0.10"], None)
+        + &slice_yaml("web-v4", "web", "IPv4", &[(ip.as_str(), true)]);
+    lab.api.load_yaml(&yaml).expect("web");
+    lab.wait_for_backends("10.96.0.10:80", 1);
+
+    let named = |labels: &[&str]| {
+        let want = serde_json::json!(labels);
+        let mut last = Vec::new();
+        let ok = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            assert_eq!(lab.tcp(2).ok, 2);
+            let out = lab
+                .agent
+                .ferrite(&["observe", "-o", "json", "--type", "sock-lb", "--last", "50"]);
+            last = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|f| f["translated_ip"] == ip.as_str())
+                .collect();
+            last.last().is_some_and(|f| {
+                f["destination_pod"] == "test/web-far" && f["destination_labels"] == want
+            })
+        });
+        assert!(
+            ok.is_ok(),
+            "no flow to {ip} named test/web-far with {want}: {last:?}\n{}",
+            lab.agent.log()
+        );
+    };
+    named(&["app=web", "tier=back"]);
+    lab.api.load_yaml(&pod("db")).expect("relabel");
+    named(&["app=web", "tier=db"]);
+}
