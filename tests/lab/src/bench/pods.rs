@@ -51,10 +51,13 @@ pub struct PathRow {
     pub target: Option<f64>,
 }
 
-/// Native, VXLAN and masquerade, each with its baseline.
+/// Native (BPF host routing, and the stack's with `--host-routing legacy`), VXLAN and
+/// masquerade, each with its baseline.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PodsBench {
     pub native: Cell<Vec<PathRow>>,
+    /// Native routes with `--host-routing legacy`: the stack forwards pod traffic.
+    pub native_legacy: Cell<Vec<PathRow>>,
     pub vxlan: Cell<Vec<PathRow>>,
     pub masquerade: Cell<MasqBench>,
     pub runs: usize,
@@ -63,15 +66,19 @@ pub struct PodsBench {
 
 impl PodsBench {
     pub fn incomplete(&self) -> bool {
-        self.native.is_not_run() || self.vxlan.is_not_run() || self.masquerade.is_not_run()
+        self.native.is_not_run()
+            || self.native_legacy.is_not_run()
+            || self.vxlan.is_not_run()
+            || self.masquerade.is_not_run()
     }
 }
 
 /// Runs the section; a part that cannot run says why in its cell.
 pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &PodsSettings) -> PodsBench {
     let runs = settings.runs.max(1);
-    let (native, vxlan, masq) = match ferrite {
+    let (native, native_legacy, vxlan, masq) = match ferrite {
         Err(e) => (
+            Cell::not_run(e.clone()),
             Cell::not_run(e.clone()),
             Cell::not_run(e.clone()),
             Cell::not_run(e.clone()),
@@ -94,16 +101,24 @@ pub fn measure(exe: &Path, ferrite: Result<&Path, &String>, settings: &PodsSetti
                 r.into()
             };
             let native = part("native routes", "pbn", &[], "native", 0.95);
+            let native_legacy = part(
+                "native routes, --host-routing legacy",
+                "pbl",
+                &["--host-routing", "legacy"],
+                "native",
+                0.95,
+            );
             let vxlan = part("VXLAN", "pbv", &["--routing", "vxlan"], "vxlan", 0.8);
             progress("pods: masquerade lab");
             let masq = check_interrupted()
                 .and_then(|()| masquerade(ferrite, runs, settings.seconds))
                 .inspect_err(|e| progress(&format!("pods: masquerade: {e}")));
-            (native, vxlan, masq.into())
+            (native, native_legacy, vxlan, masq.into())
         }
     };
     PodsBench {
         native,
+        native_legacy,
         vxlan,
         masquerade: masq,
         runs,
@@ -379,8 +394,12 @@ pub fn markdown(b: &Cell<PodsBench>, out: &mut String) {
         "| path | TCP Gbit/s | ×baseline | connects/s | ×baseline | target |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
-    let parts: [(&str, Result<Vec<PathRow>, String>); 3] = [
+    let parts: [(&str, Result<Vec<PathRow>, String>); 4] = [
         ("native routes", rows_of(&b.native)),
+        (
+            "native routes, --host-routing legacy",
+            rows_of(&b.native_legacy),
+        ),
         ("VXLAN", rows_of(&b.vxlan)),
         (
             "masquerade",
@@ -419,7 +438,7 @@ fn rows_of(c: &Cell<Vec<PathRow>>) -> Result<Vec<PathRow>, String> {
 
 pub fn notes() -> Vec<String> {
     vec![
-        "Pods lab (`ferrite_lab::podlab`): two node netns on one LAN bridge, each running the shipped agent (DaemonSet args, paths rewritten) on a `dir:` source with both Node objects, one pod per node added through the CNI plugin with the conflist the agent wrote; the VXLAN lab adds `--routing vxlan`. A row names the pod device `--pod-device auto` built on the kernel of the run (netkit where it can make one, veth elsewhere). Baseline: node1 → node2's LAN address in the same lab, runs interleaved with the pod runs".into(),
+        "Pods lab (`ferrite_lab::podlab`): two node netns on one LAN bridge, each running the shipped agent (DaemonSet args, paths rewritten) on a `dir:` source with both Node objects, one pod per node added through the CNI plugin with the conflist the agent wrote; the VXLAN lab adds `--routing vxlan`, the legacy lab `--host-routing legacy` (the stack forwards pod traffic: the row BPF host routing is measured against). A row names the pod device `--pod-device auto` built on the kernel of the run (netkit where it can make one, veth elsewhere). Baseline: node1 → node2's LAN address in the same lab, runs interleaved with the pod runs".into(),
         "Masquerade lab (`ferrite_lab::masqlab`): a pod on node1 → a WAN host behind a router without routes to the PodCIDRs (SNAT by ferrite's TC egress program) against node1 → the same host".into(),
     ]
 }
@@ -437,6 +456,7 @@ mod tests {
                 [&[1000.0, 1200.0, 1100.0], &[900.0, 1000.0, 950.0]],
                 0.95,
             )),
+            native_legacy: Cell::not_run("legacy lab: boom"),
             vxlan: Cell::not_run("vxlan lab: boom"),
             masquerade: Cell::not_run("no --ferrite given"),
             runs: 3,
@@ -471,6 +491,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| VXLAN | not run: vxlan lab: boom |"), "{md}");
+        assert!(
+            md.contains("| native routes, --host-routing legacy | not run: legacy lab: boom |"),
+            "{md}"
+        );
         assert!(
             md.contains("| masquerade | not run: no --ferrite given |"),
             "{md}"
