@@ -218,6 +218,20 @@ fn assert_host_routing(lab: &PodLab, overlay: bool) {
             node.name,
             node.log_tail(15)
         );
+        // The human view says the same (`cilium status`'s "Host Routing" line).
+        let out = node.cli(&["status"]).expect("ferrite status");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pods = node.pods.len();
+        assert!(
+            text.lines().any(|l| l.starts_with("host routing:")
+                && l.contains("OK")
+                && l.contains(&format!(
+                    "BPF on {pods} pod devices ({} netkit",
+                    netkits.len()
+                ))),
+            "{}: {text}",
+            node.name
+        );
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::api::{L2View, Status, Subsystem};
+use crate::api::{HostRoutingView, L2View, Status, Subsystem};
 use crate::routing::task::RoutesView;
 
 /// A subsystem's health.
@@ -141,7 +141,44 @@ fn datapath(st: &Status) -> Vec<Line> {
             ns_details.clone(),
         ));
     }
+    out.extend(host_routing(&dp.host_routing));
     out
+}
+
+/// Cilium's "Host Routing" line: who forwards pod traffic, on which pod devices, and what
+/// went past the stack. None from an agent that does not report it.
+fn host_routing(h: &HostRoutingView) -> Option<Line> {
+    let (health, summary) = match h.mode.as_str() {
+        "" => return None,
+        "bpf" => {
+            let netkit = h.netkit_devices.len();
+            let veth = h.pod_devices.len().saturating_sub(netkit);
+            let overlay = h
+                .overlay_device
+                .as_ref()
+                .map_or(String::new(), |d| format!(" and {d}"));
+            (
+                Health::Ok,
+                format!(
+                    "BPF on {} pod devices ({netkit} netkit, {veth} veth){overlay}: {} packets into pods, {} out of devices ({} neighbour-resolved), {} left to the stack",
+                    h.pod_devices.len(),
+                    h.to_pod_packets,
+                    h.redirected_packets,
+                    h.neigh_packets,
+                    h.stack_packets
+                ),
+            )
+        }
+        "legacy" => (
+            Health::Disabled,
+            "legacy (--host-routing legacy): the stack forwards pod traffic".into(),
+        ),
+        other => (
+            Health::Warning,
+            format!("{other}: the program did not load, the stack forwards pod traffic"),
+        ),
+    };
+    Some(line("host routing", health, summary, h.pod_devices.clone()))
 }
 
 fn socket_lb(st: &Status) -> Line {

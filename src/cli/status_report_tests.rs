@@ -223,3 +223,37 @@ fn what_is_turned_off_says_so() {
     assert_eq!(json[1]["subsystem"], "north-south");
     assert_eq!(json[1]["health"], "disabled");
 }
+
+#[test]
+fn host_routing_says_who_forwards_pod_traffic() {
+    let mut st = status();
+    st.datapath.host_routing = HostRoutingView {
+        mode: "bpf".into(),
+        pod_devices: vec!["fer1".into(), "fer2".into()],
+        netkit_devices: vec!["fer2".into()],
+        overlay_device: Some("ferrite.vxlan".into()),
+        to_pod_packets: 10,
+        redirected_packets: 20,
+        neigh_packets: 1,
+        stack_packets: 3,
+    };
+    let lines = report(&st, &l2_view(), &routes());
+    let hr = by_name(&lines, "host routing");
+    assert_eq!(hr.health, Health::Ok);
+    assert_eq!(
+        hr.summary,
+        "BPF on 2 pod devices (1 netkit, 1 veth) and ferrite.vxlan: 10 packets into pods, 20 out of devices (1 neighbour-resolved), 3 left to the stack"
+    );
+    assert_eq!(hr.details, ["fer1", "fer2"]);
+    st.datapath.host_routing.mode = "legacy".into();
+    let lines = report(&st, &l2_view(), &routes());
+    assert_eq!(by_name(&lines, "host routing").health, Health::Disabled);
+    st.datapath.host_routing.mode = "unavailable".into();
+    let lines = report(&st, &l2_view(), &routes());
+    let hr = by_name(&lines, "host routing");
+    assert_eq!(hr.health, Health::Warning);
+    assert!(hr.summary.contains("did not load"), "{}", hr.summary);
+    st.datapath.host_routing.mode = String::new();
+    let lines = report(&st, &l2_view(), &routes());
+    assert!(lines.iter().all(|l| l.subsystem != "host routing"));
+}
