@@ -33,17 +33,23 @@ fn lab(prefix: &str, pods: usize) -> KubeLab {
 
 impl KubeLab {
     fn start(&mut self, wait_for_apply: bool) {
+        self.start_args(wait_for_apply, &[]);
+    }
+
+    fn start_args(&mut self, wait_for_apply: bool, extra: &[&str]) {
         let kubeconfig = self.api.kubeconfig().as_os_str().to_owned();
+        let mut args = vec![
+            "--cni-conf-dir",
+            "none",
+            "--k8s-qps",
+            "200",
+            "--k8s-burst",
+            "400",
+        ];
+        args.extend_from_slice(extra);
         self.agent.start_with(
             "kube",
-            &[
-                "--cni-conf-dir",
-                "none",
-                "--k8s-qps",
-                "200",
-                "--k8s-burst",
-                "400",
-            ],
+            &args,
             &[("KUBECONFIG", kubeconfig.as_os_str())],
             wait_for_apply,
         );
@@ -361,4 +367,77 @@ fn kube_flows_name_a_backend_on_another_node_with_its_labels() {
     named(&["app=web", "tier=back"]);
     lab.api.load_yaml(&pod("db")).expect("relabel");
     named(&["app=web", "tier=db"]);
+}
+
+/// `curl -sS ARGS URL`: the exit code and the body.
+fn curl(args: &[&str], url: &str) -> (i32, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl (make setup installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Kube mode keeps the TCP API's CA in a Secret: an agent with `--api-listen` and no
+/// certificate files creates `ferrite-api-ca` and serves with a certificate it issued itself
+/// from it (naming 127.0.0.1); `ferrite api client-cert` issues a client certificate from the
+/// same Secret; with it the API answers, without one or with another CA's it does not.
+#[test]
+fn kube_mode_keeps_the_api_ca_in_a_secret_and_issues_certificates_from_it() {
+    let mut lab = lab("kb6", 1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    lab.start_args(true, &["--api-listen", &listen]);
+    let secret = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        lab.api
+            .get("v1", "Secret", "kube-system", "ferrite-api-ca")
+            .is_some()
+    });
+    assert!(
+        secret.is_ok(),
+        "no Secret ferrite-api-ca\n{}",
+        lab.agent.log()
+    );
+
+    let out_dir = lab.agent.work.path().join("client");
+    let out = std::process::Command::new(common::FERRITE)
+        .args(["api", "client-cert", "--out"])
+        .arg(&out_dir)
+        .env("KUBECONFIG", lab.api.kubeconfig())
+        .output()
+        .expect("ferrite api client-cert");
+    assert!(out.status.success(), "{out:?}");
+    let file = |n: &str| out_dir.join(n).display().to_string();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(out_dir.join("client.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let url = format!("https://{listen}/v1/status");
+    let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
+    let mut served = (0, String::new());
+    let ok = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        served = curl(&["--cacert", &ca, "--cert", &cert, "--key", &key], &url);
+        served.0 == 0
+    });
+    assert!(ok.is_ok(), "{served:?}\n{}", lab.agent.log());
+    let status: Value = serde_json::from_str(&served.1).expect("status JSON");
+    assert_eq!(status["node_name"], "test-node", "{status}");
+    assert_eq!(status["api"]["tls"], listen.as_str(), "{status}");
+    // No client certificate: refused.
+    let (rc, _) = curl(&["--cacert", &ca], &url);
+    assert_ne!(rc, 0, "served without a client certificate");
+    // The server's certificate does not chain to another CA: the client refuses it.
+    let (rc, _) = curl(&["--cert", &cert, "--key", &key], &url);
+    assert_ne!(rc, 0, "trusted without the cluster CA");
 }

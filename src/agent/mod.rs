@@ -10,6 +10,7 @@ mod reconcile;
 mod shutdown;
 mod status;
 mod subsystems;
+mod tls_from_secret;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -40,6 +41,10 @@ pub struct AgentConfig {
     pub api_socket: PathBuf,
     /// `--api-listen` and its certificates: the API on TCP with TLS and client certificates.
     pub api_tcp: Option<api::TcpConfig>,
+    /// The TCP API's certificates come from the cluster's CA in Secret `ferrite-api-ca` (kube
+    /// mode, `--api-listen` without certificate files): the agent writes its own to `api_tcp`'s
+    /// paths before listening. The addresses its certificate names (IP SANs).
+    pub api_ca_secret: Option<Vec<std::net::IpAddr>>,
     /// `--metrics-listen`: `/metrics` in plain HTTP for Prometheus.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub datapath: DatapathConfig,
@@ -188,6 +193,8 @@ struct Started {
     errors: crate::source::dir::ErrorHandle,
     status_feed: Option<status::ReportFeed>,
     l2_key: Option<watch::Receiver<crate::source::kube::l2key::KeyState>>,
+    /// The TCP API's CA from its Secret (kube with `api_ca_secret`).
+    api_ca: Option<watch::Receiver<crate::source::kube::l2key::KeyState>>,
 }
 
 /// Starts the configured source feeding `tx`.
@@ -204,6 +211,7 @@ async fn start_source(
                 errors,
                 status_feed: None,
                 l2_key: None,
+                api_ca: None,
             }
         }
         SourceSpec::Kube => {
@@ -214,10 +222,17 @@ async fn start_source(
                 crate::source::kube::spawn(&cfg.node_name, cfg.k8s_client, timing, want_key, tx)
                     .await?;
             let feed = status::spawn(running.status_writer, running.leading);
+            let api_ca = cfg.api_ca_secret.is_some().then(|| {
+                crate::source::kube::api_ca::spawn(
+                    running.client.clone(),
+                    running.namespace.clone(),
+                )
+            });
             Started {
                 errors: running.errors,
                 status_feed: Some(feed),
                 l2_key: running.l2_key,
+                api_ca,
             }
         }
     })
@@ -505,6 +520,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         errors,
         status_feed,
         l2_key,
+        api_ca,
     } = start_source(&cfg, tx).await?;
     let metrics = shared
         .read()
@@ -527,7 +543,20 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // The optional listeners end the agent when they fail (a port taken, a bad certificate).
     let mut listeners = tokio::task::JoinSet::new();
     if let Some(tcp) = cfg.api_tcp.clone() {
-        listeners.spawn(api::serve_tls(tcp, shared.clone()));
+        let state = shared.clone();
+        match api_ca {
+            Some(ca) => {
+                let node = cfg.node_name.clone();
+                let ips = cfg.api_ca_secret.clone().unwrap_or_default();
+                listeners.spawn(async move {
+                    tls_from_secret::write_node_certs(ca, &node, &ips, &tcp).await?;
+                    api::serve_tls(tcp, state).await
+                });
+            }
+            None => {
+                listeners.spawn(api::serve_tls(tcp, state));
+            }
+        }
     }
     if let Some(addr) = cfg.metrics_listen {
         listeners.spawn(api::serve_metrics(addr, shared.clone()));

@@ -2,6 +2,7 @@
 //! TLS and client certificates; `/metrics`, `/openapi.json`, health probes. The agent publishes
 //! views of its model and applied state into [`ApiState`]; the CLI reads them with [`client`].
 
+pub mod certs;
 pub mod client;
 mod flows;
 mod l2;

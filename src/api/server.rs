@@ -36,6 +36,13 @@ pub enum ApiError {
     },
     #[error("the API's TLS listener: {0}")]
     Tls(#[from] TlsError),
+    #[error("the API's certificate from Secret ferrite-api-ca: {0}")]
+    NodeCert(String),
+    #[error("writing the API's certificate {path}: {source}")]
+    CertFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Binds `path` (replacing a stale socket, mode 0600) and serves until the task is dropped.

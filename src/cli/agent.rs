@@ -191,7 +191,7 @@ pub fn run(cmd: AgentCmd) -> i32 {
         return run_cleanup(&datapath);
     }
     let parts = l2_config(&cmd).and_then(|l2| Ok((l2, north_south(&cmd)?, api_listeners(&cmd)?)));
-    let (l2, north_south, (api_tcp, metrics_listen)) = match parts {
+    let (l2, north_south, (api_tcp, from_secret, metrics_listen)) = match parts {
         Ok(parts) => parts,
         Err(e) => {
             error!("{e}");
@@ -219,6 +219,12 @@ pub fn run(cmd: AgentCmd) -> i32 {
         source: cmd.source,
         node_name: cmd.node_name.unwrap_or_else(hostname),
         api_socket: cmd.api_socket,
+        api_ca_secret: from_secret.then(|| {
+            api_cert_ips(
+                api_tcp.as_ref().map(|t| t.listen.ip()),
+                std::env::var(super::l2flags::HOST_IP_ENV).ok().as_deref(),
+            )
+        }),
         api_tcp,
         metrics_listen,
         datapath,
@@ -429,9 +435,30 @@ fn l2_config(cmd: &AgentCmd) -> Result<crate::agent::L2Config, String> {
     )
 }
 
-type Listeners = (Option<crate::api::TcpConfig>, Option<std::net::SocketAddr>);
+/// The addresses an agent's own API certificate names: `$HOST_IP` (the node's address, which
+/// `observe --all-nodes` dials), the `--api-listen` address when it is one, and loopback.
+fn api_cert_ips(listen: Option<std::net::IpAddr>, host_ip: Option<&str>) -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut ips: Vec<IpAddr> = host_ip.and_then(|h| h.parse().ok()).into_iter().collect();
+    ips.extend(listen.filter(|ip| !ip.is_unspecified()));
+    ips.extend([
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ]);
+    let mut seen = std::collections::BTreeSet::new();
+    ips.retain(|ip| seen.insert(*ip));
+    ips
+}
 
-/// `--api-listen` with its three certificate files (all or none), and `--metrics-listen`.
+/// The TCP API (and whether its certificates come from the Secret CA), and `--metrics-listen`.
+type Listeners = (
+    Option<crate::api::TcpConfig>,
+    bool,
+    Option<std::net::SocketAddr>,
+);
+
+/// `--api-listen` with its three certificate files (all or none; none in kube mode: the agent
+/// issues its own from the cluster's CA in Secret `ferrite-api-ca`), and `--metrics-listen`.
 fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
     let addr = |flag: &str, v: &str| {
         v.parse::<std::net::SocketAddr>()
@@ -442,8 +469,19 @@ fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
         cmd.api_tls_key.clone(),
         cmd.api_client_ca.clone(),
     );
+    let mut from_secret = false;
     let tcp = match (cmd.api_listen.as_deref(), files) {
         (None, (None, None, None)) => None,
+        (Some(listen), (None, None, None)) if matches!(cmd.source, SourceSpec::Kube) => {
+            from_secret = true;
+            let dir = cmd.state_dir.join("api-tls");
+            Some(crate::api::TcpConfig {
+                listen: addr("--api-listen", listen)?,
+                cert: dir.join("tls.crt"),
+                key: dir.join("tls.key"),
+                client_ca: dir.join("ca.crt"),
+            })
+        }
         (None, _) => {
             return Err(
                 "--api-tls-cert, --api-tls-key and --api-client-ca need --api-listen".into(),
@@ -458,7 +496,8 @@ fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
         (Some(_), _) => {
             return Err(
                 "--api-listen serves only TLS with client certificates: give \
-                        --api-tls-cert, --api-tls-key and --api-client-ca"
+                        --api-tls-cert, --api-tls-key and --api-client-ca (kube mode \
+                        without them issues its own from Secret ferrite-api-ca)"
                     .into(),
             );
         }
@@ -468,7 +507,7 @@ fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
         .as_deref()
         .map(|m| addr("--metrics-listen", m))
         .transpose()?;
-    Ok((tcp, metrics))
+    Ok((tcp, from_secret, metrics))
 }
 
 /// `--host-routing bpf|legacy`: whether BPF host routing is on.
@@ -502,12 +541,26 @@ mod tests {
 
     #[test]
     fn the_tcp_api_needs_all_three_certificate_files() {
-        assert_eq!(api_listeners(&parse(&[])).unwrap(), (None, None));
-        let err = api_listeners(&parse(&["--api-listen", "127.0.0.1:9443"])).unwrap_err();
+        assert_eq!(api_listeners(&parse(&[])).unwrap(), (None, false, None));
+        let err = api_listeners(&parse(&[
+            "--source",
+            "dir:/etc/ferrite",
+            "--api-listen",
+            "127.0.0.1:9443",
+        ]))
+        .unwrap_err();
         assert!(err.contains("--api-client-ca"), "{err}");
+        // Kube mode without files: the agent's own, from the Secret CA, in its state dir.
+        let (tcp, from_secret, _) =
+            api_listeners(&parse(&["--api-listen", "127.0.0.1:9443"])).unwrap();
+        assert!(from_secret);
+        assert_eq!(
+            tcp.unwrap().cert,
+            std::path::Path::new("/var/lib/ferrite/api-tls/tls.crt")
+        );
         let err = api_listeners(&parse(&["--api-tls-cert", "c.pem"])).unwrap_err();
         assert!(err.contains("need --api-listen"), "{err}");
-        let (tcp, metrics) = api_listeners(&parse(&[
+        let (tcp, from_secret, metrics) = api_listeners(&parse(&[
             "--api-listen",
             "127.0.0.1:9443",
             "--api-tls-cert",
@@ -521,6 +574,16 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(tcp.unwrap().listen.port(), 9443);
+        assert!(!from_secret);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            api_cert_ips(Some(ip("0.0.0.0")), Some("192.168.1.10")),
+            [ip("192.168.1.10"), ip("127.0.0.1"), ip("::1")]
+        );
+        assert_eq!(
+            api_cert_ips(Some(ip("127.0.0.1")), Some("not an address")),
+            [ip("127.0.0.1"), ip("::1")]
+        );
         assert_eq!(metrics.unwrap().port(), 9962);
         assert!(api_listeners(&parse(&["--metrics-listen", "9962"])).is_err());
     }

@@ -1,6 +1,7 @@
 //! The command line (argh). `ferrite` is also the CNI plugin when `CNI_COMMAND` is set.
 
 mod agent;
+mod api_cert;
 mod cni;
 mod doctor;
 mod l2;
@@ -37,6 +38,7 @@ pub struct Cli {
 pub enum Command {
     Version(VersionCmd),
     Agent(agent::AgentCmd),
+    Api(api_cert::ApiCmd),
     Status(status::StatusCmd),
     Services(query::ServicesCmd),
     Pools(pools::PoolsCmd),
@@ -94,6 +96,7 @@ pub fn run(cli: Cli) -> i32 {
             0
         }
         Command::Agent(a) => agent::run(a),
+        Command::Api(c) => api_cert::run(&c),
         Command::Status(s) => status::status(&s),
         Command::Services(s) => query::services(&s),
         Command::Pools(p) => pools::run(&p),

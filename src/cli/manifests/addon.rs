@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::source::kube::STATUS_LEASE;
+use crate::source::kube::api_ca::SECRET_NAME as API_CA_SECRET;
 use crate::source::kube::l2key::SECRET_NAME as L2_KEY_SECRET;
 
 /// The name of every object of the addon (ServiceAccount, roles, bindings, DaemonSet).
@@ -143,7 +144,7 @@ pub const NAMESPACED_RULES: &[(Rule, &[&str])] = &[
             resources: &["secrets"],
             verbs: &["get"],
         },
-        &[L2_KEY_SECRET],
+        &[L2_KEY_SECRET, API_CA_SECRET],
     ),
     (
         Rule {

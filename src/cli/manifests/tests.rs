@@ -234,7 +234,11 @@ fn secrets_are_granted_only_in_the_agents_namespace_and_get_only_the_l2_key() {
     assert_eq!(secret_rules.len(), 2, "{secret_rules:?}");
     for r in &secret_rules {
         match verbs(r).as_slice() {
-            [v] if v == "get" => assert_eq!(r["resourceNames"], json!(["ferrite-l2-key"]), "{r}"),
+            [v] if v == "get" => assert_eq!(
+                r["resourceNames"],
+                json!(["ferrite-l2-key", "ferrite-api-ca"]),
+                "{r}"
+            ),
             // A create cannot be limited by name (the object does not exist yet).
             [v] if v == "create" => assert!(r["resourceNames"].is_null(), "{r}"),
             other => panic!("unexpected secret verbs {other:?}: {r}"),

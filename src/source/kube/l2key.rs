@@ -8,6 +8,9 @@
 //! --from-literal=l2.key=$(ferrite l2 keygen)`) is used as is. RBAC: `get` is limited to this
 //! one name (`resourceNames`); `create` cannot be (the authorizer does not know the name of an
 //! object that does not exist yet), see `cli/manifests/addon.rs`.
+//!
+//! The same get-or-create of one text field serves other cluster-wide secrets
+//! ([`SecretField`]): the TCP API's CA ([`super::api_ca`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,29 +30,45 @@ pub const SECRET_FIELD: &str = "l2.key";
 /// Longest wait between two attempts while the API server cannot be reached.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// Why the key could not be had.
+/// A cluster-wide secret of one text field, made by the first agent that finds none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretField {
+    pub name: &'static str,
+    pub field: &'static str,
+    /// What it holds, for logs ("L2 membership key").
+    pub what: &'static str,
+}
+
+/// The L2 membership key.
+pub const L2_KEY: SecretField = SecretField {
+    name: SECRET_NAME,
+    field: SECRET_FIELD,
+    what: "L2 membership key",
+};
+
+/// Why the secret could not be had (`secret`: namespace/name).
 #[derive(Debug, thiserror::Error)]
 pub enum L2KeyError {
-    #[error("reading Secret {namespace}/{SECRET_NAME}: {source}")]
+    #[error("reading Secret {secret}: {source}")]
     Get {
-        namespace: String,
+        secret: String,
         #[source]
         source: kube::Error,
     },
-    #[error("creating Secret {namespace}/{SECRET_NAME}: {source}")]
+    #[error("creating Secret {secret}: {source}")]
     Create {
-        namespace: String,
+        secret: String,
         #[source]
         source: kube::Error,
     },
-    #[error("Secret {namespace}/{SECRET_NAME} has no {SECRET_FIELD:?} field")]
-    NoField { namespace: String },
-    #[error("Secret {namespace}/{SECRET_NAME}: {SECRET_FIELD:?} is not UTF-8 text")]
-    NotText { namespace: String },
-    #[error("Secret {namespace}/{SECRET_NAME} disappeared after a create conflict")]
-    Vanished { namespace: String },
-    #[error("generating a key: {0}")]
-    Generate(String),
+    #[error("Secret {secret} has no {field:?} field")]
+    NoField { secret: String, field: &'static str },
+    #[error("Secret {secret}: {field:?} is not UTF-8 text")]
+    NotText { secret: String, field: &'static str },
+    #[error("Secret {secret} disappeared after a create conflict")]
+    Vanished { secret: String },
+    #[error("generating the {what}: {why}")]
+    Generate { what: &'static str, why: String },
 }
 
 /// How this agent came to the key.
@@ -91,44 +110,71 @@ impl std::fmt::Debug for KeyState {
     }
 }
 
-fn key_of(secret: &Secret, namespace: &str) -> Result<String, L2KeyError> {
-    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(SECRET_FIELD)) {
+fn field_of(secret: &Secret, namespace: &str, which: SecretField) -> Result<String, L2KeyError> {
+    let name = || format!("{namespace}/{}", which.name);
+    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(which.field)) {
         return String::from_utf8(bytes.0.clone()).map_err(|_| L2KeyError::NotText {
-            namespace: namespace.to_owned(),
+            secret: name(),
+            field: which.field,
         });
     }
     // `stringData` is write-only on a real server, but an object loaded as is may carry it.
     secret
         .string_data
         .as_ref()
-        .and_then(|d| d.get(SECRET_FIELD))
+        .and_then(|d| d.get(which.field))
         .cloned()
         .ok_or_else(|| L2KeyError::NoField {
-            namespace: namespace.to_owned(),
+            secret: name(),
+            field: which.field,
         })
 }
 
+/// Reads Secret `which`; `None` when it does not exist.
+pub async fn read_field(
+    api: &Api<Secret>,
+    namespace: &str,
+    which: SecretField,
+) -> Result<Option<String>, L2KeyError> {
+    get(api, namespace, which).await
+}
+
 /// Reads the Secret; `None` when it does not exist.
-async fn get(api: &Api<Secret>, namespace: &str) -> Result<Option<String>, L2KeyError> {
-    match api.get_opt(SECRET_NAME).await {
-        Ok(Some(secret)) => key_of(&secret, namespace).map(Some),
+async fn get(
+    api: &Api<Secret>,
+    namespace: &str,
+    which: SecretField,
+) -> Result<Option<String>, L2KeyError> {
+    match api.get_opt(which.name).await {
+        Ok(Some(secret)) => field_of(&secret, namespace, which).map(Some),
         Ok(None) => Ok(None),
         Err(source) => Err(L2KeyError::Get {
-            namespace: namespace.to_owned(),
+            secret: format!("{namespace}/{}", which.name),
             source,
         }),
     }
 }
 
-/// Creates the Secret holding `text`; on 409 reads the one that won.
+/// Creates the L2 key Secret holding `text`; on 409 reads the one that won.
+#[cfg(test)]
 pub async fn create_or_read(
     api: &Api<Secret>,
     namespace: &str,
     text: String,
 ) -> Result<(String, Origin), L2KeyError> {
+    create_field_or_read(api, namespace, L2_KEY, text).await
+}
+
+/// Creates Secret `which` holding `text`; on 409 reads the one that won.
+pub async fn create_field_or_read(
+    api: &Api<Secret>,
+    namespace: &str,
+    which: SecretField,
+    text: String,
+) -> Result<(String, Origin), L2KeyError> {
     let secret = Secret {
         metadata: ObjectMeta {
-            name: Some(SECRET_NAME.to_owned()),
+            name: Some(which.name.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/part-of".to_owned(),
@@ -137,61 +183,92 @@ pub async fn create_or_read(
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_owned()),
-        // The key never changes: every node must keep agreeing on it.
+        // It never changes: every node must keep agreeing on it.
         immutable: Some(true),
         data: Some(BTreeMap::from([(
-            SECRET_FIELD.to_owned(),
+            which.field.to_owned(),
             ByteString(text.clone().into_bytes()),
         )])),
         ..Secret::default()
     };
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok((text, Origin::Created)),
-        Err(kube::Error::Api(status)) if status.code == 409 => match get(api, namespace).await? {
-            Some(winner) => Ok((winner, Origin::LostRace)),
-            None => Err(L2KeyError::Vanished {
-                namespace: namespace.to_owned(),
-            }),
-        },
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            match get(api, namespace, which).await? {
+                Some(winner) => Ok((winner, Origin::LostRace)),
+                None => Err(L2KeyError::Vanished {
+                    secret: format!("{namespace}/{}", which.name),
+                }),
+            }
+        }
         Err(source) => Err(L2KeyError::Create {
-            namespace: namespace.to_owned(),
+            secret: format!("{namespace}/{}", which.name),
             source,
         }),
     }
 }
 
 /// Gets the key, creating the Secret with a new random key when there is none.
+#[cfg(test)]
 pub async fn get_or_create(
     client: Client,
     namespace: &str,
 ) -> Result<(String, Origin), L2KeyError> {
+    get_or_create_field(client, namespace, L2_KEY, || {
+        crate::l2::membership::Key::generate_text().map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Gets Secret `which`, creating it with `make`'s text when there is none.
+pub async fn get_or_create_field(
+    client: Client,
+    namespace: &str,
+    which: SecretField,
+    make: impl FnOnce() -> Result<String, String>,
+) -> Result<(String, Origin), L2KeyError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    if let Some(text) = get(&api, namespace).await? {
+    if let Some(text) = get(&api, namespace, which).await? {
         return Ok((text, Origin::Read));
     }
-    let text = crate::l2::membership::Key::generate_text()
-        .map_err(|e| L2KeyError::Generate(e.to_string()))?;
-    create_or_read(&api, namespace, text).await
+    let text = make().map_err(|why| L2KeyError::Generate {
+        what: which.what,
+        why,
+    })?;
+    create_field_or_read(&api, namespace, which, text).await
 }
 
 /// Gets (or creates) the key in the background, retrying with backoff until it succeeds; the
 /// receiver says where it stands.
 pub fn spawn(client: Client, namespace: String) -> watch::Receiver<KeyState> {
+    spawn_field(client, namespace, L2_KEY, || {
+        crate::l2::membership::Key::generate_text().map_err(|e| e.to_string())
+    })
+}
+
+/// [`spawn`] for Secret `which`, made with `make`'s text when there is none.
+pub fn spawn_field(
+    client: Client,
+    namespace: String,
+    which: SecretField,
+    make: fn() -> Result<String, String>,
+) -> watch::Receiver<KeyState> {
     let (tx, rx) = watch::channel(KeyState::Pending { error: None });
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(500);
+        let secret = format!("{namespace}/{}", which.name);
         loop {
-            match get_or_create(client.clone(), &namespace).await {
+            match get_or_create_field(client.clone(), &namespace, which, make).await {
                 Ok((text, origin)) => {
-                    info!(secret = %format!("{namespace}/{SECRET_NAME}"), how = origin.as_str(), "L2 membership key");
+                    info!(%secret, how = origin.as_str(), "{}", which.what);
                     let _ = tx.send(KeyState::Ready {
                         text,
-                        from: format!("Secret {namespace}/{SECRET_NAME} ({})", origin.as_str()),
+                        from: format!("Secret {secret} ({})", origin.as_str()),
                     });
                     return;
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in = ?delay, "the L2 membership key Secret");
+                    warn!(error = %e, retry_in = ?delay, "the {} Secret", which.what);
                     let _ = tx.send(KeyState::Pending {
                         error: Some(e.to_string()),
                     });

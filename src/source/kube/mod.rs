@@ -9,6 +9,7 @@
 //! as source errors until they recover (watches restart with backoff and list again after `410
 //! Gone`).
 
+pub mod api_ca;
 mod backoff;
 mod cache;
 mod conditions;
@@ -77,6 +78,9 @@ pub struct Running {
     pub leading: channel::Receiver<bool>,
     /// The L2 membership key from the Secret (when asked for; see [`l2key`]).
     pub l2_key: Option<channel::Receiver<l2key::KeyState>>,
+    /// The connected client and the agent's namespace, for the other Secrets it keeps.
+    pub client: kube::Client,
+    pub namespace: String,
 }
 
 /// Connects and runs the source on the current runtime, feeding `tx` until every receiver is
@@ -102,6 +106,8 @@ pub async fn spawn(
         status_writer: source.status_writer(),
         leading: source.leadership(),
         l2_key: l2_key.then(|| l2key::spawn(source.client.clone(), source.namespace())),
+        client: source.client.clone(),
+        namespace: source.namespace(),
     };
     tokio::spawn(source.run(tx));
     Ok(running)
