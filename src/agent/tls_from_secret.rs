@@ -5,9 +5,8 @@
 //! paths under the state dir, where `--api-tls-*` files would otherwise be. Issued anew at
 //! every start; clients trust the CA, so nothing else changes.
 
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 
 use tokio::sync::watch;
@@ -18,21 +17,10 @@ use crate::api::{ApiError, TcpConfig};
 use crate::source::kube::l2key::KeyState;
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), ApiError> {
-    let err = |source| ApiError::CertFile {
+    certs::write_pem(path, text, mode).map_err(|source| ApiError::CertFile {
         path: path.to_owned(),
         source,
-    };
-    // Written aside, then renamed: a reader never sees half a key.
-    let tmp = path.with_extension("new");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// Waits for the CA, then writes this node's certificate files to `tcp`'s paths.

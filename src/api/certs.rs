@@ -4,7 +4,10 @@
 //! verifies each node by the address it dials) and client certificates for operators
 //! (`ferrite api client-cert`). ECDSA P-256, signed with ring through rcgen.
 
+use std::io::Write as _;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -161,6 +164,20 @@ pub fn issue(ca: &CaPem, name: &str, ips: &[IpAddr], usage: Usage) -> Result<Iss
         cert: cert.pem(),
         key: key.serialize_pem(),
     })
+}
+
+/// Writes PEM `text` to `path` with `mode` (0600 for keys): aside first, then renamed, so a
+/// reader never sees half a key.
+pub fn write_pem(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

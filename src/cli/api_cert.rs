@@ -41,18 +41,8 @@ pub struct ClientCertCmd {
 }
 
 fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&path)
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+    certs::write_pem(&path, text, mode).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 async fn issue(cmd: &ClientCertCmd) -> Result<(), String> {

@@ -301,26 +301,32 @@ pub fn attach_tc_hook(
 }
 
 /// [`adopt`] or attach a TC classifier as the pod-side program of netkit primary `ifindex`
-/// (`BPF_NETKIT_PEER`), and pin the link. Returns true when adopted.
+/// (`BPF_NETKIT_PEER`), and pin the link at `pin` under `links_dir`; then, as
+/// [`attach_tc_hook`] does, remove the hook `pin` replaces (its counterpart). Returns true when
+/// adopted.
 pub fn attach_netkit_peer_pinned(
     name: &'static str,
     prog: &SchedClassifier,
     (dev, ifindex): (&str, u32),
-    pin: &Path,
+    links_dir: &Path,
+    pin: &super::ladder::PinName,
 ) -> Result<bool, DatapathError> {
-    let fd = owned_prog_fd(name, prog.fd(), pin)?;
-    if adopt(name, fd.as_fd(), pin)? {
-        return Ok(true);
-    }
-    let link =
-        link_create(fd.as_fd(), ifindex, BPF_NETKIT_PEER, 0).map_err(|e| DatapathError::Link {
-            path: pin.into(),
-            source: std::io::Error::new(
-                e.kind(),
-                format!("attaching {name} to netkit device {dev}: {e}"),
-            ),
+    let path = links_dir.join(pin.file_name());
+    let fd = owned_prog_fd(name, prog.fd(), &path)?;
+    let adopted = adopt(name, fd.as_fd(), &path)?;
+    if !adopted {
+        let link = link_create(fd.as_fd(), ifindex, BPF_NETKIT_PEER, 0).map_err(|e| {
+            DatapathError::Link {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("attaching {name} to netkit device {dev}: {e}"),
+                ),
+            }
         })?;
-    obj_pin(link.as_fd(), pin).map_err(|e| DatapathError::io("pinning link at", pin, e))?;
-    info!(program = name, device = dev, pin = %pin.display(), "attached to netkit and pinned");
-    Ok(false)
+        obj_pin(link.as_fd(), &path).map_err(|e| DatapathError::io("pinning link at", &path, e))?;
+        info!(program = name, device = dev, pin = %path.display(), "attached to netkit and pinned");
+    }
+    super::legacy::remove(&links_dir.join(pin.counterpart().file_name()))?;
+    Ok(adopted)
 }

@@ -192,10 +192,8 @@ impl PodRouting {
     fn attach(&mut self, name: &str, ifindex: u32) -> Result<(), DatapathError> {
         let (program, pin) = self.ingress_hook(name);
         if program == NETKIT_PROGRAM {
-            let path = self.pin_path(&pin);
             let prog = super::host::tc_prog(&mut self.netkit_ebpf, program)?;
-            link::attach_netkit_peer_pinned(program, prog, (name, ifindex), &path)?;
-            legacy::remove(&self.pin_path(&pin.counterpart()))?;
+            link::attach_netkit_peer_pinned(program, prog, (name, ifindex), &self.links_dir, &pin)?;
         } else {
             let prog = super::host::tc_prog(&mut self.ebpf, program)?;
             attach_hook(

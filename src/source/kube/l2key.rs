@@ -136,15 +136,6 @@ pub async fn read_field(
     namespace: &str,
     which: SecretField,
 ) -> Result<Option<String>, L2KeyError> {
-    get(api, namespace, which).await
-}
-
-/// Reads the Secret; `None` when it does not exist.
-async fn get(
-    api: &Api<Secret>,
-    namespace: &str,
-    which: SecretField,
-) -> Result<Option<String>, L2KeyError> {
     match api.get_opt(which.name).await {
         Ok(Some(secret)) => field_of(&secret, namespace, which).map(Some),
         Ok(None) => Ok(None),
@@ -194,7 +185,7 @@ pub async fn create_field_or_read(
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok((text, Origin::Created)),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            match get(api, namespace, which).await? {
+            match read_field(api, namespace, which).await? {
                 Some(winner) => Ok((winner, Origin::LostRace)),
                 None => Err(L2KeyError::Vanished {
                     secret: format!("{namespace}/{}", which.name),
@@ -228,7 +219,7 @@ pub async fn get_or_create_field(
     make: impl FnOnce() -> Result<String, String>,
 ) -> Result<(String, Origin), L2KeyError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    if let Some(text) = get(&api, namespace, which).await? {
+    if let Some(text) = read_field(&api, namespace, which).await? {
         return Ok((text, Origin::Read));
     }
     let text = make().map_err(|why| L2KeyError::Generate {
