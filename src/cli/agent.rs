@@ -510,17 +510,19 @@ fn api_listeners(cmd: &AgentCmd) -> Result<Listeners, String> {
     Ok((tcp, from_secret, metrics))
 }
 
-/// `--host-routing bpf|legacy`: whether BPF host routing is on.
 /// `--pod-device`: `auto` builds veths where the stack routes (`--host-routing legacy`), since
 /// netkit gains nothing there.
 fn pod_device(cmd: &AgentCmd) -> crate::cni::config::PodDeviceKind {
     use crate::cni::config::PodDeviceKind;
     match cmd.pod_device {
-        PodDeviceKind::Auto if cmd.host_routing == "legacy" => PodDeviceKind::Veth,
+        PodDeviceKind::Auto if parse_host_routing(&cmd.host_routing) == Ok(false) => {
+            PodDeviceKind::Veth
+        }
         other => other,
     }
 }
 
+/// `--host-routing bpf|legacy`: whether BPF host routing is on.
 fn parse_host_routing(text: &str) -> Result<bool, String> {
     match text {
         "bpf" => Ok(true),
@@ -586,5 +588,25 @@ mod tests {
         );
         assert_eq!(metrics.unwrap().port(), 9962);
         assert!(api_listeners(&parse(&["--metrics-listen", "9962"])).is_err());
+    }
+
+    #[test]
+    fn pod_device_auto_is_veth_where_the_stack_routes() {
+        use crate::cni::config::PodDeviceKind;
+        assert_eq!(pod_device(&parse(&[])), PodDeviceKind::Auto);
+        assert_eq!(
+            pod_device(&parse(&["--host-routing", "legacy"])),
+            PodDeviceKind::Veth
+        );
+        // An explicit choice stands.
+        assert_eq!(
+            pod_device(&parse(&[
+                "--host-routing",
+                "legacy",
+                "--pod-device",
+                "netkit"
+            ])),
+            PodDeviceKind::Netkit
+        );
     }
 }

@@ -536,5 +536,15 @@ mod tests {
         assert_eq!(v["plugins"][0]["nodeState"], "/var/lib/ferrite/node.json");
         assert_eq!(v["plugins"][1]["capabilities"]["portMappings"], true);
         assert!(v["plugins"].get(2).is_none());
+        // veth (the plugin's own default) is left out; any other pair is written.
+        assert!(v["plugins"][0].get("podDevice").is_none(), "{v}");
+        let auto = InstallConfig {
+            pod_device: PodDeviceKind::Auto,
+            ..cfg
+        };
+        assert_eq!(
+            render_conflist(&auto, &[])["plugins"][0]["podDevice"],
+            "auto"
+        );
     }
 }
