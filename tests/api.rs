@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::pki::Pki;
-use common::{AgentLab, PodLab, require_root, require_tools, service_yaml, slice_yaml};
+use common::{AgentLab, PodLab, curl, require_root, require_tools, service_yaml, slice_yaml};
 use ferrite_lab::wait_until;
 use serde_json::{Value, json};
 
@@ -59,21 +59,6 @@ fn require_venv() {
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-/// `curl ARGS URL`: (exit code, HTTP status, body). The status is 0 when no HTTP answer came.
-fn curl(args: &[&str], url: &str) -> (i32, u16, String) {
-    let out = run(Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
-        .args(args)
-        .arg(url));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        out.status.code().unwrap_or(-1),
-        code.trim().parse().unwrap_or(0),
-        body.to_owned(),
-    )
 }
 
 /// An exposition parsed by the Prometheus project's Python client: family name → (type,

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AgentLab, PodLab, require_root, service_yaml, slice_yaml};
+use common::{AgentLab, PodLab, curl, require_root, service_yaml, slice_yaml};
 use ferrite_fakeapi::FakeApi;
 use ferrite_lab::wait_until;
 use serde_json::Value;
@@ -369,20 +369,6 @@ fn kube_flows_name_a_backend_on_another_node_with_its_labels() {
     named(&["app=web", "tier=db"]);
 }
 
-/// `curl -sS ARGS URL`: the exit code and the body.
-fn curl(args: &[&str], url: &str) -> (i32, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl (make setup installs it)");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 /// Kube mode keeps the TCP API's CA in a Secret: an agent with `--api-listen` and no
 /// certificate files creates `ferrite-api-ca` and serves with a certificate it issued itself
 /// from it (naming 127.0.0.1); `ferrite api client-cert` issues a client certificate from the
@@ -425,19 +411,27 @@ fn kube_mode_keeps_the_api_ca_in_a_secret_and_issues_certificates_from_it() {
 
     let url = format!("https://{listen}/v1/status");
     let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
-    let mut served = (0, String::new());
+    let mut served = (0, 0, String::new());
     let ok = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
         served = curl(&["--cacert", &ca, "--cert", &cert, "--key", &key], &url);
-        served.0 == 0
+        served.0 == 0 && served.1 == 200
     });
     assert!(ok.is_ok(), "{served:?}\n{}", lab.agent.log());
-    let status: Value = serde_json::from_str(&served.1).expect("status JSON");
+    // The agent's own key, issued from the same CA, is written 0600 too (it serves by now).
+    let server_key = lab.agent.work.path().join("state/api-tls/tls.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&server_key)
+            .unwrap_or_else(|e| panic!("{}: {e}", server_key.display()))
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{}", server_key.display());
+    let status: Value = serde_json::from_str(&served.2).expect("status JSON");
     assert_eq!(status["node_name"], "test-node", "{status}");
     assert_eq!(status["api"]["tls"], listen.as_str(), "{status}");
     // No client certificate: refused.
-    let (rc, _) = curl(&["--cacert", &ca], &url);
+    let (rc, _, _) = curl(&["--cacert", &ca], &url);
     assert_ne!(rc, 0, "served without a client certificate");
     // The server's certificate does not chain to another CA: the client refuses it.
-    let (rc, _) = curl(&["--cert", &cert, "--key", &key], &url);
+    let (rc, _, _) = curl(&["--cert", &cert, "--key", &key], &url);
     assert_ne!(rc, 0, "trusted without the cluster CA");
 }

@@ -156,7 +156,7 @@ fn assert_reaches(lab: &PodLab, from: (usize, usize), to: (usize, usize), v6: bo
 }
 
 /// The host-side device of `pod`.
-fn host_veth(pod: &CniPod) -> String {
+fn host_dev(pod: &CniPod) -> String {
     pod.host_device()
         .unwrap_or_else(|| panic!("no host interface in {}", pod.result))
         .to_owned()
@@ -177,7 +177,7 @@ fn assert_host_routing(lab: &PodLab, overlay: bool) {
         let netkits: BTreeSet<String> = node
             .pods
             .iter()
-            .map(host_veth)
+            .map(host_dev)
             .filter(|dev| {
                 let kind = link_kind(node.ns.ns(), dev)
                     .unwrap_or_else(|e| panic!("{}: ip link show {dev}: {e}", node.name));
@@ -199,7 +199,7 @@ fn assert_host_routing(lab: &PodLab, overlay: bool) {
                 && node
                     .pods
                     .iter()
-                    .all(|p| veths.contains(host_veth(p).as_str()))
+                    .all(|p| veths.contains(host_dev(p).as_str()))
                 && count("redirected_packets") > 0
                 && count("to_pod_packets") > 0
                 && (!overlay || last["overlay_device"] == "ferrite.vxlan")
@@ -462,7 +462,7 @@ fn legacy_host_routing_leaves_pod_traffic_to_the_stack() {
         let hr = &st["datapath"]["host_routing"];
         assert_eq!(hr["mode"], "legacy", "{}: {hr}", node.name);
         // The veths carry the policy hooks, and nothing went past the stack.
-        let veths: BTreeSet<String> = node.pods.iter().map(host_veth).collect();
+        let veths: BTreeSet<String> = node.pods.iter().map(host_dev).collect();
         let listed: BTreeSet<String> = hr["pod_devices"]
             .as_array()
             .into_iter()
@@ -526,7 +526,7 @@ fn pod_dev_entries(node: &PodNode) -> usize {
 fn switching_host_routing_swaps_the_pod_hooks() {
     let mut lab = start("pns", 0, &[]);
     let _servers = pods_and_servers(&mut lab, 0);
-    let veth = host_veth(&lab.nodes[0].pods[0]);
+    let veth = host_dev(&lab.nodes[0].pods[0]);
     let bpf: BTreeSet<String> = [format!("pod_{veth}"), format!("podeg_{veth}")].into();
     let legacy: BTreeSet<String> = [format!("podpol_{veth}"), format!("podeg_{veth}")].into();
     for (args, want, devs) in [
@@ -850,7 +850,7 @@ fn unresolved_neighbours_fall_back_without_losing_a_connect() {
         "{node1_ip} not resolved again: {entries:?}"
     );
 
-    let dev = host_veth(&node1.pods[0]);
+    let dev = host_dev(&node1.pods[0]);
     let pod1_ip = target.ip().to_string();
     let flush1 = || {
         node1.ip(&["neigh", "flush", "dev", &dev]).expect("flush");

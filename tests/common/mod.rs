@@ -16,6 +16,23 @@ pub mod pki;
 
 pub const FERRITE: &str = env!("CARGO_BIN_EXE_ferrite");
 
+/// `curl ARGS URL`: (exit code, HTTP status, body). The status is 0 when no HTTP answer came.
+pub fn curl(args: &[&str], url: &str) -> (i32, u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl (make setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        out.status.code().unwrap_or(-1),
+        code.trim().parse().unwrap_or(0),
+        body.to_owned(),
+    )
+}
+
 /// `ferrite manifests rbac --namespace kube-system`: the addon's RBAC as YAML.
 pub fn generated_rbac() -> String {
     let out = Command::new(FERRITE)
